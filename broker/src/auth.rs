@@ -1,0 +1,124 @@
+//! Authentication: SASL PLAIN and AMQPLAIN against the configured users.
+
+use std::net::IpAddr;
+
+use amq_protocol::types::{parsing::parse_field_table, AMQPValue};
+
+use crate::config::UserConfig;
+
+/// The mechanisms offered in connection.start.
+pub const MECHANISMS: &str = "PLAIN AMQPLAIN";
+
+/// Why a login failed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AuthError {
+    /// The client chose a mechanism Warren does not offer.
+    UnknownMechanism(String),
+    /// The response did not parse, or the user or password is wrong, or the user may not
+    /// log in from that address.
+    Refused(String),
+}
+
+/// Extracts (user, password) from a SASL response.
+fn credentials(mechanism: &str, response: &[u8]) -> Result<(String, String), AuthError> {
+    let refused = || AuthError::Refused(mechanism.to_owned());
+    match mechanism {
+        "PLAIN" => {
+            let mut parts = response.split(|b| *b == 0);
+            let (_authzid, user, pass) = (parts.next(), parts.next(), parts.next());
+            match (user, pass, parts.next()) {
+                (Some(u), Some(p), None) => Ok((
+                    String::from_utf8_lossy(u).into_owned(),
+                    String::from_utf8_lossy(p).into_owned(),
+                )),
+                _ => Err(refused()),
+            }
+        }
+        "AMQPLAIN" => {
+            // The response is a field table without its length prefix.
+            let mut buf = (response.len() as u32).to_be_bytes().to_vec();
+            buf.extend_from_slice(response);
+            let (_, table) = parse_field_table(&buf[..]).map_err(|_| refused())?;
+            let get = |k: &str| match table.inner().get(k) {
+                Some(AMQPValue::LongString(s)) => {
+                    Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
+                }
+                Some(AMQPValue::ShortString(s)) => Some(s.as_str().to_owned()),
+                _ => None,
+            };
+            match (get("LOGIN"), get("PASSWORD")) {
+                (Some(u), Some(p)) => Ok((u, p)),
+                _ => Err(refused()),
+            }
+        }
+        other => Err(AuthError::UnknownMechanism(other.to_owned())),
+    }
+}
+
+/// Checks a login; returns the user name.
+pub fn authenticate(
+    users: &[UserConfig],
+    mechanism: &str,
+    response: &[u8],
+    peer: IpAddr,
+) -> Result<String, AuthError> {
+    let (user, pass) = credentials(mechanism, response)?;
+    let ok = users
+        .iter()
+        .any(|u| u.name == user && u.password == pass && (!u.loopback_only || peer.is_loopback()));
+    if ok {
+        Ok(user)
+    } else {
+        Err(AuthError::Refused(mechanism.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use amq_protocol::auth::{Credentials, SASLMechanism};
+
+    fn guest() -> Vec<UserConfig> {
+        vec![UserConfig {
+            name: "guest".into(),
+            password: "guest".into(),
+            loopback_only: true,
+        }]
+    }
+
+    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    #[test]
+    fn plain_and_amqplain_accept_guest() {
+        let c = Credentials::default();
+        for (name, mech) in [
+            ("PLAIN", SASLMechanism::Plain),
+            ("AMQPLAIN", SASLMechanism::AMQPlain),
+        ] {
+            let resp = c.sasl_auth_string(mech);
+            assert_eq!(
+                authenticate(&guest(), name, resp.as_bytes(), LOCAL),
+                Ok("guest".into())
+            );
+        }
+    }
+
+    #[test]
+    fn wrong_password_is_refused() {
+        assert!(authenticate(&guest(), "PLAIN", b"\0guest\0nope", LOCAL).is_err());
+    }
+
+    #[test]
+    fn guest_is_refused_from_a_remote_address() {
+        let remote = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+        assert!(authenticate(&guest(), "PLAIN", b"\0guest\0guest", remote).is_err());
+    }
+
+    #[test]
+    fn unknown_mechanism_is_named() {
+        assert_eq!(
+            authenticate(&guest(), "EXTERNAL", b"", LOCAL),
+            Err(AuthError::UnknownMechanism("EXTERNAL".into()))
+        );
+    }
+}

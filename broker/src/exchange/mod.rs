@@ -1,0 +1,214 @@
+//! Exchanges: one file per type behind one `Router` trait. What is common to every type
+//! (the binding set, alternate exchange, auto-delete bookkeeping) lives in `Exchange`.
+
+mod direct;
+mod fanout;
+mod headers;
+mod topic;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use amq_protocol::types::{AMQPValue, FieldTable};
+
+use crate::error::{AmqpError, AmqpResult};
+
+pub use direct::DirectRouter;
+pub use fanout::FanoutRouter;
+pub use headers::HeadersRouter;
+pub use topic::TopicRouter;
+
+/// Where a binding leads.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Destination {
+    /// A queue, by name.
+    Queue(Arc<str>),
+    /// Another exchange (exchange-to-exchange binding), by name.
+    Exchange(Arc<str>),
+}
+
+/// The exchange types Warren implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExchangeKind {
+    Direct,
+    Fanout,
+    Topic,
+    Headers,
+}
+
+impl ExchangeKind {
+    /// Parses the `type` field of exchange.declare; unknown types are refused with 503 like
+    /// RabbitMQ ("invalid exchange type").
+    pub fn parse(kind: &str) -> AmqpResult<Self> {
+        match kind {
+            "direct" => Ok(ExchangeKind::Direct),
+            "fanout" => Ok(ExchangeKind::Fanout),
+            "topic" => Ok(ExchangeKind::Topic),
+            "headers" => Ok(ExchangeKind::Headers),
+            other => Err(AmqpError::command_invalid(format_args!(
+                "invalid exchange type '{other}'"
+            ))),
+        }
+    }
+
+    /// The name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExchangeKind::Direct => "direct",
+            ExchangeKind::Fanout => "fanout",
+            ExchangeKind::Topic => "topic",
+            ExchangeKind::Headers => "headers",
+        }
+    }
+
+    fn router(self) -> Box<dyn Router> {
+        match self {
+            ExchangeKind::Direct => Box::<DirectRouter>::default(),
+            ExchangeKind::Fanout => Box::<FanoutRouter>::default(),
+            ExchangeKind::Topic => Box::<TopicRouter>::default(),
+            ExchangeKind::Headers => Box::<HeadersRouter>::default(),
+        }
+    }
+}
+
+/// The routing index of one exchange type. `bind` and `unbind` are only called for bindings the
+/// `Exchange` has checked to be new or present, so routers may assume each call is meaningful.
+pub trait Router: Send + Sync {
+    /// Validates a binding's arguments before it is added (headers checks `x-match`).
+    fn validate(&self, _key: &str, _args: &FieldTable) -> AmqpResult<()> {
+        Ok(())
+    }
+    /// Adds a binding to the index.
+    fn bind(&mut self, dest: &Destination, key: &str, args: &FieldTable);
+    /// Removes one binding from the index.
+    fn unbind(&mut self, dest: &Destination, key: &str, args: &FieldTable);
+    /// Appends the destinations matching a message. Duplicates are allowed; the caller
+    /// de-duplicates so that a queue gets one copy.
+    fn route(&self, routing_key: &str, headers: Option<&FieldTable>, out: &mut Vec<Destination>);
+}
+
+/// A binding as declared: destination, key and arguments.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Binding {
+    pub destination: Destination,
+    pub routing_key: String,
+    pub arguments: FieldTable,
+}
+
+/// One exchange: its declaration and its routing index.
+pub struct Exchange {
+    /// The exchange's name ("" is the default exchange).
+    pub name: Arc<str>,
+    /// Its type.
+    pub kind: ExchangeKind,
+    /// Survives restarts.
+    pub durable: bool,
+    /// Deleted when its last binding (as a source) goes.
+    pub auto_delete: bool,
+    /// Clients may not publish to it directly.
+    pub internal: bool,
+    /// Declaration arguments, compared on redeclare.
+    pub arguments: FieldTable,
+    /// `alternate-exchange`: where unroutable messages go.
+    pub alternate: Option<Arc<str>>,
+    /// Every binding with this exchange as source, grouped by destination for fast removal.
+    bindings: HashMap<Destination, Vec<(String, FieldTable)>>,
+    /// The type-specific index.
+    router: Box<dyn Router>,
+}
+
+impl Exchange {
+    /// A new exchange with no bindings.
+    pub fn new(
+        name: Arc<str>,
+        kind: ExchangeKind,
+        durable: bool,
+        auto_delete: bool,
+        internal: bool,
+        arguments: FieldTable,
+    ) -> Self {
+        let alternate = match arguments.inner().get("alternate-exchange") {
+            Some(AMQPValue::LongString(s)) => {
+                Some(Arc::from(String::from_utf8_lossy(s.as_bytes()).as_ref()))
+            }
+            Some(AMQPValue::ShortString(s)) => Some(Arc::from(s.as_str())),
+            _ => None,
+        };
+        Exchange {
+            name,
+            kind,
+            durable,
+            auto_delete,
+            internal,
+            arguments,
+            alternate,
+            bindings: HashMap::new(),
+            router: kind.router(),
+        }
+    }
+
+    /// Adds a binding; binding twice is a no-op. Returns whether it was new.
+    pub fn bind(&mut self, dest: Destination, key: &str, args: FieldTable) -> AmqpResult<bool> {
+        self.router.validate(key, &args)?;
+        let list = self.bindings.entry(dest.clone()).or_default();
+        if list.iter().any(|(k, a)| k == key && *a == args) {
+            return Ok(false);
+        }
+        self.router.bind(&dest, key, &args);
+        list.push((key.to_owned(), args));
+        Ok(true)
+    }
+
+    /// Removes a binding. Returns whether it existed.
+    pub fn unbind(&mut self, dest: &Destination, key: &str, args: &FieldTable) -> bool {
+        let Some(list) = self.bindings.get_mut(dest) else {
+            return false;
+        };
+        let Some(pos) = list.iter().position(|(k, a)| k == key && a == args) else {
+            return false;
+        };
+        let (key, args) = list.swap_remove(pos);
+        if list.is_empty() {
+            self.bindings.remove(dest);
+        }
+        self.router.unbind(dest, &key, &args);
+        true
+    }
+
+    /// Removes every binding to `dest` (the destination was deleted). Returns how many.
+    pub fn remove_destination(&mut self, dest: &Destination) -> usize {
+        let Some(list) = self.bindings.remove(dest) else {
+            return 0;
+        };
+        for (key, args) in &list {
+            self.router.unbind(dest, key, args);
+        }
+        list.len()
+    }
+
+    /// Whether any binding has this exchange as source.
+    pub fn has_bindings(&self) -> bool {
+        !self.bindings.is_empty()
+    }
+
+    /// Every binding with this exchange as source.
+    pub fn bindings(&self) -> impl Iterator<Item = Binding> + '_ {
+        self.bindings.iter().flat_map(|(dest, list)| {
+            list.iter().map(move |(key, args)| Binding {
+                destination: dest.clone(),
+                routing_key: key.clone(),
+                arguments: args.clone(),
+            })
+        })
+    }
+
+    /// Appends the destinations of a message published with this routing key and headers.
+    pub fn route(
+        &self,
+        routing_key: &str,
+        headers: Option<&FieldTable>,
+        out: &mut Vec<Destination>,
+    ) {
+        self.router.route(routing_key, headers, out);
+    }
+}

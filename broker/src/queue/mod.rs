@@ -1,0 +1,244 @@
+//! Queues. Each queue is owned by one task (`actor`), which alone holds its messages and
+//! consumers; everything else talks to it through its mailbox, so no lock guards a queue.
+
+mod actor;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use amq_protocol::types::FieldTable;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{AmqpError, AmqpResult};
+use crate::message::Message;
+
+pub(crate) use actor::spawn;
+
+/// How many deliveries may sit between a queue and a connection that has not written them yet,
+/// per consumer. Bounds the broker's memory when a client reads slowly and set no prefetch.
+pub const DELIVERY_WINDOW: u32 = 1024;
+
+/// A message handed out by a queue, to a consumer or to basic.get.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The queue it came from, to route the ack back.
+    pub queue: QueueHandle,
+    /// The queue's id for this message (its sequence number).
+    pub msg_id: u64,
+    /// The message.
+    pub message: Arc<Message>,
+    /// Whether it was delivered before.
+    pub redelivered: bool,
+}
+
+/// What a queue sends to a connection.
+#[derive(Debug)]
+pub enum ConnEvent {
+    /// Push a message to a consumer.
+    Deliver {
+        channel: u16,
+        consumer_tag: Arc<str>,
+        delivery: Delivery,
+    },
+    /// The queue went away: tell the client its consumer is cancelled.
+    ConsumerCancelled {
+        channel: u16,
+        consumer_tag: Arc<str>,
+    },
+}
+
+/// The sending side of a connection's event mailbox.
+pub type ConnSender = mpsc::UnboundedSender<ConnEvent>;
+
+/// A channel's prefetch state that is shared with every queue the channel consumes from
+/// (`basic.qos` with global=true limits the whole channel).
+#[derive(Debug, Default)]
+pub struct ChannelQos {
+    /// Unacked messages allowed on the channel; 0 is unlimited.
+    pub limit: AtomicU32,
+    /// Unacked messages on the channel now.
+    pub unacked: AtomicU32,
+}
+
+impl ChannelQos {
+    /// Takes one unit of the channel's prefetch, if there is room.
+    pub fn try_reserve(&self) -> bool {
+        let limit = self.limit.load(Ordering::Relaxed);
+        if limit == 0 {
+            self.unacked.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        self.unacked
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Gives back `n` units; returns whether the channel was full before (so queues must be
+    /// woken to deliver again).
+    pub fn release(&self, n: u32) -> bool {
+        if n == 0 {
+            return false;
+        }
+        let before = self
+            .unacked
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(n))
+            })
+            .unwrap_or(0);
+        let limit = self.limit.load(Ordering::Relaxed);
+        limit != 0 && before >= limit
+    }
+}
+
+/// A consumer as a queue knows it.
+#[derive(Debug)]
+pub struct Consumer {
+    /// The consumer tag.
+    pub tag: Arc<str>,
+    /// The connection's id (exclusive-use checks, cleanup).
+    pub conn_id: u64,
+    /// The channel number on that connection.
+    pub channel: u16,
+    /// Where deliveries go.
+    pub conn: ConnSender,
+    /// Messages count as acked once sent.
+    pub no_ack: bool,
+    /// No other consumer may use the queue while this one exists.
+    pub exclusive: bool,
+    /// Per-consumer prefetch (0 = unlimited).
+    pub prefetch: u32,
+    /// The channel-wide prefetch.
+    pub channel_qos: Arc<ChannelQos>,
+    /// Deliveries sent to the connection and not yet written to its socket.
+    pub in_flight: Arc<AtomicU32>,
+}
+
+/// Requests to a queue's owner.
+#[derive(Debug)]
+pub enum QueueCmd {
+    /// Enqueue a routed message.
+    Publish(Arc<Message>),
+    /// Add a consumer.
+    Consume {
+        consumer: Consumer,
+        reply: oneshot::Sender<AmqpResult<()>>,
+    },
+    /// Remove a consumer (basic.cancel, channel closed).
+    Cancel {
+        conn_id: u64,
+        channel: u16,
+        tag: Arc<str>,
+    },
+    /// basic.get: one message, if any. The reply carries the count of messages left.
+    Get {
+        no_ack: bool,
+        reply: oneshot::Sender<Option<(Delivery, u32)>>,
+    },
+    /// Settle delivered messages for good.
+    Ack(Vec<u64>),
+    /// Put delivered messages back (requeue) or drop them.
+    Reject { ids: Vec<u64>, requeue: bool },
+    /// Drop all ready messages; replies with how many.
+    Purge(oneshot::Sender<u32>),
+    /// Ready messages and consumers.
+    Stats(oneshot::Sender<QueueStats>),
+    /// Delete the queue, if the conditions hold; replies with the messages it held.
+    Delete {
+        if_unused: bool,
+        if_empty: bool,
+        reply: oneshot::Sender<AmqpResult<u32>>,
+    },
+    /// Capacity freed somewhere (a connection wrote, a channel acked): try to deliver again.
+    Wake,
+}
+
+/// Counts reported by queue.declare-ok.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QueueStats {
+    /// Messages ready for delivery.
+    pub messages: u32,
+    /// Consumers attached.
+    pub consumers: u32,
+}
+
+/// A queue's declaration.
+#[derive(Debug, Clone)]
+pub struct QueueSpec {
+    /// Name.
+    pub name: Arc<str>,
+    /// Survives restarts (definition, and its persistent messages).
+    pub durable: bool,
+    /// Owned by one connection: `Some(connection id)`.
+    pub exclusive_owner: Option<u64>,
+    /// Deleted when its last consumer goes.
+    pub auto_delete: bool,
+    /// `x-` arguments.
+    pub arguments: FieldTable,
+}
+
+struct Shared {
+    spec: QueueSpec,
+    mailbox: mpsc::Sender<QueueCmd>,
+}
+
+/// A cheap, clonable reference to a queue.
+#[derive(Clone)]
+pub struct QueueHandle(Arc<Shared>);
+
+impl std::fmt::Debug for QueueHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "QueueHandle({})", self.0.spec.name)
+    }
+}
+
+impl PartialEq for QueueHandle {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl QueueHandle {
+    pub(crate) fn new(spec: QueueSpec, mailbox: mpsc::Sender<QueueCmd>) -> Self {
+        QueueHandle(Arc::new(Shared { spec, mailbox }))
+    }
+
+    /// The queue's declaration.
+    pub fn spec(&self) -> &QueueSpec {
+        &self.0.spec
+    }
+
+    /// The queue's name.
+    pub fn name(&self) -> &Arc<str> {
+        &self.0.spec.name
+    }
+
+    /// Sends a request; waits when the mailbox is full (back-pressure on publishers).
+    /// Fails only if the queue is gone.
+    pub async fn send(&self, cmd: QueueCmd) -> AmqpResult<()> {
+        let cmd = match self.0.mailbox.try_send(cmd) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Full(cmd)) => cmd,
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(self.gone()),
+        };
+        self.0.mailbox.send(cmd).await.map_err(|_| self.gone())
+    }
+
+    /// Sends without waiting; a full mailbox drops a `Wake` harmlessly, since a busy queue
+    /// delivers after every batch anyway.
+    pub fn wake(&self) {
+        let _ = self.0.mailbox.try_send(QueueCmd::Wake);
+    }
+
+    /// Asks and waits for the answer.
+    pub async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> QueueCmd) -> AmqpResult<T> {
+        let (tx, rx) = oneshot::channel();
+        self.send(make(tx)).await?;
+        rx.await.map_err(|_| self.gone())
+    }
+
+    fn gone(&self) -> AmqpError {
+        AmqpError::not_found(format_args!("no queue '{}' in vhost '/'", self.name()))
+    }
+}

@@ -1,0 +1,376 @@
+//! The basic class: qos, consume, cancel, publish, get, ack, nack, reject, recover.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use amq_protocol::protocol::{basic, AMQPClass};
+use bytes::BytesMut;
+
+use super::channel::{settle, Channel, ChannelConsumer, PendingPublish, Unacked};
+use super::connection::Connection;
+use crate::error::{AmqpError, AmqpResult};
+use crate::message::Message;
+use crate::protocol::{write_content, write_method};
+use crate::queue::{Consumer, QueueCmd};
+use crate::util::random_token;
+
+/// How a client settles delivered messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Settle {
+    Ack,
+    Reject { requeue: bool },
+}
+
+impl Settle {
+    pub(crate) fn command(self, ids: Vec<u64>) -> QueueCmd {
+        match self {
+            Settle::Ack => QueueCmd::Ack(ids),
+            Settle::Reject { requeue } => QueueCmd::Reject { ids, requeue },
+        }
+    }
+}
+
+/// Takes the unacked entries an ack/nack/reject names: one tag, or with `multiple` every tag up
+/// to it (0 with `multiple` means all). An unknown tag is 406.
+pub(crate) fn take_tags(
+    ch: &mut Channel,
+    tag: u64,
+    multiple: bool,
+) -> AmqpResult<Vec<(u64, Unacked)>> {
+    if multiple {
+        if tag == 0 {
+            return Ok(std::mem::take(&mut ch.unacked).into_iter().collect());
+        }
+        if !ch.unacked.contains_key(&tag) {
+            return Err(Connection::unknown_tag(tag));
+        }
+        let rest = ch.unacked.split_off(&(tag + 1));
+        Ok(std::mem::replace(&mut ch.unacked, rest)
+            .into_iter()
+            .collect())
+    } else {
+        ch.unacked
+            .remove(&tag)
+            .map(|u| vec![(tag, u)])
+            .ok_or_else(|| Connection::unknown_tag(tag))
+    }
+}
+
+impl Connection {
+    pub(crate) async fn handle_basic_method(
+        &mut self,
+        id: u16,
+        method: basic::AMQPMethod,
+    ) -> AmqpResult<()> {
+        match method {
+            basic::AMQPMethod::Publish(p) => {
+                if p.immediate {
+                    return Err(AmqpError::not_implemented("immediate=true"));
+                }
+                self.ch(id)?.publish = Some(PendingPublish {
+                    exchange: p.exchange,
+                    routing_key: p.routing_key,
+                    mandatory: p.mandatory,
+                    header: None,
+                    body: Vec::new(),
+                    received: 0,
+                });
+                Ok(())
+            }
+            basic::AMQPMethod::Qos(q) => {
+                let ch = self.ch(id)?;
+                if q.global {
+                    ch.qos
+                        .limit
+                        .store(u32::from(q.prefetch_count), Ordering::Relaxed);
+                    // A raised limit may let queues deliver again.
+                    let queues: Vec<_> = ch.consumers.values().map(|c| c.queue.clone()).collect();
+                    for q in queues {
+                        if !self.to_wake.contains(&q) {
+                            self.to_wake.push(q);
+                        }
+                    }
+                } else {
+                    ch.consumer_prefetch = u32::from(q.prefetch_count);
+                }
+                self.reply(id, basic::AMQPMethod::QosOk(basic::QosOk {}));
+                Ok(())
+            }
+            basic::AMQPMethod::Consume(c) => self.consume(id, c).await,
+            basic::AMQPMethod::Cancel(c) => {
+                let ch = self.ch(id)?;
+                let tag: Arc<str> = Arc::from(c.consumer_tag.as_str());
+                if let Some(consumer) = ch.consumers.remove(&tag) {
+                    let _ = consumer
+                        .queue
+                        .send(QueueCmd::Cancel {
+                            conn_id: self.id,
+                            channel: id,
+                            tag,
+                        })
+                        .await;
+                }
+                if !c.nowait {
+                    self.reply(
+                        id,
+                        basic::AMQPMethod::CancelOk(basic::CancelOk {
+                            consumer_tag: c.consumer_tag,
+                        }),
+                    );
+                }
+                Ok(())
+            }
+            basic::AMQPMethod::Get(g) => self.get(id, g).await,
+            basic::AMQPMethod::Ack(a) => {
+                self.settle_tags(id, a.delivery_tag, a.multiple, Settle::Ack)
+                    .await
+            }
+            basic::AMQPMethod::Nack(n) => {
+                self.settle_tags(
+                    id,
+                    n.delivery_tag,
+                    n.multiple,
+                    Settle::Reject { requeue: n.requeue },
+                )
+                .await
+            }
+            basic::AMQPMethod::Reject(r) => {
+                self.settle_tags(
+                    id,
+                    r.delivery_tag,
+                    false,
+                    Settle::Reject { requeue: r.requeue },
+                )
+                .await
+            }
+            basic::AMQPMethod::Recover(r) => {
+                self.recover(id, r.requeue).await?;
+                self.reply(id, basic::AMQPMethod::RecoverOk(basic::RecoverOk {}));
+                Ok(())
+            }
+            basic::AMQPMethod::RecoverAsync(r) => self.recover(id, r.requeue).await,
+            other => Err(AmqpError::command_invalid(format_args!(
+                "basic method {} is sent by servers, not clients",
+                AMQPClass::Basic(other).get_amqp_method_id()
+            ))),
+        }
+    }
+
+    pub(crate) fn reply(&mut self, id: u16, method: basic::AMQPMethod) {
+        write_method(&mut self.out, id, &AMQPClass::Basic(method));
+    }
+
+    async fn consume(&mut self, id: u16, c: basic::Consume) -> AmqpResult<()> {
+        let vhost = self.ctx.vhost.clone();
+        let conn_id = self.id;
+        let events = self.events.clone();
+        let ch = self.ch(id)?;
+        let queue = vhost.queue(ch.queue_name(c.queue.as_str())?, conn_id)?;
+        let tag: Arc<str> = if c.consumer_tag.as_str().is_empty() {
+            Arc::from(format!("amq.ctag-{}", random_token(22)))
+        } else {
+            Arc::from(c.consumer_tag.as_str())
+        };
+        if ch.consumers.contains_key(&tag) {
+            return Err(AmqpError::not_allowed(format_args!(
+                "attempt to reuse consumer tag '{tag}'"
+            )));
+        }
+        let in_flight = Arc::new(AtomicU32::new(0));
+        let consumer = Consumer {
+            tag: tag.clone(),
+            conn_id,
+            channel: id,
+            conn: events,
+            no_ack: c.no_ack,
+            exclusive: c.exclusive,
+            prefetch: ch.consumer_prefetch,
+            channel_qos: ch.qos.clone(),
+            in_flight: in_flight.clone(),
+        };
+        queue
+            .ask(|reply| QueueCmd::Consume { consumer, reply })
+            .await??;
+        let ch = self.ch(id)?;
+        ch.consumers.insert(
+            tag.clone(),
+            ChannelConsumer {
+                queue,
+                no_ack: c.no_ack,
+                in_flight,
+            },
+        );
+        if !c.nowait {
+            self.reply(
+                id,
+                basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
+                    consumer_tag: tag.as_ref().into(),
+                }),
+            );
+        }
+        Ok(())
+    }
+
+    async fn get(&mut self, id: u16, g: basic::Get) -> AmqpResult<()> {
+        let vhost = self.ctx.vhost.clone();
+        let conn_id = self.id;
+        let frame_max = self.frame_max;
+        let queue = vhost.queue(self.ch(id)?.queue_name(g.queue.as_str())?, conn_id)?;
+        let got = queue
+            .ask(|reply| QueueCmd::Get {
+                no_ack: g.no_ack,
+                reply,
+            })
+            .await?;
+        let Some((d, remaining)) = got else {
+            self.reply(id, basic::AMQPMethod::GetEmpty(basic::GetEmpty {}));
+            return Ok(());
+        };
+        let ch = self.ch(id)?;
+        ch.last_tag += 1;
+        let tag = ch.last_tag;
+        if !g.no_ack {
+            ch.unacked.insert(
+                tag,
+                Unacked {
+                    queue: d.queue.clone(),
+                    msg_id: d.msg_id,
+                    counted: false,
+                },
+            );
+        }
+        let m = &d.message;
+        self.reply(
+            id,
+            basic::AMQPMethod::GetOk(basic::GetOk {
+                delivery_tag: tag,
+                redelivered: d.redelivered,
+                exchange: m.exchange.clone(),
+                routing_key: m.routing_key.clone(),
+                message_count: remaining,
+            }),
+        );
+        write_content(&mut self.out, id, &m.raw_properties, &m.body, frame_max);
+        Ok(())
+    }
+
+    async fn settle_tags(
+        &mut self,
+        id: u16,
+        tag: u64,
+        multiple: bool,
+        how: Settle,
+    ) -> AmqpResult<()> {
+        let ch = self.ch(id)?;
+        let taken = take_tags(ch, tag, multiple)?;
+        if let Some(tx) = ch.tx.as_mut() {
+            tx.settles
+                .extend(taken.into_iter().map(|(tag, u)| (tag, u, how)));
+            return Ok(());
+        }
+        let qos = ch.qos.clone();
+        settle(
+            taken.into_iter().map(|(_, u)| u),
+            &qos,
+            |_, ids| how.command(ids),
+            &mut self.to_wake,
+        )
+        .await;
+        Ok(())
+    }
+
+    async fn recover(&mut self, id: u16, requeue: bool) -> AmqpResult<()> {
+        if !requeue {
+            return Err(AmqpError::not_implemented("requeue=false"));
+        }
+        let ch = self.ch(id)?;
+        let all = std::mem::take(&mut ch.unacked);
+        let qos = ch.qos.clone();
+        settle(
+            all.into_values(),
+            &qos,
+            |_, ids| QueueCmd::Reject { ids, requeue: true },
+            &mut self.to_wake,
+        )
+        .await;
+        Ok(())
+    }
+
+    /// The last body frame of a publish arrived: build the message and route it (or hold it
+    /// in the transaction).
+    pub(crate) async fn finish_publish(&mut self, id: u16) -> AmqpResult<()> {
+        let ch = self.ch(id)?;
+        let Some(mut p) = ch.publish.take() else {
+            return Ok(());
+        };
+        let Some((properties, raw_properties, _)) = p.header.take() else {
+            return Ok(());
+        };
+        let body = if p.body.len() == 1 {
+            p.body.pop().unwrap_or_default()
+        } else {
+            let mut all = BytesMut::with_capacity(p.received as usize);
+            for part in &p.body {
+                all.extend_from_slice(part);
+            }
+            all.freeze()
+        };
+        let msg = Arc::new(Message {
+            exchange: p.exchange,
+            routing_key: p.routing_key,
+            properties,
+            raw_properties,
+            body,
+        });
+        if let Some(tx) = ch.tx.as_mut() {
+            tx.hold(msg, p.mandatory)?;
+            return Ok(());
+        }
+        self.publish_message(id, msg, p.mandatory).await
+    }
+
+    /// Routes a complete message to its queues; returns it to the publisher if it is
+    /// mandatory and unroutable (before the confirm, as RabbitMQ does).
+    pub(crate) async fn publish_message(
+        &mut self,
+        id: u16,
+        msg: Arc<Message>,
+        mandatory: bool,
+    ) -> AmqpResult<()> {
+        let mut targets = Vec::new();
+        self.ctx.vhost.route(
+            msg.exchange.as_str(),
+            msg.routing_key.as_str(),
+            msg.properties.headers().as_ref(),
+            &mut targets,
+        )?;
+        if targets.is_empty() && mandatory {
+            self.reply(
+                id,
+                basic::AMQPMethod::Return(basic::Return {
+                    reply_code: 312,
+                    reply_text: "NO_ROUTE".into(),
+                    exchange: msg.exchange.clone(),
+                    routing_key: msg.routing_key.clone(),
+                }),
+            );
+            write_content(
+                &mut self.out,
+                id,
+                &msg.raw_properties,
+                &msg.body,
+                self.frame_max,
+            );
+        }
+        for q in targets {
+            // A queue deleted meanwhile simply does not get the message.
+            let _ = q.send(QueueCmd::Publish(msg.clone())).await;
+        }
+        let ch = self.ch(id)?;
+        if ch.confirm {
+            ch.publish_seq += 1;
+            ch.confirm_pending = ch.publish_seq;
+        }
+        Ok(())
+    }
+}

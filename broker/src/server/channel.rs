@@ -1,0 +1,492 @@
+//! Channels: open/close/flow, the publish state machine (method, then content header, then
+//! body frames; anything out of order is 505), delivery tags and unacked messages, and the
+//! dispatch of each method to its class's handler file.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use amq_protocol::protocol::{basic, channel as chan, AMQPClass, BasicProperties};
+use amq_protocol::types::ShortString;
+use bytes::Bytes;
+
+use super::connection::Connection;
+use super::tx::TxState;
+use crate::error::{AmqpError, AmqpResult, ReplyCode};
+use crate::protocol::{write_content, write_method, Frame};
+use crate::queue::{ChannelQos, ConnEvent, QueueCmd, QueueHandle, DELIVERY_WINDOW};
+
+/// A message delivered on this channel and not yet settled by the client.
+pub(crate) struct Unacked {
+    pub queue: QueueHandle,
+    pub msg_id: u64,
+    /// Counted against the channel's prefetch (consumer deliveries; not basic.get).
+    pub counted: bool,
+}
+
+/// A consumer as its channel knows it.
+pub(crate) struct ChannelConsumer {
+    pub queue: QueueHandle,
+    pub no_ack: bool,
+    pub in_flight: Arc<AtomicU32>,
+}
+
+/// A publish whose content is still arriving.
+pub(crate) struct PendingPublish {
+    pub exchange: ShortString,
+    pub routing_key: ShortString,
+    pub mandatory: bool,
+    /// Set once the content header arrived.
+    pub header: Option<(BasicProperties, Bytes, u64)>,
+    /// Body frames so far (usually one, kept without copying).
+    pub body: Vec<Bytes>,
+    pub received: u64,
+}
+
+/// The state of one open channel.
+pub(crate) struct Channel {
+    pub id: u16,
+    /// The broker sent channel.close and waits for close-ok; other frames are dropped.
+    pub closing: bool,
+    /// Publish in progress.
+    pub publish: Option<PendingPublish>,
+    /// Last delivery tag used.
+    pub last_tag: u64,
+    /// Delivered, not yet acked, by delivery tag.
+    pub unacked: BTreeMap<u64, Unacked>,
+    /// Consumers by tag.
+    pub consumers: HashMap<Arc<str>, ChannelConsumer>,
+    /// basic.qos global=false: the prefetch given to consumers created afterwards.
+    pub consumer_prefetch: u32,
+    /// basic.qos global=true, shared with the queues.
+    pub qos: Arc<ChannelQos>,
+    /// confirm.select was received.
+    pub confirm: bool,
+    /// Publish sequence number in confirm mode.
+    pub publish_seq: u64,
+    /// Highest sequence number confirmed but not yet acked to the client.
+    pub confirm_pending: u64,
+    /// tx.select state.
+    pub tx: Option<TxState>,
+    /// The queue most recently declared here (an empty queue name means this one).
+    pub last_queue: Option<Arc<str>>,
+}
+
+impl Channel {
+    fn new(id: u16) -> Self {
+        Channel {
+            id,
+            closing: false,
+            publish: None,
+            last_tag: 0,
+            unacked: BTreeMap::new(),
+            consumers: HashMap::new(),
+            consumer_prefetch: 0,
+            qos: Arc::new(ChannelQos::default()),
+            confirm: false,
+            publish_seq: 0,
+            confirm_pending: 0,
+            tx: None,
+            last_queue: None,
+        }
+    }
+
+    /// Acks every confirmed publish in one basic.ack with multiple=true.
+    pub fn flush_confirms(&mut self, out: &mut Vec<u8>) {
+        if self.confirm_pending != 0 && !self.closing {
+            write_method(
+                out,
+                self.id,
+                &AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+                    delivery_tag: self.confirm_pending,
+                    multiple: true,
+                })),
+            );
+            self.confirm_pending = 0;
+        }
+    }
+
+    /// The queue named by a method, where "" means the last one declared on this channel.
+    pub fn queue_name<'a>(&'a self, name: &'a str) -> AmqpResult<&'a str> {
+        if !name.is_empty() {
+            return Ok(name);
+        }
+        self.last_queue
+            .as_deref()
+            .ok_or_else(|| AmqpError::not_found("no previously declared queue"))
+    }
+
+    /// Cancels the consumers and returns every unacked message to its queue.
+    pub async fn release(mut self, conn_id: u64) {
+        for (tag, c) in self.consumers.drain() {
+            let _ = c
+                .queue
+                .send(QueueCmd::Cancel {
+                    conn_id,
+                    channel: self.id,
+                    tag,
+                })
+                .await;
+        }
+        let unacked = std::mem::take(&mut self.unacked);
+        settle(
+            unacked.into_values(),
+            &self.qos,
+            |_, ids| QueueCmd::Reject { ids, requeue: true },
+            &mut Vec::new(),
+        )
+        .await;
+    }
+}
+
+/// Groups settled messages by queue and sends each queue one command. Releases channel
+/// prefetch; queues that may deliver again are added to `wake`.
+pub(crate) async fn settle(
+    items: impl IntoIterator<Item = Unacked>,
+    qos: &ChannelQos,
+    make: impl Fn(&QueueHandle, Vec<u64>) -> QueueCmd,
+    wake: &mut Vec<QueueHandle>,
+) {
+    let mut groups: Vec<(QueueHandle, Vec<u64>)> = Vec::new();
+    let mut counted = 0;
+    for u in items {
+        counted += u32::from(u.counted);
+        match groups.iter_mut().find(|(q, _)| *q == u.queue) {
+            Some((_, ids)) => ids.push(u.msg_id),
+            None => groups.push((u.queue, vec![u.msg_id])),
+        }
+    }
+    let was_full = qos.release(counted);
+    for (q, ids) in groups {
+        let cmd = make(&q, ids);
+        let _ = q.send(cmd).await;
+        if was_full && !wake.contains(&q) {
+            wake.push(q);
+        }
+    }
+}
+
+impl Connection {
+    /// Frames on channels 1..=channel_max.
+    pub(crate) async fn handle_channel_frame(&mut self, frame: Frame) -> AmqpResult<()> {
+        let id = frame.channel();
+        let Some(ch) = self.channels.get_mut(&id) else {
+            return match frame {
+                Frame::Method(_, m) => match *m {
+                    AMQPClass::Channel(chan::AMQPMethod::Open(_)) => {
+                        self.channels.insert(id, Channel::new(id));
+                        write_method(
+                            &mut self.out,
+                            id,
+                            &AMQPClass::Channel(chan::AMQPMethod::OpenOk(chan::OpenOk {})),
+                        );
+                        Ok(())
+                    }
+                    m => Err(
+                        AmqpError::channel_error(format_args!("expected 'channel.open'"))
+                            .during(m.get_amqp_class_id(), m.get_amqp_method_id()),
+                    ),
+                },
+                _ => Err(AmqpError::channel_error("expected 'channel.open'")),
+            };
+        };
+        if ch.closing {
+            if let Frame::Method(_, m) = &frame {
+                match **m {
+                    AMQPClass::Channel(chan::AMQPMethod::CloseOk(_)) => {
+                        self.channels.remove(&id);
+                    }
+                    AMQPClass::Channel(chan::AMQPMethod::Close(_)) => {
+                        self.channels.remove(&id);
+                        write_method(
+                            &mut self.out,
+                            id,
+                            &AMQPClass::Channel(chan::AMQPMethod::CloseOk(chan::CloseOk {})),
+                        );
+                    }
+                    _ => {}
+                }
+            }
+            return Ok(());
+        }
+        match frame {
+            Frame::Method(_, m) => {
+                if ch.publish.is_some() {
+                    return Err(AmqpError::unexpected_frame(format_args!(
+                        "expected content header for class 60, got non content header frame instead"
+                    )));
+                }
+                let (class_id, method_id) = (m.get_amqp_class_id(), m.get_amqp_method_id());
+                self.handle_method(id, *m)
+                    .await
+                    .map_err(|e| e.during(class_id, method_id))
+            }
+            Frame::Header {
+                class_id,
+                body_size,
+                properties,
+                raw_properties,
+                ..
+            } => {
+                let max = self.ctx.config.max_message_size;
+                let Some(p) = ch.publish.as_mut() else {
+                    return Err(AmqpError::unexpected_frame(
+                        "expected method frame, got non method frame instead",
+                    ));
+                };
+                if p.header.is_some() {
+                    return Err(AmqpError::unexpected_frame(
+                        "expected content body, got non content body frame instead",
+                    ));
+                }
+                if class_id != 60 {
+                    return Err(AmqpError::unexpected_frame(format_args!(
+                        "content header for class {class_id}, expected 60"
+                    )));
+                }
+                if body_size > max {
+                    ch.publish = None;
+                    return Err(AmqpError::precondition(format_args!(
+                        "message size {body_size} is larger than configured max size {max}"
+                    ))
+                    .during(60, 40));
+                }
+                p.header = Some((*properties, raw_properties, body_size));
+                if body_size == 0 {
+                    self.finish_publish(id).await?;
+                }
+                Ok(())
+            }
+            Frame::Body(_, bytes) => {
+                let Some(p) = ch.publish.as_mut() else {
+                    return Err(AmqpError::unexpected_frame(
+                        "expected method frame, got non method frame instead",
+                    ));
+                };
+                let Some((_, _, size)) = p.header.as_ref() else {
+                    return Err(AmqpError::unexpected_frame("expected content header for class 60, got non content header frame instead"));
+                };
+                let size = *size;
+                p.received += bytes.len() as u64;
+                p.body.push(bytes);
+                if p.received > size {
+                    return Err(AmqpError::unexpected_frame(
+                        "content body exceeds the size in its header",
+                    ));
+                }
+                if p.received == size {
+                    self.finish_publish(id).await?;
+                }
+                Ok(())
+            }
+            Frame::Heartbeat(_) => Ok(()),
+        }
+    }
+
+    /// Methods on an open channel, dispatched to their class's handler.
+    async fn handle_method(&mut self, id: u16, method: AMQPClass) -> AmqpResult<()> {
+        match method {
+            AMQPClass::Channel(m) => self.handle_channel_method(id, m).await,
+            AMQPClass::Exchange(m) => self.handle_exchange_method(id, m),
+            AMQPClass::Queue(m) => self.handle_queue_method(id, m).await,
+            AMQPClass::Basic(m) => self.handle_basic_method(id, m).await,
+            AMQPClass::Tx(m) => self.handle_tx_method(id, m).await,
+            AMQPClass::Confirm(m) => self.handle_confirm_method(id, m),
+            AMQPClass::Access(amq_protocol::protocol::access::AMQPMethod::Request(_)) => {
+                // Deprecated, but RabbitMQ still answers it.
+                write_method(
+                    &mut self.out,
+                    id,
+                    &AMQPClass::Access(amq_protocol::protocol::access::AMQPMethod::RequestOk(
+                        amq_protocol::protocol::access::RequestOk {},
+                    )),
+                );
+                Ok(())
+            }
+            AMQPClass::Access(_) => Err(AmqpError::command_invalid("unexpected access method")),
+            AMQPClass::Connection(_) => Err(AmqpError::command_invalid(
+                "connection methods are only allowed on channel 0",
+            )),
+        }
+    }
+
+    async fn handle_channel_method(&mut self, id: u16, method: chan::AMQPMethod) -> AmqpResult<()> {
+        match method {
+            chan::AMQPMethod::Open(_) => {
+                Err(AmqpError::channel_error("second 'channel.open' seen"))
+            }
+            chan::AMQPMethod::Close(_) => {
+                if let Some(ch) = self.channels.remove(&id) {
+                    ch.release(self.id).await;
+                }
+                write_method(
+                    &mut self.out,
+                    id,
+                    &AMQPClass::Channel(chan::AMQPMethod::CloseOk(chan::CloseOk {})),
+                );
+                Ok(())
+            }
+            chan::AMQPMethod::CloseOk(_) => Ok(()),
+            chan::AMQPMethod::Flow(f) if f.active => {
+                write_method(
+                    &mut self.out,
+                    id,
+                    &AMQPClass::Channel(chan::AMQPMethod::FlowOk(chan::FlowOk { active: true })),
+                );
+                Ok(())
+            }
+            chan::AMQPMethod::Flow(_) => Err(AmqpError::not_implemented("active=false")),
+            chan::AMQPMethod::FlowOk(_) => Ok(()),
+            chan::AMQPMethod::OpenOk(_) => {
+                Err(AmqpError::command_invalid("unexpected channel.open-ok"))
+            }
+        }
+    }
+
+    /// Closes one channel with an error; the connection and its other channels carry on.
+    pub(crate) async fn close_channel(&mut self, id: u16, err: AmqpError) {
+        let Some(ch) = self.channels.get_mut(&id) else {
+            return;
+        };
+        tracing::debug!(channel = id, code = err.code.code(), text = %err.text, "closing channel");
+        ch.closing = true;
+        ch.publish = None;
+        ch.confirm_pending = 0;
+        let consumers: Vec<_> = ch.consumers.drain().collect();
+        let unacked = std::mem::take(&mut ch.unacked);
+        let qos = ch.qos.clone();
+        for (tag, c) in consumers {
+            let _ = c
+                .queue
+                .send(QueueCmd::Cancel {
+                    conn_id: self.id,
+                    channel: id,
+                    tag,
+                })
+                .await;
+        }
+        settle(
+            unacked.into_values(),
+            &qos,
+            |_, ids| QueueCmd::Reject { ids, requeue: true },
+            &mut Vec::new(),
+        )
+        .await;
+        write_method(
+            &mut self.out,
+            id,
+            &AMQPClass::Channel(chan::AMQPMethod::Close(chan::Close {
+                reply_code: err.code.code(),
+                reply_text: err.text.as_str().into(),
+                class_id: err.class_id,
+                method_id: err.method_id,
+            })),
+        );
+    }
+
+    /// A message from a queue: encode it, or hand it back if its consumer is gone.
+    pub(crate) async fn handle_event(&mut self, ev: ConnEvent) {
+        match ev {
+            ConnEvent::Deliver {
+                channel,
+                consumer_tag,
+                delivery,
+            } => {
+                let frame_max = self.frame_max;
+                let consumer = self
+                    .channels
+                    .get_mut(&channel)
+                    .filter(|ch| !ch.closing)
+                    .and_then(|ch| {
+                        ch.consumers
+                            .get(&consumer_tag)
+                            .map(|c| (c.no_ack, c.in_flight.clone()))
+                    });
+                let Some((no_ack, in_flight)) = consumer else {
+                    // Cancelled or closed meanwhile: the message goes back untouched.
+                    let _ = delivery
+                        .queue
+                        .send(QueueCmd::Reject {
+                            ids: vec![delivery.msg_id],
+                            requeue: true,
+                        })
+                        .await;
+                    return;
+                };
+                if in_flight.fetch_sub(1, Ordering::Relaxed) == DELIVERY_WINDOW
+                    && !self.to_wake.contains(&delivery.queue)
+                {
+                    self.to_wake.push(delivery.queue.clone());
+                }
+                let Some(ch) = self.channels.get_mut(&channel) else {
+                    return;
+                };
+                ch.last_tag += 1;
+                let tag = ch.last_tag;
+                let m = &delivery.message;
+                write_method(
+                    &mut self.out,
+                    channel,
+                    &AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+                        consumer_tag: consumer_tag.as_ref().into(),
+                        delivery_tag: tag,
+                        redelivered: delivery.redelivered,
+                        exchange: m.exchange.clone(),
+                        routing_key: m.routing_key.clone(),
+                    })),
+                );
+                write_content(
+                    &mut self.out,
+                    channel,
+                    &m.raw_properties,
+                    &m.body,
+                    frame_max,
+                );
+                if !no_ack {
+                    ch.unacked.insert(
+                        tag,
+                        Unacked {
+                            queue: delivery.queue,
+                            msg_id: delivery.msg_id,
+                            counted: true,
+                        },
+                    );
+                }
+            }
+            ConnEvent::ConsumerCancelled {
+                channel,
+                consumer_tag,
+            } => {
+                let Some(ch) = self.channels.get_mut(&channel) else {
+                    return;
+                };
+                if ch.consumers.remove(&consumer_tag).is_some() && self.cancel_notify && !ch.closing
+                {
+                    write_method(
+                        &mut self.out,
+                        channel,
+                        &AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
+                            consumer_tag: consumer_tag.as_ref().into(),
+                            nowait: true,
+                        })),
+                    );
+                }
+            }
+        }
+    }
+
+    /// The channel a method arrived on (it is open: the dispatcher checked).
+    pub(crate) fn ch(&mut self, id: u16) -> AmqpResult<&mut Channel> {
+        self.channels
+            .get_mut(&id)
+            .ok_or_else(|| AmqpError::channel_error(format_args!("channel {id} is not open")))
+    }
+
+    /// 406 for an ack, nack or reject of a tag that is not outstanding.
+    pub(crate) fn unknown_tag(tag: u64) -> AmqpError {
+        AmqpError::new(
+            ReplyCode::PreconditionFailed,
+            format_args!("unknown delivery tag {tag}"),
+        )
+    }
+}

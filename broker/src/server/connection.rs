@@ -1,0 +1,567 @@
+//! One client connection: the handshake, then a single task that reads frames, writes frames
+//! and receives deliveries from queues. Reads and writes are batched: every frame already read
+//! is handled before the output buffer is written with one syscall, and reading pauses while
+//! the output buffer is over its high-water mark (a client that does not read cannot grow the
+//! broker's memory).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use amq_protocol::protocol::{connection as conn, AMQPClass};
+use amq_protocol::types::{AMQPValue, FieldTable};
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{timeout, Instant};
+use tokio_util::codec::Decoder;
+use tracing::{debug, info};
+
+use super::channel::Channel;
+use super::BrokerContext;
+use crate::auth::{self, AuthError, MECHANISMS};
+use crate::error::{AmqpError, AmqpResult, ReplyCode};
+use crate::protocol::{
+    write_heartbeat, write_method, CodecError, Frame, FrameCodec, FRAME_MIN_SIZE, PROTOCOL_HEADER,
+};
+use crate::queue::{ConnEvent, ConnSender, QueueHandle};
+
+/// Output bytes buffered before the connection stops reading from its client.
+const OUT_HIGH_WATER: usize = 1 << 20;
+/// How long a closing connection waits for the client's close-ok.
+const CLOSE_WAIT: Duration = Duration::from_secs(3);
+
+/// The state of one connection after the handshake.
+pub(crate) struct Connection {
+    /// Unique id (exclusive queues, consumer ownership).
+    pub id: u64,
+    /// Broker-wide state.
+    pub ctx: Arc<BrokerContext>,
+    /// Negotiated frame_max.
+    pub frame_max: u32,
+    /// Negotiated channel_max.
+    pub channel_max: u16,
+    /// Frames waiting to be written.
+    pub out: Vec<u8>,
+    /// Open channels.
+    pub channels: HashMap<u16, Channel>,
+    /// Handed to queues so they can push deliveries to this connection.
+    pub events: ConnSender,
+    /// The client understands basic.cancel from the server.
+    pub cancel_notify: bool,
+    /// Queues to wake once the current batch is handled (capacity was freed).
+    pub to_wake: Vec<QueueHandle>,
+    /// Set once the connection is finished: after close-ok either way.
+    done: bool,
+    /// Set when the broker sent connection.close and waits for close-ok.
+    closing_since: Option<Instant>,
+}
+
+/// Runs a connection to its end, whatever the client does.
+pub(crate) async fn serve(ctx: Arc<BrokerContext>, id: u64, stream: TcpStream, peer: SocketAddr) {
+    let (mut rd, mut wr) = stream.into_split();
+    let mut inbuf = BytesMut::with_capacity(64 * 1024);
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let handshake = timeout(
+        ctx.config.handshake_timeout(),
+        handshake(&ctx, &mut rd, &mut wr, &mut inbuf, peer),
+    )
+    .await;
+    let tuned = match handshake {
+        Ok(Ok(Some(t))) => t,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => {
+            debug!(error = %e, "handshake failed");
+            return;
+        }
+        Err(_) => {
+            info!("handshake timed out");
+            return;
+        }
+    };
+    let mut c = Connection {
+        id,
+        ctx: ctx.clone(),
+        frame_max: tuned.frame_max,
+        channel_max: tuned.channel_max,
+        out: Vec::with_capacity(64 * 1024),
+        channels: HashMap::new(),
+        events: events_tx,
+        cancel_notify: tuned.cancel_notify,
+        to_wake: Vec::new(),
+        done: false,
+        closing_since: None,
+    };
+    info!("connection open");
+    c.run(rd, wr, inbuf, events_rx, tuned.heartbeat).await;
+    c.cleanup().await;
+    info!("connection closed");
+}
+
+struct Tuned {
+    frame_max: u32,
+    channel_max: u16,
+    heartbeat: u16,
+    cancel_notify: bool,
+}
+
+async fn read_frame(
+    rd: &mut OwnedReadHalf,
+    inbuf: &mut BytesMut,
+    codec: &mut FrameCodec,
+) -> Result<Frame, CodecError> {
+    loop {
+        if let Some(frame) = codec.decode(inbuf)? {
+            if matches!(frame, Frame::Heartbeat(0)) {
+                continue;
+            }
+            return Ok(frame);
+        }
+        if rd.read_buf(inbuf).await? == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
+    }
+}
+
+/// Sends connection.close and waits briefly for close-ok.
+async fn close_handshake(
+    wr: &mut OwnedWriteHalf,
+    rd: &mut OwnedReadHalf,
+    inbuf: &mut BytesMut,
+    codec: &mut FrameCodec,
+    err: AmqpError,
+) {
+    let mut out = Vec::new();
+    write_close(&mut out, &err);
+    if wr.write_all(&out).await.is_ok() {
+        let _ = timeout(CLOSE_WAIT, async {
+            while let Ok(frame) = read_frame(rd, inbuf, codec).await {
+                if let Frame::Method(0, m) = frame {
+                    if matches!(*m, AMQPClass::Connection(conn::AMQPMethod::CloseOk(_))) {
+                        break;
+                    }
+                }
+            }
+        })
+        .await;
+    }
+    let _ = wr.shutdown().await;
+}
+
+fn write_close(out: &mut Vec<u8>, err: &AmqpError) {
+    write_method(
+        out,
+        0,
+        &AMQPClass::Connection(conn::AMQPMethod::Close(conn::Close {
+            reply_code: err.code.code(),
+            reply_text: err.text.as_str().into(),
+            class_id: err.class_id,
+            method_id: err.method_id,
+        })),
+    );
+}
+
+fn server_properties() -> FieldTable {
+    let mut caps = FieldTable::default();
+    for cap in [
+        "publisher_confirms",
+        "exchange_exchange_bindings",
+        "basic.nack",
+        "consumer_cancel_notify",
+        "connection.blocked",
+        "per_consumer_qos",
+        "authentication_failure_close",
+    ] {
+        caps.insert(cap.into(), AMQPValue::Boolean(true));
+    }
+    let mut props = FieldTable::default();
+    let s = |v: &str| AMQPValue::LongString(v.into());
+    props.insert("product".into(), s("Warren"));
+    props.insert("version".into(), s(env!("CARGO_PKG_VERSION")));
+    props.insert("platform".into(), s("Rust"));
+    props.insert("information".into(), s("An AMQP 0-9-1 broker"));
+    props.insert("capabilities".into(), AMQPValue::FieldTable(caps));
+    props
+}
+
+/// Protocol header, start/start-ok, tune/tune-ok, open/open-ok. `Ok(None)` means the client
+/// was turned away (wrong protocol, refused login) and the socket is done.
+async fn handshake(
+    ctx: &BrokerContext,
+    rd: &mut OwnedReadHalf,
+    wr: &mut OwnedWriteHalf,
+    inbuf: &mut BytesMut,
+    peer: SocketAddr,
+) -> Result<Option<Tuned>, CodecError> {
+    while inbuf.len() < 8 {
+        if rd.read_buf(inbuf).await? == 0 {
+            return Ok(None);
+        }
+    }
+    if &inbuf[..8] != PROTOCOL_HEADER {
+        // Tell the client which protocol we speak, then close (AMQP 0-9-1 §4.2.2).
+        let _ = wr.write_all(PROTOCOL_HEADER).await;
+        let _ = wr.shutdown().await;
+        return Ok(None);
+    }
+    let _ = inbuf.split_to(8);
+    let mut codec = FrameCodec {
+        frame_max: ctx.config.frame_max,
+    };
+    let mut out = Vec::new();
+    write_method(
+        &mut out,
+        0,
+        &AMQPClass::Connection(conn::AMQPMethod::Start(conn::Start {
+            version_major: 0,
+            version_minor: 9,
+            server_properties: server_properties(),
+            mechanisms: MECHANISMS.into(),
+            locales: "en_US".into(),
+        })),
+    );
+    wr.write_all(&out).await?;
+
+    macro_rules! refuse {
+        ($err:expr) => {{
+            let err: AmqpError = $err;
+            close_handshake(wr, rd, inbuf, &mut codec, err).await;
+            return Ok(None);
+        }};
+    }
+
+    let start_ok = match read_frame(rd, inbuf, &mut codec).await? {
+        Frame::Method(0, m) => match *m {
+            AMQPClass::Connection(conn::AMQPMethod::StartOk(s)) => s,
+            _ => refuse!(AmqpError::command_invalid("expected connection.start-ok").during(10, 11)),
+        },
+        _ => refuse!(AmqpError::command_invalid("expected connection.start-ok").during(10, 11)),
+    };
+    let mechanism = start_ok.mechanism.as_str().to_owned();
+    let user = match auth::authenticate(
+        &ctx.users,
+        &mechanism,
+        start_ok.response.as_bytes(),
+        peer.ip(),
+    ) {
+        Ok(user) => user,
+        Err(AuthError::UnknownMechanism(m)) => refuse!(AmqpError::command_invalid(format_args!(
+            "unknown authentication mechanism '{m}'"
+        ))
+        .during(10, 11)),
+        Err(AuthError::Refused(m)) => {
+            info!(mechanism = %m, "login refused");
+            refuse!(AmqpError::access_refused(format_args!(
+                "Login was refused using authentication mechanism {m}. For details see the broker logfile."
+            ))
+            .during(10, 11))
+        }
+    };
+    tracing::Span::current().record("user", user.as_str());
+    let cancel_notify = match start_ok.client_properties.inner().get("capabilities") {
+        Some(AMQPValue::FieldTable(caps)) => matches!(
+            caps.inner().get("consumer_cancel_notify"),
+            Some(AMQPValue::Boolean(true))
+        ),
+        _ => false,
+    };
+
+    out.clear();
+    let cfg = &ctx.config;
+    write_method(
+        &mut out,
+        0,
+        &AMQPClass::Connection(conn::AMQPMethod::Tune(conn::Tune {
+            channel_max: cfg.channel_max,
+            frame_max: cfg.frame_max,
+            heartbeat: cfg.heartbeat,
+        })),
+    );
+    wr.write_all(&out).await?;
+    let tune_ok = match read_frame(rd, inbuf, &mut codec).await? {
+        Frame::Method(0, m) => match *m {
+            AMQPClass::Connection(conn::AMQPMethod::TuneOk(t)) => t,
+            _ => refuse!(AmqpError::command_invalid("expected connection.tune-ok").during(10, 31)),
+        },
+        _ => refuse!(AmqpError::command_invalid("expected connection.tune-ok").during(10, 31)),
+    };
+    if tune_ok.frame_max != 0 && tune_ok.frame_max < FRAME_MIN_SIZE {
+        refuse!(AmqpError::not_allowed(format_args!(
+            "frame_max={} < {} min size",
+            tune_ok.frame_max, FRAME_MIN_SIZE
+        ))
+        .during(10, 31));
+    }
+    if tune_ok.frame_max == 0 || tune_ok.frame_max > cfg.frame_max {
+        refuse!(AmqpError::not_allowed(format_args!(
+            "frame_max={} > {} max size",
+            tune_ok.frame_max, cfg.frame_max
+        ))
+        .during(10, 31));
+    }
+    if tune_ok.channel_max > cfg.channel_max {
+        refuse!(AmqpError::not_allowed(format_args!(
+            "channel_max={} > {} max",
+            tune_ok.channel_max, cfg.channel_max
+        ))
+        .during(10, 31));
+    }
+    codec.frame_max = tune_ok.frame_max;
+    let open = match read_frame(rd, inbuf, &mut codec).await? {
+        Frame::Method(0, m) => match *m {
+            AMQPClass::Connection(conn::AMQPMethod::Open(o)) => o,
+            _ => refuse!(AmqpError::command_invalid("expected connection.open").during(10, 40)),
+        },
+        _ => refuse!(AmqpError::command_invalid("expected connection.open").during(10, 40)),
+    };
+    let vhost = open.virtual_host.as_str();
+    if vhost != ctx.vhost.name {
+        refuse!(AmqpError::not_allowed(format_args!("vhost {vhost} not found")).during(10, 40));
+    }
+    tracing::Span::current().record("vhost", vhost);
+    out.clear();
+    write_method(
+        &mut out,
+        0,
+        &AMQPClass::Connection(conn::AMQPMethod::OpenOk(conn::OpenOk {})),
+    );
+    wr.write_all(&out).await?;
+    Ok(Some(Tuned {
+        frame_max: tune_ok.frame_max,
+        channel_max: if tune_ok.channel_max == 0 {
+            cfg.channel_max
+        } else {
+            tune_ok.channel_max
+        },
+        heartbeat: tune_ok.heartbeat,
+        cancel_notify,
+    }))
+}
+
+impl Connection {
+    async fn run(
+        &mut self,
+        mut rd: OwnedReadHalf,
+        mut wr: OwnedWriteHalf,
+        mut inbuf: BytesMut,
+        mut events_rx: mpsc::UnboundedReceiver<ConnEvent>,
+        heartbeat: u16,
+    ) {
+        let mut codec = FrameCodec {
+            frame_max: self.frame_max,
+        };
+        let mut events = Vec::with_capacity(256);
+        let mut written = 0usize;
+        let mut last_read = Instant::now();
+        let mut last_write = Instant::now();
+        let beat = if heartbeat == 0 {
+            Duration::from_secs(3600)
+        } else {
+            Duration::from_millis(u64::from(heartbeat) * 500)
+        };
+        let mut ticker = tokio::time::interval(beat.min(CLOSE_WAIT));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let shutdown = self.ctx.shutdown.clone();
+        let mut shutdown_seen = false;
+        loop {
+            let backlog = self.out.len() - written;
+            let can_take = backlog < OUT_HIGH_WATER;
+            tokio::select! {
+                r = rd.read_buf(&mut inbuf), if can_take => {
+                    match r {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                    last_read = Instant::now();
+                    loop {
+                        match codec.decode(&mut inbuf) {
+                            Ok(Some(frame)) => self.handle_frame(frame).await,
+                            Ok(None) => break,
+                            Err(CodecError::Frame(e)) => {
+                                if self.closing_since.is_some() {
+                                    return;
+                                }
+                                debug!(error = %e, "bad frame");
+                                let (class_id, method_id) = e.method();
+                                self.close_connection(AmqpError::new(code_of(e.reply_code()), &e).during(class_id, method_id));
+                                // The stream can no longer be trusted: drop what follows.
+                                inbuf.clear();
+                                break;
+                            }
+                            Err(CodecError::Io(_)) => return,
+                        }
+                        if self.done {
+                            break;
+                        }
+                    }
+                    self.after_batch();
+                }
+                n = events_rx.recv_many(&mut events, 256), if can_take && self.closing_since.is_none() => {
+                    if n == 0 {
+                        return;
+                    }
+                    for ev in events.drain(..) {
+                        self.handle_event(ev).await;
+                    }
+                    self.after_batch();
+                }
+                r = wr.write(&self.out[written..]), if written < self.out.len() => {
+                    match r {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => written += n,
+                    }
+                    last_write = Instant::now();
+                    if written == self.out.len() {
+                        self.out.clear();
+                        written = 0;
+                        if self.done {
+                            let _ = wr.shutdown().await;
+                            return;
+                        }
+                    }
+                }
+                _ = ticker.tick() => {
+                    let now = Instant::now();
+                    if let Some(since) = self.closing_since {
+                        if now - since > CLOSE_WAIT {
+                            return;
+                        }
+                    }
+                    if heartbeat != 0 {
+                        if now - last_read > beat * 4 {
+                            info!("missed heartbeats from client, closing");
+                            return;
+                        }
+                        if now - last_write >= beat && written == self.out.len() {
+                            write_heartbeat(&mut self.out);
+                        }
+                    }
+                }
+                _ = shutdown.cancelled(), if !shutdown_seen => {
+                    shutdown_seen = true;
+                    self.close_connection(AmqpError::new(
+                        ReplyCode::ConnectionForced,
+                        "broker forced connection closure with reason 'shutdown'",
+                    ));
+                }
+            }
+            if self.done && self.out.is_empty() {
+                let _ = wr.shutdown().await;
+                return;
+            }
+        }
+    }
+
+    /// Work deferred to the end of a batch: coalesced confirms and queue wake-ups.
+    fn after_batch(&mut self) {
+        for ch in self.channels.values_mut() {
+            ch.flush_confirms(&mut self.out);
+        }
+        for q in self.to_wake.drain(..) {
+            q.wake();
+        }
+    }
+
+    /// Sends connection.close; from now on only close-ok (or close) is accepted.
+    pub fn close_connection(&mut self, err: AmqpError) {
+        if self.closing_since.is_some() || self.done {
+            return;
+        }
+        info!(code = err.code.code(), text = %err.text, "closing connection");
+        write_close(&mut self.out, &err);
+        self.closing_since = Some(Instant::now());
+    }
+
+    async fn handle_frame(&mut self, frame: Frame) {
+        if self.done {
+            return;
+        }
+        if self.closing_since.is_some() {
+            if let Frame::Method(0, m) = &frame {
+                match **m {
+                    AMQPClass::Connection(conn::AMQPMethod::CloseOk(_)) => self.done = true,
+                    AMQPClass::Connection(conn::AMQPMethod::Close(_)) => {
+                        write_method(
+                            &mut self.out,
+                            0,
+                            &AMQPClass::Connection(conn::AMQPMethod::CloseOk(conn::CloseOk {})),
+                        );
+                        self.done = true;
+                    }
+                    _ => {}
+                }
+            }
+            return;
+        }
+        let channel = frame.channel();
+        let result = match frame {
+            Frame::Heartbeat(0) => Ok(()),
+            Frame::Heartbeat(_) => Err(AmqpError::new(
+                ReplyCode::FrameError,
+                "heartbeat frame on a non-zero channel",
+            )),
+            Frame::Method(0, m) => self.handle_connection_method(*m),
+            _ if channel > self.channel_max => Err(AmqpError::channel_error(format_args!(
+                "channel {channel} is above the negotiated channel_max {}",
+                self.channel_max
+            ))),
+            frame => self.handle_channel_frame(frame).await,
+        };
+        if let Err(e) = result {
+            if e.code.is_hard() || channel == 0 {
+                self.close_connection(e);
+            } else {
+                self.close_channel(channel, e).await;
+            }
+        }
+    }
+
+    fn handle_connection_method(&mut self, method: AMQPClass) -> AmqpResult<()> {
+        match method {
+            AMQPClass::Connection(conn::AMQPMethod::Close(_)) => {
+                write_method(
+                    &mut self.out,
+                    0,
+                    &AMQPClass::Connection(conn::AMQPMethod::CloseOk(conn::CloseOk {})),
+                );
+                self.done = true;
+                Ok(())
+            }
+            AMQPClass::Connection(conn::AMQPMethod::UpdateSecret(_)) => Err(
+                AmqpError::not_implemented("connection.update-secret is not supported")
+                    .during(10, 70),
+            ),
+            AMQPClass::Connection(m) => Err(AmqpError::command_invalid(format_args!(
+                "unexpected connection method {m:?}"
+            ))),
+            other => Err(AmqpError::command_invalid(format_args!(
+                "method {}.{} is not allowed on channel 0",
+                other.get_amqp_class_id(),
+                other.get_amqp_method_id()
+            ))),
+        }
+    }
+
+    /// Releases everything the connection held: consumers are cancelled, unacked messages go
+    /// back to their queues, exclusive queues are deleted.
+    async fn cleanup(&mut self) {
+        let ids: Vec<u16> = self.channels.keys().copied().collect();
+        for id in ids {
+            if let Some(ch) = self.channels.remove(&id) {
+                ch.release(self.id).await;
+            }
+        }
+        self.ctx.vhost.drop_exclusive_queues(self.id).await;
+    }
+}
+
+fn code_of(code: u16) -> ReplyCode {
+    match code {
+        502 => ReplyCode::SyntaxError,
+        540 => ReplyCode::NotImplemented,
+        _ => ReplyCode::FrameError,
+    }
+}

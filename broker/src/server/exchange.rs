@@ -1,0 +1,68 @@
+//! The exchange class: declare, delete, bind, unbind.
+
+use amq_protocol::protocol::{exchange as ex, AMQPClass};
+
+use super::connection::Connection;
+use crate::error::AmqpResult;
+use crate::exchange::Destination;
+use crate::protocol::write_method;
+use crate::vhost::ExchangeDecl;
+
+impl Connection {
+    pub(crate) fn handle_exchange_method(
+        &mut self,
+        id: u16,
+        method: ex::AMQPMethod,
+    ) -> AmqpResult<()> {
+        let vhost = self.ctx.vhost.clone();
+        let reply = match method {
+            ex::AMQPMethod::Declare(d) => {
+                vhost.declare_exchange(&ExchangeDecl {
+                    name: d.exchange.to_string(),
+                    kind: d.kind.to_string(),
+                    passive: d.passive,
+                    durable: d.durable,
+                    auto_delete: d.auto_delete,
+                    internal: d.internal,
+                    arguments: d.arguments,
+                })?;
+                (!d.nowait).then_some(ex::AMQPMethod::DeclareOk(ex::DeclareOk {}))
+            }
+            ex::AMQPMethod::Delete(d) => {
+                vhost.delete_exchange(d.exchange.as_str(), d.if_unused)?;
+                (!d.nowait).then_some(ex::AMQPMethod::DeleteOk(ex::DeleteOk {}))
+            }
+            ex::AMQPMethod::Bind(b) => {
+                let dest = Destination::Exchange(b.destination.as_str().into());
+                vhost.bind(
+                    b.source.as_str(),
+                    dest,
+                    b.routing_key.as_str(),
+                    &b.arguments,
+                    self.id,
+                )?;
+                (!b.nowait).then_some(ex::AMQPMethod::BindOk(ex::BindOk {}))
+            }
+            ex::AMQPMethod::Unbind(b) => {
+                let dest = Destination::Exchange(b.destination.as_str().into());
+                vhost.unbind(
+                    b.source.as_str(),
+                    dest,
+                    b.routing_key.as_str(),
+                    &b.arguments,
+                    self.id,
+                )?;
+                (!b.nowait).then_some(ex::AMQPMethod::UnbindOk(ex::UnbindOk {}))
+            }
+            _ => {
+                return Err(crate::error::AmqpError::command_invalid(
+                    "unexpected exchange method",
+                ));
+            }
+        };
+        if let Some(reply) = reply {
+            write_method(&mut self.out, id, &AMQPClass::Exchange(reply));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,137 @@
+//! The AMQP listener: accepts connections (up to a limit), runs one task per connection, and
+//! shuts down gracefully: every client gets connection.close 320 and the broker waits for the
+//! connection tasks to finish.
+
+mod basic;
+mod channel;
+mod connection;
+mod exchange;
+mod queue;
+mod tx;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn, Instrument};
+
+use crate::config::{Config, UserConfig};
+use crate::vhost::Vhost;
+
+/// What every connection shares.
+pub(crate) struct BrokerContext {
+    /// Settings.
+    pub config: Config,
+    /// Users that may log in.
+    pub users: Vec<UserConfig>,
+    /// The one virtual host, "/".
+    pub vhost: Arc<Vhost>,
+    /// Connection ids, for exclusive queues and consumers.
+    pub next_conn_id: AtomicU64,
+    /// Cancelled when the broker shuts down.
+    pub shutdown: CancellationToken,
+}
+
+/// A running broker embedded in this process.
+pub struct Broker {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Broker {
+    /// Binds `config.bind` and starts serving in the background.
+    pub async fn start(config: Config) -> std::io::Result<Broker> {
+        let listener = TcpListener::bind(config.bind).await?;
+        let addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let task =
+            tokio::spawn(async move { run(listener, config, token.cancelled_owned()).await });
+        Ok(Broker {
+            addr,
+            shutdown,
+            task,
+        })
+    }
+
+    /// The address the broker listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// An AMQP URL for the default user and vhost.
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@{}/%2f", self.addr)
+    }
+
+    /// Closes every connection (320 CONNECTION_FORCED) and waits for the broker to stop.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// Serves AMQP on `listener` until `shutdown` completes, then closes every connection and
+/// waits for them.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let token = CancellationToken::new();
+    let ctx = Arc::new(BrokerContext {
+        users: config.effective_users(),
+        vhost: Vhost::new("/"),
+        next_conn_id: AtomicU64::new(1),
+        shutdown: token.clone(),
+        config,
+    });
+    let limit = Arc::new(Semaphore::new(ctx.config.max_connections.max(1)));
+    let tracker = TaskTracker::new();
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, "listening for AMQP 0-9-1");
+    }
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            p = limit.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let id = ctx.next_conn_id.fetch_add(1, Ordering::Relaxed);
+        let span = tracing::info_span!("conn", id, %peer, user = tracing::field::Empty, vhost = tracing::field::Empty);
+        let ctx = ctx.clone();
+        tracker.spawn(
+            async move {
+                connection::serve(ctx, id, stream, peer).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+    drop(listener);
+    token.cancel();
+    tracker.close();
+    tracker.wait().await;
+    info!("broker stopped");
+}
