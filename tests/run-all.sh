@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# Warren's whole test suite, as CI runs it (from the repository root: bash tests/run-all.sh).
+#
+#  1. cargo test --workspace              (the Rust integration tests embed their own brokers)
+#  2. cargo build -p warren-cli, then start `target/debug/warren serve` on a free loopback
+#     port with a throwaway data dir, and wait until it accepts connections
+#  3. against that broker: every tutorial example (cargo run --example NAME), the pika
+#     client tests (tests/clients/pika_test.py) and the amqp-tools test
+#     (tests/clients/amqp_tools_test.sh)
+#  4. stop the broker, print "run-all: N passed, M failed" for the steps of 3, and exit
+#     non-zero if anything (cargo steps included) failed.
+#
+# Needs: cargo; python3 with pika and pytest (pip install pika pytest); the Debian package
+# amqp-tools. .ci/run installs them.
+#
+# Environment:
+#   WARREN_TEST_URL=amqp://...   run step 3 against this broker instead of building and
+#                                starting Warren (e.g. a RabbitMQ to compare with)
+#   RUN_ALL_SKIP_CARGO_TEST=1    skip step 1
+#   EXAMPLES_CARGO_FLAGS="..."   which package the examples come from
+#                                (default "-p warren"; e.g. "--manifest-path other/Cargo.toml")
+#   STEP_TIMEOUT=seconds         limit for each step of 3 (default 300)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+EXAMPLES=(hello_world work_queues publish_subscribe routing topics rpc)
+read -r -a EXAMPLES_CARGO_FLAGS <<<"${EXAMPLES_CARGO_FLAGS:--p warren}"
+STEP_TIMEOUT=${STEP_TIMEOUT:-300}
+
+passed=0
+failed=0
+failures=()
+cargo_failed=()
+WARREN_PID=""
+WORKDIR=$(mktemp -d "${TMPDIR:-/tmp}/warren-run-all.XXXXXX")
+
+stop_warren() {
+  if [[ -n $WARREN_PID ]]; then
+    if kill -0 "$WARREN_PID" 2>/dev/null; then
+      kill "$WARREN_PID" 2>/dev/null || true
+      for _ in $(seq 1 50); do
+        kill -0 "$WARREN_PID" 2>/dev/null || break
+        sleep 0.1
+      done
+      kill -9 "$WARREN_PID" 2>/dev/null || true
+    fi
+    wait "$WARREN_PID" 2>/dev/null || true
+    WARREN_PID=""
+  fi
+}
+on_exit() {
+  stop_warren
+  rm -rf "$WORKDIR"
+}
+trap on_exit EXIT
+trap 'exit 130' INT TERM
+
+banner() { printf '\n===== %s\n' "$*"; }
+
+# step NAME CMD...: run one counted step with a time limit.
+step() {
+  local name=$1
+  shift
+  banner "$name"
+  local rc=0
+  timeout --kill-after=10 "$STEP_TIMEOUT" "$@" || rc=$?
+  if ((rc == 0)); then
+    passed=$((passed + 1))
+    echo "----- $name: PASS"
+  else
+    failed=$((failed + 1))
+    failures+=("$name")
+    if ((rc == 124)); then
+      echo "----- $name: FAIL (timed out after ${STEP_TIMEOUT}s)"
+    else
+      echo "----- $name: FAIL (exit $rc)"
+    fi
+  fi
+}
+
+# skip_all REASON: count every step of 3 as failed without running it.
+skip_all() {
+  local name
+  for name in "${EXAMPLES[@]/#/example }" "pika tests" "amqp-tools test"; do
+    echo "----- $name: FAIL (not run: $1)"
+    failed=$((failed + 1))
+    failures+=("$name")
+  done
+}
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# ---- 1. Rust tests
+if [[ ${RUN_ALL_SKIP_CARGO_TEST:-} == 1 ]]; then
+  banner "cargo test --workspace: skipped (RUN_ALL_SKIP_CARGO_TEST=1)"
+else
+  banner "cargo test --workspace"
+  if ! cargo test --workspace; then
+    cargo_failed+=("cargo test --workspace")
+  fi
+fi
+
+# ---- 2. the broker
+broker_ok=1
+if [[ -n ${WARREN_TEST_URL:-} ]]; then
+  AMQP_URL=$WARREN_TEST_URL
+  banner "using the broker at $AMQP_URL (WARREN_TEST_URL); not starting Warren"
+else
+  banner "cargo build -p warren-cli"
+  if ! cargo build -p warren-cli; then
+    cargo_failed+=("cargo build -p warren-cli")
+    broker_ok=0
+  else
+    target_dir=${CARGO_TARGET_DIR:-target}
+    [[ $target_dir == /* ]] || target_dir=$ROOT/$target_dir
+    WARREN_BIN=$target_dir/debug/warren
+    PORT=$(free_port)
+    DATA_DIR=$WORKDIR/data
+    WARREN_LOG=$WORKDIR/warren.log
+    mkdir -p "$DATA_DIR"
+    banner "starting $WARREN_BIN serve --bind 127.0.0.1:$PORT --data-dir $DATA_DIR"
+    "$WARREN_BIN" serve --bind "127.0.0.1:$PORT" --data-dir "$DATA_DIR" >"$WARREN_LOG" 2>&1 &
+    WARREN_PID=$!
+    up=0
+    for _ in $(seq 1 300); do # 30 s
+      if ! kill -0 "$WARREN_PID" 2>/dev/null; then
+        break
+      fi
+      if port_open "$PORT"; then
+        up=1
+        break
+      fi
+      sleep 0.1
+    done
+    if ((up)); then
+      echo "warren is listening on 127.0.0.1:$PORT (pid $WARREN_PID)"
+      AMQP_URL="amqp://guest:guest@127.0.0.1:$PORT/%2f"
+    else
+      if kill -0 "$WARREN_PID" 2>/dev/null; then
+        echo "warren (pid $WARREN_PID) did not accept connections on 127.0.0.1:$PORT within 30 s"
+      else
+        echo "warren exited before accepting connections"
+      fi
+      echo "--- last lines of its log:"
+      tail -n 40 "$WARREN_LOG" || true
+      stop_warren
+      broker_ok=0
+    fi
+  fi
+fi
+
+# ---- 3. clients against the broker
+if ((broker_ok)); then
+  export AMQP_URL
+  banner "cargo build --examples ${EXAMPLES_CARGO_FLAGS[*]}"
+  if ! cargo build --examples "${EXAMPLES_CARGO_FLAGS[@]}"; then
+    cargo_failed+=("cargo build --examples")
+  fi
+  for example in "${EXAMPLES[@]}"; do
+    step "example $example" cargo run -q "${EXAMPLES_CARGO_FLAGS[@]}" --example "$example"
+  done
+  step "pika tests" python3 -m pytest -q -p no:cacheprovider tests/clients/pika_test.py
+  step "amqp-tools test" bash tests/clients/amqp_tools_test.sh
+else
+  skip_all "no broker"
+fi
+
+# ---- 4. summary
+if [[ -n $WARREN_PID ]]; then
+  if ! kill -0 "$WARREN_PID" 2>/dev/null; then
+    echo "warren (pid $WARREN_PID) died during the run; last lines of its log:"
+    tail -n 40 "$WARREN_LOG" || true
+    WARREN_PID=""
+    cargo_failed+=("warren serve (died during the run)")
+  fi
+fi
+stop_warren
+
+banner "summary"
+for f in "${cargo_failed[@]}"; do echo "FAILED: $f"; done
+for f in "${failures[@]}"; do echo "FAILED: $f"; done
+echo "run-all: $passed passed, $failed failed"
+if ((failed > 0 || ${#cargo_failed[@]} > 0)); then
+  exit 1
+fi
