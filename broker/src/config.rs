@@ -28,6 +28,11 @@ pub struct Config {
     pub bind: SocketAddr,
     /// Where durable data lives.
     pub data_dir: PathBuf,
+    /// Store durable definitions and persistent messages in `data_dir`. Off, the broker keeps
+    /// everything in memory (embedded brokers in tests).
+    pub persistence: bool,
+    /// Page cache of the store, in MiB.
+    pub store_cache_mb: u64,
     /// Connections held at once; more wait in the accept queue.
     pub max_connections: usize,
     /// Largest frame the broker accepts and proposes in connection.tune.
@@ -49,6 +54,8 @@ impl Default for Config {
         Config {
             bind: SocketAddr::from(([127, 0, 0, 1], 5672)),
             data_dir: PathBuf::from("./warren-data"),
+            persistence: true,
+            store_cache_mb: 32,
             max_connections: 65_536,
             frame_max: 131_072,
             channel_max: 2047,
@@ -82,10 +89,11 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// A config for tests and embedding: an ephemeral port on loopback.
+    /// A config for tests and embedding: an ephemeral port on loopback, everything in memory.
     pub fn ephemeral() -> Self {
         Config {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            persistence: false,
             ..Config::default()
         }
     }

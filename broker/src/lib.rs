@@ -10,7 +10,7 @@
 //!
 //! Embed a broker:
 //! ```no_run
-//! # async fn demo() -> std::io::Result<()> {
+//! # async fn demo() -> Result<(), warren_broker::StartError> {
 //! let broker = warren_broker::Broker::start(warren_broker::Config::ephemeral()).await?;
 //! println!("connect to {}", broker.url());
 //! broker.shutdown().await;
@@ -31,4 +31,4 @@ pub mod vhost;
 
 pub use config::Config;
 pub use error::{AmqpError, ReplyCode};
-pub use server::{run, Broker};
+pub use server::{run, Broker, StartError};

@@ -11,6 +11,8 @@ use amq_protocol::types::{AMQPValue, FieldTable};
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::{Destination, Exchange, ExchangeKind};
 use crate::queue::{self, QueueCmd, QueueHandle, QueueSpec, QueueStats};
+use crate::store::disk::{BindingDef, Disk, ExchangeDef, QueueDef, Recovered};
+use crate::store::{DurableQueueStore, MemoryQueueStore, QueueStore};
 use crate::util::random_token;
 
 /// The options of exchange.declare.
@@ -47,6 +49,8 @@ pub struct Vhost {
     /// Its name ("/").
     pub name: String,
     defs: RwLock<Definitions>,
+    /// Where durable definitions and persistent messages go (None: in-memory broker).
+    disk: Option<Arc<Disk>>,
 }
 
 fn inequivalent(
@@ -106,8 +110,9 @@ fn check_args(
 }
 
 impl Vhost {
-    /// A vhost with the default exchange and the `amq.*` exchanges.
-    pub fn new(name: &str) -> Arc<Self> {
+    /// A vhost with the default exchange and the `amq.*` exchanges, storing durable things in
+    /// `disk` if given.
+    pub fn new(name: &str, disk: Option<Arc<Disk>>) -> Arc<Self> {
         let mut defs = Definitions::default();
         for (name, kind) in [
             ("", ExchangeKind::Direct),
@@ -126,7 +131,93 @@ impl Vhost {
         Arc::new(Vhost {
             name: name.to_owned(),
             defs: RwLock::new(defs),
+            disk,
         })
+    }
+
+    /// The durable store, if any.
+    pub fn disk(&self) -> Option<&Arc<Disk>> {
+        self.disk.as_ref()
+    }
+
+    /// Rebuilds durable exchanges, queues (with their messages, in order) and bindings found
+    /// in the store at start.
+    pub fn recover(self: &Arc<Self>, rec: Recovered) {
+        let Some(disk) = self.disk.clone() else { return };
+        let mut defs = self.write();
+        for x in rec.exchanges {
+            let Ok(kind) = ExchangeKind::parse(&x.kind) else {
+                tracing::warn!(exchange = %x.name, kind = %x.kind, "skipping stored exchange of unknown type");
+                continue;
+            };
+            let name: Arc<str> = Arc::from(x.name.as_str());
+            defs.exchanges.insert(
+                name.clone(),
+                Exchange::new(name, kind, true, x.auto_delete, x.internal, x.arguments),
+            );
+        }
+        let mut messages = 0usize;
+        for q in rec.queues {
+            let name: Arc<str> = Arc::from(q.name.as_str());
+            let (store, next_seq) = DurableQueueStore::recover(disk.clone(), q.id, rec.unclean);
+            messages += store.len();
+            let spec = QueueSpec {
+                name: name.clone(),
+                durable: true,
+                exclusive_owner: None,
+                auto_delete: q.auto_delete,
+                arguments: q.arguments,
+                disk_id: Some(q.id),
+            };
+            let handle = queue::spawn(spec, Arc::downgrade(self), Box::new(store), next_seq);
+            defs.queues.insert(name, handle);
+        }
+        let mut bindings = 0usize;
+        for b in rec.bindings {
+            let dest = if b.to_exchange {
+                Destination::Exchange(Arc::from(b.destination.as_str()))
+            } else {
+                Destination::Queue(Arc::from(b.destination.as_str()))
+            };
+            if let Some(x) = defs.exchanges.get_mut(b.source.as_str()) {
+                if x.bind(dest, &b.routing_key, b.arguments).is_ok() {
+                    bindings += 1;
+                }
+            }
+        }
+        tracing::info!(
+            exchanges = defs.exchanges.len(),
+            queues = defs.queues.len(),
+            bindings,
+            messages,
+            unclean = rec.unclean,
+            "recovered durable state"
+        );
+    }
+
+    fn is_durable_dest(defs: &Definitions, dest: &Destination) -> bool {
+        match dest {
+            Destination::Queue(q) => defs.queues.get(q).is_some_and(|h| h.spec().disk_id.is_some()),
+            Destination::Exchange(x) => defs.exchanges.get(x).is_some_and(|x| x.durable),
+        }
+    }
+
+    fn binding_def(source: &str, dest: &Destination, key: &str, args: &FieldTable) -> BindingDef {
+        let (to_exchange, destination) = match dest {
+            Destination::Queue(q) => (false, q.to_string()),
+            Destination::Exchange(x) => (true, x.to_string()),
+        };
+        BindingDef {
+            source: source.to_owned(),
+            to_exchange,
+            destination,
+            routing_key: key.to_owned(),
+            arguments: args.clone(),
+        }
+    }
+
+    fn store_failed(what: &str) -> AmqpError {
+        AmqpError::internal(format_args!("could not write {what} to the durable store"))
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Definitions> {
@@ -187,6 +278,18 @@ impl Vhost {
                 d.name
             )));
         }
+        if let (Some(disk), true) = (&self.disk, d.durable) {
+            let def = ExchangeDef {
+                name: d.name.clone(),
+                kind: kind.as_str().to_owned(),
+                auto_delete: d.auto_delete,
+                internal: d.internal,
+                arguments: d.arguments.clone(),
+            };
+            if !disk.save_exchange(&def) {
+                return Err(Self::store_failed("the exchange"));
+            }
+        }
         let name: Arc<str> = Arc::from(d.name.as_str());
         defs.exchanges.insert(
             name.clone(),
@@ -221,25 +324,37 @@ impl Vhost {
                 "exchange '{name}' in vhost '/' in use"
             )));
         }
-        Self::remove_exchange(&mut defs, name);
+        self.remove_exchange(&mut defs, name);
         Ok(())
     }
 
-    fn remove_exchange(defs: &mut Definitions, name: &str) {
-        defs.exchanges.remove(name);
-        Self::remove_destination(defs, &Destination::Exchange(Arc::from(name)));
+    fn remove_exchange(&self, defs: &mut Definitions, name: &str) {
+        if let Some(x) = defs.exchanges.remove(name) {
+            if let (Some(disk), true) = (&self.disk, x.durable) {
+                disk.delete_exchange(name);
+                disk.delete_bindings(|b| b.source == name);
+            }
+        }
+        self.remove_destination(defs, &Destination::Exchange(Arc::from(name)));
     }
 
     /// Removes every binding to `dest`, then deletes auto-delete exchanges left without bindings.
-    fn remove_destination(defs: &mut Definitions, dest: &Destination) {
+    fn remove_destination(&self, defs: &mut Definitions, dest: &Destination) {
         let mut emptied = Vec::new();
         for x in defs.exchanges.values_mut() {
             if x.remove_destination(dest) > 0 && x.auto_delete && !x.has_bindings() {
                 emptied.push(x.name.clone());
             }
         }
+        if let Some(disk) = &self.disk {
+            let (to_exchange, name) = match dest {
+                Destination::Queue(q) => (false, q),
+                Destination::Exchange(x) => (true, x),
+            };
+            disk.delete_bindings(|b| b.to_exchange == to_exchange && b.destination == **name);
+        }
         for name in emptied {
-            Self::remove_exchange(defs, &name);
+            self.remove_exchange(defs, &name);
         }
     }
 
@@ -303,14 +418,33 @@ impl Vhost {
             d.name.clone()
         };
         let name: Arc<str> = Arc::from(name);
+        // Exclusive queues die with their connection, so they are never stored.
+        let disk = self.disk.clone().filter(|_| d.durable && !d.exclusive);
+        let disk_id = disk.as_ref().map(|disk| disk.new_queue_id());
+        if let (Some(disk), Some(id)) = (&disk, disk_id) {
+            let def = QueueDef {
+                name: name.to_string(),
+                id,
+                auto_delete: d.auto_delete,
+                arguments: d.arguments.clone(),
+            };
+            if !disk.save_queue(&def) {
+                return Err(Self::store_failed("the queue"));
+            }
+        }
+        let store: Box<dyn QueueStore> = match (disk, disk_id) {
+            (Some(disk), Some(id)) => Box::new(DurableQueueStore::new(disk, id)),
+            _ => Box::<MemoryQueueStore>::default(),
+        };
         let spec = QueueSpec {
             name: name.clone(),
             durable: d.durable,
             exclusive_owner: d.exclusive.then_some(conn_id),
             auto_delete: d.auto_delete,
             arguments: d.arguments.clone(),
+            disk_id,
         };
-        let handle = queue::spawn(spec, Arc::downgrade(self));
+        let handle = queue::spawn(spec, Arc::downgrade(self), store, 1);
         defs.queues.insert(name, handle.clone());
         Ok(handle)
     }
@@ -357,7 +491,10 @@ impl Vhost {
         let mut defs = self.write();
         if defs.queues.get(q.name()).is_some_and(|h| h == q) {
             defs.queues.remove(q.name());
-            Self::remove_destination(&mut defs, &Destination::Queue(q.name().clone()));
+            if let (Some(disk), Some(id)) = (&self.disk, q.spec().disk_id) {
+                disk.delete_queue(q.name(), id);
+            }
+            self.remove_destination(&mut defs, &Destination::Queue(q.name().clone()));
         }
     }
 
@@ -396,11 +533,20 @@ impl Vhost {
         }
         let mut defs = self.write();
         self.check_destination(&defs, &dest, conn_id)?;
+        let durable = Self::is_durable_dest(&defs, &dest);
         let x = defs
             .exchanges
             .get_mut(source)
             .ok_or_else(|| no_exchange(source))?;
-        x.bind(dest, key, args.clone())?;
+        let store = durable && x.durable;
+        if x.bind(dest.clone(), key, args.clone())? && store {
+            if let Some(disk) = &self.disk {
+                if !disk.save_binding(&Self::binding_def(source, &dest, key, args)) {
+                    x.unbind(&dest, key, args);
+                    return Err(Self::store_failed("the binding"));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -422,9 +568,14 @@ impl Vhost {
             .exchanges
             .get_mut(source)
             .ok_or_else(|| no_exchange(source))?;
-        if x.unbind(&dest, key, args) && x.auto_delete && !x.has_bindings() {
-            let name = x.name.clone();
-            Self::remove_exchange(&mut defs, &name);
+        if x.unbind(&dest, key, args) {
+            if let (Some(disk), true) = (&self.disk, x.durable) {
+                disk.delete_binding(&Self::binding_def(source, &dest, key, args));
+            }
+            if x.auto_delete && !x.has_bindings() {
+                let name = x.name.clone();
+                self.remove_exchange(&mut defs, &name);
+            }
         }
         Ok(())
     }

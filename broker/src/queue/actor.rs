@@ -12,7 +12,7 @@ use super::{
     ConnEvent, Consumer, Delivery, QueueCmd, QueueHandle, QueueSpec, QueueStats, DELIVERY_WINDOW,
 };
 use crate::error::{AmqpError, AmqpResult};
-use crate::store::{MemoryQueueStore, QueueStore, StoredMessage};
+use crate::store::{QueueStore, StoredMessage};
 use crate::vhost::Vhost;
 
 /// Commands a queue's mailbox holds before publishers wait.
@@ -47,15 +47,16 @@ struct QueueActor {
     deleted: bool,
 }
 
-/// Starts the owner task of a new queue and returns its handle.
-pub(crate) fn spawn(spec: QueueSpec, vhost: Weak<Vhost>) -> QueueHandle {
+/// Starts the owner task of a new queue over `store` (whose messages, if recovered, are
+/// numbered below `next_seq`) and returns its handle.
+pub(crate) fn spawn(spec: QueueSpec, vhost: Weak<Vhost>, store: Box<dyn QueueStore>, next_seq: u64) -> QueueHandle {
     let (tx, rx) = mpsc::channel(MAILBOX);
     let handle = QueueHandle::new(spec, tx);
     let actor = QueueActor {
         handle: handle.clone(),
         vhost,
-        store: Box::<MemoryQueueStore>::default(),
-        next_seq: 1,
+        store,
+        next_seq,
         unacked: HashMap::new(),
         consumers: Vec::new(),
         next_consumer_id: 1,
@@ -86,14 +87,20 @@ impl QueueActor {
 
     fn handle(&mut self, cmd: QueueCmd) {
         match cmd {
-            QueueCmd::Publish(message) => {
+            QueueCmd::Publish { message, confirm } => {
                 let seq = self.next_seq;
                 self.next_seq += 1;
-                self.store.push(StoredMessage {
+                let written = self.store.push(StoredMessage {
                     seq,
                     message,
                     redelivered: false,
                 });
+                if let Some(token) = confirm {
+                    match self.store.disk() {
+                        Some(disk) if written => disk.after_flush(move |ok| token.resolve(ok)),
+                        _ => token.resolve(true),
+                    }
+                }
             }
             QueueCmd::Consume { consumer, reply } => {
                 let _ = reply.send(self.add_consumer(consumer));
@@ -115,8 +122,9 @@ impl QueueActor {
                     let delivery = self.delivery(&msg);
                     msg.redelivered = true;
                     if no_ack {
-                        self.store.settle(msg.seq);
+                        self.store.settle(&msg);
                     } else {
+                        self.store.delivered(&msg);
                         self.unacked.insert(
                             msg.seq,
                             Unacked {
@@ -138,7 +146,7 @@ impl QueueActor {
                 for id in ids {
                     if let Some(u) = self.unacked.remove(&id) {
                         self.release(u.consumer);
-                        self.store.settle(id);
+                        self.store.settle(&u.msg);
                     }
                 }
             }
@@ -150,7 +158,7 @@ impl QueueActor {
                             u.msg.redelivered = true;
                             self.store.requeue(u.msg);
                         } else {
-                            self.store.settle(id);
+                            self.store.settle(&u.msg);
                         }
                     }
                 }
@@ -203,7 +211,7 @@ impl QueueActor {
                 consumer_tag: a.consumer.tag.clone(),
             });
         }
-        self.store.purge();
+        self.store.destroy();
         self.unacked.clear();
         self.deleted = true;
     }
@@ -286,8 +294,9 @@ impl QueueActor {
             }
             a.consumer.in_flight.fetch_add(1, Ordering::Relaxed);
             if a.consumer.no_ack {
-                self.store.settle(msg.seq);
+                self.store.settle(&msg);
             } else {
+                self.store.delivered(&msg);
                 a.unacked += 1;
                 msg.redelivered = true;
                 let id = a.id;

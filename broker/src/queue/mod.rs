@@ -45,6 +45,66 @@ pub enum ConnEvent {
         channel: u16,
         consumer_tag: Arc<str>,
     },
+    /// A queue finished with a publish in confirm mode: stored (flushed) or refused.
+    Confirm {
+        channel: u16,
+        epoch: u64,
+        seq: u64,
+        ok: bool,
+    },
+}
+
+/// What a queue needs to confirm (or nack) one publish to its channel once it is safe. A
+/// token dropped unresolved (its queue was deleted first) confirms: the message went with
+/// the queue, and the publisher must not wait forever.
+#[derive(Debug)]
+pub struct ConfirmToken {
+    /// The publishing connection.
+    conn: ConnSender,
+    /// Its channel.
+    channel: u16,
+    /// Tells apart successive channels that reuse one channel number.
+    epoch: u64,
+    /// The publish sequence number.
+    seq: u64,
+    /// Already reported.
+    done: bool,
+}
+
+impl ConfirmToken {
+    /// A token for publish `seq` on a channel.
+    pub fn new(conn: ConnSender, channel: u16, epoch: u64, seq: u64) -> Self {
+        ConfirmToken {
+            conn,
+            channel,
+            epoch,
+            seq,
+            done: false,
+        }
+    }
+
+    /// Reports the outcome to the connection.
+    pub fn resolve(mut self, ok: bool) {
+        self.send(ok);
+    }
+
+    fn send(&mut self, ok: bool) {
+        if !self.done {
+            self.done = true;
+            let _ = self.conn.send(ConnEvent::Confirm {
+                channel: self.channel,
+                epoch: self.epoch,
+                seq: self.seq,
+                ok,
+            });
+        }
+    }
+}
+
+impl Drop for ConfirmToken {
+    fn drop(&mut self) {
+        self.send(true);
+    }
 }
 
 /// The sending side of a connection's event mailbox.
@@ -118,8 +178,11 @@ pub struct Consumer {
 /// Requests to a queue's owner.
 #[derive(Debug)]
 pub enum QueueCmd {
-    /// Enqueue a routed message.
-    Publish(Arc<Message>),
+    /// Enqueue a routed message; `confirm` is resolved once it is safe (on disk) or refused.
+    Publish {
+        message: Arc<Message>,
+        confirm: Option<ConfirmToken>,
+    },
     /// Add a consumer.
     Consume {
         consumer: Consumer,
@@ -176,6 +239,8 @@ pub struct QueueSpec {
     pub auto_delete: bool,
     /// `x-` arguments.
     pub arguments: FieldTable,
+    /// Key prefix of its messages in the durable store (durable queues, when the broker has one).
+    pub disk_id: Option<u64>,
 }
 
 struct Shared {
@@ -207,6 +272,11 @@ impl QueueHandle {
     /// The queue's declaration.
     pub fn spec(&self) -> &QueueSpec {
         &self.0.spec
+    }
+
+    /// A publish to this queue must wait for the queue before it is confirmed.
+    pub fn confirms_async(&self, message: &Message) -> bool {
+        self.0.spec.disk_id.is_some() && message.is_persistent()
     }
 
     /// The queue's name.

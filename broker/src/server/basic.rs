@@ -11,7 +11,7 @@ use super::connection::Connection;
 use crate::error::{AmqpError, AmqpResult};
 use crate::message::Message;
 use crate::protocol::{write_content, write_method};
-use crate::queue::{Consumer, QueueCmd};
+use crate::queue::{ConfirmToken, Consumer, QueueCmd};
 use crate::util::random_token;
 
 /// How a client settles delivered messages.
@@ -362,14 +362,35 @@ impl Connection {
                 self.frame_max,
             );
         }
-        for q in targets {
-            // A queue deleted meanwhile simply does not get the message.
-            let _ = q.send(QueueCmd::Publish(msg.clone())).await;
-        }
+        let events = self.events.clone();
         let ch = self.ch(id)?;
-        if ch.confirm {
-            ch.publish_seq += 1;
-            ch.confirm_pending = ch.publish_seq;
+        let epoch = ch.epoch;
+        let Some(confirms) = ch.confirms.as_mut() else {
+            for q in targets {
+                // A queue deleted meanwhile simply does not get the message.
+                let _ = q
+                    .send(QueueCmd::Publish {
+                        message: msg.clone(),
+                        confirm: None,
+                    })
+                    .await;
+            }
+            return Ok(());
+        };
+        let waits = targets.iter().filter(|q| q.confirms_async(&msg)).count() as u32;
+        let seq = confirms.publish(waits);
+        for q in targets {
+            let confirm = q
+                .confirms_async(&msg)
+                .then(|| ConfirmToken::new(events.clone(), id, epoch, seq));
+            // A queue that vanished meanwhile drops the token, which confirms: the copy went
+            // with the queue, as when a queue is deleted after a publish.
+            let _ = q
+                .send(QueueCmd::Publish {
+                    message: msg.clone(),
+                    confirm,
+                })
+                .await;
         }
         Ok(())
     }

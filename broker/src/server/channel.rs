@@ -3,18 +3,21 @@
 //! dispatch of each method to its class's handler file.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use amq_protocol::protocol::{basic, channel as chan, AMQPClass, BasicProperties};
 use amq_protocol::types::ShortString;
 use bytes::Bytes;
 
+use super::confirm::Confirms;
 use super::connection::Connection;
 use super::tx::TxState;
 use crate::error::{AmqpError, AmqpResult, ReplyCode};
 use crate::protocol::{write_content, write_method, Frame};
 use crate::queue::{ChannelQos, ConnEvent, QueueCmd, QueueHandle, DELIVERY_WINDOW};
+
+static NEXT_EPOCH: AtomicU64 = AtomicU64::new(1);
 
 /// A message delivered on this channel and not yet settled by the client.
 pub(crate) struct Unacked {
@@ -60,12 +63,11 @@ pub(crate) struct Channel {
     pub consumer_prefetch: u32,
     /// basic.qos global=true, shared with the queues.
     pub qos: Arc<ChannelQos>,
-    /// confirm.select was received.
-    pub confirm: bool,
-    /// Publish sequence number in confirm mode.
-    pub publish_seq: u64,
-    /// Highest sequence number confirmed but not yet acked to the client.
-    pub confirm_pending: u64,
+    /// Confirm mode (after confirm.select): outcomes not yet reported.
+    pub confirms: Option<Confirms>,
+    /// Unique per channel opened on this broker, so late confirms of a closed channel never
+    /// reach a new channel with the same number.
+    pub epoch: u64,
     /// tx.select state.
     pub tx: Option<TxState>,
     /// The queue most recently declared here (an empty queue name means this one).
@@ -73,7 +75,7 @@ pub(crate) struct Channel {
 }
 
 impl Channel {
-    fn new(id: u16) -> Self {
+    fn new(id: u16, epoch: u64) -> Self {
         Channel {
             id,
             closing: false,
@@ -83,26 +85,17 @@ impl Channel {
             consumers: HashMap::new(),
             consumer_prefetch: 0,
             qos: Arc::new(ChannelQos::default()),
-            confirm: false,
-            publish_seq: 0,
-            confirm_pending: 0,
+            confirms: None,
+            epoch,
             tx: None,
             last_queue: None,
         }
     }
 
-    /// Acks every confirmed publish in one basic.ack with multiple=true.
+    /// Reports the publishes whose outcome is known, in order.
     pub fn flush_confirms(&mut self, out: &mut Vec<u8>) {
-        if self.confirm_pending != 0 && !self.closing {
-            write_method(
-                out,
-                self.id,
-                &AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
-                    delivery_tag: self.confirm_pending,
-                    multiple: true,
-                })),
-            );
-            self.confirm_pending = 0;
+        if let (Some(c), false) = (self.confirms.as_mut(), self.closing) {
+            c.flush(out, self.id);
         }
     }
 
@@ -174,7 +167,8 @@ impl Connection {
             return match frame {
                 Frame::Method(_, m) => match *m {
                     AMQPClass::Channel(chan::AMQPMethod::Open(_)) => {
-                        self.channels.insert(id, Channel::new(id));
+                        let epoch = NEXT_EPOCH.fetch_add(1, Ordering::Relaxed);
+                        self.channels.insert(id, Channel::new(id, epoch));
                         write_method(
                             &mut self.out,
                             id,
@@ -351,7 +345,7 @@ impl Connection {
         tracing::debug!(channel = id, code = err.code.code(), text = %err.text, "closing channel");
         ch.closing = true;
         ch.publish = None;
-        ch.confirm_pending = 0;
+        ch.confirms = None;
         let consumers: Vec<_> = ch.consumers.drain().collect();
         let unacked = std::mem::take(&mut ch.unacked);
         let qos = ch.qos.clone();
@@ -451,6 +445,18 @@ impl Connection {
                             counted: true,
                         },
                     );
+                }
+            }
+            ConnEvent::Confirm {
+                channel,
+                epoch,
+                seq,
+                ok,
+            } => {
+                if let Some(ch) = self.channels.get_mut(&channel).filter(|c| c.epoch == epoch) {
+                    if let Some(c) = ch.confirms.as_mut() {
+                        c.resolve(seq, ok);
+                    }
                 }
             }
             ConnEvent::ConsumerCancelled {

@@ -4,6 +4,7 @@
 
 mod basic;
 mod channel;
+mod confirm;
 mod connection;
 mod exchange;
 mod queue;
@@ -20,7 +21,19 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn, Instrument};
 
 use crate::config::{Config, UserConfig};
+use crate::store::disk::{Disk, OpenError};
 use crate::vhost::Vhost;
+
+/// Why a broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Binding the listener failed.
+    #[error("cannot listen: {0}")]
+    Io(#[from] std::io::Error),
+    /// The data directory could not be used.
+    #[error(transparent)]
+    Store(#[from] OpenError),
+}
 
 /// What every connection shares.
 pub(crate) struct BrokerContext {
@@ -44,14 +57,17 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Binds `config.bind` and starts serving in the background.
-    pub async fn start(config: Config) -> std::io::Result<Broker> {
+    /// Opens the store (if `config.persistence`), binds `config.bind` and starts serving in
+    /// the background.
+    pub async fn start(config: Config) -> Result<Broker, StartError> {
+        let vhost = open_vhost(&config)?;
         let listener = TcpListener::bind(config.bind).await?;
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
-        let task =
-            tokio::spawn(async move { run(listener, config, token.cancelled_owned()).await });
+        let task = tokio::spawn(async move {
+            serve(listener, config, vhost, token.cancelled_owned()).await
+        });
         Ok(Broker {
             addr,
             shutdown,
@@ -76,17 +92,41 @@ impl Broker {
     }
 }
 
-/// Serves AMQP on `listener` until `shutdown` completes, then closes every connection and
-/// waits for them.
+/// Opens the data directory and rebuilds what it holds (or an empty in-memory vhost).
+fn open_vhost(config: &Config) -> Result<Arc<Vhost>, OpenError> {
+    if !config.persistence {
+        return Ok(Vhost::new("/", None));
+    }
+    let started = std::time::Instant::now();
+    let (disk, recovered) = Disk::open(&config.data_dir, config.store_cache_mb * 1024 * 1024)?;
+    let vhost = Vhost::new("/", Some(disk));
+    vhost.recover(recovered);
+    info!(data_dir = %config.data_dir.display(), elapsed_ms = started.elapsed().as_millis() as u64, "store open");
+    Ok(vhost)
+}
+
+/// Opens the store, then serves AMQP on `listener` until `shutdown` completes, then closes
+/// every connection, waits for them and marks the store cleanly closed.
 pub async fn run(
     listener: TcpListener,
     config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), StartError> {
+    let vhost = open_vhost(&config)?;
+    serve(listener, config, vhost, shutdown).await;
+    Ok(())
+}
+
+async fn serve(
+    listener: TcpListener,
+    config: Config,
+    vhost: Arc<Vhost>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let token = CancellationToken::new();
     let ctx = Arc::new(BrokerContext {
         users: config.effective_users(),
-        vhost: Vhost::new("/"),
+        vhost,
         next_conn_id: AtomicU64::new(1),
         shutdown: token.clone(),
         config,
@@ -133,5 +173,8 @@ pub async fn run(
     token.cancel();
     tracker.close();
     tracker.wait().await;
+    if let Some(disk) = ctx.vhost.disk() {
+        disk.close_cleanly();
+    }
     info!("broker stopped");
 }

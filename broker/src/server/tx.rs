@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use amq_protocol::protocol::{confirm, tx, AMQPClass};
+use amq_protocol::protocol::{tx, AMQPClass};
 
 use super::basic::Settle;
 use super::channel::{settle, Unacked};
@@ -49,7 +49,7 @@ impl Connection {
         match method {
             tx::AMQPMethod::Select(_) => {
                 let ch = self.ch(id)?;
-                if ch.confirm {
+                if ch.confirms.is_some() {
                     return Err(AmqpError::precondition(
                         "cannot switch from confirm to tx mode",
                     ));
@@ -100,32 +100,5 @@ impl Connection {
             _ => return Err(AmqpError::command_invalid("unexpected tx method")),
         }
         Ok(())
-    }
-
-    pub(crate) fn handle_confirm_method(
-        &mut self,
-        id: u16,
-        method: confirm::AMQPMethod,
-    ) -> AmqpResult<()> {
-        match method {
-            confirm::AMQPMethod::Select(s) => {
-                let ch = self.ch(id)?;
-                if ch.tx.is_some() {
-                    return Err(AmqpError::precondition(
-                        "cannot switch from tx to confirm mode",
-                    ));
-                }
-                ch.confirm = true;
-                if !s.nowait {
-                    write_method(
-                        &mut self.out,
-                        id,
-                        &AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})),
-                    );
-                }
-                Ok(())
-            }
-            _ => Err(AmqpError::command_invalid("unexpected confirm method")),
-        }
     }
 }

@@ -11,8 +11,9 @@ pub struct MemoryQueueStore {
 }
 
 impl QueueStore for MemoryQueueStore {
-    fn push(&mut self, msg: StoredMessage) {
+    fn push(&mut self, msg: StoredMessage) -> bool {
         self.ready.push_back(msg);
+        false
     }
 
     fn pop(&mut self) -> Option<StoredMessage> {
@@ -31,7 +32,9 @@ impl QueueStore for MemoryQueueStore {
         }
     }
 
-    fn settle(&mut self, _seq: u64) {}
+    fn delivered(&mut self, _msg: &StoredMessage) {}
+
+    fn settle(&mut self, _msg: &StoredMessage) {}
 
     fn purge(&mut self) -> usize {
         let n = self.ready.len();

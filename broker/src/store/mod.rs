@@ -2,12 +2,15 @@
 //! `QueueStore`; the in-memory store here serves transient queues, and a disk-backed store
 //! (sled) fills the same interface for durable ones.
 
+pub mod disk;
+mod durable;
 mod memory;
 
 use std::sync::Arc;
 
 use crate::message::Message;
 
+pub use durable::DurableQueueStore;
 pub use memory::MemoryQueueStore;
 
 /// A message waiting in a queue.
@@ -23,14 +26,25 @@ pub struct StoredMessage {
 
 /// The ready messages of one queue, in sequence order.
 pub trait QueueStore: Send {
-    /// Appends a newly published message.
-    fn push(&mut self, msg: StoredMessage);
-    /// Takes the oldest message.
+    /// Appends a newly published message. Returns true when it was written to disk, so a
+    /// publisher confirm must wait for the next flush.
+    fn push(&mut self, msg: StoredMessage) -> bool;
+    /// Takes the oldest message (reading it back from disk if it was paged out).
     fn pop(&mut self) -> Option<StoredMessage>;
     /// Puts a delivered message back in its place by sequence (ahead of newer ones).
     fn requeue(&mut self, msg: StoredMessage);
+    /// A message was handed to a consumer and awaits its ack.
+    fn delivered(&mut self, msg: &StoredMessage);
     /// A delivered message was settled (acked, or rejected without requeue).
-    fn settle(&mut self, seq: u64);
+    fn settle(&mut self, msg: &StoredMessage);
+    /// The durable store behind this queue, if any (publisher confirms wait for its flush).
+    fn disk(&self) -> Option<&Arc<disk::Disk>> {
+        None
+    }
+    /// The queue is being deleted: forget everything, on disk too.
+    fn destroy(&mut self) {
+        self.purge();
+    }
     /// Drops every ready message; returns how many.
     fn purge(&mut self) -> usize;
     /// Ready messages.

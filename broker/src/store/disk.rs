@@ -1,0 +1,568 @@
+//! The durable store, on sled. Definitions and messages live in separate trees:
+//!
+//! - `defs`: durable exchanges, queues (each with a numeric id) and bindings, as JSON;
+//! - `msgs`: persistent messages of durable queues, keyed by queue id and sequence number
+//!   (big-endian, so a queue's messages are one ordered key range in one shared tree: sled's
+//!   space use grows badly with many trees);
+//! - `dlv`: marks for messages delivered and not yet acked, so a clean restart flags exactly
+//!   those as redelivered;
+//! - `meta`: format marker and the clean-shutdown flag.
+//!
+//! A message routed to several durable queues is stored once per queue: simple, atomic per
+//! queue, and a fanout of persistent messages is rare enough that the space is worth it.
+//!
+//! Publisher confirms wait for `flush` (fsync). One flusher thread does group commit: every
+//! write that arrived while the previous flush ran is covered by the next one.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc};
+
+use amq_protocol::protocol::basic::parse_properties;
+use amq_protocol::types::{FieldTable, ShortString};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::message::Message;
+
+const FORMAT: &[u8] = b"warren-store-1";
+
+/// A store failure at open time, naming the path.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot create data directory {path}: {source}")]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("data directory {path} is in use by another Warren process (lock held on {lock})")]
+    Locked { path: PathBuf, lock: PathBuf },
+    #[error("cannot open the store in {path}: {source}")]
+    Sled { path: PathBuf, source: sled::Error },
+    #[error("{path} does not hold a Warren store ({detail}); point --data-dir at an empty or Warren directory")]
+    Foreign { path: PathBuf, detail: String },
+}
+
+/// A durable exchange.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ExchangeDef {
+    pub name: String,
+    pub kind: String,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub arguments: FieldTable,
+}
+
+/// A durable queue.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct QueueDef {
+    pub name: String,
+    /// Key prefix of its messages in `msgs`.
+    pub id: u64,
+    pub auto_delete: bool,
+    pub arguments: FieldTable,
+}
+
+/// A binding between durable objects.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BindingDef {
+    pub source: String,
+    /// `true` when the destination is an exchange.
+    pub to_exchange: bool,
+    pub destination: String,
+    pub routing_key: String,
+    pub arguments: FieldTable,
+}
+
+/// Definitions found at start.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    pub exchanges: Vec<ExchangeDef>,
+    pub queues: Vec<QueueDef>,
+    pub bindings: Vec<BindingDef>,
+    /// The previous run did not shut down cleanly.
+    pub unclean: bool,
+}
+
+type Waiter = Box<dyn FnOnce(bool) + Send>;
+
+/// The open store of a data directory.
+pub struct Disk {
+    path: PathBuf,
+    db: sled::Db,
+    defs: sled::Tree,
+    msgs: sled::Tree,
+    dlv: sled::Tree,
+    meta: sled::Tree,
+    flusher: Option<mpsc::Sender<Waiter>>,
+    /// The group-commit thread, joined on drop so the database is closed when `Disk` is.
+    flush_thread: Option<std::thread::JoinHandle<()>>,
+    /// Held for the life of the store: a second broker on the same directory fails to start.
+    _lock: File,
+}
+
+fn msg_key(queue: u64, seq: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&queue.to_be_bytes());
+    k[8..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Encodes a message for `msgs`: version, exchange, routing key, properties as the publisher
+/// encoded them, body.
+pub fn encode_message(m: &Message) -> Vec<u8> {
+    let (x, rk) = (m.exchange.as_str().as_bytes(), m.routing_key.as_str().as_bytes());
+    let mut v = Vec::with_capacity(8 + x.len() + rk.len() + m.raw_properties.len() + m.body.len());
+    v.push(1);
+    v.push(x.len() as u8);
+    v.extend_from_slice(x);
+    v.push(rk.len() as u8);
+    v.extend_from_slice(rk);
+    v.extend_from_slice(&(m.raw_properties.len() as u32).to_be_bytes());
+    v.extend_from_slice(&m.raw_properties);
+    v.extend_from_slice(&m.body);
+    v
+}
+
+/// Decodes what `encode_message` wrote; `None` if it is not a message.
+pub fn decode_message(v: &[u8]) -> Option<Message> {
+    let bytes = Bytes::copy_from_slice(v);
+    if bytes.first() != Some(&1) {
+        return None;
+    }
+    let mut at = 1;
+    let mut take = |n: usize| -> Option<Bytes> {
+        let s = bytes.get(at..at + n)?;
+        let out = bytes.slice_ref(s);
+        at += n;
+        Some(out)
+    };
+    let xl = take(1)?[0] as usize;
+    let x = take(xl)?;
+    let rl = take(1)?[0] as usize;
+    let rk = take(rl)?;
+    let pl = take(4)?;
+    let pl = u32::from_be_bytes([pl[0], pl[1], pl[2], pl[3]]) as usize;
+    let raw_properties = take(pl)?;
+    let body = bytes.slice(at..);
+    let (_, properties) = parse_properties(&raw_properties[..]).ok()?;
+    Some(Message {
+        exchange: ShortString::from(String::from_utf8_lossy(&x).into_owned()),
+        routing_key: ShortString::from(String::from_utf8_lossy(&rk).into_owned()),
+        properties,
+        raw_properties,
+        body,
+    })
+}
+
+impl Disk {
+    /// Opens (or creates) the store in `path`. `cache_bytes` caps sled's page cache.
+    pub fn open(path: &Path, cache_bytes: u64) -> Result<(Arc<Disk>, Recovered), OpenError> {
+        std::fs::create_dir_all(path).map_err(|source| OpenError::CreateDir {
+            path: path.to_owned(),
+            source,
+        })?;
+        let lock_path = path.join("warren.lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| OpenError::CreateDir {
+                path: path.to_owned(),
+                source,
+            })?;
+        if lock.try_lock().is_err() {
+            return Err(OpenError::Locked {
+                path: path.to_owned(),
+                lock: lock_path,
+            });
+        }
+        let sled_err = |source| OpenError::Sled {
+            path: path.to_owned(),
+            source,
+        };
+        let fresh = !path.join("db").exists();
+        if fresh {
+            // Refuse to scatter a new store among somebody else's files.
+            let foreign: Vec<String> = std::fs::read_dir(path)
+                .map(|rd| {
+                    rd.filter_map(|e| e.ok())
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .filter(|n| n != "warren.lock" && n != "conf" && n != "blobs" && !n.starts_with("snap."))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !foreign.is_empty() {
+                return Err(OpenError::Foreign {
+                    path: path.to_owned(),
+                    detail: format!("it already contains {}", foreign.join(", ")),
+                });
+            }
+        }
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .flush_every_ms(Some(200))
+            .open()
+            .map_err(sled_err)?;
+        let meta = db.open_tree("meta").map_err(sled_err)?;
+        match meta.get("format").map_err(sled_err)? {
+            Some(f) if f.as_ref() == FORMAT => {}
+            Some(other) => {
+                return Err(OpenError::Foreign {
+                    path: path.to_owned(),
+                    detail: format!("format marker {:?}", String::from_utf8_lossy(&other)),
+                })
+            }
+            None if fresh || db.tree_names().len() <= 2 => {
+                meta.insert("format", FORMAT).map_err(sled_err)?;
+            }
+            None => {
+                return Err(OpenError::Foreign {
+                    path: path.to_owned(),
+                    detail: "a sled database without Warren's format marker".into(),
+                })
+            }
+        }
+        let unclean = !fresh && meta.remove("clean").map_err(sled_err)?.is_none();
+        let defs = db.open_tree("defs").map_err(sled_err)?;
+        let msgs = db.open_tree("msgs").map_err(sled_err)?;
+        let dlv = db.open_tree("dlv").map_err(sled_err)?;
+        db.flush().map_err(sled_err)?;
+
+        let mut recovered = Recovered {
+            unclean,
+            ..Recovered::default()
+        };
+        for item in defs.iter() {
+            let (k, v) = item.map_err(sled_err)?;
+            let bad = |e: serde_json::Error| OpenError::Foreign {
+                path: path.to_owned(),
+                detail: format!("unreadable definition {:?}: {e}", String::from_utf8_lossy(&k)),
+            };
+            match k.first() {
+                Some(b'x') => recovered.exchanges.push(serde_json::from_slice(&v).map_err(bad)?),
+                Some(b'q') => recovered.queues.push(serde_json::from_slice(&v).map_err(bad)?),
+                Some(b'b') => recovered.bindings.push(serde_json::from_slice(&v).map_err(bad)?),
+                _ => {}
+            }
+        }
+
+        let (tx, rx) = mpsc::channel::<Waiter>();
+        let flush_db = db.clone();
+        let flush_thread = std::thread::Builder::new()
+            .name("warren-fsync".into())
+            .spawn(move || {
+                // Group commit: take every waiter that queued up, one flush for all of them.
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    batch.extend(rx.try_iter());
+                    let ok = flush_db.flush().is_ok();
+                    for w in batch {
+                        w(ok);
+                    }
+                }
+            })
+            .map_err(|source| OpenError::CreateDir {
+                path: path.to_owned(),
+                source,
+            })?;
+
+        let disk = Arc::new(Disk {
+            path: path.to_owned(),
+            db,
+            defs,
+            msgs,
+            dlv,
+            meta,
+            flusher: Some(tx),
+            flush_thread: Some(flush_thread),
+            _lock: lock,
+        });
+        Ok((disk, recovered))
+    }
+
+    /// The data directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Calls `done(ok)` once every write made before this call is on disk.
+    pub fn after_flush(&self, done: impl FnOnce(bool) + Send + 'static) {
+        let waiter: Waiter = Box::new(done);
+        match &self.flusher {
+            Some(tx) => {
+                if let Err(mpsc::SendError(w)) = tx.send(waiter) {
+                    w(false);
+                }
+            }
+            None => waiter(false),
+        }
+    }
+
+    /// Flushes now (definitions, shutdown).
+    pub fn flush(&self) -> bool {
+        self.db.flush().is_ok()
+    }
+
+    /// A fresh queue id.
+    pub fn new_queue_id(&self) -> u64 {
+        // generate_id is persistent and monotonic across restarts.
+        self.db.generate_id().unwrap_or_else(|_| rand_id())
+    }
+
+    fn put_def(&self, key: String, value: &impl Serialize) -> bool {
+        let Ok(v) = serde_json::to_vec(value) else { return false };
+        self.defs.insert(key.as_bytes(), v).is_ok() && self.flush()
+    }
+
+    fn del_def(&self, key: String) -> bool {
+        self.defs.remove(key.as_bytes()).is_ok() && self.flush()
+    }
+
+    /// Saves a durable exchange (flushed before returning).
+    pub fn save_exchange(&self, x: &ExchangeDef) -> bool {
+        self.put_def(format!("x\0{}", x.name), x)
+    }
+
+    /// Forgets a durable exchange.
+    pub fn delete_exchange(&self, name: &str) -> bool {
+        self.del_def(format!("x\0{name}"))
+    }
+
+    /// Saves a durable queue.
+    pub fn save_queue(&self, q: &QueueDef) -> bool {
+        self.put_def(format!("q\0{}", q.name), q)
+    }
+
+    /// Forgets a durable queue and drops its messages.
+    pub fn delete_queue(&self, name: &str, id: u64) -> bool {
+        self.purge(id);
+        self.del_def(format!("q\0{name}"))
+    }
+
+    fn binding_key(b: &BindingDef) -> String {
+        format!(
+            "b\0{}",
+            serde_json::to_string(&(&b.source, b.to_exchange, &b.destination, &b.routing_key, &b.arguments)).unwrap_or_default()
+        )
+    }
+
+    /// Saves a binding between durable objects.
+    pub fn save_binding(&self, b: &BindingDef) -> bool {
+        self.put_def(Self::binding_key(b), b)
+    }
+
+    /// Forgets a binding.
+    pub fn delete_binding(&self, b: &BindingDef) -> bool {
+        self.del_def(Self::binding_key(b))
+    }
+
+    /// Forgets every stored binding for which `pred` holds.
+    pub fn delete_bindings(&self, pred: impl Fn(&BindingDef) -> bool) {
+        let mut batch = sled::Batch::default();
+        let mut any = false;
+        for (k, v) in self.defs.scan_prefix(b"b\0").flatten() {
+            if serde_json::from_slice::<BindingDef>(&v).is_ok_and(|b| pred(&b)) {
+                batch.remove(k);
+                any = true;
+            }
+        }
+        if any {
+            let _ = self.defs.apply_batch(batch);
+            self.flush();
+        }
+    }
+
+    /// Writes a persistent message of queue `queue` (not flushed: see `after_flush`).
+    pub fn put_message(&self, queue: u64, seq: u64, m: &Message) -> bool {
+        self.msgs.insert(msg_key(queue, seq), encode_message(m)).is_ok()
+    }
+
+    /// Reads one message back.
+    pub fn get_message(&self, queue: u64, seq: u64) -> Option<Message> {
+        let v = self.msgs.get(msg_key(queue, seq)).ok()??;
+        decode_message(&v)
+    }
+
+    /// Marks a message delivered (so a restart flags it redelivered).
+    pub fn mark_delivered(&self, queue: u64, seq: u64) {
+        let _ = self.dlv.insert(msg_key(queue, seq), &[]);
+    }
+
+    /// Removes a settled message and its delivered mark (a mark left alone by a crash between
+    /// the two is harmless: marks only qualify messages that exist).
+    pub fn remove_message(&self, queue: u64, seq: u64) {
+        let k = msg_key(queue, seq);
+        let _ = self.msgs.remove(k);
+        let _ = self.dlv.remove(k);
+    }
+
+    /// Drops every message of a queue.
+    pub fn purge(&self, queue: u64) {
+        let prefix = queue.to_be_bytes();
+        for tree in [&self.msgs, &self.dlv] {
+            let mut batch = sled::Batch::default();
+            for k in tree.scan_prefix(prefix).keys().flatten() {
+                batch.remove(k);
+            }
+            let _ = tree.apply_batch(batch);
+        }
+    }
+
+    /// Reads a queue's messages in order, for recovery: `f(seq, redelivered, encoded)`. After an
+    /// unclean stop every message is flagged redelivered: a delivery may have happened whose
+    /// mark never reached the disk.
+    pub fn load_queue(&self, queue: u64, unclean: bool, mut f: impl FnMut(u64, bool, &[u8])) {
+        let prefix = queue.to_be_bytes();
+        let seq_of = |k: &[u8]| k.get(8..16).and_then(|s| s.try_into().ok()).map(u64::from_be_bytes);
+        let delivered: std::collections::HashSet<u64> = self
+            .dlv
+            .scan_prefix(prefix)
+            .keys()
+            .flatten()
+            .filter_map(|k| seq_of(&k))
+            .collect();
+        for (k, v) in self.msgs.scan_prefix(prefix).flatten() {
+            if let Some(seq) = seq_of(&k) {
+                f(seq, unclean || delivered.contains(&seq), &v);
+            }
+        }
+    }
+
+    /// Removes several messages of a queue in one batch.
+    pub fn remove_messages(&self, queue: u64, seqs: &[u64]) {
+        if seqs.is_empty() {
+            return;
+        }
+        let mut msgs = sled::Batch::default();
+        let mut dlv = sled::Batch::default();
+        for &seq in seqs {
+            msgs.remove(&msg_key(queue, seq)[..]);
+            dlv.remove(&msg_key(queue, seq)[..]);
+        }
+        let _ = self.msgs.apply_batch(msgs);
+        let _ = self.dlv.apply_batch(dlv);
+    }
+
+    /// Records a clean shutdown (after everything is flushed).
+    pub fn close_cleanly(&self) {
+        let _ = self.db.flush();
+        let _ = self.meta.insert("clean", &[1u8]);
+        let _ = self.db.flush();
+    }
+
+    /// Disk bytes used by the store.
+    pub fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+
+    /// Messages per durable queue id, for statistics.
+    pub fn message_counts(&self) -> HashMap<u64, usize> {
+        let mut counts = HashMap::new();
+        for k in self.msgs.iter().keys().flatten() {
+            if let Some(id) = k.get(..8) {
+                *counts.entry(u64::from_be_bytes(id.try_into().unwrap_or_default())).or_default() += 1;
+            }
+        }
+        counts
+    }
+}
+
+impl Drop for Disk {
+    fn drop(&mut self) {
+        self.flusher.take();
+        if let Some(t) = self.flush_thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn rand_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0);
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::encode_properties;
+    use amq_protocol::protocol::BasicProperties;
+
+    fn message(body: &str) -> Message {
+        let props = BasicProperties::default().with_delivery_mode(2).with_message_id("m".into());
+        Message {
+            exchange: "x".into(),
+            routing_key: "rk".into(),
+            raw_properties: encode_properties(&props),
+            properties: props,
+            body: Bytes::from(body.to_owned()),
+        }
+    }
+
+    #[test]
+    fn message_encoding_round_trips() {
+        let m = message("hello");
+        let back = decode_message(&encode_message(&m)).unwrap();
+        assert_eq!(back.body, m.body);
+        assert_eq!(back.properties, m.properties);
+        assert_eq!(back.routing_key, m.routing_key);
+        assert!(decode_message(&[9, 9, 9]).is_none());
+        assert!(decode_message(&encode_message(&m)[..5]).is_none());
+    }
+
+    #[test]
+    fn messages_and_definitions_survive_reopen() {
+        let dir = tempdir();
+        {
+            let (disk, rec) = Disk::open(&dir, 1 << 20).unwrap();
+            assert!(!rec.unclean);
+            disk.save_queue(&QueueDef {
+                name: "q".into(),
+                id: 7,
+                auto_delete: false,
+                arguments: FieldTable::default(),
+            });
+            for seq in 1..=3 {
+                disk.put_message(7, seq, &message(&format!("m{seq}")));
+            }
+            disk.mark_delivered(7, 2);
+            disk.remove_message(7, 1);
+            disk.close_cleanly();
+        }
+        let (disk, rec) = Disk::open(&dir, 1 << 20).unwrap();
+        assert_eq!(rec.queues.len(), 1);
+        let mut seen = Vec::new();
+        disk.load_queue(7, rec.unclean, |seq, redelivered, v| {
+            assert!(decode_message(v).is_some());
+            seen.push((seq, redelivered));
+        });
+        assert_eq!(seen, [(2, true), (3, false)]);
+        drop(disk);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn second_open_of_a_directory_is_refused() {
+        let dir = tempdir();
+        let (_disk, _) = Disk::open(&dir, 1 << 20).unwrap();
+        let err = Disk::open(&dir, 1 << 20).err().expect("second open must fail");
+        assert!(err.to_string().contains("in use"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn foreign_directory_is_refused_with_its_path() {
+        let dir = tempdir();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("photo.jpg"), b"not a store").unwrap();
+        let err = Disk::open(&dir, 1 << 20).err().expect("foreign dir must fail");
+        assert!(err.to_string().contains(&dir.display().to_string()), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn tempdir() -> PathBuf {
+        std::env::temp_dir().join(format!("warren-disk-test-{}", crate::util::random_token(12)))
+    }
+}
