@@ -1,0 +1,118 @@
+//! Runs the real `warren` binary for tests that need a process to kill: finds (or builds)
+//! `target/debug/warren`, starts `warren serve` on port 0 with a data directory, and learns
+//! the address from its first stdout line.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The `warren` binary of this workspace, built once per test process if needed.
+pub fn warren_binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target"));
+        let bin = target.join("debug").join("warren");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        // Always ask cargo: it is a no-op when the binary is fresh, and a rebuild when the
+        // broker changed since the last build.
+        let status = std::process::Command::new(cargo)
+            .args(["build", "-q", "-p", "warren-cli", "--bin", "warren"])
+            .current_dir(&root)
+            .status()
+            .expect("running cargo build for the warren binary");
+        assert!(status.success(), "cargo build -p warren-cli failed");
+        assert!(bin.exists(), "no binary at {}", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// A fresh, empty directory under the system temp dir.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    let dir = std::env::temp_dir().join(format!("warren-{tag}-{:016x}", h.finish()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("creating a temp dir");
+    dir
+}
+
+/// A running `warren serve` process.
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+    pub stderr_log: PathBuf,
+}
+
+impl Server {
+    /// Starts `warren serve --bind 127.0.0.1:0 --data-dir DIR` and waits for its address.
+    pub async fn start(data_dir: &Path) -> Server {
+        match Self::try_start(data_dir).await {
+            Ok(s) => s,
+            Err((msg, log)) => panic!("warren serve did not start: {msg}\n{log}"),
+        }
+    }
+
+    /// Like `start`, but returns the process's stderr when it exits instead of listening.
+    pub async fn try_start(data_dir: &Path) -> Result<Server, (String, String)> {
+        let stderr_log = data_dir.with_extension("stderr.log");
+        let log = std::fs::File::create(&stderr_log).expect("creating the stderr log");
+        let mut child = Command::new(warren_binary())
+            .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("WARREN_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawning warren serve");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let first = tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await;
+        let read_log = || std::fs::read_to_string(&stderr_log).unwrap_or_default();
+        let line = match first {
+            Ok(Ok(Some(line))) => line,
+            Ok(_) => {
+                let _ = child.wait().await;
+                return Err(("exited before listening".into(), read_log()));
+            }
+            Err(_) => return Err(("no address within 60 s".into(), read_log())),
+        };
+        let addr = line
+            .strip_prefix("warren: listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Server {
+            child,
+            url: format!("amqp://guest:guest@{addr}/%2f"),
+            stderr_log,
+        })
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub async fn kill9(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+    }
+
+    /// SIGTERM (graceful shutdown), and wait.
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill").arg(pid.to_string()).status();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await;
+        let _ = self.child.start_kill();
+    }
+}
