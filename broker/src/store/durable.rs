@@ -158,3 +158,156 @@ impl QueueStore for DurableQueueStore {
         self.disk.purge(self.id);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Model-based test: random publish, deliver, ack, nack, requeue, purge, delete and restart
+    //! applied to the real store and to a `BTreeMap`, compared after every step.
+
+    use std::collections::{BTreeMap, HashMap};
+
+    use amq_protocol::protocol::BasicProperties;
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::message::Message;
+    use crate::protocol::encode_properties;
+
+    fn message(id: u64, persistent: bool) -> Arc<Message> {
+        let props = if persistent {
+            BasicProperties::default().with_delivery_mode(2)
+        } else {
+            BasicProperties::default()
+        };
+        Arc::new(Message {
+            exchange: "".into(),
+            routing_key: "q".into(),
+            raw_properties: encode_properties(&props),
+            properties: props,
+            body: Bytes::from(format!("body-{id}-{}", "x".repeat((id % 7) as usize * 300))),
+        })
+    }
+
+    struct Rng(u64);
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    /// What the model expects of one message.
+    #[derive(Clone, Debug, PartialEq)]
+    struct Expect {
+        body: Bytes,
+        persistent: bool,
+        delivered: bool,
+    }
+
+    fn run(seed: u64, steps: usize) {
+        let dir = std::env::temp_dir().join(format!("warren-model-{}", crate::util::random_token(10)));
+        let (disk, _) = Disk::open(&dir, 1 << 20).unwrap();
+        let mut disk = Some(disk);
+        let mut store = DurableQueueStore::new(disk.clone().unwrap(), 1);
+        let mut next_seq = 1;
+        let mut rng = Rng(seed | 1);
+        // seq -> expectation, for messages that are ready or unacked.
+        let mut model: BTreeMap<u64, Expect> = BTreeMap::new();
+        let mut unacked: HashMap<u64, StoredMessage> = HashMap::new();
+        for step in 0..steps {
+            match rng.below(10) {
+                0..=3 => {
+                    let persistent = rng.below(4) != 0;
+                    let m = message(next_seq, persistent);
+                    model.insert(
+                        next_seq,
+                        Expect {
+                            body: m.body.clone(),
+                            persistent,
+                            delivered: false,
+                        },
+                    );
+                    store.push(StoredMessage {
+                        seq: next_seq,
+                        message: m,
+                        redelivered: false,
+                    });
+                    next_seq += 1;
+                }
+                4 | 5 => {
+                    if let Some(mut m) = store.pop() {
+                        let oldest = model.keys().find(|k| !unacked.contains_key(k)).copied();
+                        assert_eq!(Some(m.seq), oldest, "step {step}: delivery order");
+                        let e = model.get_mut(&m.seq).expect("popped a message the model lacks");
+                        assert_eq!(m.message.body, e.body, "step {step}");
+                        assert_eq!(m.redelivered, e.delivered, "step {step}: redelivered flag");
+                        store.delivered(&m);
+                        e.delivered = true;
+                        m.redelivered = true;
+                        unacked.insert(m.seq, m);
+                    } else {
+                        assert!(model.keys().all(|k| unacked.contains_key(k)), "step {step}: pop found nothing");
+                    }
+                }
+                6 => {
+                    if let Some(&seq) = unacked.keys().next() {
+                        let m = unacked.remove(&seq).unwrap();
+                        store.settle(&m);
+                        model.remove(&seq);
+                    }
+                }
+                7 => {
+                    if let Some(&seq) = unacked.keys().next() {
+                        store.requeue(unacked.remove(&seq).unwrap());
+                    }
+                }
+                8 => {
+                    if rng.below(5) == 0 {
+                        let ready: Vec<u64> = model.keys().filter(|k| !unacked.contains_key(k)).copied().collect();
+                        assert_eq!(store.purge(), ready.len(), "step {step}: purge count");
+                        for k in ready {
+                            model.remove(&k);
+                        }
+                    }
+                }
+                _ => {
+                    // Restart: unacked messages return to the queue; transient ones are gone.
+                    drop(store);
+                    if let Some(d) = disk.take() {
+                        d.close_cleanly();
+                        drop(d);
+                    }
+                    let (d, rec) = Disk::open(&dir, 1 << 20).unwrap();
+                    assert!(!rec.unclean);
+                    let (s, next) = DurableQueueStore::recover(d.clone(), 1, false);
+                    disk = Some(d);
+                    store = s;
+                    unacked.clear();
+                    model.retain(|_, e| e.persistent);
+                    next_seq = next_seq.max(next);
+                    assert_eq!(store.len(), model.len(), "step {step}: recovered count");
+                }
+            }
+            let ready = model.len() - unacked.len();
+            assert_eq!(store.len(), ready, "step {step}: ready count");
+        }
+        // Delete: nothing of the queue is left on disk.
+        store.destroy();
+        let d = disk.take().unwrap();
+        let mut left = 0;
+        d.load_queue(1, false, |_, _, _| left += 1);
+        assert_eq!(left, 0);
+        drop(store);
+        drop(d);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn store_matches_a_simple_model_across_restarts() {
+        for seed in 1..=8 {
+            run(seed * 7919, 400);
+        }
+    }
+}
