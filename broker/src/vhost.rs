@@ -143,7 +143,9 @@ impl Vhost {
     /// Rebuilds durable exchanges, queues (with their messages, in order) and bindings found
     /// in the store at start.
     pub fn recover(self: &Arc<Self>, rec: Recovered) {
-        let Some(disk) = self.disk.clone() else { return };
+        let Some(disk) = self.disk.clone() else {
+            return;
+        };
         let mut defs = self.write();
         for x in rec.exchanges {
             let Ok(kind) = ExchangeKind::parse(&x.kind) else {
@@ -197,7 +199,10 @@ impl Vhost {
 
     fn is_durable_dest(defs: &Definitions, dest: &Destination) -> bool {
         match dest {
-            Destination::Queue(q) => defs.queues.get(q).is_some_and(|h| h.spec().disk_id.is_some()),
+            Destination::Queue(q) => defs
+                .queues
+                .get(q)
+                .is_some_and(|h| h.spec().disk_id.is_some()),
             Destination::Exchange(x) => defs.exchanges.get(x).is_some_and(|x| x.durable),
         }
     }

@@ -49,7 +49,12 @@ struct QueueActor {
 
 /// Starts the owner task of a new queue over `store` (whose messages, if recovered, are
 /// numbered below `next_seq`) and returns its handle.
-pub(crate) fn spawn(spec: QueueSpec, vhost: Weak<Vhost>, store: Box<dyn QueueStore>, next_seq: u64) -> QueueHandle {
+pub(crate) fn spawn(
+    spec: QueueSpec,
+    vhost: Weak<Vhost>,
+    store: Box<dyn QueueStore>,
+    next_seq: u64,
+) -> QueueHandle {
     let (tx, rx) = mpsc::channel(MAILBOX);
     let handle = QueueHandle::new(spec, tx);
     let actor = QueueActor {

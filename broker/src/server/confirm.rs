@@ -34,14 +34,22 @@ impl Confirms {
         if self.pending.is_empty() {
             self.base = self.last;
         }
-        self.pending.push_back(if waits == 0 { Outcome::Ack } else { Outcome::Waiting(waits) });
+        self.pending.push_back(if waits == 0 {
+            Outcome::Ack
+        } else {
+            Outcome::Waiting(waits)
+        });
         self.last
     }
 
     /// A queue finished with publish `seq`.
     pub fn resolve(&mut self, seq: u64, ok: bool) {
-        let Some(idx) = seq.checked_sub(self.base) else { return };
-        let Some(o) = self.pending.get_mut(idx as usize) else { return };
+        let Some(idx) = seq.checked_sub(self.base) else {
+            return;
+        };
+        let Some(o) = self.pending.get_mut(idx as usize) else {
+            return;
+        };
         *o = match (*o, ok) {
             (Outcome::Waiting(_), false) | (Outcome::Nack, _) => Outcome::Nack,
             (Outcome::Waiting(n), true) if n > 1 => Outcome::Waiting(n - 1),
@@ -94,16 +102,26 @@ fn write_ack(out: &mut Vec<u8>, channel: u16, tag: u64) {
 }
 
 impl Connection {
-    pub(crate) fn handle_confirm_method(&mut self, id: u16, method: confirm::AMQPMethod) -> AmqpResult<()> {
+    pub(crate) fn handle_confirm_method(
+        &mut self,
+        id: u16,
+        method: confirm::AMQPMethod,
+    ) -> AmqpResult<()> {
         match method {
             confirm::AMQPMethod::Select(s) => {
                 let ch = self.ch(id)?;
                 if ch.tx.is_some() {
-                    return Err(AmqpError::precondition("cannot switch from tx to confirm mode"));
+                    return Err(AmqpError::precondition(
+                        "cannot switch from tx to confirm mode",
+                    ));
                 }
                 ch.confirms.get_or_insert_with(Confirms::default);
                 if !s.nowait {
-                    write_method(&mut self.out, id, &AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})));
+                    write_method(
+                        &mut self.out,
+                        id,
+                        &AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})),
+                    );
                 }
                 Ok(())
             }
@@ -123,8 +141,12 @@ mod tests {
         let mut v = Vec::new();
         while let Some(Frame::Method(_, m)) = decode_frame(&mut buf, 131072).unwrap() {
             match *m {
-                AMQPClass::Basic(basic::AMQPMethod::Ack(a)) => v.push((true, a.delivery_tag, a.multiple)),
-                AMQPClass::Basic(basic::AMQPMethod::Nack(n)) => v.push((false, n.delivery_tag, n.multiple)),
+                AMQPClass::Basic(basic::AMQPMethod::Ack(a)) => {
+                    v.push((true, a.delivery_tag, a.multiple))
+                }
+                AMQPClass::Basic(basic::AMQPMethod::Nack(n)) => {
+                    v.push((false, n.delivery_tag, n.multiple))
+                }
                 other => panic!("unexpected {other:?}"),
             }
         }
@@ -156,6 +178,9 @@ mod tests {
         c.resolve(b, false);
         let mut out = Vec::new();
         c.flush(&mut out, 1);
-        assert_eq!(frames(&out), [(true, a, true), (false, b, false), (true, d, true)]);
+        assert_eq!(
+            frames(&out),
+            [(true, a, true), (false, b, false), (true, d, true)]
+        );
     }
 }

@@ -65,9 +65,10 @@ impl Broker {
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
-        let task = tokio::spawn(async move {
-            serve(listener, config, vhost, token.cancelled_owned()).await
-        });
+        let task =
+            tokio::spawn(
+                async move { serve(listener, config, vhost, token.cancelled_owned()).await },
+            );
         Ok(Broker {
             addr,
             shutdown,

@@ -32,7 +32,10 @@ const FORMAT: &[u8] = b"warren-store-1";
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error("cannot create data directory {path}: {source}")]
-    CreateDir { path: PathBuf, source: std::io::Error },
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("data directory {path} is in use by another Warren process (lock held on {lock})")]
     Locked { path: PathBuf, lock: PathBuf },
     #[error("cannot open the store in {path}: {source}")]
@@ -109,7 +112,10 @@ fn msg_key(queue: u64, seq: u64) -> [u8; 16] {
 /// Encodes a message for `msgs`: version, exchange, routing key, properties as the publisher
 /// encoded them, body.
 pub fn encode_message(m: &Message) -> Vec<u8> {
-    let (x, rk) = (m.exchange.as_str().as_bytes(), m.routing_key.as_str().as_bytes());
+    let (x, rk) = (
+        m.exchange.as_str().as_bytes(),
+        m.routing_key.as_str().as_bytes(),
+    );
     let mut v = Vec::with_capacity(8 + x.len() + rk.len() + m.raw_properties.len() + m.body.len());
     v.push(1);
     v.push(x.len() as u8);
@@ -187,7 +193,12 @@ impl Disk {
                 .map(|rd| {
                     rd.filter_map(|e| e.ok())
                         .map(|e| e.file_name().to_string_lossy().into_owned())
-                        .filter(|n| n != "warren.lock" && n != "conf" && n != "blobs" && !n.starts_with("snap."))
+                        .filter(|n| {
+                            n != "warren.lock"
+                                && n != "conf"
+                                && n != "blobs"
+                                && !n.starts_with("snap.")
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
@@ -237,12 +248,21 @@ impl Disk {
             let (k, v) = item.map_err(sled_err)?;
             let bad = |e: serde_json::Error| OpenError::Foreign {
                 path: path.to_owned(),
-                detail: format!("unreadable definition {:?}: {e}", String::from_utf8_lossy(&k)),
+                detail: format!(
+                    "unreadable definition {:?}: {e}",
+                    String::from_utf8_lossy(&k)
+                ),
             };
             match k.first() {
-                Some(b'x') => recovered.exchanges.push(serde_json::from_slice(&v).map_err(bad)?),
-                Some(b'q') => recovered.queues.push(serde_json::from_slice(&v).map_err(bad)?),
-                Some(b'b') => recovered.bindings.push(serde_json::from_slice(&v).map_err(bad)?),
+                Some(b'x') => recovered
+                    .exchanges
+                    .push(serde_json::from_slice(&v).map_err(bad)?),
+                Some(b'q') => recovered
+                    .queues
+                    .push(serde_json::from_slice(&v).map_err(bad)?),
+                Some(b'b') => recovered
+                    .bindings
+                    .push(serde_json::from_slice(&v).map_err(bad)?),
                 _ => {}
             }
         }
@@ -311,7 +331,9 @@ impl Disk {
     }
 
     fn put_def(&self, key: String, value: &impl Serialize) -> bool {
-        let Ok(v) = serde_json::to_vec(value) else { return false };
+        let Ok(v) = serde_json::to_vec(value) else {
+            return false;
+        };
         self.defs.insert(key.as_bytes(), v).is_ok() && self.flush()
     }
 
@@ -343,7 +365,14 @@ impl Disk {
     fn binding_key(b: &BindingDef) -> String {
         format!(
             "b\0{}",
-            serde_json::to_string(&(&b.source, b.to_exchange, &b.destination, &b.routing_key, &b.arguments)).unwrap_or_default()
+            serde_json::to_string(&(
+                &b.source,
+                b.to_exchange,
+                &b.destination,
+                &b.routing_key,
+                &b.arguments
+            ))
+            .unwrap_or_default()
         )
     }
 
@@ -375,7 +404,9 @@ impl Disk {
 
     /// Writes a persistent message of queue `queue` (not flushed: see `after_flush`).
     pub fn put_message(&self, queue: u64, seq: u64, m: &Message) -> bool {
-        self.msgs.insert(msg_key(queue, seq), encode_message(m)).is_ok()
+        self.msgs
+            .insert(msg_key(queue, seq), encode_message(m))
+            .is_ok()
     }
 
     /// Reads one message back.
@@ -414,7 +445,11 @@ impl Disk {
     /// mark never reached the disk.
     pub fn load_queue(&self, queue: u64, unclean: bool, mut f: impl FnMut(u64, bool, &[u8])) {
         let prefix = queue.to_be_bytes();
-        let seq_of = |k: &[u8]| k.get(8..16).and_then(|s| s.try_into().ok()).map(u64::from_be_bytes);
+        let seq_of = |k: &[u8]| {
+            k.get(8..16)
+                .and_then(|s| s.try_into().ok())
+                .map(u64::from_be_bytes)
+        };
         let delivered: std::collections::HashSet<u64> = self
             .dlv
             .scan_prefix(prefix)
@@ -461,7 +496,9 @@ impl Disk {
         let mut counts = HashMap::new();
         for k in self.msgs.iter().keys().flatten() {
             if let Some(id) = k.get(..8) {
-                *counts.entry(u64::from_be_bytes(id.try_into().unwrap_or_default())).or_default() += 1;
+                *counts
+                    .entry(u64::from_be_bytes(id.try_into().unwrap_or_default()))
+                    .or_default() += 1;
             }
         }
         counts
@@ -491,7 +528,9 @@ mod tests {
     use amq_protocol::protocol::BasicProperties;
 
     fn message(body: &str) -> Message {
-        let props = BasicProperties::default().with_delivery_mode(2).with_message_id("m".into());
+        let props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_message_id("m".into());
         Message {
             exchange: "x".into(),
             routing_key: "rk".into(),
@@ -531,7 +570,13 @@ mod tests {
             disk.remove_message(7, 1);
             disk.close_cleanly();
         }
-        let (disk, rec) = Disk::open(&dir, 1 << 20).unwrap();
+        let (disk, rec) = (0..100)
+            .find_map(|_| {
+                Disk::open(&dir, 1 << 20)
+                    .map_err(|_| std::thread::sleep(std::time::Duration::from_millis(20)))
+                    .ok()
+            })
+            .expect("reopening the store");
         assert_eq!(rec.queues.len(), 1);
         let mut seen = Vec::new();
         disk.load_queue(7, rec.unclean, |seq, redelivered, v| {
@@ -547,7 +592,9 @@ mod tests {
     fn second_open_of_a_directory_is_refused() {
         let dir = tempdir();
         let (_disk, _) = Disk::open(&dir, 1 << 20).unwrap();
-        let err = Disk::open(&dir, 1 << 20).err().expect("second open must fail");
+        let err = Disk::open(&dir, 1 << 20)
+            .err()
+            .expect("second open must fail");
         assert!(err.to_string().contains("in use"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -557,12 +604,20 @@ mod tests {
         let dir = tempdir();
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("photo.jpg"), b"not a store").unwrap();
-        let err = Disk::open(&dir, 1 << 20).err().expect("foreign dir must fail");
-        assert!(err.to_string().contains(&dir.display().to_string()), "{err}");
+        let err = Disk::open(&dir, 1 << 20)
+            .err()
+            .expect("foreign dir must fail");
+        assert!(
+            err.to_string().contains(&dir.display().to_string()),
+            "{err}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
     fn tempdir() -> PathBuf {
-        std::env::temp_dir().join(format!("warren-disk-test-{}", crate::util::random_token(12)))
+        std::env::temp_dir().join(format!(
+            "warren-disk-test-{}",
+            crate::util::random_token(12)
+        ))
     }
 }

@@ -137,7 +137,12 @@ impl QueueStore for DurableQueueStore {
 
     fn purge(&mut self) -> usize {
         let n = self.ready.len();
-        let seqs: Vec<u64> = self.ready.iter().filter(|e| e.persistent).map(|e| e.seq).collect();
+        let seqs: Vec<u64> = self
+            .ready
+            .iter()
+            .filter(|e| e.persistent)
+            .map(|e| e.seq)
+            .collect();
         self.disk.remove_messages(self.id, &seqs);
         self.ready.clear();
         self.mem_bytes = 0;
@@ -206,8 +211,21 @@ mod tests {
         delivered: bool,
     }
 
+    /// sled's background threads may hold the database file for a moment after the last
+    /// handle is dropped; a reopen in the same process waits for them.
+    fn reopen(dir: &std::path::Path) -> (Arc<Disk>, crate::store::disk::Recovered) {
+        for _ in 0..100 {
+            match Disk::open(dir, 1 << 20) {
+                Ok(x) => return x,
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        }
+        Disk::open(dir, 1 << 20).expect("reopening the store")
+    }
+
     fn run(seed: u64, steps: usize) {
-        let dir = std::env::temp_dir().join(format!("warren-model-{}", crate::util::random_token(10)));
+        let dir =
+            std::env::temp_dir().join(format!("warren-model-{}", crate::util::random_token(10)));
         let (disk, _) = Disk::open(&dir, 1 << 20).unwrap();
         let mut disk = Some(disk);
         let mut store = DurableQueueStore::new(disk.clone().unwrap(), 1);
@@ -240,7 +258,9 @@ mod tests {
                     if let Some(mut m) = store.pop() {
                         let oldest = model.keys().find(|k| !unacked.contains_key(k)).copied();
                         assert_eq!(Some(m.seq), oldest, "step {step}: delivery order");
-                        let e = model.get_mut(&m.seq).expect("popped a message the model lacks");
+                        let e = model
+                            .get_mut(&m.seq)
+                            .expect("popped a message the model lacks");
                         assert_eq!(m.message.body, e.body, "step {step}");
                         assert_eq!(m.redelivered, e.delivered, "step {step}: redelivered flag");
                         store.delivered(&m);
@@ -248,7 +268,10 @@ mod tests {
                         m.redelivered = true;
                         unacked.insert(m.seq, m);
                     } else {
-                        assert!(model.keys().all(|k| unacked.contains_key(k)), "step {step}: pop found nothing");
+                        assert!(
+                            model.keys().all(|k| unacked.contains_key(k)),
+                            "step {step}: pop found nothing"
+                        );
                     }
                 }
                 6 => {
@@ -265,7 +288,11 @@ mod tests {
                 }
                 8 => {
                     if rng.below(5) == 0 {
-                        let ready: Vec<u64> = model.keys().filter(|k| !unacked.contains_key(k)).copied().collect();
+                        let ready: Vec<u64> = model
+                            .keys()
+                            .filter(|k| !unacked.contains_key(k))
+                            .copied()
+                            .collect();
                         assert_eq!(store.purge(), ready.len(), "step {step}: purge count");
                         for k in ready {
                             model.remove(&k);
@@ -279,7 +306,7 @@ mod tests {
                         d.close_cleanly();
                         drop(d);
                     }
-                    let (d, rec) = Disk::open(&dir, 1 << 20).unwrap();
+                    let (d, rec) = reopen(&dir);
                     assert!(!rec.unclean);
                     let (s, next) = DurableQueueStore::recover(d.clone(), 1, false);
                     disk = Some(d);
