@@ -31,4 +31,4 @@ pub mod vhost;
 
 pub use config::Config;
 pub use error::{AmqpError, ReplyCode};
-pub use server::{run, Broker, StartError};
+pub use server::{run, Broker, Prepared, StartError};

@@ -113,9 +113,32 @@ pub async fn run(
     config: Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), StartError> {
-    let vhost = open_vhost(&config)?;
-    serve(listener, config, vhost, shutdown).await;
+    Prepared::open(config)?.serve(listener, shutdown).await;
     Ok(())
+}
+
+/// A broker whose store is open and recovered, ready to serve: lets a caller report start-up
+/// failures (a locked or foreign data directory) before it announces the listener.
+pub struct Prepared {
+    config: Config,
+    vhost: Arc<Vhost>,
+}
+
+impl Prepared {
+    /// Opens the data directory (if `config.persistence`) and rebuilds what it holds.
+    pub fn open(config: Config) -> Result<Prepared, StartError> {
+        let vhost = open_vhost(&config)?;
+        Ok(Prepared { config, vhost })
+    }
+
+    /// Serves AMQP on `listener` until `shutdown` completes.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        serve(listener, self.config, self.vhost, shutdown).await;
+    }
 }
 
 async fn serve(
