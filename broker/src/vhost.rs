@@ -12,7 +12,12 @@ use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::{Destination, Exchange, ExchangeKind};
 use crate::queue::{self, QueueCmd, QueueHandle, QueueSpec, QueueStats};
 use crate::store::disk::{BindingDef, Disk, ExchangeDef, QueueDef, Recovered};
-use crate::store::{DurableQueueStore, MemoryQueueStore, QueueStore};
+use crate::store::{DurableQueueStore, MemoryQueueStore, PriorityQueueStore, QueueStore};
+use crate::queue::args::{Overflow, QueueArgs};
+
+fn rejects_publishes(args: &QueueArgs) -> bool {
+    args.overflow != Overflow::DropHead && (args.max_length.is_some() || args.max_length_bytes.is_some())
+}
 use crate::util::random_token;
 
 /// The options of exchange.declare.
@@ -161,7 +166,17 @@ impl Vhost {
         let mut messages = 0usize;
         for q in rec.queues {
             let name: Arc<str> = Arc::from(q.name.as_str());
-            let (store, next_seq) = DurableQueueStore::recover(disk.clone(), q.id, rec.unclean);
+            let args = QueueArgs::parse(&q.arguments, &name).unwrap_or_default();
+            let (store, next_seq): (Box<dyn QueueStore>, u64) = match args.max_priority {
+                Some(max) => {
+                    let (s, n) = PriorityQueueStore::recover(max, disk.clone(), q.id, rec.unclean);
+                    (Box::new(s), n)
+                }
+                None => {
+                    let (s, n) = DurableQueueStore::recover(disk.clone(), q.id, rec.unclean);
+                    (Box::new(s), n)
+                }
+            };
             messages += store.len();
             let spec = QueueSpec {
                 name: name.clone(),
@@ -170,8 +185,10 @@ impl Vhost {
                 auto_delete: q.auto_delete,
                 arguments: q.arguments,
                 disk_id: Some(q.id),
+                rejects_publishes: rejects_publishes(&args),
+                args,
             };
-            let handle = queue::spawn(spec, Arc::downgrade(self), Box::new(store), next_seq);
+            let handle = queue::spawn(spec, Arc::downgrade(self), store, next_seq);
             defs.queues.insert(name, handle);
         }
         let mut bindings = 0usize;
@@ -410,6 +427,7 @@ impl Vhost {
                 ));
             }
             check_args("queue", n, &d.arguments, &s.arguments)?;
+            q.send_internal(QueueCmd::Touch);
             return Ok(q.clone());
         }
         let name = if d.name.is_empty() {
@@ -422,6 +440,7 @@ impl Vhost {
         } else {
             d.name.clone()
         };
+        let args = QueueArgs::parse(&d.arguments, &name)?;
         let name: Arc<str> = Arc::from(name);
         // Exclusive queues die with their connection, so they are never stored.
         let disk = self.disk.clone().filter(|_| d.durable && !d.exclusive);
@@ -437,8 +456,9 @@ impl Vhost {
                 return Err(Self::store_failed("the queue"));
             }
         }
-        let store: Box<dyn QueueStore> = match (disk, disk_id) {
-            (Some(disk), Some(id)) => Box::new(DurableQueueStore::new(disk, id)),
+        let store: Box<dyn QueueStore> = match (disk, disk_id, args.max_priority) {
+            (disk, id, Some(max)) => Box::new(PriorityQueueStore::new(max, disk.zip(id))),
+            (Some(disk), Some(id), None) => Box::new(DurableQueueStore::new(disk, id)),
             _ => Box::<MemoryQueueStore>::default(),
         };
         let spec = QueueSpec {
@@ -448,6 +468,8 @@ impl Vhost {
             auto_delete: d.auto_delete,
             arguments: d.arguments.clone(),
             disk_id,
+            rejects_publishes: rejects_publishes(&args),
+            args,
         };
         let handle = queue::spawn(spec, Arc::downgrade(self), store, 1);
         defs.queues.insert(name, handle.clone());
@@ -605,6 +627,12 @@ impl Vhost {
         }
     }
 
+    /// Routes a message the broker itself republishes (dead-lettering): internal exchanges are
+    /// allowed, and a missing exchange is an error the caller handles by dropping the message.
+    pub fn route_internal(&self, exchange: &str, routing_key: &str, headers: Option<&FieldTable>, out: &mut Vec<QueueHandle>) -> AmqpResult<()> {
+        self.route_from_exchange(exchange, routing_key, headers, out, true)
+    }
+
     /// Routes a publish: appends each queue that gets a copy (once, however many paths lead
     /// there). Follows exchange-to-exchange bindings (cycles are harmless) and alternate
     /// exchanges when nothing matched.
@@ -614,6 +642,17 @@ impl Vhost {
         routing_key: &str,
         headers: Option<&FieldTable>,
         out: &mut Vec<QueueHandle>,
+    ) -> AmqpResult<()> {
+        self.route_from_exchange(exchange, routing_key, headers, out, false)
+    }
+
+    fn route_from_exchange(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        headers: Option<&FieldTable>,
+        out: &mut Vec<QueueHandle>,
+        internal_ok: bool,
     ) -> AmqpResult<()> {
         let defs = self.read();
         if exchange.is_empty() {
@@ -626,7 +665,7 @@ impl Vhost {
             .exchanges
             .get(exchange)
             .ok_or_else(|| no_exchange(exchange))?;
-        if x.internal {
+        if x.internal && !internal_ok {
             return Err(AmqpError::access_refused(format_args!(
                 "cannot publish to internal exchange '{exchange}' in vhost '/'"
             )));

@@ -1,22 +1,31 @@
 //! The task that owns one queue: its ready messages, the messages delivered and not yet
-//! settled, and its consumers. It drains its mailbox in batches and, after each batch, pushes
-//! as many messages as consumers' prefetch and delivery windows allow.
+//! settled, the messages waiting out a retry delay, and its consumers. It drains its mailboxes
+//! in batches and, after each batch, expires, promotes and pushes as many messages as its
+//! consumers' prefetch and delivery windows allow.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use amq_protocol::types::AMQPValue;
 use tokio::sync::mpsc;
 
+use super::args::{Overflow, QueueArgs};
+use super::dead_letter::{dead_lettered, Reason};
 use super::{
-    ConnEvent, Consumer, Delivery, QueueCmd, QueueHandle, QueueSpec, QueueStats, DELIVERY_WINDOW,
+    ConnEvent, Consumer, Delivery, QueueCmd, QueueHandle, QueueSpec, QueueStats, ReturnKind,
+    DELIVERY_WINDOW,
 };
 use crate::error::{AmqpError, AmqpResult};
+use crate::message::Message;
 use crate::store::{QueueStore, StoredMessage};
 use crate::vhost::Vhost;
 
 /// Commands a queue's mailbox holds before publishers wait.
 const MAILBOX: usize = 8192;
+/// Commands handled between two delivery rounds.
+const BATCH: usize = 256;
 
 struct Attached {
     /// Unique within this queue, so unacked messages know their consumer.
@@ -30,101 +39,157 @@ struct Unacked {
     msg: StoredMessage,
     /// The consumer it went to (None for basic.get).
     consumer: Option<u64>,
+    /// The redelivered flag it was delivered with (restored if it never reached the client).
+    was_redelivered: bool,
 }
 
 struct QueueActor {
     handle: QueueHandle,
     vhost: Weak<Vhost>,
     store: Box<dyn QueueStore>,
+    args: QueueArgs,
     next_seq: u64,
     unacked: HashMap<u64, Unacked>,
+    /// Returned messages waiting out their retry delay, by (due time, sequence).
+    delayed: BTreeMap<(Instant, u64), StoredMessage>,
     consumers: Vec<Attached>,
     next_consumer_id: u64,
     /// Round-robin position among consumers.
     cursor: usize,
     /// For auto-delete: the queue had a consumer at some point.
     had_consumer: bool,
+    /// For `x-expires`: the last time the queue was used.
+    last_used: Instant,
     deleted: bool,
 }
 
 /// Starts the owner task of a new queue over `store` (whose messages, if recovered, are
 /// numbered below `next_seq`) and returns its handle.
-pub(crate) fn spawn(
-    spec: QueueSpec,
-    vhost: Weak<Vhost>,
-    store: Box<dyn QueueStore>,
-    next_seq: u64,
-) -> QueueHandle {
+pub(crate) fn spawn(spec: QueueSpec, vhost: Weak<Vhost>, store: Box<dyn QueueStore>, next_seq: u64) -> QueueHandle {
     let (tx, rx) = mpsc::channel(MAILBOX);
-    let handle = QueueHandle::new(spec, tx);
+    let (itx, irx) = mpsc::unbounded_channel();
+    let args = spec.args.clone();
+    let handle = QueueHandle::new(spec, tx, itx);
     let actor = QueueActor {
         handle: handle.clone(),
         vhost,
         store,
+        args,
         next_seq,
         unacked: HashMap::new(),
+        delayed: BTreeMap::new(),
         consumers: Vec::new(),
         next_consumer_id: 1,
         cursor: 0,
         had_consumer: false,
+        last_used: Instant::now(),
         deleted: false,
     };
-    tokio::spawn(actor.run(rx));
+    tokio::spawn(actor.run(rx, irx));
     handle
 }
 
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 impl QueueActor {
-    async fn run(mut self, mut rx: mpsc::Receiver<QueueCmd>) {
-        let mut batch = Vec::with_capacity(256);
-        while rx.recv_many(&mut batch, 256).await > 0 {
-            for cmd in batch.drain(..) {
+    async fn run(mut self, mut rx: mpsc::Receiver<QueueCmd>, mut internal: mpsc::UnboundedReceiver<QueueCmd>) {
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut from_queues = Vec::with_capacity(BATCH);
+        loop {
+            let deadline = self.next_deadline();
+            tokio::select! {
+                biased;
+                _ = internal.recv_many(&mut from_queues, BATCH) => {}
+                n = rx.recv_many(&mut batch, BATCH) => {
+                    if n == 0 {
+                        return;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => {}
+            }
+            for cmd in from_queues.drain(..).chain(batch.drain(..)) {
                 self.handle(cmd);
                 if self.deleted {
                     return;
                 }
             }
-            self.deliver();
+            self.tick(Instant::now());
             if self.deleted {
                 return;
+            }
+            self.deliver();
+        }
+    }
+
+    /// The next moment something happens without a command: a delayed message is due, the
+    /// head message expires, the unused queue expires.
+    fn next_deadline(&self) -> Option<Instant> {
+        let due = self.delayed.keys().next().map(|(t, _)| *t);
+        let head = self.store.head_expiry();
+        let unused = match (self.args.expires, self.consumers.is_empty()) {
+            (Some(e), true) => Some(self.last_used + e),
+            _ => None,
+        };
+        [due, head, unused].into_iter().flatten().min()
+    }
+
+    fn tick(&mut self, now: Instant) {
+        while let Some(entry) = self.delayed.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let msg = entry.remove();
+            self.store.requeue(msg);
+        }
+        self.expire_head(now);
+        if let Some(e) = self.args.expires {
+            if self.consumers.is_empty() && now >= self.last_used + e {
+                // An expired queue is deleted; its messages are not dead-lettered.
+                if let Some(vhost) = self.vhost.upgrade() {
+                    vhost.forget_queue(&self.handle);
+                }
+                self.shut_down();
+            }
+        }
+    }
+
+    /// Dead-letters expired messages at the head, so none is ever delivered.
+    fn expire_head(&mut self, now: Instant) {
+        while self.store.head_expiry().is_some_and(|t| t <= now) {
+            match self.store.pop() {
+                Some(msg) => self.dead_letter(msg, Reason::Expired),
+                None => break,
             }
         }
     }
 
     fn handle(&mut self, cmd: QueueCmd) {
         match cmd {
-            QueueCmd::Publish { message, confirm } => {
-                let seq = self.next_seq;
-                self.next_seq += 1;
-                let written = self.store.push(StoredMessage {
-                    seq,
-                    message,
-                    redelivered: false,
-                });
-                if let Some(token) = confirm {
-                    match self.store.disk() {
-                        Some(disk) if written => disk.after_flush(move |ok| token.resolve(ok)),
-                        _ => token.resolve(true),
-                    }
-                }
-            }
+            QueueCmd::Publish {
+                message,
+                confirm,
+                handoff,
+            } => self.publish(message, confirm, handoff),
             QueueCmd::Consume { consumer, reply } => {
+                self.last_used = Instant::now();
                 let _ = reply.send(self.add_consumer(consumer));
             }
-            QueueCmd::Cancel {
-                conn_id,
-                channel,
-                tag,
-            } => {
+            QueueCmd::Cancel { conn_id, channel, tag } => {
+                self.last_used = Instant::now();
                 self.consumers.retain(|a| {
-                    !(a.consumer.conn_id == conn_id
-                        && a.consumer.channel == channel
-                        && a.consumer.tag == tag)
+                    !(a.consumer.conn_id == conn_id && a.consumer.channel == channel && a.consumer.tag == tag)
                 });
                 self.maybe_auto_delete();
             }
             QueueCmd::Get { no_ack, reply } => {
+                let now = Instant::now();
+                self.last_used = now;
+                self.expire_head(now);
                 let got = self.store.pop().map(|mut msg| {
                     let delivery = self.delivery(&msg);
+                    let was_redelivered = msg.redelivered;
                     msg.redelivered = true;
                     if no_ack {
                         self.store.settle(&msg);
@@ -135,6 +200,7 @@ impl QueueActor {
                             Unacked {
                                 msg,
                                 consumer: None,
+                                was_redelivered,
                             },
                         );
                     }
@@ -142,9 +208,7 @@ impl QueueActor {
                 });
                 if let Err(Some((delivery, _))) = reply.send(got) {
                     // The asking channel is gone: the message was never delivered.
-                    if let Some(u) = self.unacked.remove(&delivery.msg_id) {
-                        self.store.requeue(u.msg);
-                    }
+                    self.returned(vec![delivery.msg_id], ReturnKind::Unsent);
                 }
             }
             QueueCmd::Ack(ids) => {
@@ -155,16 +219,12 @@ impl QueueActor {
                     }
                 }
             }
-            QueueCmd::Reject { ids, requeue } => {
+            QueueCmd::Return { ids, kind } => self.returned(ids, kind),
+            QueueCmd::Discard(ids) => {
                 for id in ids {
-                    if let Some(mut u) = self.unacked.remove(&id) {
+                    if let Some(u) = self.unacked.remove(&id) {
                         self.release(u.consumer);
-                        if requeue {
-                            u.msg.redelivered = true;
-                            self.store.requeue(u.msg);
-                        } else {
-                            self.store.settle(&u.msg);
-                        }
+                        self.dead_letter(u.msg, Reason::Rejected);
                     }
                 }
             }
@@ -189,21 +249,134 @@ impl QueueActor {
                     self.shut_down();
                 }
             }
+            QueueCmd::Touch => self.last_used = Instant::now(),
             QueueCmd::Wake => {}
+        }
+    }
+
+    fn publish(&mut self, message: Arc<Message>, confirm: Option<super::ConfirmToken>, handoff: Option<(u64, u64)>) {
+        let size = message.body_len() as u64;
+        let over = |store: &dyn QueueStore, extra_len: usize, extra_bytes: u64, args: &QueueArgs| {
+            args.max_length.is_some_and(|m| (store.len() + extra_len) as u64 > m)
+                || args.max_length_bytes.is_some_and(|m| store.bytes() + extra_bytes > m)
+        };
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let ttl = self.args.message_ttl.map(|t| t.as_millis() as u64);
+        let expires_at = match (ttl, message.expiration_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+        .map(|ms| Instant::now() + Duration::from_millis(ms));
+        let msg = StoredMessage::new(seq, message, expires_at);
+        if self.args.overflow != Overflow::DropHead && over(&*self.store, 1, size, &self.args) {
+            // Refused: the publisher gets basic.nack in confirm mode.
+            if let Some(token) = confirm {
+                token.resolve(false);
+            }
+            if self.args.overflow == Overflow::RejectPublishDlx {
+                self.dead_letter(msg, Reason::Maxlen);
+            }
+            return;
+        }
+        let written = match handoff {
+            Some(from) => self.store.push_moved(msg, from),
+            None => self.store.push(msg),
+        };
+        if let Some(token) = confirm {
+            match self.store.disk() {
+                Some(disk) if written => disk.after_flush(move |ok| token.resolve(ok)),
+                _ => token.resolve(true),
+            }
+        }
+        while over(&*self.store, 0, 0, &self.args) {
+            match self.store.pop() {
+                Some(head) => self.dead_letter(head, Reason::Maxlen),
+                None => break,
+            }
+        }
+    }
+
+    /// Delivered messages come back: counted, maybe dead-lettered past the delivery limit,
+    /// maybe delayed, else requeued in their place.
+    fn returned(&mut self, ids: Vec<u64>, kind: ReturnKind) {
+        let now = Instant::now();
+        for id in ids {
+            let Some(u) = self.unacked.remove(&id) else { continue };
+            self.release(u.consumer);
+            let mut msg = u.msg;
+            if kind == ReturnKind::Unsent {
+                msg.redelivered = u.was_redelivered;
+                self.store.requeue(msg);
+                continue;
+            }
+            msg.delivery_count += 1;
+            if self.args.delivery_limit.is_some_and(|limit| u64::from(msg.delivery_count) > limit) {
+                self.dead_letter(msg, Reason::DeliveryLimit);
+                continue;
+            }
+            if self.args.counts_deliveries() {
+                let count = AMQPValue::LongLongInt(i64::from(msg.delivery_count));
+                msg.message = Arc::new(msg.message.with_header("x-delivery-count", count));
+                self.store.rewrite(&msg);
+            }
+            match self.args.retry_delay(kind == ReturnKind::Failed, msg.delivery_count) {
+                Some(delay) => {
+                    self.delayed.insert((now + delay, msg.seq), msg);
+                }
+                None => self.store.requeue(msg),
+            }
+        }
+    }
+
+    /// Republishes a message to the queue's dead-letter exchange, or drops it if there is none
+    /// (or the exchange is missing, or every target would close a cycle).
+    fn dead_letter(&mut self, msg: StoredMessage, reason: Reason) {
+        let (Some(dlx), Some(vhost)) = (self.args.dead_letter_exchange.clone(), self.vhost.upgrade()) else {
+            self.store.settle(&msg);
+            return;
+        };
+        let name = self.handle.name().clone();
+        let dl = dead_lettered(
+            &msg.message,
+            &name,
+            reason,
+            &dlx,
+            self.args.dead_letter_routing_key.as_deref(),
+            unix_now(),
+        );
+        let mut targets = Vec::new();
+        let routed = vhost.route_internal(&dlx, dl.routing_key.as_str(), dl.properties.headers().as_ref(), &mut targets);
+        if let Some(log) = &dl.death {
+            targets.retain(|q| !log.is_cycle(q.name()));
+        }
+        let from = self.handle.spec().disk_id.filter(|_| msg.message.is_persistent());
+        let dl = Arc::new(dl);
+        let mut handed_off = false;
+        if routed.is_ok() {
+            for q in &targets {
+                // A durable target takes over the stored copy atomically (see `QueueCmd::Publish`).
+                let handoff = from.filter(|_| q.spec().disk_id.is_some()).map(|id| (id, msg.seq));
+                handed_off |= handoff.is_some();
+                q.send_internal(QueueCmd::Publish {
+                    message: dl.clone(),
+                    confirm: None,
+                    handoff,
+                });
+            }
+        }
+        if !handed_off {
+            self.store.settle(&msg);
         }
     }
 
     fn check_delete(&self, if_unused: bool, if_empty: bool) -> AmqpResult<u32> {
         let name = self.handle.name();
         if if_unused && !self.consumers.is_empty() {
-            return Err(AmqpError::precondition(format_args!(
-                "queue '{name}' in vhost '/' in use"
-            )));
+            return Err(AmqpError::precondition(format_args!("queue '{name}' in vhost '/' in use")));
         }
         if if_empty && !self.store.is_empty() {
-            return Err(AmqpError::precondition(format_args!(
-                "queue '{name}' in vhost '/' is not empty"
-            )));
+            return Err(AmqpError::precondition(format_args!("queue '{name}' in vhost '/' is not empty")));
         }
         Ok(self.store.len() as u32)
     }
@@ -218,14 +391,13 @@ impl QueueActor {
         }
         self.store.destroy();
         self.unacked.clear();
+        self.delayed.clear();
         self.deleted = true;
     }
 
     fn add_consumer(&mut self, consumer: Consumer) -> AmqpResult<()> {
         let name = self.handle.name();
-        if self.consumers.iter().any(|a| a.consumer.exclusive)
-            || (consumer.exclusive && !self.consumers.is_empty())
-        {
+        if self.consumers.iter().any(|a| a.consumer.exclusive) || (consumer.exclusive && !self.consumers.is_empty()) {
             return Err(AmqpError::access_refused(format_args!(
                 "queue '{name}' in vhost '/' in exclusive use"
             )));
@@ -267,14 +439,21 @@ impl QueueActor {
         }
     }
 
-    /// Pushes ready messages to consumers, round-robin, within each consumer's prefetch, its
-    /// channel's prefetch and its delivery window.
+    /// Pushes ready messages to consumers within each consumer's prefetch, its channel's
+    /// prefetch and its delivery window: highest consumer priority first, round-robin among
+    /// equals, only the first consumer with `x-single-active-consumer`.
     fn deliver(&mut self) {
-        while !self.store.is_empty() && !self.consumers.is_empty() {
+        if self.consumers.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        while !self.store.is_empty() {
+            self.expire_head(now);
             let Some(idx) = self.next_ready_consumer() else {
                 return;
             };
             let Some(mut msg) = self.store.pop() else {
+                self.unreserve(idx);
                 return;
             };
             let a = &mut self.consumers[idx];
@@ -290,26 +469,29 @@ impl QueueActor {
             };
             if a.consumer.conn.send(event).is_err() {
                 // The connection is gone; its channel cleanup will cancel the consumer.
-                if !a.consumer.no_ack {
-                    a.consumer.channel_qos.release(1);
-                }
+                self.unreserve(idx);
                 self.consumers.remove(idx);
                 self.store.requeue(msg);
+                if self.consumers.is_empty() {
+                    return;
+                }
                 continue;
             }
             a.consumer.in_flight.fetch_add(1, Ordering::Relaxed);
             if a.consumer.no_ack {
                 self.store.settle(&msg);
             } else {
-                self.store.delivered(&msg);
                 a.unacked += 1;
-                msg.redelivered = true;
                 let id = a.id;
+                self.store.delivered(&msg);
+                let was_redelivered = msg.redelivered;
+                msg.redelivered = true;
                 self.unacked.insert(
                     msg.seq,
                     Unacked {
                         msg,
                         consumer: Some(id),
+                        was_redelivered,
                     },
                 );
             }
@@ -317,25 +499,36 @@ impl QueueActor {
         }
     }
 
+    fn unreserve(&self, idx: usize) {
+        let c = &self.consumers[idx].consumer;
+        if !c.no_ack {
+            c.channel_qos.release(1);
+        }
+    }
+
+    fn can_take(a: &Attached) -> bool {
+        let c = &a.consumer;
+        c.in_flight.load(Ordering::Relaxed) < DELIVERY_WINDOW
+            && (c.no_ack || ((c.prefetch == 0 || a.unacked < c.prefetch) && c.channel_qos.has_room()))
+    }
+
+    /// Picks the consumer for the next message and reserves its channel prefetch.
     fn next_ready_consumer(&mut self) -> Option<usize> {
         let n = self.consumers.len();
-        for i in 0..n {
-            let idx = (self.cursor + i) % n;
-            let a = &self.consumers[idx];
-            let c = &a.consumer;
-            if c.in_flight.load(Ordering::Relaxed) >= DELIVERY_WINDOW {
-                continue;
-            }
-            if c.no_ack {
-                return Some(idx);
-            }
-            if c.prefetch != 0 && a.unacked >= c.prefetch {
-                continue;
-            }
-            if c.channel_qos.try_reserve() {
-                return Some(idx);
-            }
-        }
-        None
+        let pick = if self.args.single_active_consumer {
+            Self::can_take(&self.consumers[0]).then_some(0)
+        } else {
+            let best = self
+                .consumers
+                .iter()
+                .filter(|a| Self::can_take(a))
+                .map(|a| a.consumer.priority)
+                .max()?;
+            (0..n)
+                .map(|i| (self.cursor + i) % n)
+                .find(|&idx| self.consumers[idx].consumer.priority == best && Self::can_take(&self.consumers[idx]))
+        }?;
+        let c = &self.consumers[pick].consumer;
+        (c.no_ack || c.channel_qos.try_reserve()).then_some(pick)
     }
 }

@@ -2,6 +2,8 @@
 //! consumers; everything else talks to it through its mailbox, so no lock guards a queue.
 
 mod actor;
+pub mod args;
+pub mod dead_letter;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -135,6 +137,12 @@ impl ChannelQos {
             .is_ok()
     }
 
+    /// Whether the channel could take one more unacked message now.
+    pub fn has_room(&self) -> bool {
+        let limit = self.limit.load(Ordering::Relaxed);
+        limit == 0 || self.unacked.load(Ordering::Relaxed) < limit
+    }
+
     /// Gives back `n` units; returns whether the channel was full before (so queues must be
     /// woken to deliver again).
     pub fn release(&self, n: u32) -> bool {
@@ -173,15 +181,32 @@ pub struct Consumer {
     pub channel_qos: Arc<ChannelQos>,
     /// Deliveries sent to the connection and not yet written to its socket.
     pub in_flight: Arc<AtomicU32>,
+    /// `x-priority`: higher-priority consumers get messages first while they have capacity.
+    pub priority: i64,
+}
+
+/// How a delivered message came back to its queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReturnKind {
+    /// basic.nack or basic.reject with requeue=true: a failed delivery.
+    Failed,
+    /// Its channel closed (or basic.recover) before an ack: also counts as a failed delivery
+    /// for `x-delivery-limit`, and is "returned" for delayed retry.
+    Closed,
+    /// It never reached the client (its consumer was cancelled meanwhile): not counted.
+    Unsent,
 }
 
 /// Requests to a queue's owner.
 #[derive(Debug)]
 pub enum QueueCmd {
     /// Enqueue a routed message; `confirm` is resolved once it is safe (on disk) or refused.
+    /// `handoff` names the stored copy (queue id, sequence) of a dead-lettered message that this
+    /// queue takes over: its own write and the removal of that copy are one atomic batch.
     Publish {
         message: Arc<Message>,
         confirm: Option<ConfirmToken>,
+        handoff: Option<(u64, u64)>,
     },
     /// Add a consumer.
     Consume {
@@ -201,8 +226,12 @@ pub enum QueueCmd {
     },
     /// Settle delivered messages for good.
     Ack(Vec<u64>),
-    /// Put delivered messages back (requeue) or drop them.
-    Reject { ids: Vec<u64>, requeue: bool },
+    /// Put delivered messages back.
+    Return { ids: Vec<u64>, kind: ReturnKind },
+    /// Rejected without requeue: dead-letter (reason `rejected`) or drop.
+    Discard(Vec<u64>),
+    /// The queue was used (redeclared): restarts its `x-expires` clock.
+    Touch,
     /// Drop all ready messages; replies with how many.
     Purge(oneshot::Sender<u32>),
     /// Ready messages and consumers.
@@ -241,11 +270,19 @@ pub struct QueueSpec {
     pub arguments: FieldTable,
     /// Key prefix of its messages in the durable store (durable queues, when the broker has one).
     pub disk_id: Option<u64>,
+    /// Validated `x-` arguments.
+    pub args: args::QueueArgs,
+    /// A length limit with `x-overflow` reject-publish(-dlx): publishes may be refused.
+    pub rejects_publishes: bool,
 }
 
 struct Shared {
     spec: QueueSpec,
+    /// Commands from connections; bounded, so publishers feel back-pressure.
     mailbox: mpsc::Sender<QueueCmd>,
+    /// Commands from other queues (dead letters) and wake-ups: never blocks a queue on another
+    /// queue, so dead-letter cycles cannot deadlock. Bounded by the messages in the broker.
+    internal: mpsc::UnboundedSender<QueueCmd>,
 }
 
 /// A cheap, clonable reference to a queue.
@@ -265,8 +302,17 @@ impl PartialEq for QueueHandle {
 }
 
 impl QueueHandle {
-    pub(crate) fn new(spec: QueueSpec, mailbox: mpsc::Sender<QueueCmd>) -> Self {
-        QueueHandle(Arc::new(Shared { spec, mailbox }))
+    pub(crate) fn new(spec: QueueSpec, mailbox: mpsc::Sender<QueueCmd>, internal: mpsc::UnboundedSender<QueueCmd>) -> Self {
+        QueueHandle(Arc::new(Shared {
+            spec,
+            mailbox,
+            internal,
+        }))
+    }
+
+    /// Sends from inside the broker without waiting.
+    pub fn send_internal(&self, cmd: QueueCmd) {
+        let _ = self.0.internal.send(cmd);
     }
 
     /// The queue's declaration.
@@ -274,9 +320,10 @@ impl QueueHandle {
         &self.0.spec
     }
 
-    /// A publish to this queue must wait for the queue before it is confirmed.
+    /// A publish to this queue must wait for the queue before it is confirmed: it goes to
+    /// disk, or the queue may refuse it (`x-overflow` reject-publish).
     pub fn confirms_async(&self, message: &Message) -> bool {
-        self.0.spec.disk_id.is_some() && message.is_persistent()
+        (self.0.spec.disk_id.is_some() && message.is_persistent()) || self.0.spec.rejects_publishes
     }
 
     /// The queue's name.
@@ -295,10 +342,9 @@ impl QueueHandle {
         self.0.mailbox.send(cmd).await.map_err(|_| self.gone())
     }
 
-    /// Sends without waiting; a full mailbox drops a `Wake` harmlessly, since a busy queue
-    /// delivers after every batch anyway.
+    /// Capacity was freed for this queue's consumers.
     pub fn wake(&self) {
-        let _ = self.0.mailbox.try_send(QueueCmd::Wake);
+        self.send_internal(QueueCmd::Wake);
     }
 
     /// Asks and waits for the answer.

@@ -11,7 +11,8 @@ use super::connection::Connection;
 use crate::error::{AmqpError, AmqpResult};
 use crate::message::Message;
 use crate::protocol::{write_content, write_method};
-use crate::queue::{ConfirmToken, Consumer, QueueCmd};
+use crate::queue::args::{as_int, parse_expiration};
+use crate::queue::{ConfirmToken, Consumer, QueueCmd, ReturnKind};
 use crate::util::random_token;
 
 /// How a client settles delivered messages.
@@ -25,7 +26,11 @@ impl Settle {
     pub(crate) fn command(self, ids: Vec<u64>) -> QueueCmd {
         match self {
             Settle::Ack => QueueCmd::Ack(ids),
-            Settle::Reject { requeue } => QueueCmd::Reject { ids, requeue },
+            Settle::Reject { requeue: true } => QueueCmd::Return {
+                ids,
+                kind: ReturnKind::Failed,
+            },
+            Settle::Reject { requeue: false } => QueueCmd::Discard(ids),
         }
     }
 }
@@ -176,8 +181,15 @@ impl Connection {
                 "attempt to reuse consumer tag '{tag}'"
             )));
         }
+        let priority = match c.arguments.inner().get("x-priority") {
+            None => 0,
+            Some(v) => as_int(v).and_then(|n| i64::try_from(n).ok()).ok_or_else(|| {
+                AmqpError::precondition(format_args!("invalid arg 'x-priority' for consumer '{tag}': {v:?}"))
+            })?,
+        };
         let in_flight = Arc::new(AtomicU32::new(0));
         let consumer = Consumer {
+            priority,
             tag: tag.clone(),
             conn_id,
             channel: id,
@@ -289,7 +301,10 @@ impl Connection {
         settle(
             all.into_values(),
             &qos,
-            |_, ids| QueueCmd::Reject { ids, requeue: true },
+            |_, ids| QueueCmd::Return {
+                ids,
+                kind: ReturnKind::Closed,
+            },
             &mut self.to_wake,
         )
         .await;
@@ -315,13 +330,16 @@ impl Connection {
             }
             all.freeze()
         };
-        let msg = Arc::new(Message {
-            exchange: p.exchange,
-            routing_key: p.routing_key,
+        if let Some(e) = properties.expiration() {
+            parse_expiration(e.as_str()).map_err(|e| e.during(60, 40))?;
+        }
+        let msg = Arc::new(Message::new(
+            p.exchange,
+            p.routing_key,
             properties,
             raw_properties,
             body,
-        });
+        ));
         if let Some(tx) = ch.tx.as_mut() {
             tx.hold(msg, p.mandatory)?;
             return Ok(());
@@ -372,6 +390,7 @@ impl Connection {
                     .send(QueueCmd::Publish {
                         message: msg.clone(),
                         confirm: None,
+                        handoff: None,
                     })
                     .await;
             }
@@ -389,6 +408,7 @@ impl Connection {
                 .send(QueueCmd::Publish {
                     message: msg.clone(),
                     confirm,
+                    handoff: None,
                 })
                 .await;
         }

@@ -15,7 +15,7 @@ use super::connection::Connection;
 use super::tx::TxState;
 use crate::error::{AmqpError, AmqpResult, ReplyCode};
 use crate::protocol::{write_content, write_method, Frame};
-use crate::queue::{ChannelQos, ConnEvent, QueueCmd, QueueHandle, DELIVERY_WINDOW};
+use crate::queue::{ChannelQos, ConnEvent, QueueCmd, QueueHandle, ReturnKind, DELIVERY_WINDOW};
 
 static NEXT_EPOCH: AtomicU64 = AtomicU64::new(1);
 
@@ -125,7 +125,10 @@ impl Channel {
         settle(
             unacked.into_values(),
             &self.qos,
-            |_, ids| QueueCmd::Reject { ids, requeue: true },
+            |_, ids| QueueCmd::Return {
+                ids,
+                kind: ReturnKind::Closed,
+            },
             &mut Vec::new(),
         )
         .await;
@@ -362,7 +365,10 @@ impl Connection {
         settle(
             unacked.into_values(),
             &qos,
-            |_, ids| QueueCmd::Reject { ids, requeue: true },
+            |_, ids| QueueCmd::Return {
+                ids,
+                kind: ReturnKind::Closed,
+            },
             &mut Vec::new(),
         )
         .await;
@@ -400,9 +406,9 @@ impl Connection {
                     // Cancelled or closed meanwhile: the message goes back untouched.
                     let _ = delivery
                         .queue
-                        .send(QueueCmd::Reject {
+                        .send(QueueCmd::Return {
                             ids: vec![delivery.msg_id],
-                            requeue: true,
+                            kind: ReturnKind::Unsent,
                         })
                         .await;
                     return;

@@ -25,6 +25,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::message::Message;
+use crate::queue::dead_letter::DeathLog;
 
 const FORMAT: &[u8] = b"warren-store-1";
 
@@ -117,7 +118,8 @@ pub fn encode_message(m: &Message) -> Vec<u8> {
         m.routing_key.as_str().as_bytes(),
     );
     let mut v = Vec::with_capacity(8 + x.len() + rk.len() + m.raw_properties.len() + m.body.len());
-    v.push(1);
+    // Version 2 marks a message whose x-death history the broker wrote.
+    v.push(if m.death.is_some() { 2 } else { 1 });
     v.push(x.len() as u8);
     v.extend_from_slice(x);
     v.push(rk.len() as u8);
@@ -131,9 +133,11 @@ pub fn encode_message(m: &Message) -> Vec<u8> {
 /// Decodes what `encode_message` wrote; `None` if it is not a message.
 pub fn decode_message(v: &[u8]) -> Option<Message> {
     let bytes = Bytes::copy_from_slice(v);
-    if bytes.first() != Some(&1) {
-        return None;
-    }
+    let trusted_death = match bytes.first() {
+        Some(1) => false,
+        Some(2) => true,
+        _ => return None,
+    };
     let mut at = 1;
     let mut take = |n: usize| -> Option<Bytes> {
         let s = bytes.get(at..at + n)?;
@@ -150,13 +154,23 @@ pub fn decode_message(v: &[u8]) -> Option<Message> {
     let raw_properties = take(pl)?;
     let body = bytes.slice(at..);
     let (_, properties) = parse_properties(&raw_properties[..]).ok()?;
-    Some(Message {
-        exchange: ShortString::from(String::from_utf8_lossy(&x).into_owned()),
-        routing_key: ShortString::from(String::from_utf8_lossy(&rk).into_owned()),
+    let mut m = Message::new(
+        ShortString::from(String::from_utf8_lossy(&x).into_owned()),
+        ShortString::from(String::from_utf8_lossy(&rk).into_owned()),
         properties,
         raw_properties,
         body,
-    })
+    );
+    // Only the broker writes the store, so a stored x-death history is the broker's own.
+    if trusted_death {
+        m.death = m
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(DeathLog::from_headers)
+            .map(Box::new);
+    }
+    Some(m)
 }
 
 impl Disk {
@@ -409,6 +423,19 @@ impl Disk {
             .is_ok()
     }
 
+    /// Writes `m` as message `seq` of `queue` and removes the stored copy `from` (queue id,
+    /// sequence) in one atomic batch: a dead-lettered message is in exactly one place.
+    pub fn move_message(&self, from: (u64, u64), queue: u64, seq: u64, m: &Message) -> bool {
+        let mut batch = sled::Batch::default();
+        batch.remove(&msg_key(from.0, from.1)[..]);
+        if m.is_persistent() {
+            batch.insert(&msg_key(queue, seq)[..], encode_message(m));
+        }
+        let ok = self.msgs.apply_batch(batch).is_ok();
+        let _ = self.dlv.remove(msg_key(from.0, from.1));
+        ok && m.is_persistent()
+    }
+
     /// Reads one message back.
     pub fn get_message(&self, queue: u64, seq: u64) -> Option<Message> {
         let v = self.msgs.get(msg_key(queue, seq)).ok()??;
@@ -531,13 +558,13 @@ mod tests {
         let props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_message_id("m".into());
-        Message {
-            exchange: "x".into(),
-            routing_key: "rk".into(),
-            raw_properties: encode_properties(&props),
-            properties: props,
-            body: Bytes::from(body.to_owned()),
-        }
+        Message::new(
+            "x".into(),
+            "rk".into(),
+            props.clone(),
+            encode_properties(&props),
+            Bytes::from(body.to_owned()),
+        )
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::disk::{decode_message, Disk};
 use super::{QueueStore, StoredMessage};
@@ -15,6 +16,10 @@ struct Entry {
     seq: u64,
     redelivered: bool,
     persistent: bool,
+    delivery_count: u32,
+    expires_at: Option<Instant>,
+    /// Body bytes (for `x-max-length-bytes` without reading paged-out bodies).
+    size: u32,
     /// `None` when paged out: the body is on disk only.
     message: Option<Arc<crate::message::Message>>,
 }
@@ -25,6 +30,8 @@ pub struct DurableQueueStore {
     id: u64,
     ready: VecDeque<Entry>,
     mem_bytes: usize,
+    /// Body bytes of all ready messages, in memory or not.
+    bytes: u64,
 }
 
 impl DurableQueueStore {
@@ -35,6 +42,7 @@ impl DurableQueueStore {
             id,
             ready: VecDeque::new(),
             mem_bytes: 0,
+            bytes: 0,
         }
     }
 
@@ -53,10 +61,15 @@ impl DurableQueueStore {
             } else {
                 None
             };
+            let size = message.as_ref().map_or_else(|| encoded_body_len(value), |m| m.body_len()) as u32;
+            store.bytes += u64::from(size);
             store.ready.push_back(Entry {
                 seq,
                 redelivered,
                 persistent: true,
+                delivery_count: message.as_deref().map_or(0, delivery_count_of),
+                expires_at: None,
+                size,
                 message,
             });
         });
@@ -72,27 +85,54 @@ impl QueueStore for DurableQueueStore {
             written = self.disk.put_message(self.id, msg.seq, &msg.message);
         }
         let keep = !persistent || !written || self.mem_bytes < MEMORY_BUDGET;
+        let size = msg.message.body_len();
         if keep {
-            self.mem_bytes += msg.message.body_len();
+            self.mem_bytes += size;
         }
+        self.bytes += size as u64;
         self.ready.push_back(Entry {
             seq: msg.seq,
             redelivered: msg.redelivered,
             persistent: written,
+            delivery_count: msg.delivery_count,
+            expires_at: msg.expires_at,
+            size: size as u32,
             message: keep.then_some(msg.message),
+        });
+        written
+    }
+
+    fn push_moved(&mut self, msg: StoredMessage, from: (u64, u64)) -> bool {
+        let written = self.disk.move_message(from, self.id, msg.seq, &msg.message);
+        let size = msg.message.body_len();
+        self.mem_bytes += size;
+        self.bytes += size as u64;
+        self.ready.push_back(Entry {
+            seq: msg.seq,
+            redelivered: msg.redelivered,
+            persistent: written,
+            delivery_count: msg.delivery_count,
+            expires_at: msg.expires_at,
+            size: size as u32,
+            message: Some(msg.message),
         });
         written
     }
 
     fn pop(&mut self) -> Option<StoredMessage> {
         while let Some(e) = self.ready.pop_front() {
+            self.bytes -= u64::from(e.size).min(self.bytes);
+            let mut delivery_count = e.delivery_count;
             let message = match e.message {
                 Some(m) => {
                     self.mem_bytes -= m.body_len().min(self.mem_bytes);
                     m
                 }
                 None => match self.disk.get_message(self.id, e.seq) {
-                    Some(m) => Arc::new(m),
+                    Some(m) => {
+                        delivery_count = delivery_count.max(delivery_count_of(&m));
+                        Arc::new(m)
+                    }
                     // Unreadable on disk: nothing to deliver; skip it rather than stall.
                     None => continue,
                 },
@@ -101,17 +141,24 @@ impl QueueStore for DurableQueueStore {
                 seq: e.seq,
                 message,
                 redelivered: e.redelivered,
+                delivery_count,
+                expires_at: e.expires_at,
             });
         }
         None
     }
 
     fn requeue(&mut self, msg: StoredMessage) {
-        self.mem_bytes += msg.message.body_len();
+        let size = msg.message.body_len();
+        self.mem_bytes += size;
+        self.bytes += size as u64;
         let entry = Entry {
             seq: msg.seq,
             redelivered: msg.redelivered,
             persistent: msg.message.is_persistent(),
+            delivery_count: msg.delivery_count,
+            expires_at: msg.expires_at,
+            size: size as u32,
             message: Some(msg.message),
         };
         match self.ready.front() {
@@ -146,11 +193,26 @@ impl QueueStore for DurableQueueStore {
         self.disk.remove_messages(self.id, &seqs);
         self.ready.clear();
         self.mem_bytes = 0;
+        self.bytes = 0;
         n
     }
 
     fn len(&self) -> usize {
         self.ready.len()
+    }
+
+    fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    fn head_expiry(&self) -> Option<Instant> {
+        self.ready.front().and_then(|e| e.expires_at)
+    }
+
+    fn rewrite(&mut self, msg: &StoredMessage) {
+        if msg.message.is_persistent() {
+            self.disk.put_message(self.id, msg.seq, &msg.message);
+        }
     }
 
     fn disk(&self) -> Option<&Arc<Disk>> {
@@ -160,8 +222,31 @@ impl QueueStore for DurableQueueStore {
     fn destroy(&mut self) {
         self.ready.clear();
         self.mem_bytes = 0;
+        self.bytes = 0;
         self.disk.purge(self.id);
     }
+}
+
+/// The `x-delivery-count` header of a message (how often it was returned before).
+pub fn delivery_count_of(m: &crate::message::Message) -> u32 {
+    m.properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("x-delivery-count"))
+        .and_then(crate::queue::args::as_int)
+        .map_or(0, |n| n.clamp(0, i128::from(u32::MAX)) as u32)
+}
+
+/// The body length of an encoded message without decoding its properties.
+fn encoded_body_len(v: &[u8]) -> usize {
+    (|| {
+        let xl = *v.get(1)? as usize;
+        let rl = *v.get(2 + xl)? as usize;
+        let at = 3 + xl + rl;
+        let pl = u32::from_be_bytes(v.get(at..at + 4)?.try_into().ok()?) as usize;
+        Some(v.len().saturating_sub(at + 4 + pl))
+    })()
+    .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -184,13 +269,13 @@ mod tests {
         } else {
             BasicProperties::default()
         };
-        Arc::new(Message {
-            exchange: "".into(),
-            routing_key: "q".into(),
-            raw_properties: encode_properties(&props),
-            properties: props,
-            body: Bytes::from(format!("body-{id}-{}", "x".repeat((id % 7) as usize * 300))),
-        })
+        Arc::new(Message::new(
+            "".into(),
+            "q".into(),
+            props.clone(),
+            encode_properties(&props),
+            Bytes::from(format!("body-{id}-{}", "x".repeat((id % 7) as usize * 300))),
+        ))
     }
 
     struct Rng(u64);
@@ -247,11 +332,7 @@ mod tests {
                             delivered: false,
                         },
                     );
-                    store.push(StoredMessage {
-                        seq: next_seq,
-                        message: m,
-                        redelivered: false,
-                    });
+                    store.push(StoredMessage::new(next_seq, m, None));
                     next_seq += 1;
                 }
                 4 | 5 => {

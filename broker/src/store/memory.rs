@@ -1,6 +1,7 @@
 //! The in-memory queue store: a deque in sequence order.
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
 use super::{QueueStore, StoredMessage};
 
@@ -8,27 +9,31 @@ use super::{QueueStore, StoredMessage};
 #[derive(Default)]
 pub struct MemoryQueueStore {
     ready: VecDeque<StoredMessage>,
+    bytes: u64,
 }
 
 impl QueueStore for MemoryQueueStore {
     fn push(&mut self, msg: StoredMessage) -> bool {
+        self.bytes += msg.message.body_len() as u64;
         self.ready.push_back(msg);
         false
     }
 
     fn pop(&mut self) -> Option<StoredMessage> {
-        self.ready.pop_front()
+        let m = self.ready.pop_front()?;
+        self.bytes -= m.message.body_len() as u64;
+        Some(m)
     }
 
     fn requeue(&mut self, msg: StoredMessage) {
+        self.bytes += msg.message.body_len() as u64;
         // Requeued messages are usually older than everything ready: the common case is O(1).
         match self.ready.front() {
-            None => self.ready.push_front(msg),
-            Some(first) if first.seq > msg.seq => self.ready.push_front(msg),
-            _ => {
+            Some(first) if first.seq < msg.seq => {
                 let pos = self.ready.partition_point(|m| m.seq < msg.seq);
                 self.ready.insert(pos, msg);
             }
+            _ => self.ready.push_front(msg),
         }
     }
 
@@ -39,11 +44,20 @@ impl QueueStore for MemoryQueueStore {
     fn purge(&mut self) -> usize {
         let n = self.ready.len();
         self.ready.clear();
+        self.bytes = 0;
         n
     }
 
     fn len(&self) -> usize {
         self.ready.len()
+    }
+
+    fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    fn head_expiry(&self) -> Option<Instant> {
+        self.ready.front().and_then(|m| m.expires_at)
     }
 }
 
@@ -55,17 +69,17 @@ mod tests {
     use std::sync::Arc;
 
     fn msg(seq: u64) -> StoredMessage {
-        StoredMessage {
+        StoredMessage::new(
             seq,
-            message: Arc::new(Message {
-                exchange: "".into(),
-                routing_key: "q".into(),
-                properties: BasicProperties::default(),
-                raw_properties: Default::default(),
-                body: Default::default(),
-            }),
-            redelivered: false,
-        }
+            Arc::new(Message::new(
+                "".into(),
+                "q".into(),
+                BasicProperties::default(),
+                Default::default(),
+                bytes::Bytes::from_static(b"abc"),
+            )),
+            None,
+        )
     }
 
     #[test]
@@ -77,7 +91,9 @@ mod tests {
         s.requeue(msg(5));
         s.requeue(msg(1));
         s.requeue(msg(3));
+        assert_eq!(s.bytes(), 18);
         let order: Vec<u64> = std::iter::from_fn(|| s.pop().map(|m| m.seq)).collect();
         assert_eq!(order, [1, 2, 3, 4, 5, 6]);
+        assert_eq!(s.bytes(), 0);
     }
 }

@@ -5,13 +5,16 @@
 pub mod disk;
 mod durable;
 mod memory;
+mod priority;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::message::Message;
 
 pub use durable::DurableQueueStore;
 pub use memory::MemoryQueueStore;
+pub use priority::PriorityQueueStore;
 
 /// A message waiting in a queue.
 #[derive(Debug, Clone)]
@@ -22,6 +25,23 @@ pub struct StoredMessage {
     pub message: Arc<Message>,
     /// Delivered before (so the next delivery is flagged redelivered).
     pub redelivered: bool,
+    /// Failed deliveries so far (`x-delivery-count`).
+    pub delivery_count: u32,
+    /// When it expires (queue TTL or its own expiration, the smaller); kept across requeues.
+    pub expires_at: Option<Instant>,
+}
+
+impl StoredMessage {
+    /// A message entering a queue.
+    pub fn new(seq: u64, message: Arc<Message>, expires_at: Option<Instant>) -> Self {
+        StoredMessage {
+            seq,
+            message,
+            redelivered: false,
+            delivery_count: 0,
+            expires_at,
+        }
+    }
 }
 
 /// The ready messages of one queue, in sequence order.
@@ -29,6 +49,11 @@ pub trait QueueStore: Send {
     /// Appends a newly published message. Returns true when it was written to disk, so a
     /// publisher confirm must wait for the next flush.
     fn push(&mut self, msg: StoredMessage) -> bool;
+    /// Appends a dead-lettered message whose stored copy `from` (queue id, sequence) this queue
+    /// takes over: writing it here and removing it there is one atomic step.
+    fn push_moved(&mut self, msg: StoredMessage, _from: (u64, u64)) -> bool {
+        self.push(msg)
+    }
     /// Takes the oldest message (reading it back from disk if it was paged out).
     fn pop(&mut self) -> Option<StoredMessage>;
     /// Puts a delivered message back in its place by sequence (ahead of newer ones).
@@ -49,6 +74,12 @@ pub trait QueueStore: Send {
     fn purge(&mut self) -> usize;
     /// Ready messages.
     fn len(&self) -> usize;
+    /// Body bytes of the ready messages (`x-max-length-bytes`).
+    fn bytes(&self) -> u64;
+    /// When the next message to be delivered expires, if it does.
+    fn head_expiry(&self) -> Option<Instant>;
+    /// Rewrites a stored message after its content changed (delivery count header).
+    fn rewrite(&mut self, _msg: &StoredMessage) {}
     /// No ready messages.
     fn is_empty(&self) -> bool {
         self.len() == 0

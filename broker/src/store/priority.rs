@@ -1,0 +1,191 @@
+//! The store of a priority queue (`x-max-priority`): one deque per priority level, delivered
+//! highest level first and in sequence order within a level. Persistent messages of a durable
+//! priority queue are also written to the `Disk` (all bodies stay in memory: priority queues
+//! are meant to be short).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::disk::{decode_message, Disk};
+use super::durable::delivery_count_of;
+use super::{QueueStore, StoredMessage};
+
+/// Ready messages by priority level.
+pub struct PriorityQueueStore {
+    levels: Vec<VecDeque<StoredMessage>>,
+    disk: Option<(Arc<Disk>, u64)>,
+    len: usize,
+    bytes: u64,
+}
+
+impl PriorityQueueStore {
+    /// An empty store for priorities 0..=max; `disk` for a durable queue.
+    pub fn new(max: u8, disk: Option<(Arc<Disk>, u64)>) -> Self {
+        PriorityQueueStore {
+            levels: (0..=max).map(|_| VecDeque::new()).collect(),
+            disk,
+            len: 0,
+            bytes: 0,
+        }
+    }
+
+    /// The store of a durable priority queue with the messages found on disk; returns the next
+    /// sequence number to use.
+    pub fn recover(max: u8, disk: Arc<Disk>, id: u64, unclean: bool) -> (Self, u64) {
+        let mut store = PriorityQueueStore::new(max, Some((disk.clone(), id)));
+        let mut next = 1;
+        disk.load_queue(id, unclean, |seq, redelivered, value| {
+            next = seq + 1;
+            if let Some(m) = decode_message(value) {
+                let mut msg = StoredMessage::new(seq, Arc::new(m), None);
+                msg.redelivered = redelivered;
+                msg.delivery_count = delivery_count_of(&msg.message);
+                store.insert(msg, false);
+            }
+        });
+        (store, next)
+    }
+
+    fn level(&self, msg: &StoredMessage) -> usize {
+        usize::from(msg.message.priority()).min(self.levels.len() - 1)
+    }
+
+    fn insert(&mut self, msg: StoredMessage, at_back: bool) {
+        self.len += 1;
+        self.bytes += msg.message.body_len() as u64;
+        let level = self.level(&msg);
+        let q = &mut self.levels[level];
+        if at_back {
+            q.push_back(msg);
+        } else {
+            let pos = q.partition_point(|m| m.seq < msg.seq);
+            q.insert(pos, msg);
+        }
+    }
+
+    fn front(&self) -> Option<&StoredMessage> {
+        self.levels.iter().rev().find_map(|q| q.front())
+    }
+}
+
+impl QueueStore for PriorityQueueStore {
+    fn push(&mut self, msg: StoredMessage) -> bool {
+        let written = match (&self.disk, msg.message.is_persistent()) {
+            (Some((disk, id)), true) => disk.put_message(*id, msg.seq, &msg.message),
+            _ => false,
+        };
+        self.insert(msg, true);
+        written
+    }
+
+    fn push_moved(&mut self, msg: StoredMessage, from: (u64, u64)) -> bool {
+        let written = match &self.disk {
+            Some((disk, id)) => disk.move_message(from, *id, msg.seq, &msg.message),
+            None => false,
+        };
+        self.insert(msg, true);
+        written
+    }
+
+    fn pop(&mut self) -> Option<StoredMessage> {
+        let m = self.levels.iter_mut().rev().find_map(|q| q.pop_front())?;
+        self.len -= 1;
+        self.bytes -= m.message.body_len() as u64;
+        Some(m)
+    }
+
+    fn requeue(&mut self, msg: StoredMessage) {
+        self.insert(msg, false);
+    }
+
+    fn delivered(&mut self, msg: &StoredMessage) {
+        if let (Some((disk, id)), true) = (&self.disk, msg.message.is_persistent()) {
+            disk.mark_delivered(*id, msg.seq);
+        }
+    }
+
+    fn settle(&mut self, msg: &StoredMessage) {
+        if let (Some((disk, id)), true) = (&self.disk, msg.message.is_persistent()) {
+            disk.remove_message(*id, msg.seq);
+        }
+    }
+
+    fn purge(&mut self) -> usize {
+        if let Some((disk, id)) = &self.disk {
+            let seqs: Vec<u64> = self
+                .levels
+                .iter()
+                .flatten()
+                .filter(|m| m.message.is_persistent())
+                .map(|m| m.seq)
+                .collect();
+            disk.remove_messages(*id, &seqs);
+        }
+        self.levels.iter_mut().for_each(VecDeque::clear);
+        let n = self.len;
+        self.len = 0;
+        self.bytes = 0;
+        n
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    fn head_expiry(&self) -> Option<Instant> {
+        self.front().and_then(|m| m.expires_at)
+    }
+
+    fn rewrite(&mut self, msg: &StoredMessage) {
+        if let (Some((disk, id)), true) = (&self.disk, msg.message.is_persistent()) {
+            disk.put_message(*id, msg.seq, &msg.message);
+        }
+    }
+
+    fn disk(&self) -> Option<&Arc<Disk>> {
+        self.disk.as_ref().map(|(d, _)| d)
+    }
+
+    fn destroy(&mut self) {
+        if let Some((disk, id)) = &self.disk {
+            disk.purge(*id);
+        }
+        self.levels.iter_mut().for_each(VecDeque::clear);
+        self.len = 0;
+        self.bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Message;
+    use amq_protocol::protocol::BasicProperties;
+
+    fn msg(seq: u64, priority: u8) -> StoredMessage {
+        let props = BasicProperties::default().with_priority(priority);
+        StoredMessage::new(
+            seq,
+            Arc::new(Message::new("".into(), "q".into(), props, Default::default(), Default::default())),
+            None,
+        )
+    }
+
+    #[test]
+    fn higher_priority_first_then_sequence() {
+        let mut s = PriorityQueueStore::new(5, None);
+        for (seq, p) in [(1, 0), (2, 3), (3, 9), (4, 3), (5, 0)] {
+            s.push(msg(seq, p));
+        }
+        let first = s.pop().unwrap();
+        s.requeue(first);
+        let order: Vec<u64> = std::iter::from_fn(|| s.pop().map(|m| m.seq)).collect();
+        // priority 9 is capped at 5 and still goes first
+        assert_eq!(order, [3, 2, 4, 1, 5]);
+    }
+}
