@@ -29,7 +29,13 @@ pub struct Message {
 
 impl Message {
     /// A message as published by a client.
-    pub fn new(exchange: ShortString, routing_key: ShortString, properties: BasicProperties, raw_properties: Bytes, body: Bytes) -> Self {
+    pub fn new(
+        exchange: ShortString,
+        routing_key: ShortString,
+        properties: BasicProperties,
+        raw_properties: Bytes,
+        body: Bytes,
+    ) -> Self {
         let expiration_ms = properties
             .expiration()
             .as_ref()

@@ -10,13 +10,14 @@ use amq_protocol::types::{AMQPValue, FieldTable};
 
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::{Destination, Exchange, ExchangeKind};
+use crate::queue::args::{Overflow, QueueArgs};
 use crate::queue::{self, QueueCmd, QueueHandle, QueueSpec, QueueStats};
 use crate::store::disk::{BindingDef, Disk, ExchangeDef, QueueDef, Recovered};
 use crate::store::{DurableQueueStore, MemoryQueueStore, PriorityQueueStore, QueueStore};
-use crate::queue::args::{Overflow, QueueArgs};
 
 fn rejects_publishes(args: &QueueArgs) -> bool {
-    args.overflow != Overflow::DropHead && (args.max_length.is_some() || args.max_length_bytes.is_some())
+    args.overflow != Overflow::DropHead
+        && (args.max_length.is_some() || args.max_length_bytes.is_some())
 }
 use crate::util::random_token;
 
@@ -88,12 +89,33 @@ fn locked(name: &str) -> AmqpError {
     ))
 }
 
+/// A table value as RabbitMQ prints it in "inequivalent arg" errors: `the value '10' of type
+/// 'signedint'`.
 fn value_str(v: &AMQPValue) -> String {
-    match v {
-        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-        AMQPValue::ShortString(s) => s.as_str().to_owned(),
-        other => format!("{other:?}"),
-    }
+    let (value, kind) = match v {
+        AMQPValue::Boolean(b) => (b.to_string(), "bool"),
+        AMQPValue::ShortShortInt(n) => (n.to_string(), "byte"),
+        AMQPValue::ShortShortUInt(n) => (n.to_string(), "unsignedbyte"),
+        AMQPValue::ShortInt(n) => (n.to_string(), "short"),
+        AMQPValue::ShortUInt(n) => (n.to_string(), "unsignedshort"),
+        AMQPValue::LongInt(n) => (n.to_string(), "signedint"),
+        AMQPValue::LongUInt(n) => (n.to_string(), "unsignedint"),
+        AMQPValue::LongLongInt(n) => (n.to_string(), "long"),
+        AMQPValue::Float(n) => (n.to_string(), "float"),
+        AMQPValue::Double(n) => (n.to_string(), "double"),
+        AMQPValue::Timestamp(n) => (n.to_string(), "timestamp"),
+        AMQPValue::ShortString(s) => (format!("<<\"{}\">>", s.as_str()), "shortstr"),
+        AMQPValue::LongString(s) => (
+            format!("<<\"{}\">>", String::from_utf8_lossy(s.as_bytes())),
+            "longstr",
+        ),
+        AMQPValue::FieldTable(_) => ("[...]".to_owned(), "table"),
+        AMQPValue::FieldArray(_) => ("[...]".to_owned(), "array"),
+        AMQPValue::ByteArray(_) => ("<<...>>".to_owned(), "binary"),
+        AMQPValue::DecimalValue(_) => ("...".to_owned(), "decimal"),
+        AMQPValue::Void => ("undefined".to_owned(), "void"),
+    };
+    format!("the value '{value}' of type '{kind}'")
 }
 
 /// Checks that two argument tables are the same, naming the first argument that differs.
@@ -108,7 +130,11 @@ fn check_args(
         let (rv, cv) = (r.get(key.as_str()), c.get(key.as_str()));
         if rv != cv {
             let show = |v: Option<&AMQPValue>| v.map(value_str).unwrap_or_else(|| "none".into());
-            return Err(inequivalent(key.as_str(), kind, name, show(rv), show(cv)));
+            return Err(AmqpError::precondition(format_args!(
+                "inequivalent arg '{key}' for {kind} '{name}' in vhost '/': received {} but current is {}",
+                show(rv),
+                show(cv)
+            )));
         }
     }
     Ok(())
@@ -339,7 +365,8 @@ impl Vhost {
         }
         let mut defs = self.write();
         let Some(x) = defs.exchanges.get(name) else {
-            return Err(no_exchange(name));
+            // Deleting what does not exist succeeds, as in RabbitMQ.
+            return Ok(());
         };
         if if_unused && x.has_bindings() {
             return Err(AmqpError::precondition(format_args!(
@@ -411,7 +438,8 @@ impl Vhost {
             check_exclusive(q, conn_id)?;
             let s = q.spec();
             let n = &d.name;
-            if s.durable != d.durable {
+            // Exclusive queues are never durable, so durable is not compared for them.
+            if s.durable != d.durable && s.exclusive_owner.is_none() {
                 return Err(inequivalent("durable", "queue", n, d.durable, s.durable));
             }
             if s.exclusive_owner.is_some() != d.exclusive {
@@ -629,7 +657,13 @@ impl Vhost {
 
     /// Routes a message the broker itself republishes (dead-lettering): internal exchanges are
     /// allowed, and a missing exchange is an error the caller handles by dropping the message.
-    pub fn route_internal(&self, exchange: &str, routing_key: &str, headers: Option<&FieldTable>, out: &mut Vec<QueueHandle>) -> AmqpResult<()> {
+    pub fn route_internal(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        headers: Option<&FieldTable>,
+        out: &mut Vec<QueueHandle>,
+    ) -> AmqpResult<()> {
         self.route_from_exchange(exchange, routing_key, headers, out, true)
     }
 

@@ -46,7 +46,7 @@ impl ExchangeKind {
             "topic" => Ok(ExchangeKind::Topic),
             "headers" => Ok(ExchangeKind::Headers),
             other => Err(AmqpError::command_invalid(format_args!(
-                "invalid exchange type '{other}'"
+                "unknown exchange type '{other}'"
             ))),
         }
     }

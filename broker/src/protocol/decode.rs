@@ -62,8 +62,8 @@ pub enum DecodeError {
         method_id: u16,
         what: String,
     },
-    /// The payload did not parse: a bad field table, a truncated method (502).
-    #[error("malformed {what} frame on channel {channel}")]
+    /// The payload did not parse: a bad field table, a truncated method (501, as RabbitMQ).
+    #[error("cannot decode {what} frame on channel {channel}")]
     Syntax { channel: u16, what: &'static str },
 }
 
@@ -91,7 +91,8 @@ impl DecodeError {
             | DecodeError::BadFrameEnd(_)
             | DecodeError::UnknownType(_) => 501,
             DecodeError::UnknownMethod { .. } | DecodeError::Unsupported { .. } => 540,
-            DecodeError::Syntax { .. } => 502,
+            // RabbitMQ closes with 501 "cannot decode" for arguments that do not parse.
+            DecodeError::Syntax { .. } => 501,
         }
     }
 }
@@ -270,10 +271,10 @@ mod tests {
     }
 
     #[test]
-    fn truncated_method_is_a_syntax_error() {
+    fn truncated_method_is_a_frame_error() {
         // queue.declare with no arguments at all
         let bytes = [1u8, 0, 1, 0, 0, 0, 4, 0, 50, 0, 10, 0xCE];
         let err = decode_frame(&mut BytesMut::from(&bytes[..]), 131072).unwrap_err();
-        assert_eq!(err.reply_code(), 502);
+        assert_eq!(err.reply_code(), 501);
     }
 }

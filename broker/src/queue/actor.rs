@@ -65,7 +65,12 @@ struct QueueActor {
 
 /// Starts the owner task of a new queue over `store` (whose messages, if recovered, are
 /// numbered below `next_seq`) and returns its handle.
-pub(crate) fn spawn(spec: QueueSpec, vhost: Weak<Vhost>, store: Box<dyn QueueStore>, next_seq: u64) -> QueueHandle {
+pub(crate) fn spawn(
+    spec: QueueSpec,
+    vhost: Weak<Vhost>,
+    store: Box<dyn QueueStore>,
+    next_seq: u64,
+) -> QueueHandle {
     let (tx, rx) = mpsc::channel(MAILBOX);
     let (itx, irx) = mpsc::unbounded_channel();
     let args = spec.args.clone();
@@ -90,11 +95,17 @@ pub(crate) fn spawn(spec: QueueSpec, vhost: Weak<Vhost>, store: Box<dyn QueueSto
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl QueueActor {
-    async fn run(mut self, mut rx: mpsc::Receiver<QueueCmd>, mut internal: mpsc::UnboundedReceiver<QueueCmd>) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<QueueCmd>,
+        mut internal: mpsc::UnboundedReceiver<QueueCmd>,
+    ) {
         let mut batch = Vec::with_capacity(BATCH);
         let mut from_queues = Vec::with_capacity(BATCH);
         loop {
@@ -176,10 +187,16 @@ impl QueueActor {
                 self.last_used = Instant::now();
                 let _ = reply.send(self.add_consumer(consumer));
             }
-            QueueCmd::Cancel { conn_id, channel, tag } => {
+            QueueCmd::Cancel {
+                conn_id,
+                channel,
+                tag,
+            } => {
                 self.last_used = Instant::now();
                 self.consumers.retain(|a| {
-                    !(a.consumer.conn_id == conn_id && a.consumer.channel == channel && a.consumer.tag == tag)
+                    !(a.consumer.conn_id == conn_id
+                        && a.consumer.channel == channel
+                        && a.consumer.tag == tag)
                 });
                 self.maybe_auto_delete();
             }
@@ -254,12 +271,21 @@ impl QueueActor {
         }
     }
 
-    fn publish(&mut self, message: Arc<Message>, confirm: Option<super::ConfirmToken>, handoff: Option<(u64, u64)>) {
+    fn publish(
+        &mut self,
+        message: Arc<Message>,
+        confirm: Option<super::ConfirmToken>,
+        handoff: Option<(u64, u64)>,
+    ) {
         let size = message.body_len() as u64;
-        let over = |store: &dyn QueueStore, extra_len: usize, extra_bytes: u64, args: &QueueArgs| {
-            args.max_length.is_some_and(|m| (store.len() + extra_len) as u64 > m)
-                || args.max_length_bytes.is_some_and(|m| store.bytes() + extra_bytes > m)
-        };
+        let over =
+            |store: &dyn QueueStore, extra_len: usize, extra_bytes: u64, args: &QueueArgs| {
+                args.max_length
+                    .is_some_and(|m| (store.len() + extra_len) as u64 > m)
+                    || args
+                        .max_length_bytes
+                        .is_some_and(|m| store.bytes() + extra_bytes > m)
+            };
         let seq = self.next_seq;
         self.next_seq += 1;
         let ttl = self.args.message_ttl.map(|t| t.as_millis() as u64);
@@ -302,7 +328,9 @@ impl QueueActor {
     fn returned(&mut self, ids: Vec<u64>, kind: ReturnKind) {
         let now = Instant::now();
         for id in ids {
-            let Some(u) = self.unacked.remove(&id) else { continue };
+            let Some(u) = self.unacked.remove(&id) else {
+                continue;
+            };
             self.release(u.consumer);
             let mut msg = u.msg;
             if kind == ReturnKind::Unsent {
@@ -311,7 +339,11 @@ impl QueueActor {
                 continue;
             }
             msg.delivery_count += 1;
-            if self.args.delivery_limit.is_some_and(|limit| u64::from(msg.delivery_count) > limit) {
+            if self
+                .args
+                .delivery_limit
+                .is_some_and(|limit| u64::from(msg.delivery_count) > limit)
+            {
                 self.dead_letter(msg, Reason::DeliveryLimit);
                 continue;
             }
@@ -320,7 +352,10 @@ impl QueueActor {
                 msg.message = Arc::new(msg.message.with_header("x-delivery-count", count));
                 self.store.rewrite(&msg);
             }
-            match self.args.retry_delay(kind == ReturnKind::Failed, msg.delivery_count) {
+            match self
+                .args
+                .retry_delay(kind == ReturnKind::Failed, msg.delivery_count)
+            {
                 Some(delay) => {
                     self.delayed.insert((now + delay, msg.seq), msg);
                 }
@@ -332,7 +367,9 @@ impl QueueActor {
     /// Republishes a message to the queue's dead-letter exchange, or drops it if there is none
     /// (or the exchange is missing, or every target would close a cycle).
     fn dead_letter(&mut self, msg: StoredMessage, reason: Reason) {
-        let (Some(dlx), Some(vhost)) = (self.args.dead_letter_exchange.clone(), self.vhost.upgrade()) else {
+        let (Some(dlx), Some(vhost)) =
+            (self.args.dead_letter_exchange.clone(), self.vhost.upgrade())
+        else {
             self.store.settle(&msg);
             return;
         };
@@ -346,17 +383,28 @@ impl QueueActor {
             unix_now(),
         );
         let mut targets = Vec::new();
-        let routed = vhost.route_internal(&dlx, dl.routing_key.as_str(), dl.properties.headers().as_ref(), &mut targets);
+        let routed = vhost.route_internal(
+            &dlx,
+            dl.routing_key.as_str(),
+            dl.properties.headers().as_ref(),
+            &mut targets,
+        );
         if let Some(log) = &dl.death {
             targets.retain(|q| !log.is_cycle(q.name()));
         }
-        let from = self.handle.spec().disk_id.filter(|_| msg.message.is_persistent());
+        let from = self
+            .handle
+            .spec()
+            .disk_id
+            .filter(|_| msg.message.is_persistent());
         let dl = Arc::new(dl);
         let mut handed_off = false;
         if routed.is_ok() {
             for q in &targets {
                 // A durable target takes over the stored copy atomically (see `QueueCmd::Publish`).
-                let handoff = from.filter(|_| q.spec().disk_id.is_some()).map(|id| (id, msg.seq));
+                let handoff = from
+                    .filter(|_| q.spec().disk_id.is_some())
+                    .map(|id| (id, msg.seq));
                 handed_off |= handoff.is_some();
                 q.send_internal(QueueCmd::Publish {
                     message: dl.clone(),
@@ -373,10 +421,14 @@ impl QueueActor {
     fn check_delete(&self, if_unused: bool, if_empty: bool) -> AmqpResult<u32> {
         let name = self.handle.name();
         if if_unused && !self.consumers.is_empty() {
-            return Err(AmqpError::precondition(format_args!("queue '{name}' in vhost '/' in use")));
+            return Err(AmqpError::precondition(format_args!(
+                "queue '{name}' in vhost '/' in use"
+            )));
         }
         if if_empty && !self.store.is_empty() {
-            return Err(AmqpError::precondition(format_args!("queue '{name}' in vhost '/' is not empty")));
+            return Err(AmqpError::precondition(format_args!(
+                "queue '{name}' in vhost '/' not empty"
+            )));
         }
         Ok(self.store.len() as u32)
     }
@@ -397,7 +449,9 @@ impl QueueActor {
 
     fn add_consumer(&mut self, consumer: Consumer) -> AmqpResult<()> {
         let name = self.handle.name();
-        if self.consumers.iter().any(|a| a.consumer.exclusive) || (consumer.exclusive && !self.consumers.is_empty()) {
+        if self.consumers.iter().any(|a| a.consumer.exclusive)
+            || (consumer.exclusive && !self.consumers.is_empty())
+        {
             return Err(AmqpError::access_refused(format_args!(
                 "queue '{name}' in vhost '/' in exclusive use"
             )));
@@ -509,7 +563,8 @@ impl QueueActor {
     fn can_take(a: &Attached) -> bool {
         let c = &a.consumer;
         c.in_flight.load(Ordering::Relaxed) < DELIVERY_WINDOW
-            && (c.no_ack || ((c.prefetch == 0 || a.unacked < c.prefetch) && c.channel_qos.has_room()))
+            && (c.no_ack
+                || ((c.prefetch == 0 || a.unacked < c.prefetch) && c.channel_qos.has_room()))
     }
 
     /// Picks the consumer for the next message and reserves its channel prefetch.
@@ -524,9 +579,10 @@ impl QueueActor {
                 .filter(|a| Self::can_take(a))
                 .map(|a| a.consumer.priority)
                 .max()?;
-            (0..n)
-                .map(|i| (self.cursor + i) % n)
-                .find(|&idx| self.consumers[idx].consumer.priority == best && Self::can_take(&self.consumers[idx]))
+            (0..n).map(|i| (self.cursor + i) % n).find(|&idx| {
+                self.consumers[idx].consumer.priority == best
+                    && Self::can_take(&self.consumers[idx])
+            })
         }?;
         let c = &self.consumers[pick].consumer;
         (c.no_ack || c.channel_qos.try_reserve()).then_some(pick)

@@ -94,7 +94,13 @@ pub fn as_str(v: &AMQPValue) -> Option<String> {
 }
 
 fn int(arg: &str, queue: &str, v: &AMQPValue, min: i128) -> AmqpResult<u64> {
-    let n = as_int(v).ok_or_else(|| invalid(arg, queue, format_args!("{{unacceptable_type,{}}}", type_name(v))))?;
+    let n = as_int(v).ok_or_else(|| {
+        invalid(
+            arg,
+            queue,
+            format_args!("{{unacceptable_type,{}}}", type_name(v)),
+        )
+    })?;
     if n < min {
         return Err(invalid(arg, queue, format_args!("{{value_negative,{n}}}")));
     }
@@ -102,7 +108,13 @@ fn int(arg: &str, queue: &str, v: &AMQPValue, min: i128) -> AmqpResult<u64> {
 }
 
 fn string(arg: &str, queue: &str, v: &AMQPValue) -> AmqpResult<String> {
-    as_str(v).ok_or_else(|| invalid(arg, queue, format_args!("{{unacceptable_type,{}}}", type_name(v))))
+    as_str(v).ok_or_else(|| {
+        invalid(
+            arg,
+            queue,
+            format_args!("{{unacceptable_type,{}}}", type_name(v)),
+        )
+    })
 }
 
 impl QueueArgs {
@@ -209,7 +221,9 @@ impl QueueArgs {
 pub fn parse_expiration(s: &str) -> AmqpResult<u64> {
     if let Some(rest) = s.strip_prefix('-') {
         if rest.parse::<u64>().is_ok() {
-            return Err(AmqpError::precondition(format_args!("invalid expiration '{s}': {{value_negative,{s}}}")));
+            return Err(AmqpError::precondition(format_args!(
+                "invalid expiration '{s}': {{value_negative,{s}}}"
+            )));
         }
     }
     s.parse::<u64>()
@@ -249,7 +263,10 @@ mod tests {
             ("x-message-ttl", AMQPValue::LongInt(-1)),
             ("x-overflow", AMQPValue::LongString("sometimes".into())),
             ("x-max-priority", AMQPValue::LongInt(300)),
-            ("x-single-active-consumer", AMQPValue::LongString("yes".into())),
+            (
+                "x-single-active-consumer",
+                AMQPValue::LongString("yes".into()),
+            ),
         ] {
             let err = QueueArgs::parse(&table(vec![(k, v)]), "q").unwrap_err();
             assert_eq!(err.code.code(), 406);
@@ -274,7 +291,13 @@ mod tests {
     #[test]
     fn expiration_must_be_a_non_negative_integer() {
         assert_eq!(parse_expiration("1500").unwrap(), 1500);
-        assert!(parse_expiration("-5").unwrap_err().text.contains("value_negative"));
-        assert!(parse_expiration("soon").unwrap_err().text.contains("no_integer"));
+        assert!(parse_expiration("-5")
+            .unwrap_err()
+            .text
+            .contains("value_negative"));
+        assert!(parse_expiration("soon")
+            .unwrap_err()
+            .text
+            .contains("no_integer"));
     }
 }

@@ -79,7 +79,10 @@ impl Death {
         t.insert("time".into(), AMQPValue::Timestamp(self.time));
         t.insert("exchange".into(), long(&self.exchange));
         let keys: Vec<AMQPValue> = self.routing_keys.iter().map(|k| long(k)).collect();
-        t.insert("routing-keys".into(), AMQPValue::FieldArray(FieldArray::from(keys)));
+        t.insert(
+            "routing-keys".into(),
+            AMQPValue::FieldArray(FieldArray::from(keys)),
+        );
         if let Some(e) = &self.original_expiration {
             t.insert("original-expiration".into(), long(e));
         }
@@ -99,7 +102,11 @@ impl Death {
             },
             exchange: s("exchange").unwrap_or_default(),
             routing_keys: match m.get("routing-keys") {
-                Some(AMQPValue::FieldArray(a)) => a.as_slice().iter().filter_map(super::args::as_str).collect(),
+                Some(AMQPValue::FieldArray(a)) => a
+                    .as_slice()
+                    .iter()
+                    .filter_map(super::args::as_str)
+                    .collect(),
                 _ => Vec::new(),
             },
             original_expiration: s("original-expiration"),
@@ -150,9 +157,20 @@ impl DeathLog {
 /// seconds): the history updated (the (queue, reason) entry counted and moved to the front),
 /// the `x-first-death-*` and `x-last-death-*` headers set, the expiration removed (kept as
 /// `original-expiration`), the routing key replaced if the queue has a dead-letter routing key.
-pub fn dead_lettered(msg: &Message, queue: &str, reason: Reason, dlx: &str, routing_key: Option<&str>, now: u64) -> Message {
+pub fn dead_lettered(
+    msg: &Message,
+    queue: &str,
+    reason: Reason,
+    dlx: &str,
+    routing_key: Option<&str>,
+    now: u64,
+) -> Message {
     let mut log = msg.death.as_deref().cloned();
-    let expiration = msg.properties.expiration().as_ref().map(|e| e.as_str().to_owned());
+    let expiration = msg
+        .properties
+        .expiration()
+        .as_ref()
+        .map(|e| e.as_str().to_owned());
     let entry = Death {
         queue: queue.to_owned(),
         reason,
@@ -163,7 +181,11 @@ pub fn dead_lettered(msg: &Message, queue: &str, reason: Reason, dlx: &str, rout
         original_expiration: expiration,
     };
     match &mut log {
-        Some(log) => match log.deaths.iter().position(|d| d.queue == queue && d.reason == reason) {
+        Some(log) => match log
+            .deaths
+            .iter()
+            .position(|d| d.queue == queue && d.reason == reason)
+        {
             Some(pos) => {
                 let mut d = log.deaths.remove(pos);
                 d.count += 1;
@@ -180,8 +202,15 @@ pub fn dead_lettered(msg: &Message, queue: &str, reason: Reason, dlx: &str, rout
     }
     let log = log.expect("set above");
     let mut headers = msg.properties.headers().clone().unwrap_or_default();
-    let deaths: Vec<AMQPValue> = log.deaths.iter().map(|d| AMQPValue::FieldTable(d.to_table())).collect();
-    headers.insert("x-death".into(), AMQPValue::FieldArray(FieldArray::from(deaths)));
+    let deaths: Vec<AMQPValue> = log
+        .deaths
+        .iter()
+        .map(|d| AMQPValue::FieldTable(d.to_table()))
+        .collect();
+    headers.insert(
+        "x-death".into(),
+        AMQPValue::FieldArray(FieldArray::from(deaths)),
+    );
     headers.insert("x-first-death-queue".into(), long(&log.first.0));
     headers.insert("x-first-death-reason".into(), long(log.first.1.as_str()));
     headers.insert("x-first-death-exchange".into(), long(&log.first.2));
@@ -191,7 +220,10 @@ pub fn dead_lettered(msg: &Message, queue: &str, reason: Reason, dlx: &str, rout
     let properties = without_expiration(&msg.properties.clone().with_headers(headers));
     Message {
         exchange: ShortString::from(dlx.to_owned()),
-        routing_key: routing_key.map_or_else(|| msg.routing_key.clone(), |k| ShortString::from(k.to_owned())),
+        routing_key: routing_key.map_or_else(
+            || msg.routing_key.clone(),
+            |k| ShortString::from(k.to_owned()),
+        ),
         raw_properties: encode_properties(&properties),
         properties,
         body: msg.body.clone(),
@@ -244,7 +276,10 @@ mod tests {
         assert_eq!(e["queue"], long("work"));
         assert_eq!(e["time"], AMQPValue::Timestamp(1_700_000_000));
         assert_eq!(e["exchange"], long("orders"));
-        assert_eq!(e["routing-keys"], AMQPValue::FieldArray(vec![long("new")].into()));
+        assert_eq!(
+            e["routing-keys"],
+            AMQPValue::FieldArray(vec![long("new")].into())
+        );
         assert_eq!(e["original-expiration"], long("60000"));
         assert_eq!(*m.properties.expiration(), None, "expiration is removed");
         assert_eq!(m.exchange.as_str(), "dlx");
@@ -258,7 +293,11 @@ mod tests {
         let first = entry(&c, 0);
         assert_eq!(first.inner()["queue"], long("work"));
         assert_eq!(first.inner()["count"], AMQPValue::LongLongInt(2));
-        assert_eq!(first.inner()["time"], AMQPValue::Timestamp(1), "time of the first death");
+        assert_eq!(
+            first.inner()["time"],
+            AMQPValue::Timestamp(1),
+            "time of the first death"
+        );
         assert_eq!(entry(&c, 1).inner()["queue"], long("retry"));
         let h = c.properties.headers().clone().unwrap();
         assert_eq!(h.inner()["x-first-death-reason"], long("rejected"));
@@ -283,7 +322,10 @@ mod tests {
         e.insert("queue".into(), long("work"));
         e.insert("reason".into(), long("rejected"));
         e.insert("count".into(), AMQPValue::LongLongInt(99));
-        forged.insert("x-death".into(), AMQPValue::FieldArray(vec![AMQPValue::FieldTable(e)].into()));
+        forged.insert(
+            "x-death".into(),
+            AMQPValue::FieldArray(vec![AMQPValue::FieldTable(e)].into()),
+        );
         let mut m = msg();
         m.properties = m.properties.clone().with_headers(forged);
         let d = dead_lettered(&m, "work", Reason::Rejected, "dlx", None, 1);

@@ -302,7 +302,11 @@ impl PartialEq for QueueHandle {
 }
 
 impl QueueHandle {
-    pub(crate) fn new(spec: QueueSpec, mailbox: mpsc::Sender<QueueCmd>, internal: mpsc::UnboundedSender<QueueCmd>) -> Self {
+    pub(crate) fn new(
+        spec: QueueSpec,
+        mailbox: mpsc::Sender<QueueCmd>,
+        internal: mpsc::UnboundedSender<QueueCmd>,
+    ) -> Self {
         QueueHandle(Arc::new(Shared {
             spec,
             mailbox,

@@ -183,9 +183,13 @@ impl Connection {
         }
         let priority = match c.arguments.inner().get("x-priority") {
             None => 0,
-            Some(v) => as_int(v).and_then(|n| i64::try_from(n).ok()).ok_or_else(|| {
-                AmqpError::precondition(format_args!("invalid arg 'x-priority' for consumer '{tag}': {v:?}"))
-            })?,
+            Some(v) => as_int(v)
+                .and_then(|n| i64::try_from(n).ok())
+                .ok_or_else(|| {
+                    AmqpError::precondition(format_args!(
+                        "invalid arg 'x-priority' for consumer '{tag}': {v:?}"
+                    ))
+                })?,
         };
         let in_flight = Arc::new(AtomicU32::new(0));
         let consumer = Consumer {
@@ -281,13 +285,13 @@ impl Connection {
             return Ok(());
         }
         let qos = ch.qos.clone();
-        settle(
-            taken.into_iter().map(|(_, u)| u),
-            &qos,
-            |_, ids| how.command(ids),
-            &mut self.to_wake,
-        )
-        .await;
+        if settle(taken.into_iter().map(|(_, u)| u), &qos, |_, ids| {
+            how.command(ids)
+        })
+        .await
+        {
+            self.wake_channel(id);
+        }
         Ok(())
     }
 
@@ -298,16 +302,14 @@ impl Connection {
         let ch = self.ch(id)?;
         let all = std::mem::take(&mut ch.unacked);
         let qos = ch.qos.clone();
-        settle(
-            all.into_values(),
-            &qos,
-            |_, ids| QueueCmd::Return {
-                ids,
-                kind: ReturnKind::Closed,
-            },
-            &mut self.to_wake,
-        )
-        .await;
+        if settle(all.into_values(), &qos, |_, ids| QueueCmd::Return {
+            ids,
+            kind: ReturnKind::Closed,
+        })
+        .await
+        {
+            self.wake_channel(id);
+        }
         Ok(())
     }
 
@@ -330,6 +332,16 @@ impl Connection {
             }
             all.freeze()
         };
+        if let Some(uid) = properties.user_id() {
+            if uid.as_str() != self.user {
+                return Err(AmqpError::precondition(format_args!(
+                    "user_id property set to '{}' but authenticated user was '{}'",
+                    uid.as_str(),
+                    self.user
+                ))
+                .during(60, 40));
+            }
+        }
         if let Some(e) = properties.expiration() {
             parse_expiration(e.as_str()).map_err(|e| e.during(60, 40))?;
         }
@@ -340,7 +352,7 @@ impl Connection {
             raw_properties,
             body,
         ));
-        if let Some(tx) = ch.tx.as_mut() {
+        if let Some(tx) = self.ch(id)?.tx.as_mut() {
             tx.hold(msg, p.mandatory)?;
             return Ok(());
         }

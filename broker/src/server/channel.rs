@@ -122,27 +122,24 @@ impl Channel {
                 .await;
         }
         let unacked = std::mem::take(&mut self.unacked);
-        settle(
-            unacked.into_values(),
-            &self.qos,
-            |_, ids| QueueCmd::Return {
+        settle(unacked.into_values(), &self.qos, |_, ids| {
+            QueueCmd::Return {
                 ids,
                 kind: ReturnKind::Closed,
-            },
-            &mut Vec::new(),
-        )
+            }
+        })
         .await;
     }
 }
 
 /// Groups settled messages by queue and sends each queue one command. Releases channel
-/// prefetch; queues that may deliver again are added to `wake`.
+/// prefetch; returns true when the channel was at its prefetch limit, so every queue it
+/// consumes from may deliver again.
 pub(crate) async fn settle(
     items: impl IntoIterator<Item = Unacked>,
     qos: &ChannelQos,
     make: impl Fn(&QueueHandle, Vec<u64>) -> QueueCmd,
-    wake: &mut Vec<QueueHandle>,
-) {
+) -> bool {
     let mut groups: Vec<(QueueHandle, Vec<u64>)> = Vec::new();
     let mut counted = 0;
     for u in items {
@@ -156,10 +153,8 @@ pub(crate) async fn settle(
     for (q, ids) in groups {
         let cmd = make(&q, ids);
         let _ = q.send(cmd).await;
-        if was_full && !wake.contains(&q) {
-            wake.push(q);
-        }
     }
+    was_full
 }
 
 impl Connection {
@@ -170,6 +165,14 @@ impl Connection {
             return match frame {
                 Frame::Method(_, m) => match *m {
                     AMQPClass::Channel(chan::AMQPMethod::Open(_)) => {
+                        if self.channels.len() >= usize::from(self.channel_max) {
+                            return Err(AmqpError::not_allowed(format_args!(
+                                "number of channels opened ({}) has reached the negotiated channel_max ({})",
+                                self.channels.len(),
+                                self.channel_max
+                            ))
+                            .during(20, 10));
+                        }
                         let epoch = NEXT_EPOCH.fetch_add(1, Ordering::Relaxed);
                         self.channels.insert(id, Channel::new(id, epoch));
                         write_method(
@@ -362,15 +365,10 @@ impl Connection {
                 })
                 .await;
         }
-        settle(
-            unacked.into_values(),
-            &qos,
-            |_, ids| QueueCmd::Return {
-                ids,
-                kind: ReturnKind::Closed,
-            },
-            &mut Vec::new(),
-        )
+        settle(unacked.into_values(), &qos, |_, ids| QueueCmd::Return {
+            ids,
+            kind: ReturnKind::Closed,
+        })
         .await;
         write_method(
             &mut self.out,
@@ -483,6 +481,19 @@ impl Connection {
                         })),
                     );
                 }
+            }
+        }
+    }
+
+    /// Queues consumed from on channel `id` get a wake-up once this batch is handled (the
+    /// channel's prefetch has room again).
+    pub(crate) fn wake_channel(&mut self, id: u16) {
+        let Some(ch) = self.channels.get(&id) else {
+            return;
+        };
+        for c in ch.consumers.values() {
+            if !self.to_wake.contains(&c.queue) {
+                self.to_wake.push(c.queue.clone());
             }
         }
     }

@@ -40,6 +40,8 @@ pub(crate) struct Connection {
     pub id: u64,
     /// Broker-wide state.
     pub ctx: Arc<BrokerContext>,
+    /// The authenticated user (checked against the user_id property).
+    pub user: String,
     /// Negotiated frame_max.
     pub frame_max: u32,
     /// Negotiated channel_max.
@@ -87,6 +89,7 @@ pub(crate) async fn serve(ctx: Arc<BrokerContext>, id: u64, stream: TcpStream, p
         ctx: ctx.clone(),
         frame_max: tuned.frame_max,
         channel_max: tuned.channel_max,
+        user: tuned.user,
         out: Vec::with_capacity(64 * 1024),
         channels: HashMap::new(),
         events: events_tx,
@@ -102,6 +105,7 @@ pub(crate) async fn serve(ctx: Arc<BrokerContext>, id: u64, stream: TcpStream, p
 }
 
 struct Tuned {
+    user: String,
     frame_max: u32,
     channel_max: u16,
     heartbeat: u16,
@@ -240,6 +244,14 @@ async fn handshake(
         },
         _ => refuse!(AmqpError::command_invalid("expected connection.start-ok").during(10, 11)),
     };
+    let capability = |name: &str| match start_ok.client_properties.inner().get("capabilities") {
+        Some(AMQPValue::FieldTable(caps)) => {
+            matches!(caps.inner().get(name), Some(AMQPValue::Boolean(true)))
+        }
+        _ => false,
+    };
+    let failure_close = capability("authentication_failure_close");
+    let cancel_notify = capability("consumer_cancel_notify");
     let mechanism = start_ok.mechanism.as_str().to_owned();
     let user = match auth::authenticate(
         &ctx.users,
@@ -254,6 +266,12 @@ async fn handshake(
         .during(10, 11)),
         Err(AuthError::Refused(m)) => {
             info!(mechanism = %m, "login refused");
+            if !failure_close {
+                // Like RabbitMQ: only clients that announce authentication_failure_close get a
+                // connection.close; others see the socket close.
+                let _ = wr.shutdown().await;
+                return Ok(None);
+            }
             refuse!(AmqpError::access_refused(format_args!(
                 "Login was refused using authentication mechanism {m}. For details see the broker logfile."
             ))
@@ -261,13 +279,6 @@ async fn handshake(
         }
     };
     tracing::Span::current().record("user", user.as_str());
-    let cancel_notify = match start_ok.client_properties.inner().get("capabilities") {
-        Some(AMQPValue::FieldTable(caps)) => matches!(
-            caps.inner().get("consumer_cancel_notify"),
-            Some(AMQPValue::Boolean(true))
-        ),
-        _ => false,
-    };
 
     out.clear();
     let cfg = &ctx.config;
@@ -330,6 +341,7 @@ async fn handshake(
     );
     wr.write_all(&out).await?;
     Ok(Some(Tuned {
+        user,
         frame_max: tune_ok.frame_max,
         channel_max: if tune_ok.channel_max == 0 {
             cfg.channel_max
@@ -366,6 +378,7 @@ impl Connection {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shutdown = self.ctx.shutdown.clone();
         let mut shutdown_seen = false;
+        let mut corrupt = false;
         loop {
             let backlog = self.out.len() - written;
             let can_take = backlog < OUT_HIGH_WATER;
@@ -376,6 +389,12 @@ impl Connection {
                         Ok(_) => {}
                     }
                     last_read = Instant::now();
+                    if corrupt {
+                        // After a framing error nothing more can be parsed: discard what
+                        // arrives until the client closes or CLOSE_WAIT passes.
+                        inbuf.clear();
+                        continue;
+                    }
                     loop {
                         match codec.decode(&mut inbuf) {
                             Ok(Some(frame)) => self.handle_frame(frame).await,
@@ -385,6 +404,7 @@ impl Connection {
                                     return;
                                 }
                                 debug!(error = %e, "bad frame");
+                                corrupt = true;
                                 let (class_id, method_id) = e.method();
                                 self.close_connection(AmqpError::new(code_of(e.reply_code()), &e).during(class_id, method_id));
                                 // The stream can no longer be trusted: drop what follows.
@@ -499,15 +519,13 @@ impl Connection {
         let channel = frame.channel();
         let result = match frame {
             Frame::Heartbeat(0) => Ok(()),
-            Frame::Heartbeat(_) => Err(AmqpError::new(
-                ReplyCode::FrameError,
-                "heartbeat frame on a non-zero channel",
-            )),
-            Frame::Method(0, m) => self.handle_connection_method(*m),
-            _ if channel > self.channel_max => Err(AmqpError::channel_error(format_args!(
-                "channel {channel} is above the negotiated channel_max {}",
-                self.channel_max
+            Frame::Heartbeat(c) => Err(AmqpError::unexpected_frame(format_args!(
+                "heartbeat frame on channel {c}, expected channel 0"
             ))),
+            Frame::Method(0, m) => self.handle_connection_method(*m),
+            Frame::Header { channel: 0, .. } | Frame::Body(0, _) => Err(
+                AmqpError::unexpected_frame("expected method frame, got non method frame instead"),
+            ),
             frame => self.handle_channel_frame(frame).await,
         };
         if let Err(e) = result {
@@ -537,11 +555,10 @@ impl Connection {
             AMQPClass::Connection(m) => Err(AmqpError::command_invalid(format_args!(
                 "unexpected connection method {m:?}"
             ))),
-            other => Err(AmqpError::command_invalid(format_args!(
-                "method {}.{} is not allowed on channel 0",
-                other.get_amqp_class_id(),
-                other.get_amqp_method_id()
-            ))),
+            other => Err(
+                AmqpError::channel_error("unexpected method in connection state running")
+                    .during(other.get_amqp_class_id(), other.get_amqp_method_id()),
+            ),
         }
     }
 

@@ -73,7 +73,9 @@ impl Connection {
                     self.publish_message(id, msg, mandatory).await?;
                 }
                 for (_, u, how) in state.settles {
-                    settle([u], &qos, |_, ids| how.command(ids), &mut self.to_wake).await;
+                    if settle([u], &qos, |_, ids| how.command(ids)).await {
+                        self.wake_channel(id);
+                    }
                 }
                 write_method(
                     &mut self.out,

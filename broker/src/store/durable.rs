@@ -61,7 +61,10 @@ impl DurableQueueStore {
             } else {
                 None
             };
-            let size = message.as_ref().map_or_else(|| encoded_body_len(value), |m| m.body_len()) as u32;
+            let size = message
+                .as_ref()
+                .map_or_else(|| encoded_body_len(value), |m| m.body_len())
+                as u32;
             store.bytes += u64::from(size);
             store.ready.push_back(Entry {
                 seq,

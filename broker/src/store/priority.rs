@@ -171,7 +171,13 @@ mod tests {
         let props = BasicProperties::default().with_priority(priority);
         StoredMessage::new(
             seq,
-            Arc::new(Message::new("".into(), "q".into(), props, Default::default(), Default::default())),
+            Arc::new(Message::new(
+                "".into(),
+                "q".into(),
+                props,
+                Default::default(),
+                Default::default(),
+            )),
             None,
         )
     }
