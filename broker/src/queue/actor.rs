@@ -14,18 +14,29 @@ use tokio::sync::mpsc;
 use super::args::{Overflow, QueueArgs};
 use super::dead_letter::{dead_lettered, Reason};
 use super::{
-    ConnEvent, Consumer, Delivery, QueueCmd, QueueHandle, QueueSpec, QueueStats, ReturnKind,
-    DELIVERY_WINDOW,
+    ConnEvent, Consumer, Delivered, Delivery, QueueCmd, QueueHandle, QueueSpec, QueueStats,
+    ReturnKind, DELIVERY_WINDOW,
 };
 use crate::error::{AmqpError, AmqpResult};
 use crate::message::Message;
 use crate::store::{QueueStore, StoredMessage};
 use crate::vhost::Vhost;
 
-/// Commands a queue's mailbox holds before publishers wait.
-const MAILBOX: usize = 8192;
-/// Commands handled between two delivery rounds.
+/// Commands a queue's mailbox holds before publishers wait. Small, so that publishers feel
+/// back-pressure as soon as the queue falls behind (a command may carry 256 publishes).
+const MAILBOX: usize = 256;
+/// Settlements and internal commands handled between two delivery rounds.
 const BATCH: usize = 256;
+/// Mailbox commands handled between two delivery rounds: few, so acks and deliveries are not
+/// starved by a flood of publishes.
+const PUBLISH_BATCH: usize = 16;
+/// Flow control: with consumers draining the queue, a backlog above this many ready messages
+/// stops the queue taking publishes until it shrinks, so publishers slow to the consumers'
+/// pace instead of starving them of CPU (RabbitMQ's credit flow has the same effect).
+const FLOW_HIGH: usize = 20_000;
+/// ...unless the consumers made no progress for this long (stuck, or at their prefetch
+/// waiting for acks that do not come): then publishes are taken and the queue grows.
+const FLOW_STALL: Duration = Duration::from_millis(100);
 
 struct Attached {
     /// Unique within this queue, so unacked messages know their consumer.
@@ -60,6 +71,8 @@ struct QueueActor {
     had_consumer: bool,
     /// For `x-expires`: the last time the queue was used.
     last_used: Instant,
+    /// For flow control: the last time consumers took or settled messages.
+    last_progress: Instant,
     deleted: bool,
 }
 
@@ -88,6 +101,7 @@ pub(crate) fn spawn(
         cursor: 0,
         had_consumer: false,
         last_used: Instant::now(),
+        last_progress: Instant::now(),
         deleted: false,
     };
     tokio::spawn(actor.run(rx, irx));
@@ -109,11 +123,21 @@ impl QueueActor {
         let mut batch = Vec::with_capacity(BATCH);
         let mut from_queues = Vec::with_capacity(BATCH);
         loop {
-            let deadline = self.next_deadline();
+            let now = Instant::now();
+            let throttled = !self.consumers.is_empty()
+                && self.store.len() >= FLOW_HIGH
+                && now - self.last_progress < FLOW_STALL;
+            let deadline = match throttled {
+                true => Some(self.last_progress + FLOW_STALL),
+                false => None,
+            }
+            .into_iter()
+            .chain(self.next_deadline())
+            .min();
             tokio::select! {
                 biased;
                 _ = internal.recv_many(&mut from_queues, BATCH) => {}
-                n = rx.recv_many(&mut batch, BATCH) => {
+                n = rx.recv_many(&mut batch, PUBLISH_BATCH), if !throttled => {
                     if n == 0 {
                         return;
                     }
@@ -183,6 +207,11 @@ impl QueueActor {
                 confirm,
                 handoff,
             } => self.publish(message, confirm, handoff),
+            QueueCmd::PublishMany(list) => {
+                for (message, confirm) in list {
+                    self.publish(message, confirm, None);
+                }
+            }
             QueueCmd::Consume { consumer, reply } => {
                 self.last_used = Instant::now();
                 let _ = reply.send(self.add_consumer(consumer));
@@ -229,6 +258,7 @@ impl QueueActor {
                 }
             }
             QueueCmd::Ack(ids) => {
+                self.last_progress = Instant::now();
                 for id in ids {
                     if let Some(u) = self.unacked.remove(&id) {
                         self.release(u.consumer);
@@ -495,43 +525,33 @@ impl QueueActor {
 
     /// Pushes ready messages to consumers within each consumer's prefetch, its channel's
     /// prefetch and its delivery window: highest consumer priority first, round-robin among
-    /// equals, only the first consumer with `x-single-active-consumer`.
+    /// equals, only the first consumer with `x-single-active-consumer`. Each consumer gets its
+    /// messages of this round in one event.
     fn deliver(&mut self) {
         if self.consumers.is_empty() {
             return;
         }
         let now = Instant::now();
+        let mut outbox: Vec<Vec<Delivered>> = Vec::new();
         while !self.store.is_empty() {
             self.expire_head(now);
             let Some(idx) = self.next_ready_consumer() else {
-                return;
+                break;
             };
             let Some(mut msg) = self.store.pop() else {
                 self.unreserve(idx);
-                return;
+                break;
             };
-            let a = &mut self.consumers[idx];
-            let event = ConnEvent::Deliver {
-                channel: a.consumer.channel,
-                consumer_tag: a.consumer.tag.clone(),
-                delivery: Delivery {
-                    queue: self.handle.clone(),
-                    msg_id: msg.seq,
-                    message: msg.message.clone(),
-                    redelivered: msg.redelivered,
-                },
-            };
-            if a.consumer.conn.send(event).is_err() {
-                // The connection is gone; its channel cleanup will cancel the consumer.
-                self.unreserve(idx);
-                self.consumers.remove(idx);
-                self.store.requeue(msg);
-                if self.consumers.is_empty() {
-                    return;
-                }
-                continue;
+            if outbox.len() < self.consumers.len() {
+                outbox.resize_with(self.consumers.len(), Vec::new);
             }
+            let a = &mut self.consumers[idx];
             a.consumer.in_flight.fetch_add(1, Ordering::Relaxed);
+            outbox[idx].push(Delivered {
+                msg_id: msg.seq,
+                message: msg.message.clone(),
+                redelivered: msg.redelivered,
+            });
             if a.consumer.no_ack {
                 self.store.settle(&msg);
             } else {
@@ -550,6 +570,57 @@ impl QueueActor {
                 );
             }
             self.cursor = idx + 1;
+        }
+        if outbox.iter().any(|m| !m.is_empty()) {
+            self.last_progress = now;
+        }
+        let mut gone = Vec::new();
+        for (idx, messages) in outbox.into_iter().enumerate() {
+            if messages.is_empty() {
+                continue;
+            }
+            let c = &self.consumers[idx].consumer;
+            let ids: Vec<u64> = if c.no_ack {
+                Vec::new()
+            } else {
+                messages.iter().map(|m| m.msg_id).collect()
+            };
+            let event = ConnEvent::Deliver {
+                channel: c.channel,
+                consumer_tag: c.tag.clone(),
+                queue: self.handle.clone(),
+                messages,
+            };
+            if let Err(mpsc::error::SendError(ConnEvent::Deliver { messages, .. })) =
+                c.conn.send(event)
+            {
+                // The connection is gone; its channel cleanup would cancel the consumer.
+                if !c.no_ack {
+                    c.channel_qos.release(ids.len() as u32);
+                }
+                for id in ids {
+                    if let Some(u) = self.unacked.remove(&id) {
+                        let mut m = u.msg;
+                        m.redelivered = u.was_redelivered;
+                        self.store.requeue(m);
+                    }
+                }
+                if c.no_ack {
+                    for d in messages {
+                        self.store.requeue(StoredMessage {
+                            seq: d.msg_id,
+                            message: d.message,
+                            redelivered: d.redelivered,
+                            delivery_count: 0,
+                            expires_at: None,
+                        });
+                    }
+                }
+                gone.push(self.consumers[idx].id);
+            }
+        }
+        if !gone.is_empty() {
+            self.consumers.retain(|a| !gone.contains(&a.id));
         }
     }
 

@@ -33,14 +33,26 @@ pub struct Delivery {
     pub redelivered: bool,
 }
 
+/// One message in a `ConnEvent::Deliver` batch.
+#[derive(Debug)]
+pub struct Delivered {
+    /// The queue's id for it (acks name it).
+    pub msg_id: u64,
+    /// The message.
+    pub message: Arc<Message>,
+    /// Whether it was delivered before.
+    pub redelivered: bool,
+}
+
 /// What a queue sends to a connection.
 #[derive(Debug)]
 pub enum ConnEvent {
-    /// Push a message to a consumer.
+    /// Push messages to a consumer (one event per consumer per delivery round).
     Deliver {
         channel: u16,
         consumer_tag: Arc<str>,
-        delivery: Delivery,
+        queue: QueueHandle,
+        messages: Vec<Delivered>,
     },
     /// The queue went away: tell the client its consumer is cancelled.
     ConsumerCancelled {
@@ -208,6 +220,8 @@ pub enum QueueCmd {
         confirm: Option<ConfirmToken>,
         handoff: Option<(u64, u64)>,
     },
+    /// Several publishes from one connection's read batch, in order.
+    PublishMany(Vec<(Arc<Message>, Option<ConfirmToken>)>),
     /// Add a consumer.
     Consume {
         consumer: Consumer,
@@ -280,8 +294,9 @@ struct Shared {
     spec: QueueSpec,
     /// Commands from connections; bounded, so publishers feel back-pressure.
     mailbox: mpsc::Sender<QueueCmd>,
-    /// Commands from other queues (dead letters) and wake-ups: never blocks a queue on another
-    /// queue, so dead-letter cycles cannot deadlock. Bounded by the messages in the broker.
+    /// Commands from other queues (dead letters), settlements and wake-ups, handled before the
+    /// mailbox: never blocks a queue on another queue (dead-letter cycles cannot deadlock) and
+    /// never leaves acks behind a publish backlog. Bounded by the messages in the broker.
     internal: mpsc::UnboundedSender<QueueCmd>,
 }
 
@@ -336,8 +351,22 @@ impl QueueHandle {
     }
 
     /// Sends a request; waits when the mailbox is full (back-pressure on publishers).
-    /// Fails only if the queue is gone.
+    /// Fails only if the queue is gone. Settlements (ack, nack, reject, return), cancels and
+    /// wake-ups skip the publish backlog: they only concern messages already delivered, and a
+    /// consumer whose acks waited behind millions of publishes would stall at its prefetch.
+    /// Everything else stays in order with the publishes before it.
     pub async fn send(&self, cmd: QueueCmd) -> AmqpResult<()> {
+        if matches!(
+            cmd,
+            QueueCmd::Ack(_)
+                | QueueCmd::Return { .. }
+                | QueueCmd::Discard(_)
+                | QueueCmd::Cancel { .. }
+                | QueueCmd::Wake
+                | QueueCmd::Touch
+        ) {
+            return self.0.internal.send(cmd).map_err(|_| self.gone());
+        }
         let cmd = match self.0.mailbox.try_send(cmd) {
             Ok(()) => return Ok(()),
             Err(mpsc::error::TrySendError::Full(cmd)) => cmd,

@@ -395,34 +395,15 @@ impl Connection {
         let events = self.events.clone();
         let ch = self.ch(id)?;
         let epoch = ch.epoch;
-        let Some(confirms) = ch.confirms.as_mut() else {
-            for q in targets {
-                // A queue deleted meanwhile simply does not get the message.
-                let _ = q
-                    .send(QueueCmd::Publish {
-                        message: msg.clone(),
-                        confirm: None,
-                        handoff: None,
-                    })
-                    .await;
-            }
-            return Ok(());
-        };
-        let waits = targets.iter().filter(|q| q.confirms_async(&msg)).count() as u32;
-        let seq = confirms.publish(waits);
+        let confirm_seq = ch.confirms.as_mut().map(|c| {
+            let waits = targets.iter().filter(|q| q.confirms_async(&msg)).count() as u32;
+            c.publish(waits)
+        });
         for q in targets {
-            let confirm = q
-                .confirms_async(&msg)
-                .then(|| ConfirmToken::new(events.clone(), id, epoch, seq));
-            // A queue that vanished meanwhile drops the token, which confirms: the copy went
-            // with the queue, as when a queue is deleted after a publish.
-            let _ = q
-                .send(QueueCmd::Publish {
-                    message: msg.clone(),
-                    confirm,
-                    handoff: None,
-                })
-                .await;
+            let confirm = confirm_seq
+                .filter(|_| q.confirms_async(&msg))
+                .map(|seq| ConfirmToken::new(events.clone(), id, epoch, seq));
+            self.enqueue(q, msg.clone(), confirm).await;
         }
         Ok(())
     }

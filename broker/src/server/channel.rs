@@ -14,7 +14,7 @@ use super::confirm::Confirms;
 use super::connection::Connection;
 use super::tx::TxState;
 use crate::error::{AmqpError, AmqpResult, ReplyCode};
-use crate::protocol::{write_content, write_method, Frame};
+use crate::protocol::{write_content, write_deliver, write_method, Frame};
 use crate::queue::{ChannelQos, ConnEvent, QueueCmd, QueueHandle, ReturnKind, DELIVERY_WINDOW};
 
 static NEXT_EPOCH: AtomicU64 = AtomicU64::new(1);
@@ -211,6 +211,15 @@ impl Connection {
         }
         match frame {
             Frame::Method(_, m) => {
+                if !matches!(*m, AMQPClass::Basic(basic::AMQPMethod::Publish(_)))
+                    && !self.pending.is_empty()
+                {
+                    // Whatever this method does, the queues must see the publishes before it.
+                    self.flush_publishes().await;
+                }
+                let Some(ch) = self.channels.get_mut(&id) else {
+                    return Ok(());
+                };
                 if ch.publish.is_some() {
                     return Err(AmqpError::unexpected_frame(format_args!(
                         "expected content header for class 60, got non content header frame instead"
@@ -388,7 +397,8 @@ impl Connection {
             ConnEvent::Deliver {
                 channel,
                 consumer_tag,
-                delivery,
+                queue,
+                messages,
             } => {
                 let frame_max = self.frame_max;
                 let consumer = self
@@ -401,54 +411,57 @@ impl Connection {
                             .map(|c| (c.no_ack, c.in_flight.clone()))
                     });
                 let Some((no_ack, in_flight)) = consumer else {
-                    // Cancelled or closed meanwhile: the message goes back untouched.
-                    let _ = delivery
-                        .queue
+                    // Cancelled or closed meanwhile: the messages go back untouched.
+                    let ids = messages.iter().map(|m| m.msg_id).collect();
+                    let _ = queue
                         .send(QueueCmd::Return {
-                            ids: vec![delivery.msg_id],
+                            ids,
                             kind: ReturnKind::Unsent,
                         })
                         .await;
                     return;
                 };
-                if in_flight.fetch_sub(1, Ordering::Relaxed) == DELIVERY_WINDOW
-                    && !self.to_wake.contains(&delivery.queue)
+                let n = messages.len() as u32;
+                let before = in_flight.fetch_sub(n, Ordering::Relaxed);
+                if before >= DELIVERY_WINDOW
+                    && before - n < DELIVERY_WINDOW
+                    && !self.to_wake.contains(&queue)
                 {
-                    self.to_wake.push(delivery.queue.clone());
+                    self.to_wake.push(queue.clone());
                 }
                 let Some(ch) = self.channels.get_mut(&channel) else {
                     return;
                 };
-                ch.last_tag += 1;
-                let tag = ch.last_tag;
-                let m = &delivery.message;
-                write_method(
-                    &mut self.out,
-                    channel,
-                    &AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
-                        consumer_tag: consumer_tag.as_ref().into(),
-                        delivery_tag: tag,
-                        redelivered: delivery.redelivered,
-                        exchange: m.exchange.clone(),
-                        routing_key: m.routing_key.clone(),
-                    })),
-                );
-                write_content(
-                    &mut self.out,
-                    channel,
-                    &m.raw_properties,
-                    &m.body,
-                    frame_max,
-                );
-                if !no_ack {
-                    ch.unacked.insert(
+                for d in messages {
+                    ch.last_tag += 1;
+                    let tag = ch.last_tag;
+                    let m = &d.message;
+                    write_deliver(
+                        &mut self.out,
+                        channel,
+                        &consumer_tag,
                         tag,
-                        Unacked {
-                            queue: delivery.queue,
-                            msg_id: delivery.msg_id,
-                            counted: true,
-                        },
+                        d.redelivered,
+                        m.exchange.as_str(),
+                        m.routing_key.as_str(),
                     );
+                    write_content(
+                        &mut self.out,
+                        channel,
+                        &m.raw_properties,
+                        &m.body,
+                        frame_max,
+                    );
+                    if !no_ack {
+                        ch.unacked.insert(
+                            tag,
+                            Unacked {
+                                queue: queue.clone(),
+                                msg_id: d.msg_id,
+                                counted: true,
+                            },
+                        );
+                    }
                 }
             }
             ConnEvent::Confirm {

@@ -24,10 +24,11 @@ use super::channel::Channel;
 use super::BrokerContext;
 use crate::auth::{self, AuthError, MECHANISMS};
 use crate::error::{AmqpError, AmqpResult, ReplyCode};
+use crate::message::Message;
 use crate::protocol::{
     write_heartbeat, write_method, CodecError, Frame, FrameCodec, FRAME_MIN_SIZE, PROTOCOL_HEADER,
 };
-use crate::queue::{ConnEvent, ConnSender, QueueHandle};
+use crate::queue::{ConfirmToken, ConnEvent, ConnSender, QueueCmd, QueueHandle};
 
 /// Output bytes buffered before the connection stops reading from its client.
 const OUT_HIGH_WATER: usize = 1 << 20;
@@ -56,6 +57,8 @@ pub(crate) struct Connection {
     pub cancel_notify: bool,
     /// Queues to wake once the current batch is handled (capacity was freed).
     pub to_wake: Vec<QueueHandle>,
+    /// Publishes routed in this read batch, per queue, sent as one command per queue.
+    pub pending: Vec<(QueueHandle, Vec<(Arc<Message>, Option<ConfirmToken>)>)>,
     /// Set once the connection is finished: after close-ok either way.
     done: bool,
     /// Set when the broker sent connection.close and waits for close-ok.
@@ -95,6 +98,7 @@ pub(crate) async fn serve(ctx: Arc<BrokerContext>, id: u64, stream: TcpStream, p
         events: events_tx,
         cancel_notify: tuned.cancel_notify,
         to_wake: Vec::new(),
+        pending: Vec::new(),
         done: false,
         closing_since: None,
     };
@@ -417,6 +421,7 @@ impl Connection {
                             break;
                         }
                     }
+                    self.flush_publishes().await;
                     self.after_batch();
                 }
                 n = events_rx.recv_many(&mut events, 256), if can_take && self.closing_since.is_none() => {
@@ -472,6 +477,45 @@ impl Connection {
                 let _ = wr.shutdown().await;
                 return;
             }
+        }
+    }
+
+    /// Queues a routed publish for `queue`; sent with the others of this batch.
+    pub(crate) async fn enqueue(
+        &mut self,
+        queue: QueueHandle,
+        message: Arc<Message>,
+        confirm: Option<ConfirmToken>,
+    ) {
+        let list = match self.pending.iter().position(|(q, _)| *q == queue) {
+            Some(i) => &mut self.pending[i].1,
+            None => {
+                self.pending.push((queue, Vec::with_capacity(16)));
+                &mut self.pending.last_mut().expect("just pushed").1
+            }
+        };
+        list.push((message, confirm));
+        if list.len() >= 256 {
+            self.flush_publishes().await;
+        }
+    }
+
+    /// Sends the publishes routed so far to their queues (before anything else that the
+    /// queues must see after them).
+    pub(crate) async fn flush_publishes(&mut self) {
+        for (q, list) in std::mem::take(&mut self.pending) {
+            let cmd = if list.len() == 1 {
+                let (message, confirm) = list.into_iter().next().expect("one element");
+                QueueCmd::Publish {
+                    message,
+                    confirm,
+                    handoff: None,
+                }
+            } else {
+                QueueCmd::PublishMany(list)
+            };
+            // A queue deleted meanwhile drops the messages; its confirm tokens confirm.
+            let _ = q.send(cmd).await;
         }
     }
 
@@ -565,6 +609,7 @@ impl Connection {
     /// Releases everything the connection held: consumers are cancelled, unacked messages go
     /// back to their queues, exclusive queues are deleted.
     async fn cleanup(&mut self) {
+        self.flush_publishes().await;
         let ids: Vec<u16> = self.channels.keys().copied().collect();
         for id in ids {
             if let Some(ch) = self.channels.remove(&id) {

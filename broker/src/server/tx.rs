@@ -72,6 +72,7 @@ impl Connection {
                 for (msg, mandatory) in state.publishes {
                     self.publish_message(id, msg, mandatory).await?;
                 }
+                self.flush_publishes().await;
                 for (_, u, how) in state.settles {
                     if settle([u], &qos, |_, ids| how.command(ids)).await {
                         self.wake_channel(id);
