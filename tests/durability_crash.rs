@@ -94,7 +94,9 @@ async fn verify(ch: &Channel, model: &mut Model, cycle: u32) {
         while seen.len() < count as usize {
             let d = tokio::time::timeout(Duration::from_secs(10), consumer.next())
                 .await
-                .unwrap_or_else(|_| panic!("cycle {cycle}: only {} of {count} delivered", seen.len()))
+                .unwrap_or_else(|_| {
+                    panic!("cycle {cycle}: only {} of {count} delivered", seen.len())
+                })
                 .expect("consumer ended")
                 .expect("delivery");
             let id: u64 = std::str::from_utf8(&d.data)
@@ -110,13 +112,20 @@ async fn verify(ch: &Channel, model: &mut Model, cycle: u32) {
     }
     let ids: Vec<u64> = seen.iter().map(|(id, _)| *id).collect();
     let unique: HashSet<u64> = ids.iter().copied().collect();
-    assert_eq!(unique.len(), ids.len(), "cycle {cycle}: duplicates in {ids:?}");
+    assert_eq!(
+        unique.len(),
+        ids.len(),
+        "cycle {cycle}: duplicates in {ids:?}"
+    );
     assert!(
         ids.windows(2).all(|w| w[0] < w[1]),
         "cycle {cycle}: out of order: {ids:?}"
     );
     for id in &model.must {
-        assert!(unique.contains(id), "cycle {cycle}: confirmed message {id} lost");
+        assert!(
+            unique.contains(id),
+            "cycle {cycle}: confirmed message {id} lost"
+        );
     }
     for (id, redelivered) in &seen {
         assert!(
@@ -124,7 +133,10 @@ async fn verify(ch: &Channel, model: &mut Model, cycle: u32) {
             "cycle {cycle}: message {id} was never published"
         );
         if model.acked.contains(id) {
-            assert!(*redelivered, "cycle {cycle}: acked message {id} came back not redelivered");
+            assert!(
+                *redelivered,
+                "cycle {cycle}: acked message {id} came back not redelivered"
+            );
         }
     }
     // Everything recovered is on disk now: it must survive the next crash too.
@@ -216,11 +228,7 @@ async fn work(ch: &Channel, model: &mut Model, rng: &mut Rng) {
                         model.must.remove(&id);
                         model.maybe.insert(id);
                         model.acked.insert(id);
-                        if ch
-                            .basic_ack(tag, BasicAckOptions::default())
-                            .await
-                            .is_err()
-                        {
+                        if ch.basic_ack(tag, BasicAckOptions::default()).await.is_err() {
                             return;
                         }
                     }

@@ -66,7 +66,9 @@ async fn drain(ch: &Channel, queue: &str) -> Vec<(String, bool)> {
 async fn setup_and_stop(dir: &std::path::Path, kill: bool) {
     let server = Server::start(dir).await;
     let (conn, ch) = channel(&server.url).await;
-    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
     ch.exchange_declare(
         "orders".into(),
         ExchangeKind::Topic,
@@ -81,9 +83,13 @@ async fn setup_and_stop(dir: &std::path::Path, kill: bool) {
     ch.queue_declare("kept".into(), durable_queue(), FieldTable::default())
         .await
         .unwrap();
-    ch.queue_declare("transient-q".into(), QueueDeclareOptions::default(), FieldTable::default())
-        .await
-        .unwrap();
+    ch.queue_declare(
+        "transient-q".into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
     ch.queue_declare(
         "exclusive-q".into(),
         QueueDeclareOptions {
@@ -95,9 +101,15 @@ async fn setup_and_stop(dir: &std::path::Path, kill: bool) {
     )
     .await
     .unwrap();
-    ch.queue_bind("kept".into(), "orders".into(), "eu.#".into(), QueueBindOptions::default(), FieldTable::default())
-        .await
-        .unwrap();
+    ch.queue_bind(
+        "kept".into(),
+        "orders".into(),
+        "eu.#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
     for i in 1..=5 {
         publish(&ch, "orders", "eu.paris", &format!("p{i}"), true).await;
     }
@@ -110,7 +122,12 @@ async fn setup_and_stop(dir: &std::path::Path, kill: bool) {
         .await
         .unwrap();
     let mut consumer = consumer_ch
-        .basic_consume("kept".into(), "c".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            "kept".into(),
+            "c".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await
         .unwrap();
     for _ in 0..2 {
@@ -131,12 +148,21 @@ async fn check_after_restart(dir: &std::path::Path, killed: bool) {
     let server = Server::start(dir).await;
     let (_conn, ch) = channel(&server.url).await;
     // The durable exchange and binding are back: a publish routes to the queue.
-    ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
     publish(&ch, "orders", "eu.rome", "after", true).await;
     let got = drain(&ch, "kept").await;
     let bodies: Vec<&str> = got.iter().map(|(b, _)| b.as_str()).collect();
-    assert_eq!(bodies, ["p1", "p2", "p3", "p4", "p5", "after"], "persistent messages, in order");
-    assert!(got[0].1 && got[1].1, "delivered, unacked messages come back redelivered: {got:?}");
+    assert_eq!(
+        bodies,
+        ["p1", "p2", "p3", "p4", "p5", "after"],
+        "persistent messages, in order"
+    );
+    assert!(
+        got[0].1 && got[1].1,
+        "delivered, unacked messages come back redelivered: {got:?}"
+    );
     assert!(!got[5].1, "a new message is not redelivered");
     if !killed {
         // After a clean stop the broker knows exactly which messages were delivered. After a

@@ -4,8 +4,8 @@
 #  1. cargo test --workspace              (the Rust integration tests embed their own brokers)
 #  2. cargo build -p warren-cli, then start `target/debug/warren serve` on a free loopback
 #     port with a throwaway data dir, and wait until it accepts connections
-#  3. against that broker: every tutorial example (cargo run --example NAME), the pika
-#     client tests (tests/clients/pika_test.py) and the amqp-tools test
+#  3. against that broker: every example (cargo run --example NAME), the pika client tests
+#     (tests/clients/pika_test.py, pika_x_death_test.py) and the amqp-tools test
 #     (tests/clients/amqp_tools_test.sh)
 #  4. stop the broker, print "run-all: N passed, M failed" for the steps of 3, and exit
 #     non-zero if anything (cargo steps included) failed.
@@ -25,7 +25,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-EXAMPLES=(hello_world work_queues publish_subscribe routing topics rpc)
+EXAMPLES=(hello_world work_queues publish_subscribe routing topics rpc retry_dlq)
 read -r -a EXAMPLES_CARGO_FLAGS <<<"${EXAMPLES_CARGO_FLAGS:--p warren}"
 STEP_TIMEOUT=${STEP_TIMEOUT:-300}
 
@@ -165,7 +165,8 @@ if ((broker_ok)); then
   for example in "${EXAMPLES[@]}"; do
     step "example $example" cargo run -q "${EXAMPLES_CARGO_FLAGS[@]}" --example "$example"
   done
-  step "pika tests" python3 -m pytest -q -p no:cacheprovider tests/clients/pika_test.py
+  step "pika tests" python3 -m pytest -q -p no:cacheprovider tests/clients/pika_test.py \
+    tests/clients/pika_x_death_test.py
   step "amqp-tools test" bash tests/clients/amqp_tools_test.sh
 else
   skip_all "no broker"

@@ -10,7 +10,7 @@ use amq_protocol::types::{AMQPValue, FieldTable};
 
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::{Destination, Exchange, ExchangeKind};
-use crate::queue::args::{Overflow, QueueArgs};
+use crate::queue::args::{as_int, Overflow, QueueArgs};
 use crate::queue::{self, QueueCmd, QueueHandle, QueueSpec, QueueStats};
 use crate::store::disk::{BindingDef, Disk, ExchangeDef, QueueDef, Recovered};
 use crate::store::{DurableQueueStore, MemoryQueueStore, PriorityQueueStore, QueueStore};
@@ -89,6 +89,18 @@ fn locked(name: &str) -> AmqpError {
     ))
 }
 
+/// A table value as RabbitMQ prints it when both sides have one: just the value.
+fn plain(v: &AMQPValue) -> String {
+    match (as_int(v), crate::queue::args::as_str(v)) {
+        (Some(n), _) => n.to_string(),
+        (_, Some(s)) => s,
+        _ => match v {
+            AMQPValue::Boolean(b) => b.to_string(),
+            other => format!("{other:?}"),
+        },
+    }
+}
+
 /// A table value as RabbitMQ prints it in "inequivalent arg" errors: `the value '10' of type
 /// 'signedint'`.
 fn value_str(v: &AMQPValue) -> String {
@@ -126,15 +138,45 @@ fn check_args(
     current: &FieldTable,
 ) -> AmqpResult<()> {
     let (r, c) = (received.inner(), current.inner());
-    for key in r.keys().chain(c.keys()) {
+    // Like RabbitMQ, only the arguments the broker acts on are compared.
+    let compared: &[&str] = if kind == "queue" {
+        crate::queue::args::COMPARED
+    } else {
+        &["alternate-exchange"]
+    };
+    for key in r
+        .keys()
+        .chain(c.keys())
+        .filter(|k| compared.contains(&k.as_str()))
+    {
         let (rv, cv) = (r.get(key.as_str()), c.get(key.as_str()));
-        if rv != cv {
-            let show = |v: Option<&AMQPValue>| v.map(value_str).unwrap_or_else(|| "none".into());
-            return Err(AmqpError::precondition(format_args!(
-                "inequivalent arg '{key}' for {kind} '{name}' in vhost '/': received {} but current is {}",
-                show(rv),
-                show(cv)
-            )));
+        let fail = |detail: String| {
+            Err(AmqpError::precondition(format_args!(
+                "inequivalent arg '{key}' for {kind} '{name}' in vhost '/': {detail}"
+            )))
+        };
+        match (rv, cv) {
+            (Some(a), Some(b)) => {
+                // Integers of different widths are the same argument (pika sends 32-bit, the
+                // CLI and management tools 64-bit), as in RabbitMQ.
+                let same = match (as_int(a), as_int(b)) {
+                    (Some(x), Some(y)) => x == y,
+                    _ => a == b,
+                };
+                if !same {
+                    return fail(format!(
+                        "received '{}' but current is '{}'",
+                        plain(a),
+                        plain(b)
+                    ));
+                }
+            }
+            (None, None) => {}
+            _ => {
+                let show =
+                    |v: Option<&AMQPValue>| v.map(value_str).unwrap_or_else(|| "none".into());
+                return fail(format!("received {} but current is {}", show(rv), show(cv)));
+            }
         }
     }
     Ok(())
@@ -360,7 +402,7 @@ impl Vhost {
         }
         if name.starts_with("amq.") {
             return Err(AmqpError::access_refused(format_args!(
-                "operation not permitted on exchange '{name}' in vhost '/'"
+                "deletion of system exchange '{name}' in vhost '/' not allowed"
             )));
         }
         let mut defs = self.write();
@@ -431,6 +473,7 @@ impl Vhost {
                 .cloned()
                 .ok_or_else(|| no_queue(&d.name))?;
             check_exclusive(&q, conn_id)?;
+            q.send_internal(QueueCmd::Touch);
             return Ok(q);
         }
         let mut defs = self.write();
@@ -553,6 +596,20 @@ impl Vhost {
         }
     }
 
+    /// Clean shutdown: every durable queue records which messages were delivered before.
+    pub async fn snapshot(&self) {
+        let durable: Vec<QueueHandle> = self
+            .read()
+            .queues
+            .values()
+            .filter(|q| q.spec().disk_id.is_some())
+            .cloned()
+            .collect();
+        for q in durable {
+            let _ = q.ask(QueueCmd::Snapshot).await;
+        }
+    }
+
     /// Deletes the exclusive queues of a closed connection.
     pub async fn drop_exclusive_queues(&self, conn_id: u64) {
         let owned: Vec<QueueHandle> = self
@@ -587,6 +644,9 @@ impl Vhost {
             return Err(default_exchange_refused());
         }
         let mut defs = self.write();
+        if !defs.exchanges.contains_key(source) {
+            return Err(no_exchange(source));
+        }
         self.check_destination(&defs, &dest, conn_id)?;
         let durable = Self::is_durable_dest(&defs, &dest);
         let x = defs
@@ -618,11 +678,14 @@ impl Vhost {
             return Err(default_exchange_refused());
         }
         let mut defs = self.write();
+        if !defs.exchanges.contains_key(source) {
+            // Unbinding from an exchange that does not exist succeeds, as in RabbitMQ.
+            return Ok(());
+        }
         self.check_destination(&defs, &dest, conn_id)?;
-        let x = defs
-            .exchanges
-            .get_mut(source)
-            .ok_or_else(|| no_exchange(source))?;
+        let Some(x) = defs.exchanges.get_mut(source) else {
+            return Ok(());
+        };
         if x.unbind(&dest, key, args) {
             if let (Some(disk), true) = (&self.disk, x.durable) {
                 disk.delete_binding(&Self::binding_def(source, &dest, key, args));

@@ -1,17 +1,36 @@
-//! `warren`: run the broker, and (as more commands land) publish, subscribe, declare, inspect.
+//! `warren`: run the broker, and talk to any AMQP 0-9-1 broker (Warren or RabbitMQ) from a shell:
+//! publish, subscribe, get, declare, bind, unbind, delete, purge.
+//!
+//! `serve` lives in [`serve`]; each client command is one file under [`cmd`]; what they share
+//! (the URL, the connection, turning failures into one line and an exit code) is in [`client`].
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use warren_broker::Config;
+
+mod client;
+mod cmd;
+mod output;
+mod perf;
+mod serve;
+mod table;
 
 #[derive(Parser)]
 #[command(
     name = "warren",
     version,
-    about = "Warren, an AMQP 0-9-1 message broker"
+    about = "Warren, an AMQP 0-9-1 message broker, and a client for it (and for RabbitMQ)",
+    after_help = "\
+Connection: every client command takes --url amqp://user:pass@host:port/vhost, or reads WARREN_URL;
+the default is amqp://guest:guest@127.0.0.1:5672/%2f (vhost '/').
+
+Example session:
+  warren serve &
+  warren declare queue orders
+  warren publish '' orders 'hello'
+  warren get orders
+
+Exit codes: 0 success, 1 error, 2 bad usage, 3 the broker nacked or returned published messages."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -22,91 +41,49 @@ struct Cli {
 enum Command {
     /// Run the broker.
     ///
-    /// Example: warren serve --bind 127.0.0.1:5672 --data-dir ./warren-data
-    Serve(ServeArgs),
+    /// Settings come from a TOML file (--config), then WARREN_* environment variables, then flags.
+    Serve(serve::ServeArgs),
+    /// Publish messages to an exchange.
+    Publish(cmd::publish::PublishArgs),
+    /// Consume messages from a queue, or from an exchange through a temporary queue, and print them.
+    #[command(visible_alias = "consume")]
+    Subscribe(cmd::subscribe::SubscribeArgs),
+    /// Fetch messages from a queue one at a time (basic.get) and print them.
+    Get(cmd::get::GetArgs),
+    /// Declare a queue or an exchange.
+    Declare(cmd::declare::DeclareArgs),
+    /// Bind a queue (or an exchange) to an exchange.
+    Bind(cmd::bind::BindArgs),
+    /// Remove a binding made with `warren bind`.
+    Unbind(cmd::bind::BindArgs),
+    /// Delete a queue or an exchange.
+    Delete(cmd::delete::DeleteArgs),
+    /// Remove every ready message from a queue.
+    Purge(cmd::purge::PurgeArgs),
+    /// Measure a broker: throughput, latency, connections, backlog (works against any AMQP 0-9-1 broker).
+    Perf(perf::PerfArgs),
 }
 
-#[derive(clap::Args)]
-struct ServeArgs {
-    /// Address to listen on [default: 127.0.0.1:5672, env WARREN_BIND].
-    #[arg(long)]
-    bind: Option<SocketAddr>,
-    /// Directory for durable data [default: ./warren-data, env WARREN_DATA_DIR].
-    #[arg(long)]
-    data_dir: Option<PathBuf>,
-    /// A TOML file with settings; environment variables and flags override it.
-    #[arg(long, env = "WARREN_CONFIG")]
-    config: Option<PathBuf>,
-    /// Most connections held at once.
-    #[arg(long)]
-    max_connections: Option<usize>,
-    /// Heartbeat interval proposed to clients, in seconds (0 disables).
-    #[arg(long)]
-    heartbeat: Option<u16>,
-    /// Largest message body accepted, in bytes.
-    #[arg(long)]
-    max_message_size: Option<u64>,
-}
-
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Serve(args) => serve(args),
-    }
-}
-
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WARREN_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let mut config = Config::load(args.config.as_deref()).context("loading settings")?;
-    if let Some(v) = args.bind {
-        config.bind = v;
-    }
-    if let Some(v) = args.data_dir {
-        config.data_dir = v;
-    }
-    if let Some(v) = args.max_connections {
-        config.max_connections = v;
-    }
-    if let Some(v) = args.heartbeat {
-        config.heartbeat = v;
-    }
-    if let Some(v) = args.max_message_size {
-        config.max_message_size = v;
-    }
-    let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(config.bind)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.bind))?;
-        warren_broker::run(listener, config, shutdown_signal()).await;
-        Ok(())
-    })
-}
-
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    let result = match cli.command {
+        Command::Serve(args) => serve::serve(args),
+        Command::Publish(args) => client::run(cmd::publish::run(args)),
+        Command::Subscribe(args) => client::run(cmd::subscribe::run(args)),
+        Command::Get(args) => client::run(cmd::get::run(args)),
+        Command::Declare(args) => client::run(cmd::declare::run(args)),
+        Command::Bind(args) => client::run(cmd::bind::run(args, cmd::bind::Action::Bind)),
+        Command::Unbind(args) => client::run(cmd::bind::run(args, cmd::bind::Action::Unbind)),
+        Command::Delete(args) => client::run(cmd::delete::run(args)),
+        Command::Purge(args) => client::run(cmd::purge::run(args)),
+        Command::Perf(args) => client::run(perf::run(args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let failure = client::describe(&err);
+            eprintln!("error: {}", failure.message);
+            ExitCode::from(failure.exit_code)
         }
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

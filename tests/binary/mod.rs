@@ -110,7 +110,9 @@ impl Server {
     /// SIGTERM (graceful shutdown), and wait.
     pub async fn stop(mut self) {
         if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill").arg(pid.to_string()).status();
+            let _ = std::process::Command::new("kill")
+                .arg(pid.to_string())
+                .status();
         }
         let _ = tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await;
         let _ = self.child.start_kill();

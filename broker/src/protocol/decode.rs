@@ -179,7 +179,7 @@ pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>,
                 }
             }
             match parse_class(&payload[..]) {
-                Ok((rest, class)) if rest.is_empty() => Frame::Method(channel, Box::new(class)),
+                Ok(([], class)) => Frame::Method(channel, Box::new(class)),
                 _ => {
                     return Err(DecodeError::Syntax {
                         channel,
@@ -189,7 +189,7 @@ pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>,
             }
         }
         2 => match parse_content_header(&payload[..]) {
-            Ok((rest, header)) if rest.is_empty() => Frame::Header {
+            Ok(([], header)) => Frame::Header {
                 channel,
                 class_id: header.class_id,
                 body_size: header.body_size,

@@ -30,6 +30,8 @@ const BATCH: usize = 256;
 /// Mailbox commands handled between two delivery rounds: few, so acks and deliveries are not
 /// starved by a flood of publishes.
 const PUBLISH_BATCH: usize = 16;
+/// The resolution of message expiry.
+const EXPIRY_GRAIN: Duration = Duration::from_millis(1);
 /// Flow control: with consumers draining the queue, a backlog above this many ready messages
 /// stops the queue taking publishes until it shrinks, so publishers slow to the consumers'
 /// pace instead of starving them of CPU (RabbitMQ's credit flow has the same effect).
@@ -73,6 +75,8 @@ struct QueueActor {
     last_used: Instant,
     /// For flow control: the last time consumers took or settled messages.
     last_progress: Instant,
+    /// Confirms of this round's stored publishes, registered with the flusher after commit.
+    confirms: Vec<super::ConfirmToken>,
     deleted: bool,
 }
 
@@ -102,6 +106,7 @@ pub(crate) fn spawn(
         had_consumer: false,
         last_used: Instant::now(),
         last_progress: Instant::now(),
+        confirms: Vec::new(),
         deleted: false,
     };
     tokio::spawn(actor.run(rx, irx));
@@ -155,6 +160,22 @@ impl QueueActor {
                 return;
             }
             self.deliver();
+            self.commit();
+        }
+    }
+
+    /// Applies this round's store writes, then asks for the flush that confirms them.
+    fn commit(&mut self) {
+        self.store.commit();
+        if self.confirms.is_empty() {
+            return;
+        }
+        let tokens = std::mem::take(&mut self.confirms);
+        match self.store.disk() {
+            Some(disk) => {
+                disk.after_flush(move |ok| tokens.into_iter().for_each(|t| t.resolve(ok)))
+            }
+            None => tokens.into_iter().for_each(|t| t.resolve(true)),
         }
     }
 
@@ -162,7 +183,7 @@ impl QueueActor {
     /// head message expires, the unused queue expires.
     fn next_deadline(&self) -> Option<Instant> {
         let due = self.delayed.keys().next().map(|(t, _)| *t);
-        let head = self.store.head_expiry();
+        let head = self.store.head_expiry().map(|t| t + EXPIRY_GRAIN);
         let unused = match (self.args.expires, self.consumers.is_empty()) {
             (Some(e), true) => Some(self.last_used + e),
             _ => None,
@@ -190,9 +211,15 @@ impl QueueActor {
         }
     }
 
-    /// Dead-letters expired messages at the head, so none is ever delivered.
+    /// Dead-letters expired messages at the head, so none is ever delivered. Expiry has
+    /// millisecond granularity, as in RabbitMQ: a TTL of 0 still reaches a consumer that can
+    /// take the message in the round it arrives.
     fn expire_head(&mut self, now: Instant) {
-        while self.store.head_expiry().is_some_and(|t| t <= now) {
+        while self
+            .store
+            .head_expiry()
+            .is_some_and(|t| t + EXPIRY_GRAIN <= now)
+        {
             match self.store.pop() {
                 Some(msg) => self.dead_letter(msg, Reason::Expired),
                 None => break,
@@ -297,6 +324,21 @@ impl QueueActor {
                 }
             }
             QueueCmd::Touch => self.last_used = Instant::now(),
+            QueueCmd::Snapshot(reply) => {
+                let delivered: Vec<u64> = self
+                    .unacked
+                    .keys()
+                    .copied()
+                    .chain(
+                        self.delayed
+                            .values()
+                            .filter(|m| m.redelivered)
+                            .map(|m| m.seq),
+                    )
+                    .collect();
+                self.store.snapshot_delivered(&delivered);
+                let _ = reply.send(());
+            }
             QueueCmd::Wake => {}
         }
     }
@@ -330,6 +372,11 @@ impl QueueActor {
             if let Some(token) = confirm {
                 token.resolve(false);
             }
+            // A dead letter handed over to this queue is gone (or dead-lettered on from here):
+            // its stored copy at the source must not come back after a restart.
+            if let (Some(from), Some(disk)) = (handoff, self.store.disk()) {
+                disk.remove_messages(from.0, &[from.1]);
+            }
             if self.args.overflow == Overflow::RejectPublishDlx {
                 self.dead_letter(msg, Reason::Maxlen);
             }
@@ -340,17 +387,13 @@ impl QueueActor {
             None => self.store.push(msg),
         };
         if let Some(token) = confirm {
-            match self.store.disk() {
-                Some(disk) if written => disk.after_flush(move |ok| token.resolve(ok)),
-                _ => token.resolve(true),
+            if written {
+                self.confirms.push(token);
+            } else {
+                token.resolve(true);
             }
         }
-        while over(&*self.store, 0, 0, &self.args) {
-            match self.store.pop() {
-                Some(head) => self.dead_letter(head, Reason::Maxlen),
-                None => break,
-            }
-        }
+        self.trim();
     }
 
     /// Delivered messages come back: counted, maybe dead-lettered past the delivery limit,
@@ -390,6 +433,28 @@ impl QueueActor {
                     self.delayed.insert((now + delay, msg.seq), msg);
                 }
                 None => self.store.requeue(msg),
+            }
+        }
+        self.trim();
+    }
+
+    /// Drop-head: while over a length limit, the oldest messages are dead-lettered (`maxlen`).
+    fn trim(&mut self) {
+        if self.args.overflow != Overflow::DropHead {
+            return;
+        }
+        while self
+            .args
+            .max_length
+            .is_some_and(|m| self.store.len() as u64 > m)
+            || self
+                .args
+                .max_length_bytes
+                .is_some_and(|m| self.store.bytes() > m)
+        {
+            match self.store.pop() {
+                Some(head) => self.dead_letter(head, Reason::Maxlen),
+                None => break,
             }
         }
     }

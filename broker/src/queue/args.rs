@@ -107,6 +107,40 @@ fn int(arg: &str, queue: &str, v: &AMQPValue, min: i128) -> AmqpResult<u64> {
     u64::try_from(n).map_err(|_| invalid(arg, queue, format_args!("{{value_too_large,{n}}}")))
 }
 
+/// RabbitMQ's ceiling for TTLs: ten years in milliseconds.
+pub const MAX_TTL_MS: u64 = 315_360_000_000;
+
+fn ttl(arg: &str, queue: &str, v: &AMQPValue) -> AmqpResult<u64> {
+    let ms = int(arg, queue, v, 0)?;
+    if ms > MAX_TTL_MS {
+        return Err(invalid(
+            arg,
+            queue,
+            format_args!("{{value_too_large,{ms}}}"),
+        ));
+    }
+    Ok(ms)
+}
+
+/// The arguments RabbitMQ compares when a queue is redeclared; others are not compared.
+pub const COMPARED: &[&str] = &[
+    "x-message-ttl",
+    "x-expires",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-overflow",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-max-priority",
+    "x-queue-type",
+    "x-queue-mode",
+    "x-single-active-consumer",
+    "x-delivery-limit",
+    "x-delayed-retry-type",
+    "x-delayed-retry-min",
+    "x-delayed-retry-max",
+];
+
 fn string(arg: &str, queue: &str, v: &AMQPValue) -> AmqpResult<String> {
     as_str(v).ok_or_else(|| {
         invalid(
@@ -125,9 +159,9 @@ impl QueueArgs {
         for (key, v) in table.inner() {
             let k = key.as_str();
             match k {
-                "x-message-ttl" => a.message_ttl = Some(Duration::from_millis(int(k, queue, v, 0)?)),
+                "x-message-ttl" => a.message_ttl = Some(Duration::from_millis(ttl(k, queue, v)?)),
                 "x-expires" => {
-                    let ms = int(k, queue, v, 0)?;
+                    let ms = ttl(k, queue, v)?;
                     if ms == 0 {
                         return Err(invalid(k, queue, "{value_zero,0}"));
                     }
@@ -226,8 +260,15 @@ pub fn parse_expiration(s: &str) -> AmqpResult<u64> {
             )));
         }
     }
-    s.parse::<u64>()
-        .map_err(|_| AmqpError::precondition(format_args!("invalid expiration '{s}': no_integer")))
+    let ms = s.parse::<u64>().map_err(|_| {
+        AmqpError::precondition(format_args!("invalid expiration '{s}': no_integer"))
+    })?;
+    if ms > MAX_TTL_MS {
+        return Err(AmqpError::precondition(format_args!(
+            "invalid expiration '{s}': {{value_too_large,{ms}}}"
+        )));
+    }
+    Ok(ms)
 }
 
 #[cfg(test)]

@@ -221,7 +221,7 @@ pub enum QueueCmd {
         handoff: Option<(u64, u64)>,
     },
     /// Several publishes from one connection's read batch, in order.
-    PublishMany(Vec<(Arc<Message>, Option<ConfirmToken>)>),
+    PublishMany(Vec<Publishing>),
     /// Add a consumer.
     Consume {
         consumer: Consumer,
@@ -256,9 +256,14 @@ pub enum QueueCmd {
         if_empty: bool,
         reply: oneshot::Sender<AmqpResult<u32>>,
     },
+    /// Clean shutdown: record delivered messages in the store, then reply.
+    Snapshot(oneshot::Sender<()>),
     /// Capacity freed somewhere (a connection wrote, a channel acked): try to deliver again.
     Wake,
 }
+
+/// One publish in a `QueueCmd::PublishMany` batch, with its confirm if the queue owes one.
+pub type Publishing = (Arc<Message>, Option<ConfirmToken>);
 
 /// Counts reported by queue.declare-ok.
 #[derive(Debug, Clone, Copy, Default)]

@@ -28,12 +28,15 @@ use crate::message::Message;
 use crate::protocol::{
     write_heartbeat, write_method, CodecError, Frame, FrameCodec, FRAME_MIN_SIZE, PROTOCOL_HEADER,
 };
-use crate::queue::{ConfirmToken, ConnEvent, ConnSender, QueueCmd, QueueHandle};
+use crate::queue::{ConfirmToken, ConnEvent, ConnSender, Publishing, QueueCmd, QueueHandle};
 
 /// Output bytes buffered before the connection stops reading from its client.
 const OUT_HIGH_WATER: usize = 1 << 20;
 /// How long a closing connection waits for the client's close-ok.
 const CLOSE_WAIT: Duration = Duration::from_secs(3);
+/// After a framing error no close-ok can be parsed: the close frame gets this long to reach
+/// the client before the socket is closed.
+const CORRUPT_WAIT: Duration = Duration::from_millis(500);
 
 /// The state of one connection after the handshake.
 pub(crate) struct Connection {
@@ -58,7 +61,7 @@ pub(crate) struct Connection {
     /// Queues to wake once the current batch is handled (capacity was freed).
     pub to_wake: Vec<QueueHandle>,
     /// Publishes routed in this read batch, per queue, sent as one command per queue.
-    pub pending: Vec<(QueueHandle, Vec<(Arc<Message>, Option<ConfirmToken>)>)>,
+    pub pending: Vec<(QueueHandle, Vec<Publishing>)>,
     /// Set once the connection is finished: after close-ok either way.
     done: bool,
     /// Set when the broker sent connection.close and waits for close-ok.
@@ -448,13 +451,14 @@ impl Connection {
                         }
                     }
                 }
+                _ = tokio::time::sleep_until(
+                        self.closing_since.map_or_else(Instant::now, |t| t + if corrupt { CORRUPT_WAIT } else { CLOSE_WAIT })
+                    ), if self.closing_since.is_some() => {
+                    // The client did not answer our connection.close in time.
+                    return;
+                }
                 _ = ticker.tick() => {
                     let now = Instant::now();
-                    if let Some(since) = self.closing_since {
-                        if now - since > CLOSE_WAIT {
-                            return;
-                        }
-                    }
                     if heartbeat != 0 {
                         if now - last_read > beat * 4 {
                             info!("missed heartbeats from client, closing");

@@ -198,6 +198,7 @@ async fn serve(
     tracker.close();
     tracker.wait().await;
     if let Some(disk) = ctx.vhost.disk() {
+        ctx.vhost.snapshot().await;
         disk.close_cleanly();
     }
     info!("broker stopped");

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::message::Message;
 use crate::queue::dead_letter::DeathLog;
+use crate::store::StoredMessage;
 
 const FORMAT: &[u8] = b"warren-store-1";
 
@@ -110,16 +111,63 @@ fn msg_key(queue: u64, seq: u64) -> [u8; 16] {
     k
 }
 
-/// Encodes a message for `msgs`: version, exchange, routing key, properties as the publisher
-/// encoded them, body.
-pub fn encode_message(m: &Message) -> Vec<u8> {
+/// What a stored record says about its message besides the message itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordMeta {
+    /// When it expires, in Unix milliseconds (TTLs keep counting across restarts).
+    pub expires_unix_ms: Option<u64>,
+    /// Failed deliveries so far, as the broker counted them.
+    pub delivery_count: u32,
+}
+
+fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl RecordMeta {
+    /// The meta of a message held in memory.
+    pub fn of(msg: &StoredMessage) -> Self {
+        let now = std::time::Instant::now();
+        RecordMeta {
+            expires_unix_ms: msg
+                .expires_at
+                .map(|t| unix_ms_now() + t.saturating_duration_since(now).as_millis() as u64),
+            delivery_count: msg.delivery_count,
+        }
+    }
+
+    /// The expiry as an instant of this process (in the past if it already passed).
+    pub fn expires_at(&self) -> Option<std::time::Instant> {
+        self.expires_unix_ms.map(|ms| {
+            let now_ms = unix_ms_now();
+            let now = std::time::Instant::now();
+            if ms > now_ms {
+                now + std::time::Duration::from_millis(ms - now_ms)
+            } else {
+                now.checked_sub(std::time::Duration::from_millis(now_ms - ms))
+                    .unwrap_or(now)
+            }
+        })
+    }
+}
+
+/// Encodes a message for `msgs`: version 3, flags (bit 0: the x-death history is the broker's),
+/// expiry, delivery count, exchange, routing key, properties as the publisher encoded them,
+/// body.
+pub fn encode_message(msg: &StoredMessage) -> Vec<u8> {
+    let m = &msg.message;
+    let meta = RecordMeta::of(msg);
     let (x, rk) = (
         m.exchange.as_str().as_bytes(),
         m.routing_key.as_str().as_bytes(),
     );
-    let mut v = Vec::with_capacity(8 + x.len() + rk.len() + m.raw_properties.len() + m.body.len());
-    // Version 2 marks a message whose x-death history the broker wrote.
-    v.push(if m.death.is_some() { 2 } else { 1 });
+    let mut v = Vec::with_capacity(22 + x.len() + rk.len() + m.raw_properties.len() + m.body.len());
+    v.push(3);
+    v.push(u8::from(m.death.is_some()));
+    v.extend_from_slice(&meta.expires_unix_ms.unwrap_or(0).to_be_bytes());
+    v.extend_from_slice(&meta.delivery_count.to_be_bytes());
     v.push(x.len() as u8);
     v.extend_from_slice(x);
     v.push(rk.len() as u8);
@@ -130,15 +178,29 @@ pub fn encode_message(m: &Message) -> Vec<u8> {
     v
 }
 
+/// The meta of an encoded record, without decoding the message.
+pub fn record_meta(v: &[u8]) -> RecordMeta {
+    match v.first() {
+        Some(3) if v.len() >= 14 => {
+            let exp = u64::from_be_bytes(v[2..10].try_into().unwrap_or_default());
+            RecordMeta {
+                expires_unix_ms: (exp != 0).then_some(exp),
+                delivery_count: u32::from_be_bytes(v[10..14].try_into().unwrap_or_default()),
+            }
+        }
+        _ => RecordMeta::default(),
+    }
+}
+
 /// Decodes what `encode_message` wrote; `None` if it is not a message.
 pub fn decode_message(v: &[u8]) -> Option<Message> {
     let bytes = Bytes::copy_from_slice(v);
-    let trusted_death = match bytes.first() {
-        Some(1) => false,
-        Some(2) => true,
+    let (trusted_death, mut at) = match bytes.first() {
+        Some(1) => (false, 1),
+        Some(2) => (true, 1),
+        Some(3) => (bytes.get(1)? & 1 == 1, 14),
         _ => return None,
     };
-    let mut at = 1;
     let mut take = |n: usize| -> Option<Bytes> {
         let s = bytes.get(at..at + n)?;
         let out = bytes.slice_ref(s);
@@ -417,23 +479,24 @@ impl Disk {
     }
 
     /// Writes a persistent message of queue `queue` (not flushed: see `after_flush`).
-    pub fn put_message(&self, queue: u64, seq: u64, m: &Message) -> bool {
+    pub fn put_message(&self, queue: u64, msg: &StoredMessage) -> bool {
         self.msgs
-            .insert(msg_key(queue, seq), encode_message(m))
+            .insert(msg_key(queue, msg.seq), encode_message(msg))
             .is_ok()
     }
 
     /// Writes `m` as message `seq` of `queue` and removes the stored copy `from` (queue id,
     /// sequence) in one atomic batch: a dead-lettered message is in exactly one place.
-    pub fn move_message(&self, from: (u64, u64), queue: u64, seq: u64, m: &Message) -> bool {
+    pub fn move_message(&self, from: (u64, u64), queue: u64, msg: &StoredMessage) -> bool {
         let mut batch = sled::Batch::default();
         batch.remove(&msg_key(from.0, from.1)[..]);
-        if m.is_persistent() {
-            batch.insert(&msg_key(queue, seq)[..], encode_message(m));
+        let persistent = msg.message.is_persistent();
+        if persistent {
+            batch.insert(&msg_key(queue, msg.seq)[..], encode_message(msg));
         }
         let ok = self.msgs.apply_batch(batch).is_ok();
         let _ = self.dlv.remove(msg_key(from.0, from.1));
-        ok && m.is_persistent()
+        ok && persistent
     }
 
     /// Reads one message back.
@@ -489,6 +552,33 @@ impl Disk {
                 f(seq, unclean || delivered.contains(&seq), &v);
             }
         }
+        // The marks now live in memory (as redelivered flags); the next clean shutdown writes
+        // them again.
+        let mut batch = sled::Batch::default();
+        for k in self.dlv.scan_prefix(prefix).keys().flatten() {
+            batch.remove(k);
+        }
+        let _ = self.dlv.apply_batch(batch);
+    }
+
+    /// Applies a batch of message writes and removals (one call per queue per delivery round).
+    pub fn apply(&self, batch: sled::Batch) -> bool {
+        self.msgs.apply_batch(batch).is_ok()
+    }
+
+    /// The key of message `seq` of `queue`.
+    pub fn key(queue: u64, seq: u64) -> [u8; 16] {
+        msg_key(queue, seq)
+    }
+
+    /// At a clean shutdown: records which stored messages were delivered before, so the next
+    /// start flags exactly those redelivered.
+    pub fn mark_delivered_many(&self, queue: u64, seqs: impl IntoIterator<Item = u64>) {
+        let mut batch = sled::Batch::default();
+        for seq in seqs {
+            batch.insert(&msg_key(queue, seq)[..], &[][..]);
+        }
+        let _ = self.dlv.apply_batch(batch);
     }
 
     /// Removes several messages of a queue in one batch.
@@ -570,12 +660,13 @@ mod tests {
     #[test]
     fn message_encoding_round_trips() {
         let m = message("hello");
-        let back = decode_message(&encode_message(&m)).unwrap();
+        let stored = StoredMessage::new(1, Arc::new(m.clone()), None);
+        let back = decode_message(&encode_message(&stored)).unwrap();
         assert_eq!(back.body, m.body);
         assert_eq!(back.properties, m.properties);
         assert_eq!(back.routing_key, m.routing_key);
         assert!(decode_message(&[9, 9, 9]).is_none());
-        assert!(decode_message(&encode_message(&m)[..5]).is_none());
+        assert!(decode_message(&encode_message(&stored)[..5]).is_none());
     }
 
     #[test]
@@ -591,7 +682,10 @@ mod tests {
                 arguments: FieldTable::default(),
             });
             for seq in 1..=3 {
-                disk.put_message(7, seq, &message(&format!("m{seq}")));
+                disk.put_message(
+                    7,
+                    &StoredMessage::new(seq, Arc::new(message(&format!("m{seq}"))), None),
+                );
             }
             disk.mark_delivered(7, 2);
             disk.remove_message(7, 1);

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::disk::{decode_message, Disk};
+use super::disk::{decode_message, encode_message, record_meta, Disk};
 use super::{QueueStore, StoredMessage};
 
 /// Body bytes a durable queue keeps in memory before new persistent messages live on disk only.
@@ -32,6 +32,12 @@ pub struct DurableQueueStore {
     mem_bytes: usize,
     /// Body bytes of all ready messages, in memory or not.
     bytes: u64,
+    /// Writes and removals of this delivery round, applied by `commit` as one sled batch.
+    batch: sled::Batch,
+    /// Whether `batch` holds anything.
+    dirty: bool,
+    /// Entries written this round whose bodies go out of memory once the batch is applied.
+    page_out: Vec<u64>,
 }
 
 impl DurableQueueStore {
@@ -43,6 +49,9 @@ impl DurableQueueStore {
             ready: VecDeque::new(),
             mem_bytes: 0,
             bytes: 0,
+            batch: sled::Batch::default(),
+            dirty: false,
+            page_out: Vec::new(),
         }
     }
 
@@ -53,6 +62,7 @@ impl DurableQueueStore {
         let mut next = 1;
         disk.load_queue(id, unclean, |seq, redelivered, value| {
             next = seq + 1;
+            let meta = record_meta(value);
             let message = if store.mem_bytes < MEMORY_BUDGET {
                 decode_message(value).map(|m| {
                     store.mem_bytes += m.body_len();
@@ -70,8 +80,8 @@ impl DurableQueueStore {
                 seq,
                 redelivered,
                 persistent: true,
-                delivery_count: message.as_deref().map_or(0, delivery_count_of),
-                expires_at: None,
+                delivery_count: meta.delivery_count,
+                expires_at: meta.expires_at(),
                 size,
                 message,
             });
@@ -82,15 +92,19 @@ impl DurableQueueStore {
 
 impl QueueStore for DurableQueueStore {
     fn push(&mut self, msg: StoredMessage) -> bool {
-        let persistent = msg.message.is_persistent();
-        let mut written = false;
-        if persistent {
-            written = self.disk.put_message(self.id, msg.seq, &msg.message);
+        let written = msg.message.is_persistent();
+        if written {
+            self.batch
+                .insert(&Disk::key(self.id, msg.seq)[..], encode_message(&msg));
+            self.dirty = true;
         }
-        let keep = !persistent || !written || self.mem_bytes < MEMORY_BUDGET;
+        let keep = !written || self.mem_bytes < MEMORY_BUDGET;
         let size = msg.message.body_len();
         if keep {
             self.mem_bytes += size;
+        } else {
+            // Keep the body until the batch is on its way to disk, then let it go.
+            self.page_out.push(msg.seq);
         }
         self.bytes += size as u64;
         self.ready.push_back(Entry {
@@ -100,13 +114,14 @@ impl QueueStore for DurableQueueStore {
             delivery_count: msg.delivery_count,
             expires_at: msg.expires_at,
             size: size as u32,
-            message: keep.then_some(msg.message),
+            message: Some(msg.message),
         });
         written
     }
 
     fn push_moved(&mut self, msg: StoredMessage, from: (u64, u64)) -> bool {
-        let written = self.disk.move_message(from, self.id, msg.seq, &msg.message);
+        self.commit();
+        let written = self.disk.move_message(from, self.id, &msg);
         let size = msg.message.body_len();
         self.mem_bytes += size;
         self.bytes += size as u64;
@@ -125,17 +140,14 @@ impl QueueStore for DurableQueueStore {
     fn pop(&mut self) -> Option<StoredMessage> {
         while let Some(e) = self.ready.pop_front() {
             self.bytes -= u64::from(e.size).min(self.bytes);
-            let mut delivery_count = e.delivery_count;
+            let delivery_count = e.delivery_count;
             let message = match e.message {
                 Some(m) => {
                     self.mem_bytes -= m.body_len().min(self.mem_bytes);
                     m
                 }
                 None => match self.disk.get_message(self.id, e.seq) {
-                    Some(m) => {
-                        delivery_count = delivery_count.max(delivery_count_of(&m));
-                        Arc::new(m)
-                    }
+                    Some(m) => Arc::new(m),
                     // Unreadable on disk: nothing to deliver; skip it rather than stall.
                     None => continue,
                 },
@@ -173,19 +185,50 @@ impl QueueStore for DurableQueueStore {
         }
     }
 
-    fn delivered(&mut self, msg: &StoredMessage) {
-        if msg.message.is_persistent() {
-            self.disk.mark_delivered(self.id, msg.seq);
-        }
+    fn delivered(&mut self, _msg: &StoredMessage) {
+        // Recorded only at a clean shutdown (`snapshot_delivered`): after a crash every
+        // recovered message is flagged redelivered anyway.
     }
 
     fn settle(&mut self, msg: &StoredMessage) {
         if msg.message.is_persistent() {
-            self.disk.remove_message(self.id, msg.seq);
+            self.batch.remove(&Disk::key(self.id, msg.seq)[..]);
+            self.dirty = true;
         }
     }
 
+    fn commit(&mut self) {
+        if self.dirty {
+            self.disk.apply(std::mem::take(&mut self.batch));
+            self.dirty = false;
+        }
+        if !self.page_out.is_empty() {
+            let from = self.page_out[0];
+            for e in self.ready.iter_mut().rev() {
+                if e.seq < from {
+                    break;
+                }
+                if e.message.is_some() && self.page_out.binary_search(&e.seq).is_ok() {
+                    e.message = None;
+                }
+            }
+            self.page_out.clear();
+        }
+    }
+
+    fn snapshot_delivered(&mut self, unacked: &[u64]) {
+        self.commit();
+        let ready = self
+            .ready
+            .iter()
+            .filter(|e| e.persistent && e.redelivered)
+            .map(|e| e.seq);
+        self.disk
+            .mark_delivered_many(self.id, unacked.iter().copied().chain(ready));
+    }
+
     fn purge(&mut self) -> usize {
+        self.commit();
         let n = self.ready.len();
         let seqs: Vec<u64> = self
             .ready
@@ -214,7 +257,9 @@ impl QueueStore for DurableQueueStore {
 
     fn rewrite(&mut self, msg: &StoredMessage) {
         if msg.message.is_persistent() {
-            self.disk.put_message(self.id, msg.seq, &msg.message);
+            self.batch
+                .insert(&Disk::key(self.id, msg.seq)[..], encode_message(msg));
+            self.dirty = true;
         }
     }
 
@@ -223,6 +268,8 @@ impl QueueStore for DurableQueueStore {
     }
 
     fn destroy(&mut self) {
+        self.batch = sled::Batch::default();
+        self.dirty = false;
         self.ready.clear();
         self.mem_bytes = 0;
         self.bytes = 0;
@@ -230,22 +277,13 @@ impl QueueStore for DurableQueueStore {
     }
 }
 
-/// The `x-delivery-count` header of a message (how often it was returned before).
-pub fn delivery_count_of(m: &crate::message::Message) -> u32 {
-    m.properties
-        .headers()
-        .as_ref()
-        .and_then(|h| h.inner().get("x-delivery-count"))
-        .and_then(crate::queue::args::as_int)
-        .map_or(0, |n| n.clamp(0, i128::from(u32::MAX)) as u32)
-}
-
 /// The body length of an encoded message without decoding its properties.
 fn encoded_body_len(v: &[u8]) -> usize {
     (|| {
-        let xl = *v.get(1)? as usize;
-        let rl = *v.get(2 + xl)? as usize;
-        let at = 3 + xl + rl;
+        let base = if v.first() == Some(&3) { 14 } else { 1 };
+        let xl = *v.get(base)? as usize;
+        let rl = *v.get(base + 1 + xl)? as usize;
+        let at = base + 2 + xl + rl;
         let pl = u32::from_be_bytes(v.get(at..at + 4)?.try_into().ok()?) as usize;
         Some(v.len().saturating_sub(at + 4 + pl))
     })()
@@ -385,6 +423,8 @@ mod tests {
                 }
                 _ => {
                     // Restart: unacked messages return to the queue; transient ones are gone.
+                    let delivered: Vec<u64> = unacked.keys().copied().collect();
+                    store.snapshot_delivered(&delivered);
                     drop(store);
                     if let Some(d) = disk.take() {
                         d.close_cleanly();
@@ -401,6 +441,7 @@ mod tests {
                     assert_eq!(store.len(), model.len(), "step {step}: recovered count");
                 }
             }
+            store.commit();
             let ready = model.len() - unacked.len();
             assert_eq!(store.len(), ready, "step {step}: ready count");
         }

@@ -80,6 +80,12 @@ pub trait QueueStore: Send {
     fn head_expiry(&self) -> Option<Instant>;
     /// Rewrites a stored message after its content changed (delivery count header).
     fn rewrite(&mut self, _msg: &StoredMessage) {}
+    /// Makes this round's writes durable-to-be: applies buffered writes so the next flush
+    /// covers them. Called once per delivery round, before confirms are registered.
+    fn commit(&mut self) {}
+    /// Clean shutdown: remembers which messages were delivered before (`unacked`, and ready
+    /// ones flagged redelivered), so a restart flags exactly those.
+    fn snapshot_delivered(&mut self, _unacked: &[u64]) {}
     /// No ready messages.
     fn is_empty(&self) -> bool {
         self.len() == 0

@@ -7,8 +7,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::disk::{decode_message, Disk};
-use super::durable::delivery_count_of;
+use super::disk::{decode_message, record_meta, Disk};
 use super::{QueueStore, StoredMessage};
 
 /// Ready messages by priority level.
@@ -38,9 +37,10 @@ impl PriorityQueueStore {
         disk.load_queue(id, unclean, |seq, redelivered, value| {
             next = seq + 1;
             if let Some(m) = decode_message(value) {
-                let mut msg = StoredMessage::new(seq, Arc::new(m), None);
+                let meta = record_meta(value);
+                let mut msg = StoredMessage::new(seq, Arc::new(m), meta.expires_at());
                 msg.redelivered = redelivered;
-                msg.delivery_count = delivery_count_of(&msg.message);
+                msg.delivery_count = meta.delivery_count;
                 store.insert(msg, false);
             }
         });
@@ -72,7 +72,7 @@ impl PriorityQueueStore {
 impl QueueStore for PriorityQueueStore {
     fn push(&mut self, msg: StoredMessage) -> bool {
         let written = match (&self.disk, msg.message.is_persistent()) {
-            (Some((disk, id)), true) => disk.put_message(*id, msg.seq, &msg.message),
+            (Some((disk, id)), true) => disk.put_message(*id, &msg),
             _ => false,
         };
         self.insert(msg, true);
@@ -81,7 +81,7 @@ impl QueueStore for PriorityQueueStore {
 
     fn push_moved(&mut self, msg: StoredMessage, from: (u64, u64)) -> bool {
         let written = match &self.disk {
-            Some((disk, id)) => disk.move_message(from, *id, msg.seq, &msg.message),
+            Some((disk, id)) => disk.move_message(from, *id, &msg),
             None => false,
         };
         self.insert(msg, true);
@@ -99,9 +99,17 @@ impl QueueStore for PriorityQueueStore {
         self.insert(msg, false);
     }
 
-    fn delivered(&mut self, msg: &StoredMessage) {
-        if let (Some((disk, id)), true) = (&self.disk, msg.message.is_persistent()) {
-            disk.mark_delivered(*id, msg.seq);
+    fn delivered(&mut self, _msg: &StoredMessage) {}
+
+    fn snapshot_delivered(&mut self, unacked: &[u64]) {
+        if let Some((disk, id)) = &self.disk {
+            let ready = self
+                .levels
+                .iter()
+                .flatten()
+                .filter(|m| m.redelivered && m.message.is_persistent())
+                .map(|m| m.seq);
+            disk.mark_delivered_many(*id, unacked.iter().copied().chain(ready));
         }
     }
 
@@ -143,7 +151,7 @@ impl QueueStore for PriorityQueueStore {
 
     fn rewrite(&mut self, msg: &StoredMessage) {
         if let (Some((disk, id)), true) = (&self.disk, msg.message.is_persistent()) {
-            disk.put_message(*id, msg.seq, &msg.message);
+            disk.put_message(*id, &msg);
         }
     }
 

@@ -1,0 +1,216 @@
+//! `warren perf sink`: a fake broker that speaks just enough AMQP for `warren perf` and does
+//! nothing else: publishes are discarded (and confirmed), consumers get pre-encoded deliveries
+//! as fast as the socket takes them. Running a scenario against it measures the load
+//! generator's own ceiling.
+
+use std::net::SocketAddr;
+
+use amq_protocol::protocol::{
+    basic, channel, confirm, connection, queue, AMQPClass, BasicProperties,
+};
+use amq_protocol::types::FieldTable;
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use warren_broker::protocol::{
+    decode_frame, encode_properties, write_content, write_method, Frame,
+};
+
+#[derive(clap::Args, Clone)]
+pub struct SinkArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:5699")]
+    pub bind: SocketAddr,
+    /// Body size of the deliveries pushed to consumers.
+    #[arg(short = 's', long, default_value_t = 16)]
+    pub size: usize,
+}
+
+pub async fn run(a: SinkArgs) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(a.bind).await?;
+    println!("warren perf sink: listening on {}", listener.local_addr()?);
+    loop {
+        let (s, _) = listener.accept().await?;
+        let size = a.size;
+        tokio::spawn(async move {
+            let _ = serve(s, size).await;
+        });
+    }
+}
+
+fn reply(out: &mut Vec<u8>, ch: u16, m: AMQPClass) {
+    write_method(out, ch, &m);
+}
+
+async fn serve(s: TcpStream, size: usize) -> anyhow::Result<()> {
+    s.set_nodelay(true)?;
+    let (mut rd, mut wr) = s.into_split();
+    let mut buf = BytesMut::with_capacity(1 << 20);
+    while buf.len() < 8 {
+        if rd.read_buf(&mut buf).await? == 0 {
+            return Ok(());
+        }
+    }
+    buf.advance(8);
+    let mut out = Vec::new();
+    reply(
+        &mut out,
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::Start(connection::Start {
+            version_major: 0,
+            version_minor: 9,
+            server_properties: FieldTable::default(),
+            mechanisms: "PLAIN".into(),
+            locales: "en_US".into(),
+        })),
+    );
+    wr.write_all(&out).await?;
+    let mut confirm_mode = false;
+    let mut publishes: u64 = 0;
+    let mut consuming: Option<Vec<u8>> = None;
+    let mut tag: u64 = 0;
+    loop {
+        out.clear();
+        // Parse everything buffered; publishes are counted by their method frame alone.
+        loop {
+            if buf.len() >= 7 {
+                let size = u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]) as usize;
+                if buf.len() >= size + 8 && buf[0] != 1 {
+                    buf.advance(size + 8);
+                    continue;
+                }
+                if buf.len() >= size + 8 && size >= 4 && buf[7..11] == [0, 60, 0, 40] {
+                    publishes += 1;
+                    buf.advance(size + 8);
+                    continue;
+                }
+                if buf.len() >= size + 8 && size >= 4 && buf[7..11] == [0, 60, 0, 80] {
+                    buf.advance(size + 8);
+                    continue;
+                }
+            }
+            match decode_frame(&mut buf, 1 << 24)? {
+                None => break,
+                Some(Frame::Method(ch, m)) => match *m {
+                    AMQPClass::Connection(connection::AMQPMethod::StartOk(_)) => reply(
+                        &mut out,
+                        0,
+                        AMQPClass::Connection(connection::AMQPMethod::Tune(connection::Tune {
+                            channel_max: 2047,
+                            frame_max: 131_072,
+                            heartbeat: 0,
+                        })),
+                    ),
+                    AMQPClass::Connection(connection::AMQPMethod::Open(_)) => reply(
+                        &mut out,
+                        0,
+                        AMQPClass::Connection(connection::AMQPMethod::OpenOk(
+                            connection::OpenOk {},
+                        )),
+                    ),
+                    AMQPClass::Connection(connection::AMQPMethod::Close(_)) => {
+                        reply(
+                            &mut out,
+                            0,
+                            AMQPClass::Connection(connection::AMQPMethod::CloseOk(
+                                connection::CloseOk {},
+                            )),
+                        );
+                        wr.write_all(&out).await?;
+                        return Ok(());
+                    }
+                    AMQPClass::Channel(channel::AMQPMethod::Open(_)) => reply(
+                        &mut out,
+                        ch,
+                        AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
+                    ),
+                    AMQPClass::Queue(queue::AMQPMethod::Declare(d)) => reply(
+                        &mut out,
+                        ch,
+                        AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
+                            queue: d.queue,
+                            message_count: 0,
+                            consumer_count: 0,
+                        })),
+                    ),
+                    AMQPClass::Queue(queue::AMQPMethod::Delete(_)) => {}
+                    AMQPClass::Confirm(confirm::AMQPMethod::Select(_)) => {
+                        confirm_mode = true;
+                        reply(
+                            &mut out,
+                            ch,
+                            AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})),
+                        )
+                    }
+                    AMQPClass::Basic(basic::AMQPMethod::Qos(_)) => reply(
+                        &mut out,
+                        ch,
+                        AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})),
+                    ),
+                    AMQPClass::Basic(basic::AMQPMethod::Consume(_)) => {
+                        reply(
+                            &mut out,
+                            ch,
+                            AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
+                                consumer_tag: "sink".into(),
+                            })),
+                        );
+                        let mut d = Vec::new();
+                        write_content(
+                            &mut d,
+                            ch,
+                            &encode_properties(&BasicProperties::default()),
+                            &vec![b'x'; size],
+                            131_072,
+                        );
+                        consuming = Some(d);
+                    }
+                    _ => {}
+                },
+                Some(_) => {}
+            }
+        }
+        if confirm_mode && publishes > 0 {
+            reply(
+                &mut out,
+                1,
+                AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+                    delivery_tag: publishes,
+                    multiple: true,
+                })),
+            );
+        }
+        if let Some(content) = &consuming {
+            // Push a batch of deliveries every round.
+            for _ in 0..256 {
+                tag += 1;
+                write_method(
+                    &mut out,
+                    1,
+                    &AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+                        consumer_tag: "sink".into(),
+                        delivery_tag: tag,
+                        redelivered: false,
+                        exchange: "".into(),
+                        routing_key: "q".into(),
+                    })),
+                );
+                out.extend_from_slice(content);
+            }
+        }
+        if !out.is_empty() {
+            wr.write_all(&out).await?;
+        }
+        if consuming.is_some() {
+            // Do not block on reads while pushing; take what is there.
+            match rd.try_read_buf(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e.into()),
+            }
+        } else if rd.read_buf(&mut buf).await? == 0 {
+            return Ok(());
+        }
+    }
+}
