@@ -289,6 +289,7 @@ impl Disk {
             .path(path)
             .cache_capacity(cache_bytes)
             .flush_every_ms(Some(200))
+            .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(sled_err)?;
         let meta = db.open_tree("meta").map_err(sled_err)?;
