@@ -197,9 +197,10 @@ impl QueueStore for DurableQueueStore {
         }
     }
 
-    fn commit(&mut self) {
+    fn commit(&mut self) -> bool {
+        let mut ok = true;
         if self.dirty {
-            self.disk.apply(std::mem::take(&mut self.batch));
+            ok = self.disk.apply(std::mem::take(&mut self.batch));
             self.dirty = false;
         }
         if !self.page_out.is_empty() {
@@ -214,6 +215,7 @@ impl QueueStore for DurableQueueStore {
             }
             self.page_out.clear();
         }
+        ok
     }
 
     fn snapshot_delivered(&mut self, unacked: &[u64]) {

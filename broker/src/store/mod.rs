@@ -81,8 +81,11 @@ pub trait QueueStore: Send {
     /// Rewrites a stored message after its content changed (delivery count header).
     fn rewrite(&mut self, _msg: &StoredMessage) {}
     /// Makes this round's writes durable-to-be: applies buffered writes so the next flush
-    /// covers them. Called once per delivery round, before confirms are registered.
-    fn commit(&mut self) {}
+    /// covers them. Called once per delivery round, before confirms are registered. Returns
+    /// false if the write failed (the round's publishes are then nacked).
+    fn commit(&mut self) -> bool {
+        true
+    }
     /// Clean shutdown: remembers which messages were delivered before (`unacked`, and ready
     /// ones flagged redelivered), so a restart flags exactly those.
     fn snapshot_delivered(&mut self, _unacked: &[u64]) {}

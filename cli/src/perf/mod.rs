@@ -115,6 +115,12 @@ pub struct LatencyArgs {
     /// Body size in bytes (at least 8: the send timestamp).
     #[arg(short = 's', long, default_value_t = 16)]
     pub size: usize,
+    /// Persistent messages on a durable queue.
+    #[arg(long)]
+    pub persistent: bool,
+    /// Publisher confirms, and report confirm latency (publish to basic.ack) too.
+    #[arg(long)]
+    pub confirm: bool,
 }
 
 #[derive(clap::Args, Clone)]
@@ -252,6 +258,24 @@ async fn produce(
         }
     }
     Ok(())
+}
+
+/// Records the latency of every publish confirmed since the last call.
+fn take_confirms(
+    scan: &mut Scan,
+    upto: &mut u64,
+    unconfirmed: &mut std::collections::VecDeque<u64>,
+    out: &mut Vec<u64>,
+    base: Instant,
+) {
+    let now = base.elapsed().as_nanos() as u64;
+    while *upto < scan.acked_upto {
+        match unconfirmed.pop_front() {
+            Some(sent) => out.push(now.saturating_sub(sent)),
+            None => break,
+        }
+        *upto += 1;
+    }
 }
 
 /// Scans frames already in the buffer (no read).
@@ -554,7 +578,15 @@ async fn latency(a: LatencyArgs) -> anyhow::Result<()> {
         anyhow::Ok(samples)
     });
     let mut producer = Wire::connect(&url).await?;
-    let template = encode_publish("", &q, false, &vec![0u8; size], producer.frame_max);
+    if a.confirm {
+        producer.confirm_select().await?;
+    }
+    let template = encode_publish("", &q, a.persistent, &vec![0u8; size], producer.frame_max);
+    // Confirm latency: send time of every unconfirmed publish, oldest first.
+    let mut unconfirmed: std::collections::VecDeque<u64> = std::collections::VecDeque::new();
+    let mut confirm_samples: Vec<u64> = Vec::new();
+    let mut scan = Scan::default();
+    let mut confirmed_upto = 0u64;
     // The body is the last bytes before the final frame-end octet.
     let ts_at = template.len() - 1 - size;
     let started = Instant::now();
@@ -574,7 +606,40 @@ async fn latency(a: LatencyArgs) -> anyhow::Result<()> {
             out[at + ts_at..at + ts_at + 8].copy_from_slice(&now.to_be_bytes());
         }
         producer.wr.write_all(&out).await?;
+        if a.confirm {
+            unconfirmed.extend(std::iter::repeat_n(now, (due - sent) as usize));
+            while let Ok(n) = producer.rd.try_read_buf(&mut producer.buf) {
+                if n == 0 {
+                    bail!("the broker closed the connection");
+                }
+            }
+            drain_buffered(&mut producer, &mut scan);
+            take_confirms(
+                &mut scan,
+                &mut confirmed_upto,
+                &mut unconfirmed,
+                &mut confirm_samples,
+                base,
+            );
+        }
         sent = due;
+    }
+    if a.confirm {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while confirmed_upto < sent && Instant::now() < deadline {
+            let _ = tokio::time::timeout(
+                Duration::from_millis(200),
+                producer.read_scan(&mut scan, |_| {}),
+            )
+            .await;
+            take_confirms(
+                &mut scan,
+                &mut confirmed_upto,
+                &mut unconfirmed,
+                &mut confirm_samples,
+                base,
+            );
+        }
     }
     stop.store(true, Ordering::Relaxed);
     let mut samples = collector.await.context("collector")??;
@@ -598,17 +663,29 @@ async fn latency(a: LatencyArgs) -> anyhow::Result<()> {
         pct(0.999),
         *samples.last().unwrap_or(&0) as f64 / 1e6,
     );
+    confirm_samples.sort_unstable();
+    let cpct = |p: f64| {
+        let n = confirm_samples.len();
+        (n > 0).then(|| confirm_samples[((n as f64 * p) as usize).min(n - 1)] as f64 / 1e6)
+    };
+    let (c50, c99) = (cpct(0.5), cpct(0.99));
     if a.common.json {
         println!(
             "{}",
             json!({"scenario": "latency", "rate": a.rate, "size": size, "samples": samples.len(),
-                   "p50_ms": p50, "p99_ms": p99, "p999_ms": p999, "max_ms": max})
+                   "persistent": a.persistent, "confirm": a.confirm,
+                   "p50_ms": p50, "p99_ms": p99, "p999_ms": p999, "max_ms": max,
+                   "confirm_p50_ms": c50, "confirm_p99_ms": c99})
         );
     } else {
         println!(
-            "latency at {} msg/s, {} samples: p50 {p50:.3} ms, p99 {p99:.3} ms, p99.9 {p999:.3} ms, max {max:.3} ms",
+            "latency at {} msg/s, {} samples: p50 {p50:.3} ms, p99 {p99:.3} ms, p99.9 {p999:.3} ms, max {max:.3} ms{}",
             a.rate,
-            samples.len()
+            samples.len(),
+            match (c50, c99) {
+                (Some(c50), Some(c99)) => format!("; confirms p50 {c50:.3} ms, p99 {c99:.3} ms"),
+                _ => String::new(),
+            }
         );
     }
     Ok(())
