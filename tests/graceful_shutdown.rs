@@ -18,7 +18,10 @@ async fn shutdown_closes_connections_with_connection_forced() {
     let stopping = tokio::spawn(broker.shutdown());
     let close = raw.expect_connection_close().await;
     assert_eq!(close.reply_code, 320, "{close:?}");
-    assert!(close.reply_text.starts_with("CONNECTION_FORCED - "), "{close:?}");
+    assert!(
+        close.reply_text.starts_with("CONNECTION_FORCED - "),
+        "{close:?}"
+    );
     tokio::time::timeout(Duration::from_secs(10), stopping)
         .await
         .expect("the broker stops once its clients answered")
@@ -31,14 +34,19 @@ async fn clients_beyond_the_connection_limit_wait_for_a_free_slot() {
         max_connections: 1,
         ..warren::Config::ephemeral()
     };
-    let broker = warren::Broker::start(config).await.expect("starting a broker");
+    let broker = warren::Broker::start(config)
+        .await
+        .expect("starting a broker");
     let first = RawConn::open(broker.local_addr()).await;
     // The second client connects (TCP backlog) but gets no connection.start while the
     // first holds the only slot.
     let addr = broker.local_addr();
     let second = tokio::spawn(async move { RawConn::open(addr).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!second.is_finished(), "a second connection was served beyond the limit");
+    assert!(
+        !second.is_finished(),
+        "a second connection was served beyond the limit"
+    );
     drop(first);
     tokio::time::timeout(Duration::from_secs(10), second)
         .await

@@ -1,5 +1,6 @@
 //! A published message as the broker holds it: shared by every queue it was routed to.
 
+use amq_protocol::protocol::basic::parse_properties;
 use amq_protocol::protocol::BasicProperties;
 use amq_protocol::types::{AMQPValue, ShortString};
 use bytes::Bytes;
@@ -8,17 +9,21 @@ use crate::protocol::encode_properties;
 use crate::queue::dead_letter::DeathLog;
 
 /// One published message. Queues hold it behind an `Arc`, so routing to many queues copies
-/// nothing; the body is a `Bytes` slice of what was read from the publisher's socket.
+/// nothing; the body is a `Bytes` slice of what was read from the publisher's socket. Only the
+/// encoded properties are kept (with the few fields queues need on every message): the parsed
+/// form is ~340 bytes, and queued messages should cost as little memory as possible.
 #[derive(Debug, Clone)]
 pub struct Message {
     /// The exchange it was published to (sent back in basic.deliver).
     pub exchange: ShortString,
     /// The routing key it was published with.
     pub routing_key: ShortString,
-    /// Parsed properties, for routing (headers), TTL and dead-lettering.
-    pub properties: BasicProperties,
     /// The properties as encoded by the publisher, re-sent verbatim on every delivery.
     pub raw_properties: Bytes,
+    /// delivery-mode 2.
+    persistent: bool,
+    /// The `priority` property (0 when absent).
+    priority: u8,
     /// The body.
     pub body: Bytes,
     /// The `expiration` property, parsed once at publish (milliseconds).
@@ -28,11 +33,11 @@ pub struct Message {
 }
 
 impl Message {
-    /// A message as published by a client.
+    /// A message as published; `properties` are `raw_properties` parsed.
     pub fn new(
         exchange: ShortString,
         routing_key: ShortString,
-        properties: BasicProperties,
+        properties: &BasicProperties,
         raw_properties: Bytes,
         body: Bytes,
     ) -> Self {
@@ -43,17 +48,25 @@ impl Message {
         Message {
             exchange,
             routing_key,
-            properties,
             raw_properties,
+            persistent: *properties.delivery_mode() == Some(2),
+            priority: properties.priority().unwrap_or(0),
             body,
             expiration_ms,
             death: None,
         }
     }
 
+    /// The properties, parsed from their encoded form (dead-lettering, rewriting headers).
+    pub fn properties(&self) -> BasicProperties {
+        parse_properties(&self.raw_properties[..])
+            .map(|(_, p)| p)
+            .unwrap_or_default()
+    }
+
     /// delivery-mode 2: the publisher asked for the message to survive a restart.
     pub fn is_persistent(&self) -> bool {
-        *self.properties.delivery_mode() == Some(2)
+        self.persistent
     }
 
     /// Body size, which is what RabbitMQ counts for byte limits.
@@ -63,17 +76,17 @@ impl Message {
 
     /// The `priority` property.
     pub fn priority(&self) -> u8 {
-        self.properties.priority().unwrap_or(0)
+        self.priority
     }
 
     /// A copy with one header set (re-encodes the properties).
     pub fn with_header(&self, key: &str, value: AMQPValue) -> Message {
-        let mut headers = self.properties.headers().clone().unwrap_or_default();
+        let properties = self.properties();
+        let mut headers = properties.headers().clone().unwrap_or_default();
         headers.insert(key.into(), value);
-        let properties = self.properties.clone().with_headers(headers);
+        let properties = properties.with_headers(headers);
         Message {
             raw_properties: encode_properties(&properties),
-            properties,
             ..self.clone()
         }
     }

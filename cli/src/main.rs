@@ -60,6 +60,10 @@ enum Command {
     Delete(cmd::delete::DeleteArgs),
     /// Remove every ready message from a queue.
     Purge(cmd::purge::PurgeArgs),
+    /// Peer-to-peer delivery over WebRTC data channels, signalled (and, when the direct path
+    /// cannot be had, relayed) through the broker.
+    #[command(subcommand)]
+    Peer(warren_peer::cli::PeerCommand),
     /// Measure a broker: throughput, latency, connections, backlog (works against any AMQP 0-9-1 broker).
     Perf(perf::PerfArgs),
 }
@@ -77,6 +81,7 @@ fn main() -> ExitCode {
         Command::Delete(args) => client::run(cmd::delete::run(args)),
         Command::Purge(args) => client::run(cmd::purge::run(args)),
         Command::Perf(args) => client::run(perf::run(args)),
+        Command::Peer(cmd) => client::run(warren_peer::cli::run(cmd)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

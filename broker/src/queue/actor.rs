@@ -481,7 +481,7 @@ impl QueueActor {
         let routed = vhost.route_internal(
             &dlx,
             dl.routing_key.as_str(),
-            dl.properties.headers().as_ref(),
+            dl.properties().headers().as_ref(),
             &mut targets,
         );
         if let Some(log) = &dl.death {

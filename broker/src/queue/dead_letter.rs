@@ -166,11 +166,8 @@ pub fn dead_lettered(
     now: u64,
 ) -> Message {
     let mut log = msg.death.as_deref().cloned();
-    let expiration = msg
-        .properties
-        .expiration()
-        .as_ref()
-        .map(|e| e.as_str().to_owned());
+    let props = msg.properties();
+    let expiration = props.expiration().as_ref().map(|e| e.as_str().to_owned());
     let entry = Death {
         queue: queue.to_owned(),
         reason,
@@ -201,7 +198,7 @@ pub fn dead_lettered(
         }
     }
     let log = log.expect("set above");
-    let mut headers = msg.properties.headers().clone().unwrap_or_default();
+    let mut headers = props.headers().clone().unwrap_or_default();
     let deaths: Vec<AMQPValue> = log
         .deaths
         .iter()
@@ -217,19 +214,19 @@ pub fn dead_lettered(
     headers.insert("x-last-death-queue".into(), long(queue));
     headers.insert("x-last-death-reason".into(), long(reason.as_str()));
     headers.insert("x-last-death-exchange".into(), long(msg.exchange.as_str()));
-    let properties = without_expiration(&msg.properties.clone().with_headers(headers));
-    Message {
-        exchange: ShortString::from(dlx.to_owned()),
-        routing_key: routing_key.map_or_else(
+    let properties = without_expiration(&props.with_headers(headers));
+    let mut m = Message::new(
+        ShortString::from(dlx.to_owned()),
+        routing_key.map_or_else(
             || msg.routing_key.clone(),
             |k| ShortString::from(k.to_owned()),
         ),
-        raw_properties: encode_properties(&properties),
-        properties,
-        body: msg.body.clone(),
-        expiration_ms: None,
-        death: Some(Box::new(log)),
-    }
+        &properties,
+        encode_properties(&properties),
+        msg.body.clone(),
+    );
+    m.death = Some(Box::new(log));
+    m
 }
 
 #[cfg(test)]
@@ -239,19 +236,17 @@ mod tests {
 
     fn msg() -> Message {
         let props = BasicProperties::default().with_expiration("60000".into());
-        Message {
-            exchange: "orders".into(),
-            routing_key: "new".into(),
-            raw_properties: encode_properties(&props),
-            properties: props,
-            body: bytes::Bytes::from_static(b"x"),
-            expiration_ms: Some(60000),
-            death: None,
-        }
+        Message::new(
+            "orders".into(),
+            "new".into(),
+            &props,
+            encode_properties(&props),
+            bytes::Bytes::from_static(b"x"),
+        )
     }
 
     fn entry(m: &Message, i: usize) -> FieldTable {
-        match &m.properties.headers().as_ref().unwrap().inner()["x-death"] {
+        match &m.properties().headers().as_ref().unwrap().inner()["x-death"] {
             AMQPValue::FieldArray(a) => match &a.as_slice()[i] {
                 AMQPValue::FieldTable(t) => t.clone(),
                 _ => panic!(),
@@ -263,7 +258,7 @@ mod tests {
     #[test]
     fn first_death_writes_rabbitmq_headers() {
         let m = dead_lettered(&msg(), "work", Reason::Rejected, "dlx", None, 1_700_000_000);
-        let h = m.properties.headers().clone().unwrap();
+        let h = m.properties().headers().clone().unwrap();
         let h = h.inner();
         assert_eq!(h["x-first-death-queue"], long("work"));
         assert_eq!(h["x-first-death-reason"], long("rejected"));
@@ -281,7 +276,7 @@ mod tests {
             AMQPValue::FieldArray(vec![long("new")].into())
         );
         assert_eq!(e["original-expiration"], long("60000"));
-        assert_eq!(*m.properties.expiration(), None, "expiration is removed");
+        assert_eq!(*m.properties().expiration(), None, "expiration is removed");
         assert_eq!(m.exchange.as_str(), "dlx");
     }
 
@@ -299,7 +294,7 @@ mod tests {
             "time of the first death"
         );
         assert_eq!(entry(&c, 1).inner()["queue"], long("retry"));
-        let h = c.properties.headers().clone().unwrap();
+        let h = c.properties().headers().clone().unwrap();
         assert_eq!(h.inner()["x-first-death-reason"], long("rejected"));
         assert_eq!(h.inner()["x-last-death-queue"], long("work"));
         assert_eq!(c.routing_key.as_str(), "retry");
@@ -326,8 +321,14 @@ mod tests {
             "x-death".into(),
             AMQPValue::FieldArray(vec![AMQPValue::FieldTable(e)].into()),
         );
-        let mut m = msg();
-        m.properties = m.properties.clone().with_headers(forged);
+        let props = msg().properties().with_headers(forged);
+        let m = Message::new(
+            "orders".into(),
+            "new".into(),
+            &props,
+            encode_properties(&props),
+            bytes::Bytes::from_static(b"x"),
+        );
         let d = dead_lettered(&m, "work", Reason::Rejected, "dlx", None, 1);
         assert_eq!(entry(&d, 0).inner()["count"], AMQPValue::LongLongInt(1));
     }

@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use amq_protocol::protocol::{basic, AMQPClass};
+use amq_protocol::types::FieldTable;
 use bytes::BytesMut;
 
 use super::channel::{settle, Channel, ChannelConsumer, PendingPublish, Unacked};
@@ -14,6 +15,9 @@ use crate::protocol::{write_content, write_method};
 use crate::queue::args::{as_int, parse_expiration};
 use crate::queue::{ConfirmToken, Consumer, QueueCmd, ReturnKind};
 use crate::util::random_token;
+
+/// Properties plus body up to this size are copied out of the read buffer.
+const SMALL_MESSAGE: u64 = 512;
 
 /// How a client settles delivered messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -320,17 +324,29 @@ impl Connection {
         let Some(mut p) = ch.publish.take() else {
             return Ok(());
         };
-        let Some((properties, raw_properties, _)) = p.header.take() else {
+        let Some((properties, mut raw_properties, _)) = p.header.take() else {
             return Ok(());
         };
-        let body = if p.body.len() == 1 {
+        let small = raw_properties.len() as u64 + p.received <= SMALL_MESSAGE;
+        let body = if p.body.len() == 1 && !small {
             p.body.pop().unwrap_or_default()
         } else {
-            let mut all = BytesMut::with_capacity(p.received as usize);
+            // Small messages get one exact allocation for properties and body, instead of
+            // keeping alive the read buffer their frames arrived in (a queued 16-byte message
+            // would otherwise pin ~80 bytes of frames).
+            let extra = if small { raw_properties.len() } else { 0 };
+            let mut all = BytesMut::with_capacity(extra + p.received as usize);
+            if small {
+                all.extend_from_slice(&raw_properties);
+            }
             for part in &p.body {
                 all.extend_from_slice(part);
             }
-            all.freeze()
+            let mut all = all.freeze();
+            if small {
+                raw_properties = all.split_to(extra);
+            }
+            all
         };
         if let Some(uid) = properties.user_id() {
             if uid.as_str() != self.user {
@@ -348,7 +364,7 @@ impl Connection {
         let msg = Arc::new(Message::new(
             p.exchange,
             p.routing_key,
-            properties,
+            &properties,
             raw_properties,
             body,
         ));
@@ -356,7 +372,8 @@ impl Connection {
             tx.hold(msg, p.mandatory)?;
             return Ok(());
         }
-        self.publish_message(id, msg, p.mandatory).await
+        self.publish_message(id, msg, p.mandatory, properties.headers().as_ref())
+            .await
     }
 
     /// Routes a complete message to its queues; returns it to the publisher if it is
@@ -366,12 +383,13 @@ impl Connection {
         id: u16,
         msg: Arc<Message>,
         mandatory: bool,
+        headers: Option<&FieldTable>,
     ) -> AmqpResult<()> {
         let mut targets = Vec::new();
         self.ctx.vhost.route(
             msg.exchange.as_str(),
             msg.routing_key.as_str(),
-            msg.properties.headers().as_ref(),
+            headers,
             &mut targets,
         )?;
         if targets.is_empty() && mandatory {

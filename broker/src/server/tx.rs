@@ -70,7 +70,9 @@ impl Connection {
                 );
                 let qos = ch.qos.clone();
                 for (msg, mandatory) in state.publishes {
-                    self.publish_message(id, msg, mandatory).await?;
+                    let props = msg.properties();
+                    self.publish_message(id, msg, mandatory, props.headers().as_ref())
+                        .await?;
                 }
                 self.flush_publishes().await;
                 for (_, u, how) in state.settles {

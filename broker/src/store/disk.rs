@@ -219,14 +219,13 @@ pub fn decode_message(v: &[u8]) -> Option<Message> {
     let mut m = Message::new(
         ShortString::from(String::from_utf8_lossy(&x).into_owned()),
         ShortString::from(String::from_utf8_lossy(&rk).into_owned()),
-        properties,
+        &properties,
         raw_properties,
         body,
     );
     // Only the broker writes the store, so a stored x-death history is the broker's own.
     if trusted_death {
-        m.death = m
-            .properties
+        m.death = properties
             .headers()
             .as_ref()
             .and_then(DeathLog::from_headers)
@@ -652,7 +651,7 @@ mod tests {
         Message::new(
             "x".into(),
             "rk".into(),
-            props.clone(),
+            &props,
             encode_properties(&props),
             Bytes::from(body.to_owned()),
         )
@@ -664,7 +663,7 @@ mod tests {
         let stored = StoredMessage::new(1, Arc::new(m.clone()), None);
         let back = decode_message(&encode_message(&stored)).unwrap();
         assert_eq!(back.body, m.body);
-        assert_eq!(back.properties, m.properties);
+        assert_eq!(back.properties(), m.properties());
         assert_eq!(back.routing_key, m.routing_key);
         assert!(decode_message(&[9, 9, 9]).is_none());
         assert!(decode_message(&encode_message(&stored)[..5]).is_none());

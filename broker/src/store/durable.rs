@@ -315,7 +315,7 @@ mod tests {
         Arc::new(Message::new(
             "".into(),
             "q".into(),
-            props.clone(),
+            &props,
             encode_properties(&props),
             Bytes::from(format!("body-{id}-{}", "x".repeat((id % 7) as usize * 300))),
         ))

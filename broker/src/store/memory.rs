@@ -74,7 +74,7 @@ mod tests {
             Arc::new(Message::new(
                 "".into(),
                 "q".into(),
-                BasicProperties::default(),
+                &BasicProperties::default(),
                 Default::default(),
                 bytes::Bytes::from_static(b"abc"),
             )),

@@ -151,7 +151,7 @@ impl QueueStore for PriorityQueueStore {
 
     fn rewrite(&mut self, msg: &StoredMessage) {
         if let (Some((disk, id)), true) = (&self.disk, msg.message.is_persistent()) {
-            disk.put_message(*id, &msg);
+            disk.put_message(*id, msg);
         }
     }
 
@@ -173,6 +173,7 @@ impl QueueStore for PriorityQueueStore {
 mod tests {
     use super::*;
     use crate::message::Message;
+    use crate::protocol::encode_properties;
     use amq_protocol::protocol::BasicProperties;
 
     fn msg(seq: u64, priority: u8) -> StoredMessage {
@@ -182,8 +183,8 @@ mod tests {
             Arc::new(Message::new(
                 "".into(),
                 "q".into(),
-                props,
-                Default::default(),
+                &props,
+                encode_properties(&props),
                 Default::default(),
             )),
             None,
