@@ -32,6 +32,8 @@ use crate::queue::{ConfirmToken, ConnEvent, ConnSender, Publishing, QueueCmd, Qu
 
 /// Output bytes buffered before the connection stops reading from its client.
 const OUT_HIGH_WATER: usize = 1 << 20;
+/// Read buffer growth step once a connection is busy.
+const READ_CHUNK: usize = 64 * 1024;
 /// How long a closing connection waits for the client's close-ok.
 const CLOSE_WAIT: Duration = Duration::from_secs(3);
 /// After a framing error no close-ok can be parsed: the close frame gets this long to reach
@@ -71,7 +73,9 @@ pub(crate) struct Connection {
 /// Runs a connection to its end, whatever the client does.
 pub(crate) async fn serve(ctx: Arc<BrokerContext>, id: u64, stream: TcpStream, peer: SocketAddr) {
     let (mut rd, mut wr) = stream.into_split();
-    let mut inbuf = BytesMut::with_capacity(64 * 1024);
+    // Small to start: an idle connection should cost a few KiB. Busy connections grow their
+    // buffers (see READ_CHUNK) and keep them.
+    let mut inbuf = BytesMut::with_capacity(4 * 1024);
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let handshake = timeout(
         ctx.config.handshake_timeout(),
@@ -96,7 +100,7 @@ pub(crate) async fn serve(ctx: Arc<BrokerContext>, id: u64, stream: TcpStream, p
         frame_max: tuned.frame_max,
         channel_max: tuned.channel_max,
         user: tuned.user,
-        out: Vec::with_capacity(64 * 1024),
+        out: Vec::new(),
         channels: HashMap::new(),
         events: events_tx,
         cancel_notify: tuned.cancel_notify,
@@ -390,7 +394,14 @@ impl Connection {
             let backlog = self.out.len() - written;
             let can_take = backlog < OUT_HIGH_WATER;
             tokio::select! {
-                r = rd.read_buf(&mut inbuf), if can_take => {
+                r = async {
+                    // Read in large chunks once data flows, without pre-allocating them for
+                    // every idle connection.
+                    if inbuf.capacity() - inbuf.len() < 1024 {
+                        inbuf.reserve(READ_CHUNK);
+                    }
+                    rd.read_buf(&mut inbuf).await
+                }, if can_take => {
                     match r {
                         Ok(0) | Err(_) => return,
                         Ok(_) => {}
