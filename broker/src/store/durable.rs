@@ -24,6 +24,21 @@ struct Entry {
     message: Option<Arc<crate::message::Message>>,
 }
 
+impl Entry {
+    /// The entry of a message held in memory; `persistent` when it is (or will be) on disk.
+    fn new(msg: StoredMessage, persistent: bool) -> Self {
+        Entry {
+            seq: msg.seq,
+            redelivered: msg.redelivered,
+            persistent,
+            delivery_count: msg.delivery_count,
+            expires_at: msg.expires_at,
+            size: msg.message.body_len() as u32,
+            message: Some(msg.message),
+        }
+    }
+}
+
 /// Ready messages of a durable queue.
 pub struct DurableQueueStore {
     disk: Arc<Disk>,
@@ -98,42 +113,23 @@ impl QueueStore for DurableQueueStore {
                 .insert(&Disk::key(self.id, msg.seq)[..], encode_message(&msg));
             self.dirty = true;
         }
-        let keep = !written || self.mem_bytes < MEMORY_BUDGET;
-        let size = msg.message.body_len();
-        if keep {
-            self.mem_bytes += size;
-        } else {
+        if written && self.mem_bytes >= MEMORY_BUDGET {
             // Keep the body until the batch is on its way to disk, then let it go.
             self.page_out.push(msg.seq);
+        } else {
+            self.mem_bytes += msg.message.body_len();
         }
-        self.bytes += size as u64;
-        self.ready.push_back(Entry {
-            seq: msg.seq,
-            redelivered: msg.redelivered,
-            persistent: written,
-            delivery_count: msg.delivery_count,
-            expires_at: msg.expires_at,
-            size: size as u32,
-            message: Some(msg.message),
-        });
+        self.bytes += msg.message.body_len() as u64;
+        self.ready.push_back(Entry::new(msg, written));
         written
     }
 
     fn push_moved(&mut self, msg: StoredMessage, from: (u64, u64)) -> bool {
         self.commit();
         let written = self.disk.move_message(from, self.id, &msg);
-        let size = msg.message.body_len();
-        self.mem_bytes += size;
-        self.bytes += size as u64;
-        self.ready.push_back(Entry {
-            seq: msg.seq,
-            redelivered: msg.redelivered,
-            persistent: written,
-            delivery_count: msg.delivery_count,
-            expires_at: msg.expires_at,
-            size: size as u32,
-            message: Some(msg.message),
-        });
+        self.mem_bytes += msg.message.body_len();
+        self.bytes += msg.message.body_len() as u64;
+        self.ready.push_back(Entry::new(msg, written));
         written
     }
 
@@ -164,25 +160,10 @@ impl QueueStore for DurableQueueStore {
     }
 
     fn requeue(&mut self, msg: StoredMessage) {
-        let size = msg.message.body_len();
-        self.mem_bytes += size;
-        self.bytes += size as u64;
-        let entry = Entry {
-            seq: msg.seq,
-            redelivered: msg.redelivered,
-            persistent: msg.message.is_persistent(),
-            delivery_count: msg.delivery_count,
-            expires_at: msg.expires_at,
-            size: size as u32,
-            message: Some(msg.message),
-        };
-        match self.ready.front() {
-            Some(first) if first.seq < entry.seq => {
-                let pos = self.ready.partition_point(|m| m.seq < entry.seq);
-                self.ready.insert(pos, entry);
-            }
-            _ => self.ready.push_front(entry),
-        }
+        self.mem_bytes += msg.message.body_len();
+        self.bytes += msg.message.body_len() as u64;
+        let persistent = msg.message.is_persistent();
+        super::insert_by_seq(&mut self.ready, Entry::new(msg, persistent), |e| e.seq);
     }
 
     fn delivered(&mut self, _msg: &StoredMessage) {

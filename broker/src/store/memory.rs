@@ -27,14 +27,7 @@ impl QueueStore for MemoryQueueStore {
 
     fn requeue(&mut self, msg: StoredMessage) {
         self.bytes += msg.message.body_len() as u64;
-        // Requeued messages are usually older than everything ready: the common case is O(1).
-        match self.ready.front() {
-            Some(first) if first.seq < msg.seq => {
-                let pos = self.ready.partition_point(|m| m.seq < msg.seq);
-                self.ready.insert(pos, msg);
-            }
-            _ => self.ready.push_front(msg),
-        }
+        super::insert_by_seq(&mut self.ready, msg, |m| m.seq);
     }
 
     fn delivered(&mut self, _msg: &StoredMessage) {}

@@ -44,6 +44,23 @@ impl StoredMessage {
     }
 }
 
+/// Puts `item` back into a deque ordered by sequence number. Requeued messages are usually
+/// older than everything ready, so the common case is a push to the front.
+pub(crate) fn insert_by_seq<T>(
+    ready: &mut std::collections::VecDeque<T>,
+    item: T,
+    seq: impl Fn(&T) -> u64,
+) {
+    let s = seq(&item);
+    match ready.front() {
+        Some(first) if seq(first) < s => {
+            let pos = ready.partition_point(|m| seq(m) < s);
+            ready.insert(pos, item);
+        }
+        _ => ready.push_front(item),
+    }
+}
+
 /// The ready messages of one queue, in sequence order.
 pub trait QueueStore: Send {
     /// Appends a newly published message. Returns true when it was written to disk, so a
