@@ -385,7 +385,7 @@ impl Connection {
         mandatory: bool,
         headers: Option<&FieldTable>,
     ) -> AmqpResult<()> {
-        let mut targets = Vec::new();
+        let mut targets = std::mem::take(&mut self.route_buf);
         self.ctx.vhost.route(
             msg.exchange.as_str(),
             msg.routing_key.as_str(),
@@ -410,19 +410,21 @@ impl Connection {
                 self.frame_max,
             );
         }
-        let events = self.events.clone();
         let ch = self.ch(id)?;
         let epoch = ch.epoch;
         let confirm_seq = ch.confirms.as_mut().map(|c| {
             let waits = targets.iter().filter(|q| q.confirms_async(&msg)).count() as u32;
             c.publish(waits)
         });
-        for q in targets {
+        for q in targets.drain(..) {
+            // Only publishes a queue must confirm later carry a handle to this connection.
             let confirm = confirm_seq
                 .filter(|_| q.confirms_async(&msg))
-                .map(|seq| ConfirmToken::new(events.clone(), id, epoch, seq));
+                .map(|seq| ConfirmToken::new(self.events.clone(), id, epoch, seq));
             self.enqueue(q, msg.clone(), confirm).await;
         }
+        // Keep the routing buffer's allocation for the next publish.
+        self.route_buf = targets;
         Ok(())
     }
 }

@@ -62,6 +62,8 @@ pub(crate) struct Connection {
     pub cancel_notify: bool,
     /// Queues to wake once the current batch is handled (capacity was freed).
     pub to_wake: Vec<QueueHandle>,
+    /// Reused by every publish to collect the queues it routes to (no allocation per message).
+    pub route_buf: Vec<QueueHandle>,
     /// Publishes routed in this read batch, per queue, sent as one command per queue.
     pub pending: Vec<(QueueHandle, Vec<Publishing>)>,
     /// Set once the connection is finished: after close-ok either way.
@@ -105,6 +107,7 @@ pub(crate) async fn serve(ctx: Arc<BrokerContext>, id: u64, stream: TcpStream, p
         events: events_tx,
         cancel_notify: tuned.cancel_notify,
         to_wake: Vec::new(),
+        route_buf: Vec::new(),
         pending: Vec::new(),
         done: false,
         closing_since: None,

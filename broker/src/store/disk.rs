@@ -14,7 +14,6 @@
 //! Publisher confirms wait for `flush` (fsync). One flusher thread does group commit: every
 //! write that arrived while the previous flush ran is covered by the next one.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
@@ -505,11 +504,6 @@ impl Disk {
         decode_message(&v)
     }
 
-    /// Marks a message delivered (so a restart flags it redelivered).
-    pub fn mark_delivered(&self, queue: u64, seq: u64) {
-        let _ = self.dlv.insert(msg_key(queue, seq), &[]);
-    }
-
     /// Removes a settled message and its delivered mark (a mark left alone by a crash between
     /// the two is harmless: marks only qualify messages that exist).
     pub fn remove_message(&self, queue: u64, seq: u64) {
@@ -602,24 +596,6 @@ impl Disk {
         let _ = self.meta.insert("clean", &[1u8]);
         let _ = self.db.flush();
     }
-
-    /// Disk bytes used by the store.
-    pub fn size_on_disk(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
-    }
-
-    /// Messages per durable queue id, for statistics.
-    pub fn message_counts(&self) -> HashMap<u64, usize> {
-        let mut counts = HashMap::new();
-        for k in self.msgs.iter().keys().flatten() {
-            if let Some(id) = k.get(..8) {
-                *counts
-                    .entry(u64::from_be_bytes(id.try_into().unwrap_or_default()))
-                    .or_default() += 1;
-            }
-        }
-        counts
-    }
 }
 
 impl Drop for Disk {
@@ -687,7 +663,7 @@ mod tests {
                     &StoredMessage::new(seq, Arc::new(message(&format!("m{seq}"))), None),
                 );
             }
-            disk.mark_delivered(7, 2);
+            disk.mark_delivered_many(7, [2]);
             disk.remove_message(7, 1);
             disk.close_cleanly();
         }
