@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Warren's whole test suite, as CI runs it (from the repository root: bash tests/run-all.sh).
 #
-#  1. cargo test --workspace              (the Rust integration tests embed their own brokers)
+#  1. cargo test --workspace              (the Rust integration tests embed their own brokers),
+#     then cargo test -p warren-broker --benches (each micro-benchmark run once, untimed)
 #  2. cargo build -p warren-cli, then start `target/debug/warren serve` on a free loopback
 #     port with a throwaway data dir, and wait until it accepts connections
 #  3. against that broker: every example (cargo run --example NAME), the pika client tests
@@ -103,6 +104,11 @@ else
   banner "cargo test --workspace"
   if ! cargo test --workspace; then
     cargo_failed+=("cargo test --workspace")
+  fi
+  # The criterion micro-benchmarks, built and run once each as a check (not timed).
+  banner "cargo test -p warren-broker --benches"
+  if ! cargo test -p warren-broker --benches; then
+    cargo_failed+=("cargo test -p warren-broker --benches")
   fi
 fi
 

@@ -1,8 +1,8 @@
 //! Frame decoding: the 7-byte frame header is read here so that limits apply before a frame's
 //! payload is buffered; the payload itself is parsed by amq-protocol.
 
-use amq_protocol::frame::parsing::parse_content_header;
 use amq_protocol::protocol::{parse_class, AMQPClass, BasicProperties};
+use amq_protocol::types::{FieldTable, ShortString};
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::FRAME_END;
@@ -15,13 +15,22 @@ pub const PROTOCOL_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
 pub enum Frame {
     /// A method frame.
     Method(u16, Box<AMQPClass>),
-    /// A content header: the class, body size, parsed properties, and the properties exactly as
-    /// the publisher encoded them (re-sent verbatim on delivery, so they are never re-encoded).
+    /// basic.publish, the method on the publish hot path, read in place (see [`Publish`]).
+    Publish(u16, Publish),
+    /// basic.ack, the method on the consume hot path.
+    Ack {
+        channel: u16,
+        delivery_tag: u64,
+        multiple: bool,
+    },
+    /// A content header: the class, body size, what the broker needs of the properties, and
+    /// the properties exactly as the publisher encoded them (re-sent verbatim on delivery, so
+    /// they are never re-encoded).
     Header {
         channel: u16,
         class_id: u16,
         body_size: u64,
-        properties: Box<BasicProperties>,
+        properties: Props,
         raw_properties: Bytes,
     },
     /// A content body frame; the payload shares the read buffer's allocation.
@@ -34,10 +43,137 @@ impl Frame {
     /// The channel the frame arrived on.
     pub fn channel(&self) -> u16 {
         match self {
-            Frame::Method(c, _) | Frame::Body(c, _) | Frame::Heartbeat(c) => *c,
-            Frame::Header { channel, .. } => *channel,
+            Frame::Method(c, _)
+            | Frame::Publish(c, _)
+            | Frame::Body(c, _)
+            | Frame::Heartbeat(c) => *c,
+            Frame::Header { channel, .. } | Frame::Ack { channel, .. } => *channel,
         }
     }
+}
+
+/// A basic.publish read in place: the exchange and routing key are slices of the frame's
+/// payload, so a publish allocates nothing before its message is built. Equivalent to
+/// amq-protocol's `basic::Publish` (a test checks both parsers agree on every input).
+#[derive(Debug, Clone)]
+pub struct Publish {
+    /// The method payload: class, method, ticket, exchange, routing key, flags.
+    payload: Bytes,
+    /// Where the routing key's length octet is.
+    rk_at: usize,
+    /// The mandatory flag.
+    pub mandatory: bool,
+    /// The immediate flag (refused with 540, as RabbitMQ does).
+    pub immediate: bool,
+}
+
+impl Publish {
+    /// The exchange name (valid UTF-8).
+    pub fn exchange(&self) -> &[u8] {
+        &self.payload[7..self.rk_at]
+    }
+
+    /// The routing key (valid UTF-8).
+    pub fn routing_key(&self) -> &[u8] {
+        &self.payload[self.rk_at + 1..self.payload.len() - 1]
+    }
+}
+
+/// Reads a basic.publish payload (class and method ids included). `None` when amq-protocol
+/// would refuse it too.
+fn parse_publish(payload: Bytes) -> Option<Publish> {
+    let xl = *payload.get(6)? as usize;
+    let rk_at = 7 + xl;
+    let rl = *payload.get(rk_at)? as usize;
+    let flags_at = rk_at + 1 + rl;
+    if payload.len() != flags_at + 1 {
+        return None;
+    }
+    std::str::from_utf8(&payload[7..rk_at]).ok()?;
+    std::str::from_utf8(&payload[rk_at + 1..flags_at]).ok()?;
+    let flags = payload[flags_at];
+    Some(Publish {
+        mandatory: flags & 1 != 0,
+        immediate: flags & 2 != 0,
+        payload,
+        rk_at,
+    })
+}
+
+/// What the broker needs of a message's properties. The properties travel on verbatim, so
+/// only these are extracted; a message with headers has them parsed (by amq-protocol), for
+/// headers exchanges.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Props {
+    /// `delivery-mode` (2: persistent).
+    pub delivery_mode: Option<u8>,
+    /// `priority`.
+    pub priority: Option<u8>,
+    /// `expiration`, as sent (validated when published).
+    pub expiration: Option<ShortString>,
+    /// `user-id`, checked against the login.
+    pub user_id: Option<ShortString>,
+    /// `headers`.
+    pub headers: Option<FieldTable>,
+}
+
+impl Props {
+    /// The fields of parsed properties.
+    pub fn of(p: &BasicProperties) -> Props {
+        Props {
+            delivery_mode: *p.delivery_mode(),
+            priority: *p.priority(),
+            expiration: p.expiration().clone(),
+            user_id: p.user_id().clone(),
+            headers: p.headers().clone(),
+        }
+    }
+}
+
+/// Reads encoded basic properties (flags first). Properties without headers, the common case
+/// on the publish path, are walked in place; with headers, amq-protocol parses them. `None`
+/// when they do not parse, exactly when amq-protocol's parser refuses them.
+pub fn scan_properties(raw: &[u8]) -> Option<Props> {
+    let flags = u16::from_be_bytes([*raw.first()?, *raw.get(1)?]);
+    if flags & (1 << 13) != 0 {
+        return match amq_protocol::protocol::basic::parse_properties(raw) {
+            Ok(([], p)) => Some(Props::of(&p)),
+            _ => None,
+        };
+    }
+    let mut at = 2;
+    let mut props = Props::default();
+    for bit in (2..=15).rev() {
+        if flags & (1 << bit) == 0 {
+            continue;
+        }
+        match bit {
+            12 | 11 => {
+                let v = *raw.get(at)?;
+                at += 1;
+                if bit == 12 {
+                    props.delivery_mode = Some(v);
+                } else {
+                    props.priority = Some(v);
+                }
+            }
+            6 => {
+                raw.get(at..at + 8)?;
+                at += 8;
+            }
+            _ => {
+                let len = *raw.get(at)? as usize;
+                let s = std::str::from_utf8(raw.get(at + 1..at + 1 + len)?).ok()?;
+                at += 1 + len;
+                match bit {
+                    8 => props.expiration = Some(s.into()),
+                    4 => props.user_id = Some(s.into()),
+                    _ => {}
+                }
+            }
+        }
+    }
+    (at == raw.len()).then_some(props)
 }
 
 /// Why bytes could not become a frame. Every variant is a connection error.
@@ -178,6 +314,27 @@ pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>,
                     });
                 }
             }
+            match (class_id, method_id) {
+                (60, 40) => {
+                    return match parse_publish(payload) {
+                        Some(p) => Ok(Some(Frame::Publish(channel, p))),
+                        None => Err(DecodeError::Syntax {
+                            channel,
+                            what: "method",
+                        }),
+                    }
+                }
+                (60, 80) if payload.len() == 13 => {
+                    return Ok(Some(Frame::Ack {
+                        channel,
+                        delivery_tag: u64::from_be_bytes(
+                            payload[4..12].try_into().expect("8 bytes"),
+                        ),
+                        multiple: payload[12] & 1 != 0,
+                    }))
+                }
+                _ => {}
+            }
             match parse_class(&payload[..]) {
                 Ok(([], class)) => Frame::Method(channel, Box::new(class)),
                 _ => {
@@ -188,22 +345,27 @@ pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>,
                 }
             }
         }
-        2 => match parse_content_header(&payload[..]) {
-            Ok(([], header)) => Frame::Header {
-                channel,
-                class_id: header.class_id,
-                body_size: header.body_size,
-                properties: Box::new(header.properties),
-                // class (2), weight (2) and body size (8) precede the properties.
-                raw_properties: payload.slice(12..),
-            },
-            _ => {
-                return Err(DecodeError::Syntax {
+        2 => {
+            // class (2), weight (2) and body size (8) precede the properties.
+            let properties = (payload.len() >= 14)
+                .then(|| scan_properties(&payload[12..]))
+                .flatten();
+            match properties {
+                Some(properties) => Frame::Header {
                     channel,
-                    what: "content header",
-                })
+                    class_id: u16::from_be_bytes([payload[0], payload[1]]),
+                    body_size: u64::from_be_bytes(payload[4..12].try_into().expect("8 bytes")),
+                    properties,
+                    raw_properties: payload.slice(12..),
+                },
+                None => {
+                    return Err(DecodeError::Syntax {
+                        channel,
+                        what: "content header",
+                    })
+                }
             }
-        },
+        }
         3 => Frame::Body(channel, payload),
         _ => Frame::Heartbeat(channel),
     };
@@ -268,6 +430,154 @@ mod tests {
         let bytes = [1u8, 0, 1, 0, 0, 0, 4, 0, 20, 0, 99, 0xCE];
         let err = decode_frame(&mut BytesMut::from(&bytes[..]), 131072).unwrap_err();
         assert_eq!(err.reply_code(), 540);
+    }
+
+    /// A tiny deterministic generator for the agreement tests below.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+        fn text(&mut self) -> String {
+            let n = self.below(12) as usize;
+            (0..n)
+                .map(|_| char::from(b'a' + self.below(26) as u8))
+                .collect()
+        }
+    }
+
+    fn random_properties(rng: &mut Rng) -> BasicProperties {
+        let mut p = BasicProperties::default();
+        macro_rules! maybe {
+            ($set:ident, $v:expr) => {
+                if rng.below(3) == 0 {
+                    p = p.$set($v);
+                }
+            };
+        }
+        maybe!(with_content_type, rng.text().into());
+        maybe!(with_content_encoding, rng.text().into());
+        if rng.below(4) == 0 {
+            let mut h = FieldTable::default();
+            h.insert(
+                rng.text().into(),
+                amq_protocol::types::AMQPValue::LongString(rng.text().into()),
+            );
+            p = p.with_headers(h);
+        }
+        maybe!(with_delivery_mode, rng.below(3) as u8);
+        maybe!(with_priority, rng.below(10) as u8);
+        maybe!(with_correlation_id, rng.text().into());
+        maybe!(with_reply_to, rng.text().into());
+        maybe!(with_expiration, rng.below(100_000).to_string().into());
+        maybe!(with_message_id, rng.text().into());
+        maybe!(with_timestamp, rng.next());
+        maybe!(with_type, rng.text().into());
+        maybe!(with_user_id, rng.text().into());
+        maybe!(with_app_id, rng.text().into());
+        maybe!(with_cluster_id, rng.text().into());
+        p
+    }
+
+    /// amq-protocol's verdict on encoded properties: parsed, with nothing left over.
+    fn reference(raw: &[u8]) -> Option<Props> {
+        match amq_protocol::protocol::basic::parse_properties(raw) {
+            Ok(([], p)) => Some(Props::of(&p)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn properties_scan_agrees_with_amq_protocol() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..3000 {
+            let p = random_properties(&mut rng);
+            let raw = crate::protocol::encode_properties(&p);
+            assert_eq!(scan_properties(&raw), Some(Props::of(&p)), "{p:?}");
+            // Damaged encodings: both parsers refuse, or both read the same thing.
+            let mut bad = raw.to_vec();
+            match rng.below(3) {
+                0 => bad.truncate(rng.below(bad.len() as u64 + 1) as usize),
+                1 => bad.push(rng.below(256) as u8),
+                _ => {
+                    let at = rng.below(bad.len() as u64) as usize;
+                    bad[at] = rng.below(256) as u8;
+                }
+            }
+            assert_eq!(scan_properties(&bad), reference(&bad), "{bad:?}");
+        }
+    }
+
+    fn encoded(method: &AMQPClass) -> BytesMut {
+        let mut out = Vec::new();
+        write_method(&mut out, 5, method);
+        BytesMut::from(&out[..])
+    }
+
+    #[test]
+    fn publish_fast_path_agrees_with_amq_protocol() {
+        use amq_protocol::protocol::basic;
+        let mut rng = Rng(77);
+        for _ in 0..2000 {
+            let method = AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+                exchange: rng.text().into(),
+                routing_key: rng.text().into(),
+                mandatory: rng.below(2) == 0,
+                immediate: rng.below(2) == 0,
+            }));
+            let AMQPClass::Basic(basic::AMQPMethod::Publish(want)) = &method else {
+                unreachable!()
+            };
+            match decode_frame(&mut encoded(&method), 131072).unwrap() {
+                Some(Frame::Publish(5, got)) => {
+                    assert_eq!(got.exchange(), want.exchange.as_str().as_bytes());
+                    assert_eq!(got.routing_key(), want.routing_key.as_str().as_bytes());
+                    assert_eq!(
+                        (got.mandatory, got.immediate),
+                        (want.mandatory, want.immediate)
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+            // Damaged payloads (frame size kept consistent): same verdict as amq-protocol.
+            let buf = encoded(&method);
+            let mut payload = buf[7..buf.len() - 1].to_vec();
+            match rng.below(2) {
+                0 => payload.truncate(4 + rng.below(payload.len() as u64 - 3) as usize),
+                _ => {
+                    let at = 4 + rng.below(payload.len() as u64 - 4) as usize;
+                    payload[at] = rng.below(256) as u8;
+                }
+            }
+            let ours = parse_publish(Bytes::from(payload.clone())).is_some();
+            let theirs = matches!(parse_class(&payload[..]), Ok(([], _)));
+            assert_eq!(ours, theirs, "{payload:?}");
+        }
+    }
+
+    #[test]
+    fn ack_fast_path_agrees_with_amq_protocol() {
+        use amq_protocol::protocol::basic;
+        for (tag, multiple) in [(1, false), (u64::MAX, true), (0, true), (1 << 40, false)] {
+            let method = AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+                delivery_tag: tag,
+                multiple,
+            }));
+            match decode_frame(&mut encoded(&method), 131072).unwrap() {
+                Some(Frame::Ack {
+                    channel: 5,
+                    delivery_tag,
+                    multiple: m,
+                }) => assert_eq!((delivery_tag, m), (tag, multiple)),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -11,8 +11,13 @@ mod encode;
 
 pub use codec::{CodecError, FrameCodec};
 
-pub use decode::{decode_frame, DecodeError, Frame, PROTOCOL_HEADER};
-pub use encode::{encode_properties, write_content, write_deliver, write_heartbeat, write_method};
+pub use decode::{
+    decode_frame, scan_properties, DecodeError, Frame, Props, Publish, PROTOCOL_HEADER,
+};
+pub use encode::{
+    encode_properties, write_content, write_content_shared, write_deliver, write_heartbeat,
+    write_method, Output,
+};
 
 /// Smallest frame_max a peer may negotiate (AMQP 0-9-1 §4.2.1 FRAME-MIN-SIZE).
 pub const FRAME_MIN_SIZE: u32 = 4096;

@@ -14,8 +14,8 @@ use tokio::sync::mpsc;
 use super::args::{Overflow, QueueArgs};
 use super::dead_letter::{dead_lettered, Reason};
 use super::{
-    ConnEvent, Consumer, Delivered, Delivery, QueueCmd, QueueHandle, QueueSpec, QueueStats,
-    ReturnKind, DELIVERY_WINDOW,
+    ConnEvent, Consumer, Delivered, Delivery, Handoff, QueueCmd, QueueHandle, QueueSpec,
+    QueueStats, ReturnKind, DELIVERY_WINDOW,
 };
 use crate::error::{AmqpError, AmqpResult};
 use crate::message::Message;
@@ -294,6 +294,7 @@ impl QueueActor {
                 }
             }
             QueueCmd::Return { ids, kind } => self.returned(ids, kind),
+            QueueCmd::TakenOver { seq, ack } => self.store.taken_over(seq, ack),
             QueueCmd::Discard(ids) => {
                 for id in ids {
                     if let Some(u) = self.unacked.remove(&id) {
@@ -347,7 +348,7 @@ impl QueueActor {
         &mut self,
         message: Arc<Message>,
         confirm: Option<super::ConfirmToken>,
-        handoff: Option<(u64, u64)>,
+        handoff: Option<Handoff>,
     ) {
         let size = message.body_len() as u64;
         let over =
@@ -374,8 +375,11 @@ impl QueueActor {
             }
             // A dead letter handed over to this queue is gone (or dead-lettered on from here):
             // its stored copy at the source must not come back after a restart.
-            if let (Some(from), Some(disk)) = (handoff, self.store.disk()) {
-                disk.remove_messages(from.0, &[from.1]);
+            if let Some(h) = handoff {
+                if let Some(ack) = self.store.refuse_moved((h.disk_id, h.seq)) {
+                    h.from
+                        .send_internal(QueueCmd::TakenOver { seq: h.seq, ack });
+                }
             }
             if self.args.overflow == Overflow::RejectPublishDlx {
                 self.dead_letter(msg, Reason::Maxlen);
@@ -383,7 +387,14 @@ impl QueueActor {
             return;
         }
         let written = match handoff {
-            Some(from) => self.store.push_moved(msg, from),
+            Some(h) => {
+                let (written, ack) = self.store.push_moved(msg, (h.disk_id, h.seq));
+                if let Some(ack) = ack {
+                    h.from
+                        .send_internal(QueueCmd::TakenOver { seq: h.seq, ack });
+                }
+                written
+            }
             None => self.store.push(msg),
         };
         if let Some(token) = confirm {
@@ -480,7 +491,7 @@ impl QueueActor {
         let mut targets = Vec::new();
         let routed = vhost.route_internal(
             &dlx,
-            dl.routing_key.as_str(),
+            dl.routing_key(),
             dl.properties().headers().as_ref(),
             &mut targets,
         );
@@ -496,10 +507,15 @@ impl QueueActor {
         let mut handed_off = false;
         if routed.is_ok() {
             for q in &targets {
-                // A durable target takes over the stored copy atomically (see `QueueCmd::Publish`).
+                // The first durable target takes over the stored copy atomically (see
+                // `Handoff`); any other writes a copy of its own.
                 let handoff = from
-                    .filter(|_| q.spec().disk_id.is_some())
-                    .map(|id| (id, msg.seq));
+                    .filter(|_| !handed_off && q.spec().disk_id.is_some())
+                    .map(|disk_id| Handoff {
+                        from: self.handle.clone(),
+                        disk_id,
+                        seq: msg.seq,
+                    });
                 handed_off |= handoff.is_some();
                 q.send_internal(QueueCmd::Publish {
                     message: dl.clone(),

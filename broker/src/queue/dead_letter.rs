@@ -173,8 +173,8 @@ pub fn dead_lettered(
         reason,
         count: 1,
         time: now,
-        exchange: msg.exchange.as_str().to_owned(),
-        routing_keys: vec![msg.routing_key.as_str().to_owned()],
+        exchange: msg.exchange().to_owned(),
+        routing_keys: vec![msg.routing_key().to_owned()],
         original_expiration: expiration,
     };
     match &mut log {
@@ -192,7 +192,7 @@ pub fn dead_lettered(
         },
         None => {
             log = Some(DeathLog {
-                first: (queue.to_owned(), reason, msg.exchange.as_str().to_owned()),
+                first: (queue.to_owned(), reason, msg.exchange().to_owned()),
                 deaths: vec![entry],
             })
         }
@@ -213,17 +213,17 @@ pub fn dead_lettered(
     headers.insert("x-first-death-exchange".into(), long(&log.first.2));
     headers.insert("x-last-death-queue".into(), long(queue));
     headers.insert("x-last-death-reason".into(), long(reason.as_str()));
-    headers.insert("x-last-death-exchange".into(), long(msg.exchange.as_str()));
+    headers.insert("x-last-death-exchange".into(), long(msg.exchange()));
     let properties = without_expiration(&props.with_headers(headers));
     let mut m = Message::new(
         ShortString::from(dlx.to_owned()),
         routing_key.map_or_else(
-            || msg.routing_key.clone(),
+            || ShortString::from(msg.routing_key().to_owned()),
             |k| ShortString::from(k.to_owned()),
         ),
         &properties,
         encode_properties(&properties),
-        msg.body.clone(),
+        msg.body_bytes(),
     );
     m.death = Some(Box::new(log));
     m
@@ -277,7 +277,7 @@ mod tests {
         );
         assert_eq!(e["original-expiration"], long("60000"));
         assert_eq!(*m.properties().expiration(), None, "expiration is removed");
-        assert_eq!(m.exchange.as_str(), "dlx");
+        assert_eq!(m.exchange(), "dlx");
     }
 
     #[test]
@@ -297,7 +297,7 @@ mod tests {
         let h = c.properties().headers().clone().unwrap();
         assert_eq!(h.inner()["x-first-death-reason"], long("rejected"));
         assert_eq!(h.inner()["x-last-death-queue"], long("work"));
-        assert_eq!(c.routing_key.as_str(), "retry");
+        assert_eq!(c.routing_key(), "retry");
         assert_eq!(DeathLog::from_headers(&h).as_ref(), c.death.as_deref());
     }
 

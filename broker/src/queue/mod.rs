@@ -213,13 +213,16 @@ pub enum ReturnKind {
 #[derive(Debug)]
 pub enum QueueCmd {
     /// Enqueue a routed message; `confirm` is resolved once it is safe (on disk) or refused.
-    /// `handoff` names the stored copy (queue id, sequence) of a dead-lettered message that this
-    /// queue takes over: its own write and the removal of that copy are one atomic batch.
+    /// `handoff` names the stored copy of a dead-lettered message that this queue takes over:
+    /// its own write and the settlement of that copy are one atomic batch.
     Publish {
         message: Arc<Message>,
         confirm: Option<ConfirmToken>,
-        handoff: Option<(u64, u64)>,
+        handoff: Option<Handoff>,
     },
+    /// Stored message `seq` of this queue was taken over by another queue, which wrote ack
+    /// record `ack` for it (see [`Handoff`]).
+    TakenOver { seq: u64, ack: u64 },
     /// Several publishes from one connection's read batch, in order.
     PublishMany(Vec<Publishing>),
     /// Add a consumer.
@@ -260,6 +263,19 @@ pub enum QueueCmd {
     Snapshot(oneshot::Sender<()>),
     /// Capacity freed somewhere (a connection wrote, a channel acked): try to deliver again.
     Wake,
+}
+
+/// The stored copy of a dead-lettered message, handed from its queue to the durable queue that
+/// takes it: the taker writes its own copy and the source's ack record in one batch, then
+/// tells the source (`QueueCmd::TakenOver`), so the copy is in exactly one place on disk.
+#[derive(Debug)]
+pub struct Handoff {
+    /// The queue the message died in.
+    pub from: QueueHandle,
+    /// Its id in the store.
+    pub disk_id: u64,
+    /// The message's sequence number there.
+    pub seq: u64,
 }
 
 /// One publish in a `QueueCmd::PublishMany` batch, with its confirm if the queue owes one.
@@ -364,6 +380,7 @@ impl QueueHandle {
         if matches!(
             cmd,
             QueueCmd::Ack(_)
+                | QueueCmd::TakenOver { .. }
                 | QueueCmd::Return { .. }
                 | QueueCmd::Discard(_)
                 | QueueCmd::Cancel { .. }

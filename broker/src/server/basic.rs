@@ -5,19 +5,15 @@ use std::sync::Arc;
 
 use amq_protocol::protocol::{basic, AMQPClass};
 use amq_protocol::types::FieldTable;
-use bytes::BytesMut;
 
-use super::channel::{settle, Channel, ChannelConsumer, PendingPublish, Unacked};
+use super::channel::{settle, Channel, ChannelConsumer, Unacked};
 use super::connection::Connection;
 use crate::error::{AmqpError, AmqpResult};
 use crate::message::Message;
-use crate::protocol::{write_content, write_method};
+use crate::protocol::{write_content_shared, write_method};
 use crate::queue::args::{as_int, parse_expiration};
 use crate::queue::{ConfirmToken, Consumer, QueueCmd, ReturnKind};
 use crate::util::random_token;
-
-/// Properties plus body up to this size are copied out of the read buffer.
-const SMALL_MESSAGE: u64 = 512;
 
 /// How a client settles delivered messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,20 +68,6 @@ impl Connection {
         method: basic::AMQPMethod,
     ) -> AmqpResult<()> {
         match method {
-            basic::AMQPMethod::Publish(p) => {
-                if p.immediate {
-                    return Err(AmqpError::not_implemented("immediate=true"));
-                }
-                self.ch(id)?.publish = Some(PendingPublish {
-                    exchange: p.exchange,
-                    routing_key: p.routing_key,
-                    mandatory: p.mandatory,
-                    header: None,
-                    body: Vec::new(),
-                    received: 0,
-                });
-                Ok(())
-            }
             basic::AMQPMethod::Qos(q) => {
                 let ch = self.ch(id)?;
                 if q.global {
@@ -110,14 +92,11 @@ impl Connection {
                 let ch = self.ch(id)?;
                 let tag: Arc<str> = Arc::from(c.consumer_tag.as_str());
                 if let Some(consumer) = ch.consumers.remove(&tag) {
-                    let _ = consumer
-                        .queue
-                        .send(QueueCmd::Cancel {
-                            conn_id: self.id,
-                            channel: id,
-                            tag,
-                        })
-                        .await;
+                    consumer.queue.send_internal(QueueCmd::Cancel {
+                        conn_id: self.id,
+                        channel: id,
+                        tag,
+                    });
                 }
                 if !c.nowait {
                     self.reply(
@@ -132,32 +111,25 @@ impl Connection {
             basic::AMQPMethod::Get(g) => self.get(id, g).await,
             basic::AMQPMethod::Ack(a) => {
                 self.settle_tags(id, a.delivery_tag, a.multiple, Settle::Ack)
-                    .await
             }
-            basic::AMQPMethod::Nack(n) => {
-                self.settle_tags(
-                    id,
-                    n.delivery_tag,
-                    n.multiple,
-                    Settle::Reject { requeue: n.requeue },
-                )
-                .await
-            }
-            basic::AMQPMethod::Reject(r) => {
-                self.settle_tags(
-                    id,
-                    r.delivery_tag,
-                    false,
-                    Settle::Reject { requeue: r.requeue },
-                )
-                .await
-            }
+            basic::AMQPMethod::Nack(n) => self.settle_tags(
+                id,
+                n.delivery_tag,
+                n.multiple,
+                Settle::Reject { requeue: n.requeue },
+            ),
+            basic::AMQPMethod::Reject(r) => self.settle_tags(
+                id,
+                r.delivery_tag,
+                false,
+                Settle::Reject { requeue: r.requeue },
+            ),
             basic::AMQPMethod::Recover(r) => {
-                self.recover(id, r.requeue).await?;
+                self.recover(id, r.requeue)?;
                 self.reply(id, basic::AMQPMethod::RecoverOk(basic::RecoverOk {}));
                 Ok(())
             }
-            basic::AMQPMethod::RecoverAsync(r) => self.recover(id, r.requeue).await,
+            basic::AMQPMethod::RecoverAsync(r) => self.recover(id, r.requeue),
             other => Err(AmqpError::command_invalid(format_args!(
                 "basic method {} is sent by servers, not clients",
                 AMQPClass::Basic(other).get_amqp_method_id()
@@ -172,7 +144,7 @@ impl Connection {
     async fn consume(&mut self, id: u16, c: basic::Consume) -> AmqpResult<()> {
         let vhost = self.ctx.vhost.clone();
         let conn_id = self.id;
-        let events = self.events.clone();
+        let events = self.events();
         let ch = self.ch(id)?;
         let queue = vhost.queue(ch.queue_name(c.queue.as_str())?, conn_id)?;
         let tag: Arc<str> = if c.consumer_tag.as_str().is_empty() {
@@ -265,16 +237,23 @@ impl Connection {
             basic::AMQPMethod::GetOk(basic::GetOk {
                 delivery_tag: tag,
                 redelivered: d.redelivered,
-                exchange: m.exchange.clone(),
-                routing_key: m.routing_key.clone(),
+                exchange: m.exchange().into(),
+                routing_key: m.routing_key().into(),
                 message_count: remaining,
             }),
         );
-        write_content(&mut self.out, id, &m.raw_properties, &m.body, frame_max);
+        write_content_shared(
+            &mut self.out,
+            id,
+            m.raw_properties(),
+            m.body(),
+            m.shared_body(),
+            frame_max,
+        );
         Ok(())
     }
 
-    async fn settle_tags(
+    pub(crate) fn settle_tags(
         &mut self,
         id: u16,
         tag: u64,
@@ -291,15 +270,13 @@ impl Connection {
         let qos = ch.qos.clone();
         if settle(taken.into_iter().map(|(_, u)| u), &qos, |_, ids| {
             how.command(ids)
-        })
-        .await
-        {
+        }) {
             self.wake_channel(id);
         }
         Ok(())
     }
 
-    async fn recover(&mut self, id: u16, requeue: bool) -> AmqpResult<()> {
+    fn recover(&mut self, id: u16, requeue: bool) -> AmqpResult<()> {
         if !requeue {
             return Err(AmqpError::not_implemented("requeue=false"));
         }
@@ -309,9 +286,7 @@ impl Connection {
         if settle(all.into_values(), &qos, |_, ids| QueueCmd::Return {
             ids,
             kind: ReturnKind::Closed,
-        })
-        .await
-        {
+        }) {
             self.wake_channel(id);
         }
         Ok(())
@@ -319,66 +294,59 @@ impl Connection {
 
     /// The last body frame of a publish arrived: build the message and route it (or hold it
     /// in the transaction).
-    pub(crate) async fn finish_publish(&mut self, id: u16) -> AmqpResult<()> {
-        let ch = self.ch(id)?;
+    pub(crate) fn finish_publish(&mut self, id: u16) -> AmqpResult<()> {
+        let user = &self.user;
+        let ch = self
+            .channels
+            .get_mut(&id)
+            .ok_or_else(|| AmqpError::channel_error(format_args!("channel {id} is not open")))?;
         let Some(mut p) = ch.publish.take() else {
             return Ok(());
         };
-        let Some((properties, mut raw_properties, _)) = p.header.take() else {
+        let Some((properties, raw_properties, _)) = p.header.take() else {
             return Ok(());
         };
-        let small = raw_properties.len() as u64 + p.received <= SMALL_MESSAGE;
-        let body = if p.body.len() == 1 && !small {
-            p.body.pop().unwrap_or_default()
-        } else {
-            // Small messages get one exact allocation for properties and body, instead of
-            // keeping alive the read buffer their frames arrived in (a queued 16-byte message
-            // would otherwise pin ~80 bytes of frames).
-            let extra = if small { raw_properties.len() } else { 0 };
-            let mut all = BytesMut::with_capacity(extra + p.received as usize);
-            if small {
-                all.extend_from_slice(&raw_properties);
-            }
-            for part in &p.body {
-                all.extend_from_slice(part);
-            }
-            let mut all = all.freeze();
-            if small {
-                raw_properties = all.split_to(extra);
-            }
-            all
-        };
-        if let Some(uid) = properties.user_id() {
-            if uid.as_str() != self.user {
+        if let Some(uid) = &properties.user_id {
+            if uid.as_str() != user {
+                ch.body_parts.clear();
                 return Err(AmqpError::precondition(format_args!(
-                    "user_id property set to '{}' but authenticated user was '{}'",
+                    "user_id property set to '{}' but authenticated user was '{user}'",
                     uid.as_str(),
-                    self.user
                 ))
                 .during(60, 40));
             }
         }
-        if let Some(e) = properties.expiration() {
-            parse_expiration(e.as_str()).map_err(|e| e.during(60, 40))?;
-        }
-        let msg = Arc::new(Message::new(
-            p.exchange,
-            p.routing_key,
-            &properties,
-            raw_properties,
-            body,
+        let expiration_ms = match &properties.expiration {
+            Some(e) => match parse_expiration(e.as_str()) {
+                Ok(ms) => Some(ms),
+                Err(e) => {
+                    ch.body_parts.clear();
+                    return Err(e.during(60, 40));
+                }
+            },
+            None => None,
+        };
+        let msg = Arc::new(Message::from_parts(
+            p.method.exchange(),
+            p.method.routing_key(),
+            properties.delivery_mode == Some(2),
+            properties.priority.unwrap_or(0),
+            expiration_ms,
+            &raw_properties,
+            &ch.body_parts,
         ));
-        if let Some(tx) = self.ch(id)?.tx.as_mut() {
-            tx.hold(msg, p.mandatory)?;
+        ch.body_parts.clear();
+        let mandatory = p.method.mandatory;
+        if let Some(tx) = ch.tx.as_mut() {
+            tx.hold(msg, mandatory)?;
             return Ok(());
         }
-        self.publish_message(id, msg, p.mandatory, properties.headers().as_ref())
-            .await
+        self.publish_message(id, msg, mandatory, properties.headers.as_ref())
     }
 
     /// Routes a complete message to its queues; returns it to the publisher if it is
     /// mandatory and unroutable (before the confirm, as RabbitMQ does).
-    pub(crate) async fn publish_message(
+    pub(crate) fn publish_message(
         &mut self,
         id: u16,
         msg: Arc<Message>,
@@ -386,42 +354,45 @@ impl Connection {
         headers: Option<&FieldTable>,
     ) -> AmqpResult<()> {
         let mut targets = std::mem::take(&mut self.route_buf);
-        self.ctx.vhost.route(
-            msg.exchange.as_str(),
-            msg.routing_key.as_str(),
-            headers,
-            &mut targets,
-        )?;
+        self.ctx
+            .vhost
+            .route(msg.exchange(), msg.routing_key(), headers, &mut targets)?;
         if targets.is_empty() && mandatory {
             self.reply(
                 id,
                 basic::AMQPMethod::Return(basic::Return {
                     reply_code: 312,
                     reply_text: "NO_ROUTE".into(),
-                    exchange: msg.exchange.clone(),
-                    routing_key: msg.routing_key.clone(),
+                    exchange: msg.exchange().into(),
+                    routing_key: msg.routing_key().into(),
                 }),
             );
-            write_content(
+            write_content_shared(
                 &mut self.out,
                 id,
-                &msg.raw_properties,
-                &msg.body,
+                msg.raw_properties(),
+                msg.body(),
+                msg.shared_body(),
                 self.frame_max,
             );
         }
         let ch = self.ch(id)?;
         let epoch = ch.epoch;
+        let mut waits = 0;
         let confirm_seq = ch.confirms.as_mut().map(|c| {
-            let waits = targets.iter().filter(|q| q.confirms_async(&msg)).count() as u32;
+            waits = targets.iter().filter(|q| q.confirms_async(&msg)).count() as u32;
             c.publish(waits)
         });
+        // Only publishes a queue must confirm later carry a handle to this connection.
+        let events = (waits > 0).then(|| self.events());
         for q in targets.drain(..) {
-            // Only publishes a queue must confirm later carry a handle to this connection.
-            let confirm = confirm_seq
-                .filter(|_| q.confirms_async(&msg))
-                .map(|seq| ConfirmToken::new(self.events.clone(), id, epoch, seq));
-            self.enqueue(q, msg.clone(), confirm).await;
+            let confirm = match (confirm_seq, &events) {
+                (Some(seq), Some(events)) if q.confirms_async(&msg) => {
+                    Some(ConfirmToken::new(events.clone(), id, epoch, seq))
+                }
+                _ => None,
+            };
+            self.enqueue(q, msg.clone(), confirm);
         }
         // Keep the routing buffer's allocation for the next publish.
         self.route_buf = targets;

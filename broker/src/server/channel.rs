@@ -6,15 +6,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use amq_protocol::protocol::{basic, channel as chan, AMQPClass, BasicProperties};
-use amq_protocol::types::ShortString;
+use amq_protocol::protocol::{basic, channel as chan, AMQPClass};
 use bytes::Bytes;
 
 use super::confirm::Confirms;
 use super::connection::Connection;
 use super::tx::TxState;
 use crate::error::{AmqpError, AmqpResult, ReplyCode};
-use crate::protocol::{write_content, write_deliver, write_method, Frame};
+use crate::protocol::{write_content_shared, write_deliver, write_method, Frame, Props, Publish};
 use crate::queue::{ChannelQos, ConnEvent, QueueCmd, QueueHandle, ReturnKind, DELIVERY_WINDOW};
 
 static NEXT_EPOCH: AtomicU64 = AtomicU64::new(1);
@@ -36,13 +35,11 @@ pub(crate) struct ChannelConsumer {
 
 /// A publish whose content is still arriving.
 pub(crate) struct PendingPublish {
-    pub exchange: ShortString,
-    pub routing_key: ShortString,
-    pub mandatory: bool,
-    /// Set once the content header arrived.
-    pub header: Option<(BasicProperties, Bytes, u64)>,
-    /// Body frames so far (usually one, kept without copying).
-    pub body: Vec<Bytes>,
+    /// The basic.publish method (exchange, routing key, mandatory).
+    pub method: Publish,
+    /// Set once the content header arrived: properties, encoded properties, body size.
+    pub header: Option<(Props, Bytes, u64)>,
+    /// Body bytes so far (the frames are in the channel's `body_parts`).
     pub received: u64,
 }
 
@@ -53,6 +50,9 @@ pub(crate) struct Channel {
     pub closing: bool,
     /// Publish in progress.
     pub publish: Option<PendingPublish>,
+    /// Body frames of the publish in progress (usually one, kept without copying); reused, so
+    /// a publish allocates no list.
+    pub body_parts: Vec<Bytes>,
     /// Last delivery tag used.
     pub last_tag: u64,
     /// Delivered, not yet acked, by delivery tag.
@@ -80,6 +80,7 @@ impl Channel {
             id,
             closing: false,
             publish: None,
+            body_parts: Vec::new(),
             last_tag: 0,
             unacked: BTreeMap::new(),
             consumers: HashMap::new(),
@@ -110,16 +111,13 @@ impl Channel {
     }
 
     /// Cancels the consumers and returns every unacked message to its queue.
-    pub async fn release(mut self, conn_id: u64) {
+    pub fn release(mut self, conn_id: u64) {
         for (tag, c) in self.consumers.drain() {
-            let _ = c
-                .queue
-                .send(QueueCmd::Cancel {
-                    conn_id,
-                    channel: self.id,
-                    tag,
-                })
-                .await;
+            c.queue.send_internal(QueueCmd::Cancel {
+                conn_id,
+                channel: self.id,
+                tag,
+            });
         }
         let unacked = std::mem::take(&mut self.unacked);
         settle(unacked.into_values(), &self.qos, |_, ids| {
@@ -127,15 +125,15 @@ impl Channel {
                 ids,
                 kind: ReturnKind::Closed,
             }
-        })
-        .await;
+        });
     }
 }
 
-/// Groups settled messages by queue and sends each queue one command. Releases channel
-/// prefetch; returns true when the channel was at its prefetch limit, so every queue it
-/// consumes from may deliver again.
-pub(crate) async fn settle(
+/// Groups settled messages by queue and sends each queue one command (settlements skip the
+/// queues' publish mailboxes, so this never waits). Releases channel prefetch; returns true
+/// when the channel was at its prefetch limit, so every queue it consumes from may deliver
+/// again.
+pub(crate) fn settle(
     items: impl IntoIterator<Item = Unacked>,
     qos: &ChannelQos,
     make: impl Fn(&QueueHandle, Vec<u64>) -> QueueCmd,
@@ -152,14 +150,19 @@ pub(crate) async fn settle(
     let was_full = qos.release(counted);
     for (q, ids) in groups {
         let cmd = make(&q, ids);
-        let _ = q.send(cmd).await;
+        q.send_internal(cmd);
     }
     was_full
 }
 
 impl Connection {
-    /// Frames on channels 1..=channel_max.
-    pub(crate) async fn handle_channel_frame(&mut self, frame: Frame) -> AmqpResult<()> {
+    /// Frames on channels 1..=channel_max, handled without waiting. A method that may have to
+    /// wait (for a queue's answer, or for room in a queue's mailbox) is handed back, to be run
+    /// by [`handle_method`](Self::handle_method) after the publishes read before it are sent.
+    pub(crate) fn handle_channel_frame(
+        &mut self,
+        frame: Frame,
+    ) -> AmqpResult<Option<Box<AMQPClass>>> {
         let id = frame.channel();
         let Some(ch) = self.channels.get_mut(&id) else {
             return match frame {
@@ -174,19 +177,25 @@ impl Connection {
                             .during(20, 10));
                         }
                         let epoch = NEXT_EPOCH.fetch_add(1, Ordering::Relaxed);
-                        self.channels.insert(id, Channel::new(id, epoch));
+                        self.channels.insert(id, Box::new(Channel::new(id, epoch)));
                         write_method(
                             &mut self.out,
                             id,
                             &AMQPClass::Channel(chan::AMQPMethod::OpenOk(chan::OpenOk {})),
                         );
-                        Ok(())
+                        Ok(None)
                     }
                     m => Err(
                         AmqpError::channel_error(format_args!("expected 'channel.open'"))
                             .during(m.get_amqp_class_id(), m.get_amqp_method_id()),
                     ),
                 },
+                Frame::Publish(..) => {
+                    Err(AmqpError::channel_error("expected 'channel.open'").during(60, 40))
+                }
+                Frame::Ack { .. } => {
+                    Err(AmqpError::channel_error("expected 'channel.open'").during(60, 80))
+                }
                 _ => Err(AmqpError::channel_error("expected 'channel.open'")),
             };
         };
@@ -207,28 +216,48 @@ impl Connection {
                     _ => {}
                 }
             }
-            return Ok(());
+            return Ok(None);
         }
         match frame {
-            Frame::Method(_, m) => {
-                if !matches!(*m, AMQPClass::Basic(basic::AMQPMethod::Publish(_)))
-                    && !self.pending.is_empty()
-                {
-                    // Whatever this method does, the queues must see the publishes before it.
-                    self.flush_publishes().await;
-                }
-                let Some(ch) = self.channels.get_mut(&id) else {
-                    return Ok(());
-                };
+            Frame::Publish(_, p) => {
                 if ch.publish.is_some() {
                     return Err(AmqpError::unexpected_frame(format_args!(
                         "expected content header for class 60, got non content header frame instead"
                     )));
                 }
-                let (class_id, method_id) = (m.get_amqp_class_id(), m.get_amqp_method_id());
-                self.handle_method(id, *m)
-                    .await
-                    .map_err(|e| e.during(class_id, method_id))
+                if p.immediate {
+                    return Err(AmqpError::not_implemented("immediate=true").during(60, 40));
+                }
+                ch.publish = Some(PendingPublish {
+                    method: p,
+                    header: None,
+                    received: 0,
+                });
+                Ok(None)
+            }
+            Frame::Ack {
+                delivery_tag,
+                multiple,
+                ..
+            } => {
+                if ch.publish.is_some() {
+                    return Err(AmqpError::unexpected_frame(format_args!(
+                        "expected content header for class 60, got non content header frame instead"
+                    )));
+                }
+                // Acks skip the queues' publish mailboxes, so publishes still pending need not
+                // go first.
+                self.settle_tags(id, delivery_tag, multiple, super::basic::Settle::Ack)
+                    .map_err(|e| e.during(60, 80))?;
+                Ok(None)
+            }
+            Frame::Method(_, m) => {
+                if ch.publish.is_some() {
+                    return Err(AmqpError::unexpected_frame(format_args!(
+                        "expected content header for class 60, got non content header frame instead"
+                    )));
+                }
+                Ok(Some(m))
             }
             Frame::Header {
                 class_id,
@@ -260,11 +289,11 @@ impl Connection {
                     ))
                     .during(60, 40));
                 }
-                p.header = Some((*properties, raw_properties, body_size));
+                p.header = Some((properties, raw_properties, body_size));
                 if body_size == 0 {
-                    self.finish_publish(id).await?;
+                    self.finish_publish(id)?;
                 }
-                Ok(())
+                Ok(None)
             }
             Frame::Body(_, bytes) => {
                 let Some(p) = ch.publish.as_mut() else {
@@ -277,23 +306,23 @@ impl Connection {
                 };
                 let size = *size;
                 p.received += bytes.len() as u64;
-                p.body.push(bytes);
+                ch.body_parts.push(bytes);
                 if p.received > size {
                     return Err(AmqpError::unexpected_frame(
                         "content body exceeds the size in its header",
                     ));
                 }
                 if p.received == size {
-                    self.finish_publish(id).await?;
+                    self.finish_publish(id)?;
                 }
-                Ok(())
+                Ok(None)
             }
-            Frame::Heartbeat(_) => Ok(()),
+            Frame::Heartbeat(_) => Ok(None),
         }
     }
 
     /// Methods on an open channel, dispatched to their class's handler.
-    async fn handle_method(&mut self, id: u16, method: AMQPClass) -> AmqpResult<()> {
+    pub(crate) async fn handle_method(&mut self, id: u16, method: AMQPClass) -> AmqpResult<()> {
         match method {
             AMQPClass::Channel(m) => self.handle_channel_method(id, m).await,
             AMQPClass::Exchange(m) => self.handle_exchange_method(id, m),
@@ -326,7 +355,7 @@ impl Connection {
             }
             chan::AMQPMethod::Close(_) => {
                 if let Some(ch) = self.channels.remove(&id) {
-                    ch.release(self.id).await;
+                    ch.release(self.id);
                 }
                 write_method(
                     &mut self.out,
@@ -353,32 +382,29 @@ impl Connection {
     }
 
     /// Closes one channel with an error; the connection and its other channels carry on.
-    pub(crate) async fn close_channel(&mut self, id: u16, err: AmqpError) {
+    pub(crate) fn close_channel(&mut self, id: u16, err: AmqpError) {
         let Some(ch) = self.channels.get_mut(&id) else {
             return;
         };
         tracing::debug!(channel = id, code = err.code.code(), text = %err.text, "closing channel");
         ch.closing = true;
         ch.publish = None;
+        ch.body_parts.clear();
         ch.confirms = None;
         let consumers: Vec<_> = ch.consumers.drain().collect();
         let unacked = std::mem::take(&mut ch.unacked);
         let qos = ch.qos.clone();
         for (tag, c) in consumers {
-            let _ = c
-                .queue
-                .send(QueueCmd::Cancel {
-                    conn_id: self.id,
-                    channel: id,
-                    tag,
-                })
-                .await;
+            c.queue.send_internal(QueueCmd::Cancel {
+                conn_id: self.id,
+                channel: id,
+                tag,
+            });
         }
         settle(unacked.into_values(), &qos, |_, ids| QueueCmd::Return {
             ids,
             kind: ReturnKind::Closed,
-        })
-        .await;
+        });
         write_method(
             &mut self.out,
             id,
@@ -392,7 +418,7 @@ impl Connection {
     }
 
     /// A message from a queue: encode it, or hand it back if its consumer is gone.
-    pub(crate) async fn handle_event(&mut self, ev: ConnEvent) {
+    pub(crate) fn handle_event(&mut self, ev: ConnEvent) {
         match ev {
             ConnEvent::Deliver {
                 channel,
@@ -413,12 +439,10 @@ impl Connection {
                 let Some((no_ack, in_flight)) = consumer else {
                     // Cancelled or closed meanwhile: the messages go back untouched.
                     let ids = messages.iter().map(|m| m.msg_id).collect();
-                    let _ = queue
-                        .send(QueueCmd::Return {
-                            ids,
-                            kind: ReturnKind::Unsent,
-                        })
-                        .await;
+                    queue.send_internal(QueueCmd::Return {
+                        ids,
+                        kind: ReturnKind::Unsent,
+                    });
                     return;
                 };
                 let n = messages.len() as u32;
@@ -442,14 +466,15 @@ impl Connection {
                         &consumer_tag,
                         tag,
                         d.redelivered,
-                        m.exchange.as_str(),
-                        m.routing_key.as_str(),
+                        m.exchange_bytes(),
+                        m.routing_key_bytes(),
                     );
-                    write_content(
+                    write_content_shared(
                         &mut self.out,
                         channel,
-                        &m.raw_properties,
-                        &m.body,
+                        m.raw_properties(),
+                        m.body(),
+                        m.shared_body(),
                         frame_max,
                     );
                     if !no_ack {
@@ -515,6 +540,7 @@ impl Connection {
     pub(crate) fn ch(&mut self, id: u16) -> AmqpResult<&mut Channel> {
         self.channels
             .get_mut(&id)
+            .map(|c| &mut **c)
             .ok_or_else(|| AmqpError::channel_error(format_args!("channel {id} is not open")))
     }
 

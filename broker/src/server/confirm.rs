@@ -139,14 +139,20 @@ mod tests {
     fn frames(out: &[u8]) -> Vec<(bool, u64, bool)> {
         let mut buf = BytesMut::from(out);
         let mut v = Vec::new();
-        while let Some(Frame::Method(_, m)) = decode_frame(&mut buf, 131072).unwrap() {
-            match *m {
-                AMQPClass::Basic(basic::AMQPMethod::Ack(a)) => {
-                    v.push((true, a.delivery_tag, a.multiple))
-                }
-                AMQPClass::Basic(basic::AMQPMethod::Nack(n)) => {
-                    v.push((false, n.delivery_tag, n.multiple))
-                }
+        while let Some(frame) = decode_frame(&mut buf, 131072).unwrap() {
+            match frame {
+                // The decoder's fast path reads basic.ack in place.
+                Frame::Ack {
+                    delivery_tag,
+                    multiple,
+                    ..
+                } => v.push((true, delivery_tag, multiple)),
+                Frame::Method(_, m) => match *m {
+                    AMQPClass::Basic(basic::AMQPMethod::Nack(n)) => {
+                        v.push((false, n.delivery_tag, n.multiple))
+                    }
+                    other => panic!("unexpected {other:?}"),
+                },
                 other => panic!("unexpected {other:?}"),
             }
         }

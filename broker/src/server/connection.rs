@@ -26,14 +26,22 @@ use crate::auth::{self, AuthError, MECHANISMS};
 use crate::error::{AmqpError, AmqpResult, ReplyCode};
 use crate::message::Message;
 use crate::protocol::{
-    write_heartbeat, write_method, CodecError, Frame, FrameCodec, FRAME_MIN_SIZE, PROTOCOL_HEADER,
+    write_heartbeat, write_method, CodecError, Frame, FrameCodec, Output, FRAME_MIN_SIZE,
+    PROTOCOL_HEADER,
 };
 use crate::queue::{ConfirmToken, ConnEvent, ConnSender, Publishing, QueueCmd, QueueHandle};
 
 /// Output bytes buffered before the connection stops reading from its client.
 const OUT_HIGH_WATER: usize = 1 << 20;
-/// Read buffer growth step once a connection is busy.
-const READ_CHUNK: usize = 64 * 1024;
+/// Read buffer size once a connection is busy (a read filled the buffer it had).
+const READ_CHUNK: usize = 128 * 1024;
+/// Read buffer size of a quiet connection; it is freed again once every frame in it is
+/// handled, so an idle connection holds no read buffer at all.
+const READ_SMALL: usize = 4 * 1024;
+/// Output buffer capacity kept once everything is written.
+const OUT_KEEP: usize = 64 * 1024;
+/// Slices per vectored write.
+const WRITE_SLICES: usize = 16;
 /// How long a closing connection waits for the client's close-ok.
 const CLOSE_WAIT: Duration = Duration::from_secs(3);
 /// After a framing error no close-ok can be parsed: the close frame gets this long to reach
@@ -53,11 +61,15 @@ pub(crate) struct Connection {
     /// Negotiated channel_max.
     pub channel_max: u16,
     /// Frames waiting to be written.
-    pub out: Vec<u8>,
+    pub out: Output,
     /// Open channels.
-    pub channels: HashMap<u16, Channel>,
-    /// Handed to queues so they can push deliveries to this connection.
-    pub events: ConnSender,
+    pub channels: HashMap<u16, Box<Channel>>,
+    /// Handed to queues so they can push deliveries and confirms to this connection; made on
+    /// first use (see [`events`](Self::events)), so a connection that never consumes nor
+    /// confirms has no mailbox.
+    events: Option<ConnSender>,
+    /// The receiving side of a mailbox just made, for the run loop to pick up.
+    new_events: Option<mpsc::UnboundedReceiver<ConnEvent>>,
     /// The client understands basic.cancel from the server.
     pub cancel_notify: bool,
     /// Queues to wake once the current batch is handled (capacity was freed).
@@ -77,8 +89,7 @@ pub(crate) async fn serve(ctx: Arc<BrokerContext>, id: u64, stream: TcpStream, p
     let (mut rd, mut wr) = stream.into_split();
     // Small to start: an idle connection should cost a few KiB. Busy connections grow their
     // buffers (see READ_CHUNK) and keep them.
-    let mut inbuf = BytesMut::with_capacity(4 * 1024);
-    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let mut inbuf = BytesMut::with_capacity(READ_SMALL);
     let handshake = timeout(
         ctx.config.handshake_timeout(),
         handshake(&ctx, &mut rd, &mut wr, &mut inbuf, peer),
@@ -102,9 +113,10 @@ pub(crate) async fn serve(ctx: Arc<BrokerContext>, id: u64, stream: TcpStream, p
         frame_max: tuned.frame_max,
         channel_max: tuned.channel_max,
         user: tuned.user,
-        out: Vec::new(),
+        out: Output::default(),
         channels: HashMap::new(),
-        events: events_tx,
+        events: None,
+        new_events: None,
         cancel_notify: tuned.cancel_notify,
         to_wake: Vec::new(),
         route_buf: Vec::new(),
@@ -113,7 +125,11 @@ pub(crate) async fn serve(ctx: Arc<BrokerContext>, id: u64, stream: TcpStream, p
         closing_since: None,
     };
     info!("connection open");
-    c.run(rd, wr, inbuf, events_rx, tuned.heartbeat).await;
+    if inbuf.is_empty() {
+        // Idle from here on, most likely: hold no buffer until the client sends something.
+        inbuf = BytesMut::new();
+    }
+    c.run(rd, wr, inbuf, tuned.heartbeat).await;
     c.cleanup().await;
     info!("connection closed");
 }
@@ -368,19 +384,31 @@ async fn handshake(
 }
 
 impl Connection {
+    /// The connection's mailbox for queues, made on first use.
+    pub(crate) fn events(&mut self) -> ConnSender {
+        if let Some(tx) = &self.events {
+            return tx.clone();
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.events = Some(tx.clone());
+        self.new_events = Some(rx);
+        tx
+    }
+
     async fn run(
         &mut self,
-        mut rd: OwnedReadHalf,
+        rd: OwnedReadHalf,
         mut wr: OwnedWriteHalf,
         mut inbuf: BytesMut,
-        mut events_rx: mpsc::UnboundedReceiver<ConnEvent>,
         heartbeat: u16,
     ) {
         let mut codec = FrameCodec {
             frame_max: self.frame_max,
         };
-        let mut events = Vec::with_capacity(256);
-        let mut written = 0usize;
+        let mut events_rx: Option<mpsc::UnboundedReceiver<ConnEvent>> = None;
+        let mut events = Vec::new();
+        // A read filled the buffer it had: read in large chunks.
+        let mut busy = false;
         let mut last_read = Instant::now();
         let mut last_write = Instant::now();
         let beat = if heartbeat == 0 {
@@ -393,21 +421,43 @@ impl Connection {
         let shutdown = self.ctx.shutdown.clone();
         let mut shutdown_seen = false;
         let mut corrupt = false;
+        // Frames that arrived with the handshake's last ones are handled before any read.
+        let mut unread = !inbuf.is_empty();
         loop {
-            let backlog = self.out.len() - written;
-            let can_take = backlog < OUT_HIGH_WATER;
+            if events_rx.is_none() {
+                events_rx = self.new_events.take();
+            }
+            let can_take = self.out.pending() < OUT_HIGH_WATER;
             tokio::select! {
                 r = async {
-                    // Read in large chunks once data flows, without pre-allocating them for
-                    // every idle connection.
-                    if inbuf.capacity() - inbuf.len() < 1024 {
-                        inbuf.reserve(READ_CHUNK);
+                    if unread {
+                        return Ok(false);
                     }
-                    rd.read_buf(&mut inbuf).await
+                    rd.readable().await.map(|()| true)
                 }, if can_take => {
-                    match r {
-                        Ok(0) | Err(_) => return,
-                        Ok(_) => {}
+                    let fresh = match r {
+                        Ok(fresh) => fresh,
+                        Err(_) => return,
+                    };
+                    unread = false;
+                    if fresh {
+                        let spare = inbuf.capacity() - inbuf.len();
+                        if spare < 1024 {
+                            inbuf.reserve(if busy { READ_CHUNK } else { READ_SMALL });
+                        }
+                        let spare = inbuf.capacity() - inbuf.len();
+                        match rd.try_read_buf(&mut inbuf) {
+                            Ok(0) => return,
+                            Ok(n) => busy = n == spare,
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                                // A stale readiness: keep no buffer for nothing.
+                                if inbuf.is_empty() {
+                                    inbuf = BytesMut::new();
+                                }
+                                continue;
+                            }
+                            Err(_) => return,
+                        }
                     }
                     last_read = Instant::now();
                     if corrupt {
@@ -418,7 +468,13 @@ impl Connection {
                     }
                     loop {
                         match codec.decode(&mut inbuf) {
-                            Ok(Some(frame)) => self.handle_frame(frame).await,
+                            Ok(Some(frame)) => {
+                                if let Some((channel, method)) = self.handle_frame(frame) {
+                                    // Methods that wait run boxed, so the connection's own
+                                    // future stays small.
+                                    Box::pin(self.handle_waiting_method(channel, method)).await;
+                                }
+                            }
                             Ok(None) => break,
                             Err(CodecError::Frame(e)) => {
                                 if self.closing_since.is_some() {
@@ -438,31 +494,39 @@ impl Connection {
                             break;
                         }
                     }
+                    if inbuf.is_empty() && !busy {
+                        inbuf = BytesMut::new();
+                    }
                     self.flush_publishes().await;
                     self.after_batch();
                 }
-                n = events_rx.recv_many(&mut events, 256), if can_take && self.closing_since.is_none() => {
+                n = async {
+                    match events_rx.as_mut() {
+                        Some(rx) => rx.recv_many(&mut events, 256).await,
+                        None => std::future::pending().await,
+                    }
+                }, if can_take && self.closing_since.is_none() => {
                     if n == 0 {
                         return;
                     }
                     for ev in events.drain(..) {
-                        self.handle_event(ev).await;
+                        self.handle_event(ev);
                     }
                     self.after_batch();
                 }
-                r = wr.write(&self.out[written..]), if written < self.out.len() => {
+                r = async {
+                    let mut slices = [std::io::IoSlice::new(&[]); WRITE_SLICES];
+                    let n = self.out.io_slices(&mut slices);
+                    wr.write_vectored(&slices[..n]).await
+                }, if !self.out.is_drained() => {
                     match r {
                         Ok(0) | Err(_) => return,
-                        Ok(n) => written += n,
+                        Ok(n) => self.out.advance(n, OUT_KEEP),
                     }
                     last_write = Instant::now();
-                    if written == self.out.len() {
-                        self.out.clear();
-                        written = 0;
-                        if self.done {
-                            let _ = wr.shutdown().await;
-                            return;
-                        }
+                    if self.out.is_drained() && self.done {
+                        let _ = wr.shutdown().await;
+                        return;
                     }
                 }
                 _ = tokio::time::sleep_until(
@@ -478,9 +542,15 @@ impl Connection {
                             info!("missed heartbeats from client, closing");
                             return;
                         }
-                        if now - last_write >= beat && written == self.out.len() {
+                        if now - last_write >= beat && self.out.is_drained() {
                             write_heartbeat(&mut self.out);
                         }
+                    }
+                    if events.capacity() > 0 && now - last_read > beat.min(CLOSE_WAIT) {
+                        // Quiet for a while: give back the batch buffers.
+                        events = Vec::new();
+                        self.route_buf = Vec::new();
+                        self.pending = Vec::new();
                     }
                 }
                 _ = shutdown.cancelled(), if !shutdown_seen => {
@@ -491,15 +561,16 @@ impl Connection {
                     ));
                 }
             }
-            if self.done && self.out.is_empty() {
+            if self.done && self.out.is_drained() {
                 let _ = wr.shutdown().await;
                 return;
             }
         }
     }
 
-    /// Queues a routed publish for `queue`; sent with the others of this batch.
-    pub(crate) async fn enqueue(
+    /// Queues a routed publish for `queue`; sent with the others of this read batch (at most
+    /// one read buffer of publishes).
+    pub(crate) fn enqueue(
         &mut self,
         queue: QueueHandle,
         message: Arc<Message>,
@@ -513,9 +584,6 @@ impl Connection {
             }
         };
         list.push((message, confirm));
-        if list.len() >= 256 {
-            self.flush_publishes().await;
-        }
     }
 
     /// Sends the publishes routed so far to their queues (before anything else that the
@@ -557,9 +625,11 @@ impl Connection {
         self.closing_since = Some(Instant::now());
     }
 
-    async fn handle_frame(&mut self, frame: Frame) {
+    /// Handles a frame that needs no waiting; a method that may wait is handed back with its
+    /// channel, for [`handle_waiting_method`](Self::handle_waiting_method).
+    fn handle_frame(&mut self, frame: Frame) -> Option<(u16, Box<AMQPClass>)> {
         if self.done {
-            return;
+            return None;
         }
         if self.closing_since.is_some() {
             if let Frame::Method(0, m) = &frame {
@@ -576,26 +646,56 @@ impl Connection {
                     _ => {}
                 }
             }
-            return;
+            return None;
         }
         let channel = frame.channel();
         let result = match frame {
-            Frame::Heartbeat(0) => Ok(()),
+            Frame::Heartbeat(0) => Ok(None),
             Frame::Heartbeat(c) => Err(AmqpError::unexpected_frame(format_args!(
                 "heartbeat frame on channel {c}, expected channel 0"
             ))),
-            Frame::Method(0, m) => self.handle_connection_method(*m),
+            Frame::Method(0, m) => self.handle_connection_method(*m).map(|()| None),
+            Frame::Publish(0, _) => Err(AmqpError::channel_error(
+                "unexpected method in connection state running",
+            )
+            .during(60, 40)),
+            Frame::Ack { channel: 0, .. } => Err(AmqpError::channel_error(
+                "unexpected method in connection state running",
+            )
+            .during(60, 80)),
             Frame::Header { channel: 0, .. } | Frame::Body(0, _) => Err(
                 AmqpError::unexpected_frame("expected method frame, got non method frame instead"),
             ),
-            frame => self.handle_channel_frame(frame).await,
+            frame => self.handle_channel_frame(frame),
         };
-        if let Err(e) = result {
-            if e.code.is_hard() || channel == 0 {
-                self.close_connection(e);
-            } else {
-                self.close_channel(channel, e).await;
+        match result {
+            Ok(method) => method.map(|m| (channel, m)),
+            Err(e) => {
+                self.fail(channel, e);
+                None
             }
+        }
+    }
+
+    /// A method that may wait for queues, after the publishes read before it are sent.
+    async fn handle_waiting_method(&mut self, channel: u16, method: Box<AMQPClass>) {
+        // Whatever this method does, the queues must see the publishes before it.
+        self.flush_publishes().await;
+        if !self.channels.contains_key(&channel) {
+            return;
+        }
+        let (class_id, method_id) = (method.get_amqp_class_id(), method.get_amqp_method_id());
+        if let Err(e) = self.handle_method(channel, *method).await {
+            self.fail(channel, e.during(class_id, method_id));
+        }
+    }
+
+    /// Closes the channel (or, for a hard error or on channel 0, the connection) with `e`.
+    fn fail(&mut self, channel: u16, e: AmqpError) {
+        if e.code.is_hard() || channel == 0 {
+            self.close_connection(e);
+        } else {
+            self.close_channel(channel, e);
         }
     }
 
@@ -631,7 +731,7 @@ impl Connection {
         let ids: Vec<u16> = self.channels.keys().copied().collect();
         for id in ids {
             if let Some(ch) = self.channels.remove(&id) {
-                ch.release(self.id).await;
+                ch.release(self.id);
             }
         }
         self.ctx.vhost.drop_exclusive_queues(self.id).await;

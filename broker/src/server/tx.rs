@@ -71,12 +71,11 @@ impl Connection {
                 let qos = ch.qos.clone();
                 for (msg, mandatory) in state.publishes {
                     let props = msg.properties();
-                    self.publish_message(id, msg, mandatory, props.headers().as_ref())
-                        .await?;
+                    self.publish_message(id, msg, mandatory, props.headers().as_ref())?;
                 }
                 self.flush_publishes().await;
                 for (_, u, how) in state.settles {
-                    if settle([u], &qos, |_, ids| how.command(ids)).await {
+                    if settle([u], &qos, |_, ids| how.command(ids)) {
                         self.wake_channel(id);
                     }
                 }

@@ -1,107 +1,59 @@
-//! The store of a durable queue: persistent messages are written to the `Disk`; transient ones
-//! stay in memory (RabbitMQ's semantics). Only an index entry per message is kept in RAM once
-//! the queue's in-memory bodies pass a budget; paged-out bodies are read back on delivery.
+//! The store of a durable queue: persistent messages are written to disk through the queue's
+//! [`QueueLog`]; transient ones stay in memory (RabbitMQ's semantics). Past the head of a deep
+//! queue only an index record per persistent message stays in RAM (see [`Ready`]); its body
+//! is read back from disk when it reaches the head.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::disk::{decode_message, encode_message, record_meta, Disk};
+use super::disk::{decode_message, record_meta, Disk};
+use super::queue_log::QueueLog;
+use super::ready::{Ready, Slot, HOT_MAX};
 use super::{QueueStore, StoredMessage};
-
-/// Body bytes a durable queue keeps in memory before new persistent messages live on disk only.
-const MEMORY_BUDGET: usize = 16 * 1024 * 1024;
-
-struct Entry {
-    seq: u64,
-    redelivered: bool,
-    persistent: bool,
-    delivery_count: u32,
-    expires_at: Option<Instant>,
-    /// Body bytes (for `x-max-length-bytes` without reading paged-out bodies).
-    size: u32,
-    /// `None` when paged out: the body is on disk only.
-    message: Option<Arc<crate::message::Message>>,
-}
-
-impl Entry {
-    /// The entry of a message held in memory; `persistent` when it is (or will be) on disk.
-    fn new(msg: StoredMessage, persistent: bool) -> Self {
-        Entry {
-            seq: msg.seq,
-            redelivered: msg.redelivered,
-            persistent,
-            delivery_count: msg.delivery_count,
-            expires_at: msg.expires_at,
-            size: msg.message.body_len() as u32,
-            message: Some(msg.message),
-        }
-    }
-}
 
 /// Ready messages of a durable queue.
 pub struct DurableQueueStore {
-    disk: Arc<Disk>,
-    id: u64,
-    ready: VecDeque<Entry>,
-    mem_bytes: usize,
-    /// Body bytes of all ready messages, in memory or not.
-    bytes: u64,
-    /// Writes and removals of this delivery round, applied by `commit` as one sled batch.
-    batch: sled::Batch,
-    /// Whether `batch` holds anything.
-    dirty: bool,
-    /// Entries written this round whose bodies go out of memory once the batch is applied.
-    page_out: Vec<u64>,
+    log: QueueLog,
+    ready: Ready,
 }
 
 impl DurableQueueStore {
     /// An empty store for queue `id`.
     pub fn new(disk: Arc<Disk>, id: u64) -> Self {
         DurableQueueStore {
-            disk,
-            id,
-            ready: VecDeque::new(),
-            mem_bytes: 0,
-            bytes: 0,
-            batch: sled::Batch::default(),
-            dirty: false,
-            page_out: Vec::new(),
+            log: QueueLog::new(disk, id),
+            ready: Ready::default(),
         }
     }
 
     /// The store of queue `id` with the messages found on disk; returns the next sequence
-    /// number to use.
+    /// number to use. Only the first messages are decoded; the others stay on disk.
     pub fn recover(disk: Arc<Disk>, id: u64, unclean: bool) -> (Self, u64) {
-        let mut store = DurableQueueStore::new(disk.clone(), id);
+        let mut ready = Ready::default();
         let mut next = 1;
-        disk.load_queue(id, unclean, |seq, redelivered, value| {
-            next = seq + 1;
-            let meta = record_meta(value);
-            let message = if store.mem_bytes < MEMORY_BUDGET {
-                decode_message(value).map(|m| {
-                    store.mem_bytes += m.body_len();
-                    Arc::new(m)
-                })
-            } else {
-                None
-            };
+        let log = QueueLog::recover(disk, id, unclean, |found| {
+            next = found.seq + 1;
+            let meta = record_meta(found.record);
+            let message = (ready.len() < HOT_MAX)
+                .then(|| decode_message(found.record))
+                .flatten()
+                .map(Arc::new);
             let size = message
                 .as_ref()
-                .map_or_else(|| encoded_body_len(value), |m| m.body_len())
+                .map_or_else(|| encoded_body_len(found.record), |m| m.body_len())
                 as u32;
-            store.bytes += u64::from(size);
-            store.ready.push_back(Entry {
-                seq,
-                redelivered,
-                persistent: true,
+            ready.push(Slot {
+                seq: found.seq,
+                redelivered: found.redelivered,
+                on_disk: true,
                 delivery_count: meta.delivery_count,
                 expires_at: meta.expires_at(),
                 size,
                 message,
             });
         });
-        (store, next)
+        ready.unstage();
+        (DurableQueueStore { log, ready }, next)
     }
 }
 
@@ -109,61 +61,43 @@ impl QueueStore for DurableQueueStore {
     fn push(&mut self, msg: StoredMessage) -> bool {
         let written = msg.message.is_persistent();
         if written {
-            self.batch
-                .insert(&Disk::key(self.id, msg.seq)[..], encode_message(&msg));
-            self.dirty = true;
+            self.log.write(&msg);
         }
-        if written && self.mem_bytes >= MEMORY_BUDGET {
-            // Keep the body until the batch is on its way to disk, then let it go.
-            self.page_out.push(msg.seq);
-        } else {
-            self.mem_bytes += msg.message.body_len();
-        }
-        self.bytes += msg.message.body_len() as u64;
-        self.ready.push_back(Entry::new(msg, written));
+        self.ready.push(Slot::new(msg, written));
         written
     }
 
-    fn push_moved(&mut self, msg: StoredMessage, from: (u64, u64)) -> bool {
-        self.commit();
-        let written = self.disk.move_message(from, self.id, &msg);
-        self.mem_bytes += msg.message.body_len();
-        self.bytes += msg.message.body_len() as u64;
-        self.ready.push_back(Entry::new(msg, written));
-        written
+    fn push_moved(&mut self, msg: StoredMessage, from: (u64, u64)) -> (bool, Option<u64>) {
+        // This queue's copy and the source's ack record go to disk in one batch.
+        let written = msg.message.is_persistent();
+        if written {
+            self.log.write(&msg);
+        }
+        let ack = self.log.settle_foreign(from);
+        self.log.commit();
+        self.ready.push(Slot::new(msg, written));
+        self.ready.unstage();
+        (written, Some(ack))
+    }
+
+    fn refuse_moved(&mut self, from: (u64, u64)) -> Option<u64> {
+        let ack = self.log.settle_foreign(from);
+        self.log.commit();
+        Some(ack)
+    }
+
+    fn taken_over(&mut self, seq: u64, ack: u64) {
+        self.log.taken_over(seq, ack);
     }
 
     fn pop(&mut self) -> Option<StoredMessage> {
-        while let Some(e) = self.ready.pop_front() {
-            self.bytes -= u64::from(e.size).min(self.bytes);
-            let delivery_count = e.delivery_count;
-            let message = match e.message {
-                Some(m) => {
-                    self.mem_bytes -= m.body_len().min(self.mem_bytes);
-                    m
-                }
-                None => match self.disk.get_message(self.id, e.seq) {
-                    Some(m) => Arc::new(m),
-                    // Unreadable on disk: nothing to deliver; skip it rather than stall.
-                    None => continue,
-                },
-            };
-            return Some(StoredMessage {
-                seq: e.seq,
-                message,
-                redelivered: e.redelivered,
-                delivery_count,
-                expires_at: e.expires_at,
-            });
-        }
-        None
+        let log = &mut self.log;
+        self.ready.pop(|seq| log.read(seq))
     }
 
     fn requeue(&mut self, msg: StoredMessage) {
-        self.mem_bytes += msg.message.body_len();
-        self.bytes += msg.message.body_len() as u64;
-        let persistent = msg.message.is_persistent();
-        super::insert_by_seq(&mut self.ready, Entry::new(msg, persistent), |e| e.seq);
+        let on_disk = msg.message.is_persistent();
+        self.ready.requeue(Slot::new(msg, on_disk));
     }
 
     fn delivered(&mut self, _msg: &StoredMessage) {
@@ -173,56 +107,35 @@ impl QueueStore for DurableQueueStore {
 
     fn settle(&mut self, msg: &StoredMessage) {
         if msg.message.is_persistent() {
-            self.batch.remove(&Disk::key(self.id, msg.seq)[..]);
-            self.dirty = true;
+            self.log.remove(msg.seq);
         }
     }
 
     fn commit(&mut self) -> bool {
-        let mut ok = true;
-        if self.dirty {
-            ok = self.disk.apply(std::mem::take(&mut self.batch));
-            self.dirty = false;
-        }
-        if !self.page_out.is_empty() {
-            let from = self.page_out[0];
-            for e in self.ready.iter_mut().rev() {
-                if e.seq < from {
-                    break;
-                }
-                if e.message.is_some() && self.page_out.binary_search(&e.seq).is_ok() {
-                    e.message = None;
-                }
-            }
-            self.page_out.clear();
-        }
+        let ok = self.log.commit();
+        self.ready.unstage();
         ok
     }
 
     fn snapshot_delivered(&mut self, unacked: &[u64]) {
         self.commit();
-        let ready = self
-            .ready
-            .iter()
-            .filter(|e| e.persistent && e.redelivered)
-            .map(|e| e.seq);
-        self.disk
-            .mark_delivered_many(self.id, unacked.iter().copied().chain(ready));
+        let mut seqs = unacked.to_vec();
+        self.ready.for_each(|seq, on_disk, redelivered| {
+            if on_disk && redelivered {
+                seqs.push(seq);
+            }
+        });
+        self.log.disk().mark_delivered_many(self.log.id(), seqs);
     }
 
     fn purge(&mut self) -> usize {
+        let log = &mut self.log;
+        let n = self.ready.drain(|seq, on_disk, _| {
+            if on_disk {
+                log.remove(seq);
+            }
+        });
         self.commit();
-        let n = self.ready.len();
-        let seqs: Vec<u64> = self
-            .ready
-            .iter()
-            .filter(|e| e.persistent)
-            .map(|e| e.seq)
-            .collect();
-        self.disk.remove_messages(self.id, &seqs);
-        self.ready.clear();
-        self.mem_bytes = 0;
-        self.bytes = 0;
         n
     }
 
@@ -231,32 +144,26 @@ impl QueueStore for DurableQueueStore {
     }
 
     fn bytes(&self) -> u64 {
-        self.bytes
+        self.ready.bytes()
     }
 
     fn head_expiry(&self) -> Option<Instant> {
-        self.ready.front().and_then(|e| e.expires_at)
+        self.ready.head_expiry()
     }
 
     fn rewrite(&mut self, msg: &StoredMessage) {
         if msg.message.is_persistent() {
-            self.batch
-                .insert(&Disk::key(self.id, msg.seq)[..], encode_message(msg));
-            self.dirty = true;
+            self.log.rewrite(msg);
         }
     }
 
     fn disk(&self) -> Option<&Arc<Disk>> {
-        Some(&self.disk)
+        Some(self.log.disk())
     }
 
     fn destroy(&mut self) {
-        self.batch = sled::Batch::default();
-        self.dirty = false;
-        self.ready.clear();
-        self.mem_bytes = 0;
-        self.bytes = 0;
-        self.disk.purge(self.id);
+        self.ready.drain(|_, _, _| {});
+        self.log.destroy();
     }
 }
 
@@ -332,7 +239,8 @@ mod tests {
         Disk::open(dir, 1 << 20).expect("reopening the store")
     }
 
-    fn run(seed: u64, steps: usize) {
+    /// `burst` messages are published at a time (many: the queue gets deep, and packed).
+    fn run(seed: u64, steps: usize, burst: u64) {
         let dir =
             std::env::temp_dir().join(format!("warren-model-{}", crate::util::random_token(10)));
         let (disk, _) = Disk::open(&dir, 1 << 20).unwrap();
@@ -346,18 +254,20 @@ mod tests {
         for step in 0..steps {
             match rng.below(10) {
                 0..=3 => {
-                    let persistent = rng.below(4) != 0;
-                    let m = message(next_seq, persistent);
-                    model.insert(
-                        next_seq,
-                        Expect {
-                            body: m.body.clone(),
-                            persistent,
-                            delivered: false,
-                        },
-                    );
-                    store.push(StoredMessage::new(next_seq, m, None));
-                    next_seq += 1;
+                    for _ in 0..burst {
+                        let persistent = rng.below(4) != 0;
+                        let m = message(next_seq, persistent);
+                        model.insert(
+                            next_seq,
+                            Expect {
+                                body: m.body_bytes(),
+                                persistent,
+                                delivered: false,
+                            },
+                        );
+                        store.push(StoredMessage::new(next_seq, m, None));
+                        next_seq += 1;
+                    }
                 }
                 4 | 5 => {
                     if let Some(mut m) = store.pop() {
@@ -366,7 +276,7 @@ mod tests {
                         let e = model
                             .get_mut(&m.seq)
                             .expect("popped a message the model lacks");
-                        assert_eq!(m.message.body, e.body, "step {step}");
+                        assert_eq!(m.message.body(), &e.body[..], "step {step}");
                         assert_eq!(m.redelivered, e.delivered, "step {step}: redelivered flag");
                         store.delivered(&m);
                         e.delivered = true;
@@ -431,9 +341,7 @@ mod tests {
         // Delete: nothing of the queue is left on disk.
         store.destroy();
         let d = disk.take().unwrap();
-        let mut left = 0;
-        d.load_queue(1, false, |_, _, _| left += 1);
-        assert_eq!(left, 0);
+        assert_eq!(d.msgs().scan_prefix(1u64.to_be_bytes()).count(), 0);
         drop(store);
         drop(d);
         let _ = std::fs::remove_dir_all(&dir);
@@ -442,7 +350,14 @@ mod tests {
     #[test]
     fn store_matches_a_simple_model_across_restarts() {
         for seed in 1..=8 {
-            run(seed * 7919, 400);
+            run(seed * 7919, 400, 1);
+        }
+    }
+
+    #[test]
+    fn deep_store_matches_a_simple_model_across_restarts() {
+        for seed in 1..=3 {
+            run(seed * 104_729, 300, 60);
         }
     }
 }

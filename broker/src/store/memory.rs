@@ -1,33 +1,29 @@
-//! The in-memory queue store: a deque in sequence order.
+//! The in-memory queue store: ready messages in sequence order, packed once the queue is deep
+//! (see [`Ready`]).
 
-use std::collections::VecDeque;
 use std::time::Instant;
 
+use super::ready::{Ready, Slot};
 use super::{QueueStore, StoredMessage};
 
 /// Ready messages kept in RAM.
 #[derive(Default)]
 pub struct MemoryQueueStore {
-    ready: VecDeque<StoredMessage>,
-    bytes: u64,
+    ready: Ready,
 }
 
 impl QueueStore for MemoryQueueStore {
     fn push(&mut self, msg: StoredMessage) -> bool {
-        self.bytes += msg.message.body_len() as u64;
-        self.ready.push_back(msg);
+        self.ready.push(Slot::new(msg, false));
         false
     }
 
     fn pop(&mut self) -> Option<StoredMessage> {
-        let m = self.ready.pop_front()?;
-        self.bytes -= m.message.body_len() as u64;
-        Some(m)
+        self.ready.pop(|_| None)
     }
 
     fn requeue(&mut self, msg: StoredMessage) {
-        self.bytes += msg.message.body_len() as u64;
-        super::insert_by_seq(&mut self.ready, msg, |m| m.seq);
+        self.ready.requeue(Slot::new(msg, false));
     }
 
     fn delivered(&mut self, _msg: &StoredMessage) {}
@@ -35,10 +31,7 @@ impl QueueStore for MemoryQueueStore {
     fn settle(&mut self, _msg: &StoredMessage) {}
 
     fn purge(&mut self) -> usize {
-        let n = self.ready.len();
-        self.ready.clear();
-        self.bytes = 0;
-        n
+        self.ready.drain(|_, _, _| {})
     }
 
     fn len(&self) -> usize {
@@ -46,11 +39,11 @@ impl QueueStore for MemoryQueueStore {
     }
 
     fn bytes(&self) -> u64 {
-        self.bytes
+        self.ready.bytes()
     }
 
     fn head_expiry(&self) -> Option<Instant> {
-        self.ready.front().and_then(|m| m.expires_at)
+        self.ready.head_expiry()
     }
 }
 
@@ -58,8 +51,11 @@ impl QueueStore for MemoryQueueStore {
 mod tests {
     use super::*;
     use crate::message::Message;
+    use crate::protocol::encode_properties;
     use amq_protocol::protocol::BasicProperties;
+    use amq_protocol::types::{AMQPValue, FieldTable};
     use std::sync::Arc;
+    use std::time::Duration;
 
     fn msg(seq: u64) -> StoredMessage {
         StoredMessage::new(
@@ -88,5 +84,90 @@ mod tests {
         let order: Vec<u64> = std::iter::from_fn(|| s.pop().map(|m| m.seq)).collect();
         assert_eq!(order, [1, 2, 3, 4, 5, 6]);
         assert_eq!(s.bytes(), 0);
+    }
+
+    /// A message with everything a packed record carries.
+    fn rich(seq: u64, base: Instant) -> StoredMessage {
+        let mut headers = FieldTable::default();
+        headers.insert("k".into(), AMQPValue::LongString(format!("v{seq}").into()));
+        let props = BasicProperties::default()
+            .with_headers(headers)
+            .with_priority((seq % 3) as u8)
+            .with_expiration("60000".into())
+            .with_delivery_mode(if seq.is_multiple_of(2) { 2 } else { 1 });
+        let mut m = Message::new(
+            if seq.is_multiple_of(5) { "x" } else { "" }.into(),
+            format!("rk{}", seq / 7).into(),
+            &props,
+            encode_properties(&props),
+            bytes::Bytes::from(vec![seq as u8; (seq % 9000) as usize]),
+        );
+        m.expiration_ms = Some(60_000);
+        let mut s = StoredMessage::new(
+            seq,
+            Arc::new(m),
+            seq.is_multiple_of(4)
+                .then(|| base + Duration::from_secs(seq)),
+        );
+        s.redelivered = seq.is_multiple_of(3);
+        s.delivery_count = (seq % 4) as u32;
+        s
+    }
+
+    #[test]
+    fn a_deep_queue_packs_messages_and_gives_them_back_unchanged() {
+        let mut s = MemoryQueueStore::default();
+        let base = Instant::now();
+        let seqs: Vec<u64> = (1..6000).filter(|n| n % 11 != 0).collect();
+        for &seq in &seqs {
+            s.push(rich(seq, base));
+        }
+        assert!(s.ready.packed_capacity() > 0, "a deep queue packs");
+        assert_eq!(s.len(), seqs.len());
+        let mut seen = Vec::new();
+        s.ready.for_each(|seq, _, _| seen.push(seq));
+        assert_eq!(seen, seqs);
+        for &seq in &seqs {
+            let want = rich(seq, base);
+            let got = s.pop().expect("a message");
+            assert_eq!(got.seq, seq);
+            assert_eq!(got.redelivered, want.redelivered, "seq {seq}");
+            assert_eq!(got.delivery_count, want.delivery_count);
+            assert_eq!(got.expires_at.is_some(), want.expires_at.is_some());
+            if let (Some(a), Some(b)) = (got.expires_at, want.expires_at) {
+                assert!(a.max(b) - a.min(b) < Duration::from_micros(1), "seq {seq}");
+            }
+            let (g, w) = (&got.message, &want.message);
+            assert_eq!(g.exchange(), w.exchange());
+            assert_eq!(g.routing_key(), w.routing_key());
+            assert_eq!(g.raw_properties(), w.raw_properties());
+            assert_eq!(g.body(), w.body());
+            assert_eq!(g.is_persistent(), w.is_persistent());
+            assert_eq!(g.priority(), w.priority());
+            assert_eq!(g.expiration_ms, w.expiration_ms);
+        }
+        assert!(s.pop().is_none());
+        assert_eq!(s.bytes(), 0);
+    }
+
+    #[test]
+    fn packed_queue_keeps_order_across_requeues_and_purge() {
+        let mut s = MemoryQueueStore::default();
+        for seq in 1..=5000 {
+            s.push(msg(seq));
+        }
+        let a = s.pop().unwrap();
+        let b = s.pop().unwrap();
+        s.requeue(b);
+        s.requeue(a);
+        let order: Vec<u64> = (0..5000).map(|_| s.pop().unwrap().seq).collect();
+        assert_eq!(order, (1..=5000).collect::<Vec<_>>());
+        for seq in 5001..=9000 {
+            s.push(msg(seq));
+        }
+        assert_eq!(s.purge(), 4000);
+        assert!(s.is_empty());
+        s.push(msg(9001));
+        assert_eq!(s.pop().unwrap().seq, 9001);
     }
 }

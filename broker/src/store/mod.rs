@@ -6,6 +6,8 @@ pub mod disk;
 mod durable;
 mod memory;
 mod priority;
+pub mod queue_log;
+pub mod ready;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -67,10 +69,18 @@ pub trait QueueStore: Send {
     /// publisher confirm must wait for the next flush.
     fn push(&mut self, msg: StoredMessage) -> bool;
     /// Appends a dead-lettered message whose stored copy `from` (queue id, sequence) this queue
-    /// takes over: writing it here and removing it there is one atomic step.
-    fn push_moved(&mut self, msg: StoredMessage, _from: (u64, u64)) -> bool {
-        self.push(msg)
+    /// takes over: writing it here and settling it there is one atomic step. Returns whether
+    /// it was written, and the id of the source's ack record (for its `taken_over`).
+    fn push_moved(&mut self, msg: StoredMessage, _from: (u64, u64)) -> (bool, Option<u64>) {
+        (self.push(msg), None)
     }
+    /// Refuses a dead-lettered message (length limit): its stored copy `from` is settled at
+    /// the source all the same. Returns the id of the source's ack record.
+    fn refuse_moved(&mut self, _from: (u64, u64)) -> Option<u64> {
+        None
+    }
+    /// Another queue took over stored message `seq` and wrote ack record `ack` for it.
+    fn taken_over(&mut self, _seq: u64, _ack: u64) {}
     /// Takes the oldest message (reading it back from disk if it was paged out).
     fn pop(&mut self) -> Option<StoredMessage>;
     /// Puts a delivered message back in its place by sequence (ahead of newer ones).

@@ -8,12 +8,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::disk::{decode_message, record_meta, Disk};
+use super::queue_log::QueueLog;
 use super::{QueueStore, StoredMessage};
 
 /// Ready messages by priority level.
 pub struct PriorityQueueStore {
     levels: Vec<VecDeque<StoredMessage>>,
-    disk: Option<(Arc<Disk>, u64)>,
+    /// The disk side of a durable queue.
+    log: Option<QueueLog>,
     len: usize,
     bytes: u64,
 }
@@ -23,7 +25,7 @@ impl PriorityQueueStore {
     pub fn new(max: u8, disk: Option<(Arc<Disk>, u64)>) -> Self {
         PriorityQueueStore {
             levels: (0..=max).map(|_| VecDeque::new()).collect(),
-            disk,
+            log: disk.map(|(disk, id)| QueueLog::new(disk, id)),
             len: 0,
             bytes: 0,
         }
@@ -32,18 +34,19 @@ impl PriorityQueueStore {
     /// The store of a durable priority queue with the messages found on disk; returns the next
     /// sequence number to use.
     pub fn recover(max: u8, disk: Arc<Disk>, id: u64, unclean: bool) -> (Self, u64) {
-        let mut store = PriorityQueueStore::new(max, Some((disk.clone(), id)));
+        let mut store = PriorityQueueStore::new(max, None);
         let mut next = 1;
-        disk.load_queue(id, unclean, |seq, redelivered, value| {
-            next = seq + 1;
-            if let Some(m) = decode_message(value) {
-                let meta = record_meta(value);
-                let mut msg = StoredMessage::new(seq, Arc::new(m), meta.expires_at());
-                msg.redelivered = redelivered;
+        let log = QueueLog::recover(disk, id, unclean, |found| {
+            next = found.seq + 1;
+            if let Some(m) = decode_message(found.record) {
+                let meta = record_meta(found.record);
+                let mut msg = StoredMessage::new(found.seq, Arc::new(m), meta.expires_at());
+                msg.redelivered = found.redelivered;
                 msg.delivery_count = meta.delivery_count;
                 store.insert(msg, false);
             }
         });
+        store.log = Some(log);
         (store, next)
     }
 
@@ -71,21 +74,46 @@ impl PriorityQueueStore {
 
 impl QueueStore for PriorityQueueStore {
     fn push(&mut self, msg: StoredMessage) -> bool {
-        let written = match (&self.disk, msg.message.is_persistent()) {
-            (Some((disk, id)), true) => disk.put_message(*id, &msg),
+        let written = match (&mut self.log, msg.message.is_persistent()) {
+            (Some(log), true) => {
+                log.write(&msg);
+                true
+            }
             _ => false,
         };
         self.insert(msg, true);
         written
     }
 
-    fn push_moved(&mut self, msg: StoredMessage, from: (u64, u64)) -> bool {
-        let written = match &self.disk {
-            Some((disk, id)) => disk.move_message(from, *id, &msg),
-            None => false,
+    fn push_moved(&mut self, msg: StoredMessage, from: (u64, u64)) -> (bool, Option<u64>) {
+        let Some(log) = &mut self.log else {
+            return (self.push(msg), None);
         };
+        let written = msg.message.is_persistent();
+        if written {
+            log.write(&msg);
+        }
+        let ack = log.settle_foreign(from);
+        log.commit();
         self.insert(msg, true);
-        written
+        (written, Some(ack))
+    }
+
+    fn refuse_moved(&mut self, from: (u64, u64)) -> Option<u64> {
+        let log = self.log.as_mut()?;
+        let ack = log.settle_foreign(from);
+        log.commit();
+        Some(ack)
+    }
+
+    fn taken_over(&mut self, seq: u64, ack: u64) {
+        if let Some(log) = &mut self.log {
+            log.taken_over(seq, ack);
+        }
+    }
+
+    fn commit(&mut self) -> bool {
+        self.log.as_mut().is_none_or(QueueLog::commit)
     }
 
     fn pop(&mut self) -> Option<StoredMessage> {
@@ -102,33 +130,33 @@ impl QueueStore for PriorityQueueStore {
     fn delivered(&mut self, _msg: &StoredMessage) {}
 
     fn snapshot_delivered(&mut self, unacked: &[u64]) {
-        if let Some((disk, id)) = &self.disk {
+        self.commit();
+        if let Some(log) = &self.log {
             let ready = self
                 .levels
                 .iter()
                 .flatten()
                 .filter(|m| m.redelivered && m.message.is_persistent())
                 .map(|m| m.seq);
-            disk.mark_delivered_many(*id, unacked.iter().copied().chain(ready));
+            log.disk()
+                .mark_delivered_many(log.id(), unacked.iter().copied().chain(ready));
         }
     }
 
     fn settle(&mut self, msg: &StoredMessage) {
-        if let (Some((disk, id)), true) = (&self.disk, msg.message.is_persistent()) {
-            disk.remove_message(*id, msg.seq);
+        if let (Some(log), true) = (&mut self.log, msg.message.is_persistent()) {
+            log.remove(msg.seq);
         }
     }
 
     fn purge(&mut self) -> usize {
-        if let Some((disk, id)) = &self.disk {
-            let seqs: Vec<u64> = self
-                .levels
-                .iter()
-                .flatten()
-                .filter(|m| m.message.is_persistent())
-                .map(|m| m.seq)
-                .collect();
-            disk.remove_messages(*id, &seqs);
+        if let Some(log) = &mut self.log {
+            for m in self.levels.iter().flatten() {
+                if m.message.is_persistent() {
+                    log.remove(m.seq);
+                }
+            }
+            log.commit();
         }
         self.levels.iter_mut().for_each(VecDeque::clear);
         let n = self.len;
@@ -150,18 +178,18 @@ impl QueueStore for PriorityQueueStore {
     }
 
     fn rewrite(&mut self, msg: &StoredMessage) {
-        if let (Some((disk, id)), true) = (&self.disk, msg.message.is_persistent()) {
-            disk.put_message(*id, msg);
+        if let (Some(log), true) = (&mut self.log, msg.message.is_persistent()) {
+            log.rewrite(msg);
         }
     }
 
     fn disk(&self) -> Option<&Arc<Disk>> {
-        self.disk.as_ref().map(|(d, _)| d)
+        self.log.as_ref().map(QueueLog::disk)
     }
 
     fn destroy(&mut self) {
-        if let Some((disk, id)) = &self.disk {
-            disk.purge(*id);
+        if let Some(log) = &mut self.log {
+            log.destroy();
         }
         self.levels.iter_mut().for_each(VecDeque::clear);
         self.len = 0;

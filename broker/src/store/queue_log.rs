@@ -1,0 +1,711 @@
+//! One durable queue's messages on disk, written in chunks.
+//!
+//! A delivery round's persistent publishes go to disk as one record (a *chunk*, up to
+//! [`CHUNK_MAX`] bytes), not one sled key each, and a round's settlements as one *ack record*
+//! listing their sequence numbers; a chunk whose messages are all settled is deleted, and an
+//! ack record once every chunk it names is gone. sled then does a few operations per round
+//! instead of two per message, and holds one key per chunk rather than per message. Keys, in
+//! the shared `msgs` tree (big-endian, so each queue is one ordered key range):
+//!
+//! - `queue id, 0, first seq`: a chunk: format byte, then per message its sequence number
+//!   (u64), record length (u32) and record (see `disk::encode_message`);
+//! - `queue id, 1, ack id`: an ack record: format byte, then the settled sequence numbers as
+//!   varint deltas. Ack ids are unique in the store; a queue that takes over a dead-lettered
+//!   message writes the ack record of the source queue in the same batch as its own copy;
+//! - `queue id, 2, seq`: a rewritten message (its delivery count changed), which replaces the
+//!   chunk's copy.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use super::disk::{decode_message, encode_message, Disk};
+use crate::message::Message;
+use crate::store::StoredMessage;
+
+/// A chunk is closed once it holds this many bytes (larger messages get a chunk each); below
+/// sled's blob threshold, so chunks stay in its log.
+pub const CHUNK_MAX: usize = 32 * 1024;
+
+const KIND_CHUNK: u8 = 0;
+const KIND_ACKS: u8 = 1;
+const KIND_OVERRIDE: u8 = 2;
+const CHUNK_FORMAT: u8 = 4;
+const ACKS_FORMAT: u8 = 1;
+
+/// The key of record `n` of kind `kind` of `queue`.
+pub fn log_key(queue: u64, kind: u8, n: u64) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[..8].copy_from_slice(&queue.to_be_bytes());
+    k[8] = kind;
+    k[9..].copy_from_slice(&n.to_be_bytes());
+    k
+}
+
+fn key_n(k: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(k.get(9..17)?.try_into().ok()?))
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(buf: &[u8], at: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *buf.get(*at)?;
+        *at += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// An ack record listing `seqs` (sorted).
+fn encode_acks(seqs: &[u64]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(1 + seqs.len() * 2);
+    v.push(ACKS_FORMAT);
+    let mut prev = 0;
+    for &s in seqs {
+        put_varint(&mut v, s - prev);
+        prev = s;
+    }
+    v
+}
+
+fn decode_acks(v: &[u8]) -> Vec<u64> {
+    let mut out = Vec::new();
+    if v.first() != Some(&ACKS_FORMAT) {
+        return out;
+    }
+    let (mut at, mut prev) = (1, 0u64);
+    while let Some(d) = get_varint(v, &mut at) {
+        prev += d;
+        out.push(prev);
+    }
+    out
+}
+
+/// The messages of a chunk: (seq, record).
+fn chunk_entries(v: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
+    let mut at = usize::from(v.first() == Some(&CHUNK_FORMAT));
+    let valid = at == 1;
+    std::iter::from_fn(move || {
+        if !valid {
+            return None;
+        }
+        let seq = u64::from_be_bytes(v.get(at..at + 8)?.try_into().ok()?);
+        let len = u32::from_be_bytes(v.get(at + 8..at + 12)?.try_into().ok()?) as usize;
+        let rec = v.get(at + 12..at + 12 + len)?;
+        at += 12 + len;
+        Some((seq, rec))
+    })
+}
+
+/// A chunk on disk with messages not yet settled.
+#[derive(Debug)]
+struct Chunk {
+    /// Its last sequence number.
+    last: u64,
+    /// Messages not yet settled.
+    live: u32,
+    /// Ack records that name some of its messages (deleted with it once nothing else needs
+    /// them).
+    acks: Vec<u64>,
+}
+
+/// A message found at recovery.
+pub struct Found<'a> {
+    pub seq: u64,
+    /// Delivered before the stop (or the stop was a crash).
+    pub redelivered: bool,
+    /// Its stored record.
+    pub record: &'a [u8],
+}
+
+/// The disk side of one durable queue. Owned by the queue's task, like everything else of
+/// the queue; writes are gathered into one sled batch per round and applied by `commit`.
+pub struct QueueLog {
+    disk: Arc<Disk>,
+    id: u64,
+    batch: sled::Batch,
+    /// `batch` holds something.
+    dirty: bool,
+    /// The chunk being filled this round, with its first sequence number and size.
+    open: Vec<u8>,
+    open_first: u64,
+    open_last: u64,
+    open_count: u32,
+    /// Chunks with live messages, by first sequence number.
+    chunks: BTreeMap<u64, Chunk>,
+    /// Messages settled this round.
+    settled: Vec<u64>,
+    /// Messages taken over by other queues this round (their ack records are written).
+    taken: Vec<u64>,
+    /// For each ack record naming messages of this queue: how many live chunks it names.
+    ack_refs: HashMap<u64, u32>,
+    /// Messages with a rewritten copy.
+    overrides: HashSet<u64>,
+    /// The chunk last read back, with a cursor (offset, sequence number of the entry there),
+    /// so a queue draining in order reads each chunk once and walks it once.
+    cache: Option<(u64, sled::IVec, usize)>,
+}
+
+impl QueueLog {
+    /// The log of a new, empty queue.
+    pub fn new(disk: Arc<Disk>, id: u64) -> Self {
+        QueueLog {
+            disk,
+            id,
+            batch: sled::Batch::default(),
+            dirty: false,
+            open: Vec::new(),
+            open_first: 0,
+            open_last: 0,
+            open_count: 0,
+            chunks: BTreeMap::new(),
+            settled: Vec::new(),
+            taken: Vec::new(),
+            ack_refs: HashMap::new(),
+            overrides: HashSet::new(),
+            cache: None,
+        }
+    }
+
+    /// The store this log writes to.
+    pub fn disk(&self) -> &Arc<Disk> {
+        &self.disk
+    }
+
+    /// The queue's id in the store.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Writes a persistent message (to disk with this round's `commit`).
+    pub fn write(&mut self, msg: &StoredMessage) {
+        let rec = encode_message(msg);
+        if self.open_count > 0 && self.open.len() + 12 + rec.len() > CHUNK_MAX {
+            self.close_chunk();
+        }
+        if self.open_count == 0 {
+            self.open.clear();
+            self.open.push(CHUNK_FORMAT);
+            self.open_first = msg.seq;
+        }
+        self.open.extend_from_slice(&msg.seq.to_be_bytes());
+        self.open
+            .extend_from_slice(&(rec.len() as u32).to_be_bytes());
+        self.open.extend_from_slice(&rec);
+        self.open_last = msg.seq;
+        self.open_count += 1;
+    }
+
+    fn close_chunk(&mut self) {
+        if self.open_count == 0 {
+            return;
+        }
+        self.batch.insert(
+            &log_key(self.id, KIND_CHUNK, self.open_first)[..],
+            std::mem::take(&mut self.open),
+        );
+        self.dirty = true;
+        self.chunks.insert(
+            self.open_first,
+            Chunk {
+                last: self.open_last,
+                live: self.open_count,
+                acks: Vec::new(),
+            },
+        );
+        self.open_count = 0;
+    }
+
+    /// A stored message was settled (acked, dropped, dead-lettered without a durable taker).
+    pub fn remove(&mut self, seq: u64) {
+        self.settled.push(seq);
+        if self.overrides.remove(&seq) {
+            self.batch.remove(&log_key(self.id, KIND_OVERRIDE, seq)[..]);
+            self.dirty = true;
+        }
+    }
+
+    /// Rewrites a stored message whose content changed.
+    pub fn rewrite(&mut self, msg: &StoredMessage) {
+        self.batch.insert(
+            &log_key(self.id, KIND_OVERRIDE, msg.seq)[..],
+            encode_message(msg),
+        );
+        self.overrides.insert(msg.seq);
+        self.dirty = true;
+    }
+
+    /// Another queue took over message `seq` of this queue and wrote ack record `ack` for it,
+    /// atomically with its own copy.
+    pub fn taken_over(&mut self, seq: u64, ack: u64) {
+        if let Some(c) = self.chunk_of(seq) {
+            c.acks.push(ack);
+            *self.ack_refs.entry(ack).or_default() += 1;
+            self.taken.push(seq);
+        }
+        if self.overrides.remove(&seq) {
+            self.batch.remove(&log_key(self.id, KIND_OVERRIDE, seq)[..]);
+            self.dirty = true;
+        }
+    }
+
+    /// Writes, in this round's batch, the ack record of message `from` (queue id, sequence)
+    /// of another queue; returns its id, for that queue's [`taken_over`](Self::taken_over).
+    pub fn settle_foreign(&mut self, from: (u64, u64)) -> u64 {
+        let ack = self.disk.new_id();
+        self.batch
+            .insert(&log_key(from.0, KIND_ACKS, ack)[..], encode_acks(&[from.1]));
+        self.dirty = true;
+        ack
+    }
+
+    fn chunk_of(&mut self, seq: u64) -> Option<&mut Chunk> {
+        self.chunks
+            .range_mut(..=seq)
+            .next_back()
+            .map(|(_, c)| c)
+            .filter(|c| c.last >= seq)
+    }
+
+    /// Applies this round's writes to sled (the next flush makes them durable); returns false
+    /// if sled refused them.
+    pub fn commit(&mut self) -> bool {
+        self.close_chunk();
+        if !self.settled.is_empty() || !self.taken.is_empty() {
+            self.settle_round();
+        }
+        if !self.dirty {
+            return true;
+        }
+        self.dirty = false;
+        self.disk.apply(std::mem::take(&mut self.batch))
+    }
+
+    fn settle_round(&mut self) {
+        let mut settled = std::mem::take(&mut self.settled);
+        settled.sort_unstable();
+        settled.dedup();
+        let mut acked = Vec::with_capacity(settled.len());
+        let mut touched: Vec<u64> = Vec::new();
+        let mut dead: Vec<u64> = Vec::new();
+        for seq in std::mem::take(&mut self.taken) {
+            if let Some((&first, c)) = self
+                .chunks
+                .range_mut(..=seq)
+                .next_back()
+                .filter(|(_, c)| c.last >= seq)
+            {
+                c.live = c.live.saturating_sub(1);
+                if c.live == 0 {
+                    dead.push(first);
+                }
+            }
+        }
+        for &seq in &settled {
+            let Some((&first, c)) = self
+                .chunks
+                .range_mut(..=seq)
+                .next_back()
+                .filter(|(_, c)| c.last >= seq)
+            else {
+                continue;
+            };
+            c.live = c.live.saturating_sub(1);
+            if c.live == 0 {
+                dead.push(first);
+            } else {
+                acked.push(seq);
+                if touched.last() != Some(&first) {
+                    touched.push(first);
+                }
+            }
+        }
+        // Seqs whose chunk dies this round need no ack record.
+        touched.retain(|f| !dead.contains(f));
+        acked.retain(|&seq| {
+            let first = self.chunks.range(..=seq).next_back().map(|(f, _)| *f);
+            first.is_some_and(|f| touched.contains(&f))
+        });
+        if !acked.is_empty() {
+            let ack = self.disk.new_id();
+            self.batch
+                .insert(&log_key(self.id, KIND_ACKS, ack)[..], encode_acks(&acked));
+            self.ack_refs.insert(ack, touched.len() as u32);
+            for f in &touched {
+                if let Some(c) = self.chunks.get_mut(f) {
+                    c.acks.push(ack);
+                }
+            }
+        }
+        for first in dead {
+            let Some(c) = self.chunks.remove(&first) else {
+                continue;
+            };
+            self.batch.remove(&log_key(self.id, KIND_CHUNK, first)[..]);
+            for ack in c.acks {
+                if let Some(n) = self.ack_refs.get_mut(&ack) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.ack_refs.remove(&ack);
+                        self.batch.remove(&log_key(self.id, KIND_ACKS, ack)[..]);
+                    }
+                }
+            }
+            if self.cache.as_ref().is_some_and(|(f, _, _)| *f == first) {
+                self.cache = None;
+            }
+        }
+        self.dirty = true;
+    }
+
+    /// Reads a stored message back (one whose body is no longer in memory).
+    pub fn read(&mut self, seq: u64) -> Option<Message> {
+        if self.overrides.contains(&seq) {
+            let v = self
+                .disk
+                .msgs()
+                .get(log_key(self.id, KIND_OVERRIDE, seq))
+                .ok()??;
+            return decode_message(&v);
+        }
+        let first = *self.chunks.range(..=seq).next_back()?.0;
+        if self.cache.as_ref().is_none_or(|(f, _, _)| *f != first) {
+            let v = self
+                .disk
+                .msgs()
+                .get(log_key(self.id, KIND_CHUNK, first))
+                .ok()??;
+            self.cache = Some((first, v, 1));
+        }
+        let (_, chunk, cursor) = self.cache.as_mut()?;
+        // Usually the entry at the cursor; else walk the chunk from its start.
+        for start in [*cursor, 1] {
+            let mut at = start;
+            while let Some(head) = chunk.get(at..at + 12) {
+                let s = u64::from_be_bytes(head[..8].try_into().ok()?);
+                let len = u32::from_be_bytes(head[8..].try_into().ok()?) as usize;
+                let next = at + 12 + len;
+                if s == seq {
+                    let m = decode_message(chunk.get(at + 12..next)?);
+                    *cursor = next;
+                    return m;
+                }
+                if s > seq {
+                    break;
+                }
+                at = next;
+            }
+        }
+        None
+    }
+
+    /// Forgets every message of the queue, on disk too (the queue is deleted).
+    pub fn destroy(&mut self) {
+        self.batch = sled::Batch::default();
+        self.dirty = false;
+        self.open_count = 0;
+        self.settled.clear();
+        self.taken.clear();
+        self.chunks.clear();
+        self.ack_refs.clear();
+        self.overrides.clear();
+        self.cache = None;
+        self.disk.purge(self.id);
+    }
+
+    /// Reads the queue's messages in order, for recovery, calling `f` for each live one, and
+    /// deletes what is no longer needed (settled chunks, ack records, rewrites). After an
+    /// unclean stop every message is flagged redelivered: a delivery may have happened whose
+    /// mark never reached the disk.
+    pub fn recover(disk: Arc<Disk>, id: u64, unclean: bool, mut f: impl FnMut(Found)) -> Self {
+        let mut log = QueueLog::new(disk.clone(), id);
+        let msgs = disk.msgs();
+        let prefix = |kind: u8| {
+            let mut p = [0u8; 9];
+            p[..8].copy_from_slice(&id.to_be_bytes());
+            p[8] = kind;
+            p
+        };
+        // seq -> the ack record that settled it
+        let mut acked: HashMap<u64, u64> = HashMap::new();
+        let mut acks_seen: Vec<u64> = Vec::new();
+        for (k, v) in msgs.scan_prefix(prefix(KIND_ACKS)).flatten() {
+            let Some(ack) = key_n(&k) else { continue };
+            acks_seen.push(ack);
+            for seq in decode_acks(&v) {
+                acked.insert(seq, ack);
+            }
+        }
+        let mut overrides: HashMap<u64, sled::IVec> = HashMap::new();
+        for (k, v) in msgs.scan_prefix(prefix(KIND_OVERRIDE)).flatten() {
+            if let Some(seq) = key_n(&k) {
+                overrides.insert(seq, v);
+            }
+        }
+        let delivered = disk.delivered_marks(id);
+        let mut cleanup = sled::Batch::default();
+        for (k, v) in msgs.scan_prefix(prefix(KIND_CHUNK)).flatten() {
+            let Some(first) = key_n(&k) else { continue };
+            let mut chunk = Chunk {
+                last: first,
+                live: 0,
+                acks: Vec::new(),
+            };
+            for (seq, rec) in chunk_entries(&v) {
+                chunk.last = seq;
+                if let Some(&ack) = acked.get(&seq) {
+                    if !chunk.acks.contains(&ack) {
+                        chunk.acks.push(ack);
+                    }
+                    continue;
+                }
+                chunk.live += 1;
+                let record = overrides.get(&seq).map_or(rec, |o| &o[..]);
+                f(Found {
+                    seq,
+                    redelivered: unclean || delivered.contains(&seq),
+                    record,
+                });
+            }
+            if chunk.live == 0 {
+                cleanup.remove(k);
+                continue;
+            }
+            for &ack in &chunk.acks {
+                *log.ack_refs.entry(ack).or_default() += 1;
+            }
+            log.chunks.insert(first, chunk);
+        }
+        for ack in acks_seen {
+            if !log.ack_refs.contains_key(&ack) {
+                cleanup.remove(&log_key(id, KIND_ACKS, ack)[..]);
+            }
+        }
+        for seq in overrides.into_keys() {
+            if acked.contains_key(&seq) || !log.holds(seq) {
+                cleanup.remove(&log_key(id, KIND_OVERRIDE, seq)[..]);
+            } else {
+                log.overrides.insert(seq);
+            }
+        }
+        disk.apply(cleanup);
+        disk.clear_delivered_marks(id);
+        log
+    }
+
+    fn holds(&self, seq: u64) -> bool {
+        self.chunks
+            .range(..=seq)
+            .next_back()
+            .is_some_and(|(_, c)| c.last >= seq)
+    }
+
+    /// Chunks on disk with live messages (for tests and figures).
+    pub fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::encode_properties;
+    use crate::store::disk::record_meta;
+    use amq_protocol::protocol::BasicProperties;
+    use std::path::{Path, PathBuf};
+
+    fn msg(seq: u64) -> StoredMessage {
+        let props = BasicProperties::default().with_delivery_mode(2);
+        StoredMessage::new(
+            seq,
+            Arc::new(Message::new(
+                "".into(),
+                "q".into(),
+                &props,
+                encode_properties(&props),
+                bytes::Bytes::from(format!("m{seq}")),
+            )),
+            None,
+        )
+    }
+
+    fn tempdir() -> PathBuf {
+        std::env::temp_dir().join(format!("warren-log-{}", crate::util::random_token(10)))
+    }
+
+    /// Opens the store, waiting for a previous handle's background threads to let go.
+    fn open(dir: &Path) -> Arc<Disk> {
+        for _ in 0..100 {
+            if let Ok((d, _)) = Disk::open(dir, 1 << 20) {
+                return d;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("cannot reopen {}", dir.display());
+    }
+
+    fn records_of(disk: &Disk, queue: u64) -> usize {
+        disk.msgs().scan_prefix(queue.to_be_bytes()).count()
+    }
+
+    fn recovered(disk: &Arc<Disk>, queue: u64) -> (QueueLog, Vec<u64>) {
+        let mut seqs = Vec::new();
+        let log = QueueLog::recover(disk.clone(), queue, false, |f| seqs.push(f.seq));
+        (log, seqs)
+    }
+
+    #[test]
+    fn settled_chunks_and_their_ack_records_are_deleted() {
+        let dir = tempdir();
+        let disk = open(&dir);
+        let mut log = QueueLog::new(disk.clone(), 3);
+        for seq in 1..=10 {
+            log.write(&msg(seq));
+        }
+        assert!(log.commit());
+        assert_eq!(records_of(&disk, 3), 1, "one chunk for the round");
+        for seq in 1..=5 {
+            log.remove(seq);
+        }
+        log.commit();
+        assert_eq!(records_of(&disk, 3), 2, "the chunk and one ack record");
+        for seq in 6..=10 {
+            log.remove(seq);
+        }
+        log.commit();
+        assert_eq!(records_of(&disk, 3), 0);
+        drop((log, disk));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_round_published_and_settled_writes_nothing() {
+        let dir = tempdir();
+        let disk = open(&dir);
+        let mut log = QueueLog::new(disk.clone(), 4);
+        for seq in 1..=3 {
+            log.write(&msg(seq));
+            log.remove(seq);
+        }
+        log.commit();
+        assert_eq!(records_of(&disk, 4), 0);
+        drop((log, disk));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn partly_settled_chunks_recover_their_live_messages_in_order() {
+        let dir = tempdir();
+        {
+            let disk = open(&dir);
+            let mut log = QueueLog::new(disk.clone(), 5);
+            // Enough bytes for several chunks.
+            for seq in 1..=3000 {
+                log.write(&msg(seq));
+            }
+            log.commit();
+            for seq in (1..=3000).filter(|s| s % 3 != 0 && *s > 50) {
+                log.remove(seq);
+            }
+            log.commit();
+            assert!(log.chunk_count() > 1);
+            disk.flush();
+        }
+        let disk = open(&dir);
+        let (mut log, seqs) = recovered(&disk, 5);
+        let want: Vec<u64> = (1..=3000).filter(|s| s % 3 == 0 || *s <= 50).collect();
+        assert_eq!(seqs, want);
+        for &seq in &want {
+            assert_eq!(log.read(seq).unwrap().body(), format!("m{seq}").as_bytes());
+        }
+        drop((log, disk));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_taken_over_message_is_in_exactly_one_queue_whenever_the_broker_stops() {
+        for notified in [false, true] {
+            let dir = tempdir();
+            {
+                let disk = open(&dir);
+                let (mut a, mut b) = (
+                    QueueLog::new(disk.clone(), 1),
+                    QueueLog::new(disk.clone(), 2),
+                );
+                a.write(&msg(7));
+                a.commit();
+                // B takes it over: its copy and A's ack record in one batch.
+                b.write(&msg(1));
+                let ack = b.settle_foreign((1, 7));
+                b.commit();
+                if notified {
+                    a.taken_over(7, ack);
+                    a.commit();
+                    assert_eq!(
+                        records_of(&disk, 1),
+                        0,
+                        "A's chunk and the ack record are gone"
+                    );
+                }
+                disk.flush();
+            }
+            let disk = open(&dir);
+            assert_eq!(
+                recovered(&disk, 1).1,
+                Vec::<u64>::new(),
+                "notified: {notified}"
+            );
+            assert_eq!(recovered(&disk, 2).1, [1]);
+            assert_eq!(records_of(&disk, 1), 0, "recovery deletes what is settled");
+            drop(disk);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+
+    #[test]
+    fn a_rewritten_message_recovers_as_rewritten_and_goes_with_its_ack() {
+        let dir = tempdir();
+        {
+            let disk = open(&dir);
+            let mut log = QueueLog::new(disk.clone(), 9);
+            log.write(&msg(1));
+            log.write(&msg(2));
+            log.commit();
+            let mut m = msg(1);
+            m.delivery_count = 3;
+            log.rewrite(&m);
+            log.commit();
+            assert_eq!(log.read(1).map(|m| m.body().to_vec()), Some(b"m1".to_vec()));
+            disk.flush();
+        }
+        let disk = open(&dir);
+        let mut counts = Vec::new();
+        let mut log = QueueLog::recover(disk.clone(), 9, false, |f| {
+            counts.push((f.seq, record_meta(f.record).delivery_count))
+        });
+        assert_eq!(counts, [(1, 3), (2, 0)]);
+        log.remove(1);
+        log.remove(2);
+        log.commit();
+        assert_eq!(records_of(&disk, 9), 0);
+        drop((log, disk));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn ack_records_round_trip() {
+        let seqs = [1, 2, 3, 200, 70_000, u64::MAX / 2];
+        assert_eq!(decode_acks(&encode_acks(&seqs)), seqs);
+        assert!(decode_acks(&[9, 1, 2]).is_empty());
+    }
+}

@@ -1,0 +1,532 @@
+//! A queue's ready messages in sequence order, packed once the queue is deep.
+//!
+//! The oldest messages (up to [`HOT_MAX`] of them) are entries that hold their `Arc<Message>`:
+//! what consumers that keep up take from, at no cost. Behind them, messages are packed into
+//! byte segments: about 20 bytes for a 16-byte message with the same routing key as the one
+//! before it, instead of ~250 bytes of entry, message and allocations. A durable queue's
+//! persistent messages are packed as index records only (their bodies are on disk and read
+//! back when they reach the head). Requeued messages are always older than every packed one
+//! (a queue hands out its oldest message first), so they go back among the entries.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::message::Message;
+use crate::store::StoredMessage;
+
+/// Entries kept unpacked at the head of a queue.
+pub const HOT_MAX: usize = 2048;
+/// Body bytes kept unpacked at the head of a queue.
+pub const HOT_BYTES: usize = 4 << 20;
+/// Size of a packing segment (a larger record gets a segment of its own).
+const SEGMENT: usize = 64 * 1024;
+
+/// A ready message as its queue holds it at the head.
+#[derive(Debug, Clone)]
+pub struct Slot {
+    /// The queue's sequence number.
+    pub seq: u64,
+    /// Delivered before.
+    pub redelivered: bool,
+    /// A copy is in the durable store (the body can be read back from there).
+    pub on_disk: bool,
+    /// Failed deliveries so far.
+    pub delivery_count: u32,
+    /// When it expires.
+    pub expires_at: Option<Instant>,
+    /// Body bytes.
+    pub size: u32,
+    /// The message; `None` when only the durable store has it.
+    pub message: Option<Arc<Message>>,
+}
+
+impl Slot {
+    /// The slot of a message in memory; `on_disk` when the durable store has a copy.
+    pub fn new(msg: StoredMessage, on_disk: bool) -> Slot {
+        Slot {
+            seq: msg.seq,
+            redelivered: msg.redelivered,
+            on_disk,
+            delivery_count: msg.delivery_count,
+            expires_at: msg.expires_at,
+            size: msg.message.body_len() as u32,
+            message: Some(msg.message),
+        }
+    }
+}
+
+const F_REDELIVERED: u16 = 1;
+const F_ON_DISK: u16 = 1 << 1;
+const F_CONTENT: u16 = 1 << 2;
+const F_SEQ_GAP: u16 = 1 << 3;
+const F_COUNT: u16 = 1 << 4;
+const F_EXPIRES: u16 = 1 << 5;
+const F_ROUTE: u16 = 1 << 6;
+const F_DEATH: u16 = 1 << 7;
+const F_PERSISTENT: u16 = 1 << 8;
+const F_PRIORITY: u16 = 1 << 9;
+const F_EXPIRATION: u16 = 1 << 10;
+
+/// Instants are packed as nanoseconds since this one.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(|| Instant::now() - Duration::from_secs(1 << 20))
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Reads a varint at `*at`. Records are only ever read back from what `put_varint` wrote.
+fn get_varint(buf: &[u8], at: &mut usize) -> u64 {
+    let mut v = 0u64;
+    let mut shift = 0;
+    loop {
+        let b = buf[*at];
+        *at += 1;
+        v |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            return v;
+        }
+        shift += 7;
+    }
+}
+
+/// The fields of a packed record before its content.
+struct Header {
+    flags: u16,
+    seq: u64,
+    delivery_count: u32,
+    expires_at: Option<Instant>,
+    size: u32,
+}
+
+/// Packed records in segments, read from the front, written at the back.
+#[derive(Default)]
+struct Packed {
+    segs: VecDeque<Vec<u8>>,
+    /// Read position in the front segment.
+    read_at: usize,
+    /// Records held.
+    len: usize,
+    /// Sequence number of the last record written (and, once all are read, of the last read).
+    write_seq: u64,
+    /// Sequence number of the last record read.
+    read_seq: u64,
+    /// Exchange and routing key of the last record written, and the exchange's length.
+    write_route: (Vec<u8>, usize),
+    /// The same for the last record read.
+    read_route: (Vec<u8>, usize),
+}
+
+impl Packed {
+    fn push(&mut self, s: &Slot) {
+        let m = s.message.as_deref().filter(|_| !s.on_disk);
+        let mut flags = 0;
+        let mut set = |on: bool, f: u16| {
+            if on {
+                flags |= f;
+            }
+        };
+        set(s.redelivered, F_REDELIVERED);
+        set(s.on_disk, F_ON_DISK);
+        set(s.seq != self.write_seq + 1, F_SEQ_GAP);
+        set(s.delivery_count != 0, F_COUNT);
+        set(s.expires_at.is_some(), F_EXPIRES);
+        let mut bound = 48;
+        if let Some(m) = m {
+            set(true, F_CONTENT);
+            let (x, rk) = (m.exchange_bytes(), m.routing_key_bytes());
+            let (route, xl) = &self.write_route;
+            let same = *xl == x.len() && route[..*xl] == *x && route[*xl..] == *rk;
+            set(!same, F_ROUTE);
+            set(m.death.is_some(), F_DEATH);
+            set(m.is_persistent(), F_PERSISTENT);
+            set(m.priority() != 0, F_PRIORITY);
+            set(m.expiration_ms.is_some(), F_EXPIRATION);
+            bound += 2 + x.len() + rk.len() + m.raw_properties().len() + m.body_len();
+        }
+        if self
+            .segs
+            .back()
+            .is_none_or(|b| b.capacity() - b.len() < bound)
+        {
+            self.segs.push_back(Vec::with_capacity(bound.max(SEGMENT)));
+        }
+        let out = self.segs.back_mut().expect("a segment with room");
+        out.extend_from_slice(&flags.to_le_bytes());
+        if flags & F_SEQ_GAP != 0 {
+            put_varint(out, s.seq.wrapping_sub(self.write_seq + 1));
+        }
+        if flags & F_COUNT != 0 {
+            put_varint(out, u64::from(s.delivery_count));
+        }
+        if let Some(t) = s.expires_at {
+            put_varint(out, t.saturating_duration_since(epoch()).as_nanos() as u64);
+        }
+        put_varint(out, u64::from(s.size));
+        if let Some(m) = m {
+            if flags & F_ROUTE != 0 {
+                let (x, rk) = (m.exchange_bytes(), m.routing_key_bytes());
+                out.push(x.len() as u8);
+                out.extend_from_slice(x);
+                out.push(rk.len() as u8);
+                out.extend_from_slice(rk);
+                let r = &mut self.write_route;
+                r.0.clear();
+                r.0.extend_from_slice(x);
+                r.0.extend_from_slice(rk);
+                r.1 = x.len();
+            }
+            let props = m.raw_properties();
+            put_varint(out, props.len() as u64);
+            out.extend_from_slice(props);
+            if flags & F_PRIORITY != 0 {
+                out.push(m.priority());
+            }
+            if let Some(ms) = m.expiration_ms {
+                put_varint(out, ms);
+            }
+            out.extend_from_slice(m.body());
+        }
+        self.write_seq = s.seq;
+        self.len += 1;
+    }
+
+    fn header(&self, at: &mut usize) -> Header {
+        header_in(&self.segs[0], at, self.read_seq)
+    }
+
+    /// The expiry of the first record.
+    fn head_expiry(&self) -> Option<Instant> {
+        if self.len == 0 {
+            return None;
+        }
+        let mut at = self.read_at;
+        self.header(&mut at).expires_at
+    }
+
+    fn pop(&mut self) -> Option<Slot> {
+        if self.len == 0 {
+            return None;
+        }
+        let mut at = self.read_at;
+        let h = self.header(&mut at);
+        let message = (h.flags & F_CONTENT != 0).then(|| {
+            let buf = &self.segs[0];
+            if h.flags & F_ROUTE != 0 {
+                let xl = buf[at] as usize;
+                let x = at + 1;
+                let rl = buf[x + xl] as usize;
+                let rk = x + xl + 1;
+                let r = &mut self.read_route;
+                r.0.clear();
+                r.0.extend_from_slice(&buf[x..x + xl]);
+                r.0.extend_from_slice(&buf[rk..rk + rl]);
+                r.1 = xl;
+                at = rk + rl;
+            }
+            let pl = get_varint(buf, &mut at) as usize;
+            let props = &buf[at..at + pl];
+            at += pl;
+            let priority = if h.flags & F_PRIORITY != 0 {
+                at += 1;
+                buf[at - 1]
+            } else {
+                0
+            };
+            let expiration_ms = (h.flags & F_EXPIRATION != 0).then(|| get_varint(buf, &mut at));
+            let body = &buf[at..at + h.size as usize];
+            at += h.size as usize;
+            let (route, xl) = &self.read_route;
+            let mut m = Message::from_slices(
+                &route[..*xl],
+                &route[*xl..],
+                h.flags & F_PERSISTENT != 0,
+                priority,
+                expiration_ms,
+                props,
+                body,
+            );
+            if h.flags & F_DEATH != 0 {
+                m.restore_death();
+            }
+            Arc::new(m)
+        });
+        self.read_seq = h.seq;
+        self.len -= 1;
+        if at >= self.segs[0].len() {
+            if self.segs.len() == 1 {
+                // The last segment: reuse it.
+                self.segs[0].clear();
+            } else {
+                self.segs.pop_front();
+            }
+            self.read_at = 0;
+        } else {
+            self.read_at = at;
+        }
+        Some(Slot {
+            seq: h.seq,
+            redelivered: h.flags & F_REDELIVERED != 0,
+            on_disk: h.flags & F_ON_DISK != 0,
+            delivery_count: h.delivery_count,
+            expires_at: h.expires_at,
+            size: h.size,
+            message,
+        })
+    }
+
+    fn clear(&mut self) {
+        *self = Packed {
+            write_seq: self.write_seq,
+            read_seq: self.write_seq,
+            ..Packed::default()
+        };
+    }
+
+    /// Bytes held by the segments.
+    fn capacity(&self) -> usize {
+        self.segs.iter().map(|s| s.capacity()).sum()
+    }
+}
+
+/// The ready messages of one queue.
+#[derive(Default)]
+pub struct Ready {
+    /// The oldest messages, unpacked.
+    hot: VecDeque<Slot>,
+    /// Body bytes of `hot` held in memory.
+    hot_bytes: usize,
+    /// Newer messages, packed.
+    packed: Packed,
+    /// Durable messages written this round, packed (as index records) once their write is
+    /// applied: until then their bodies are in memory only.
+    staged: VecDeque<Slot>,
+    /// Body bytes of every ready message, in memory or not.
+    bytes: u64,
+}
+
+impl Ready {
+    /// Ready messages.
+    pub fn len(&self) -> usize {
+        self.hot.len() + self.packed.len + self.staged.len()
+    }
+
+    /// No ready messages.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Body bytes of the ready messages.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Appends a newly arrived message. A message with a copy on disk that has to be packed is
+    /// staged until [`unstage`](Self::unstage) says the copy can be read back.
+    pub fn push(&mut self, s: Slot) {
+        self.bytes += u64::from(s.size);
+        if self.packed.len == 0
+            && self.staged.is_empty()
+            && self.hot.len() < HOT_MAX
+            && self.hot_bytes < HOT_BYTES
+        {
+            self.hot_bytes += s.size as usize;
+            self.hot.push_back(s);
+        } else if s.on_disk {
+            self.staged.push_back(s);
+        } else {
+            self.packed.push(&s);
+        }
+    }
+
+    /// The durable store applied this round's writes: staged messages are packed as index
+    /// records, their bodies let go.
+    pub fn unstage(&mut self) {
+        while let Some(s) = self.staged.pop_front() {
+            self.packed.push(&s);
+        }
+    }
+
+    /// Puts a delivered message back in its place by sequence.
+    pub fn requeue(&mut self, s: Slot) {
+        self.bytes += u64::from(s.size);
+        self.hot_bytes += s.message.as_ref().map_or(0, |_| s.size as usize);
+        super::insert_by_seq(&mut self.hot, s, |s| s.seq);
+    }
+
+    /// Takes the oldest message; `load` reads back one that only the durable store holds
+    /// (an unreadable one is skipped).
+    pub fn pop(&mut self, mut load: impl FnMut(u64) -> Option<Message>) -> Option<StoredMessage> {
+        loop {
+            let s = match self.hot.pop_front() {
+                Some(s) => {
+                    if s.message.is_some() {
+                        self.hot_bytes -= (s.size as usize).min(self.hot_bytes);
+                    }
+                    s
+                }
+                None => match self.packed.pop() {
+                    Some(s) => s,
+                    None => self.staged.pop_front()?,
+                },
+            };
+            self.bytes -= u64::from(s.size).min(self.bytes);
+            let message = match s.message {
+                Some(m) => m,
+                None => match load(s.seq) {
+                    Some(m) => Arc::new(m),
+                    None => continue,
+                },
+            };
+            return Some(StoredMessage {
+                seq: s.seq,
+                message,
+                redelivered: s.redelivered,
+                delivery_count: s.delivery_count,
+                expires_at: s.expires_at,
+            });
+        }
+    }
+
+    /// When the next message expires, if it does.
+    pub fn head_expiry(&self) -> Option<Instant> {
+        match self.hot.front() {
+            Some(s) => s.expires_at,
+            None if self.packed.len > 0 => self.packed.head_expiry(),
+            None => self.staged.front().and_then(|s| s.expires_at),
+        }
+    }
+
+    /// Removes every message; calls `f(seq, on_disk, redelivered)` for each, in order.
+    pub fn drain(&mut self, mut f: impl FnMut(u64, bool, bool)) -> usize {
+        let n = self.len();
+        for s in self.hot.drain(..) {
+            f(s.seq, s.on_disk, s.redelivered);
+        }
+        while let Some(s) = self.packed.pop_header() {
+            f(s.0, s.1, s.2);
+        }
+        for s in self.staged.drain(..) {
+            f(s.seq, s.on_disk, s.redelivered);
+        }
+        self.packed.clear();
+        self.hot_bytes = 0;
+        self.bytes = 0;
+        n
+    }
+
+    /// Calls `f(seq, on_disk, redelivered)` for each message, in order, keeping them.
+    pub fn for_each(&self, mut f: impl FnMut(u64, bool, bool)) {
+        for s in &self.hot {
+            f(s.seq, s.on_disk, s.redelivered);
+        }
+        self.packed.for_each(&mut f);
+        for s in &self.staged {
+            f(s.seq, s.on_disk, s.redelivered);
+        }
+    }
+
+    /// Memory held by packed records (for tests and figures).
+    pub fn packed_capacity(&self) -> usize {
+        self.packed.capacity()
+    }
+}
+
+impl Packed {
+    /// Pops a record's (seq, on_disk, redelivered) without decoding its message.
+    fn pop_header(&mut self) -> Option<(u64, bool, bool)> {
+        if self.len == 0 {
+            return None;
+        }
+        let mut at = self.read_at;
+        let h = self.header(&mut at);
+        skip_content_in(&self.segs[0], &h, &mut at);
+        self.read_seq = h.seq;
+        self.len -= 1;
+        if at >= self.segs[0].len() {
+            self.segs.pop_front();
+            self.read_at = 0;
+        } else {
+            self.read_at = at;
+        }
+        Some((
+            h.seq,
+            h.flags & F_ON_DISK != 0,
+            h.flags & F_REDELIVERED != 0,
+        ))
+    }
+
+    /// Calls `f(seq, on_disk, redelivered)` for every record, in order.
+    fn for_each(&self, f: &mut impl FnMut(u64, bool, bool)) {
+        let (mut seg, mut at, mut seq) = (0, self.read_at, self.read_seq);
+        for _ in 0..self.len {
+            let buf = &self.segs[seg];
+            let h = header_in(buf, &mut at, seq);
+            skip_content_in(buf, &h, &mut at);
+            f(
+                h.seq,
+                h.flags & F_ON_DISK != 0,
+                h.flags & F_REDELIVERED != 0,
+            );
+            seq = h.seq;
+            if at >= buf.len() {
+                seg += 1;
+                at = 0;
+            }
+        }
+    }
+}
+
+/// Reads a record's header at `*at` of a segment; `read_seq` is the record before it.
+fn header_in(buf: &[u8], at: &mut usize, read_seq: u64) -> Header {
+    let flags = u16::from_le_bytes([buf[*at], buf[*at + 1]]);
+    *at += 2;
+    let gap = if flags & F_SEQ_GAP != 0 {
+        get_varint(buf, at)
+    } else {
+        0
+    };
+    let delivery_count = if flags & F_COUNT != 0 {
+        get_varint(buf, at) as u32
+    } else {
+        0
+    };
+    let expires_at =
+        (flags & F_EXPIRES != 0).then(|| epoch() + Duration::from_nanos(get_varint(buf, at)));
+    let size = get_varint(buf, at) as u32;
+    Header {
+        flags,
+        seq: read_seq.wrapping_add(1).wrapping_add(gap),
+        delivery_count,
+        expires_at,
+        size,
+    }
+}
+
+/// Skips the content of a record whose header was just read.
+fn skip_content_in(buf: &[u8], h: &Header, at: &mut usize) {
+    if h.flags & F_CONTENT == 0 {
+        return;
+    }
+    if h.flags & F_ROUTE != 0 {
+        let xl = buf[*at] as usize;
+        let rl = buf[*at + 1 + xl] as usize;
+        *at += 2 + xl + rl;
+    }
+    let pl = get_varint(buf, at) as usize;
+    *at += pl;
+    if h.flags & F_PRIORITY != 0 {
+        *at += 1;
+    }
+    if h.flags & F_EXPIRATION != 0 {
+        get_varint(buf, at);
+    }
+    *at += h.size as usize;
+}
