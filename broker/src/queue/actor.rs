@@ -36,6 +36,9 @@ const EXPIRY_GRAIN: Duration = Duration::from_millis(1);
 /// stops the queue taking publishes until it shrinks, so publishers slow to the consumers'
 /// pace instead of starving them of CPU (RabbitMQ's credit flow has the same effect).
 const FLOW_HIGH: usize = 20_000;
+/// The same limit in body bytes, so that a stream of large messages keeps a small working set
+/// (memory the allocator reuses hot, instead of fresh pages the kernel must zero).
+const FLOW_HIGH_BYTES: u64 = 16 << 20;
 /// ...unless the consumers made no progress for this long (stuck, or at their prefetch
 /// waiting for acks that do not come): then publishes are taken and the queue grows.
 const FLOW_STALL: Duration = Duration::from_millis(100);
@@ -130,7 +133,7 @@ impl QueueActor {
         loop {
             let now = Instant::now();
             let throttled = !self.consumers.is_empty()
-                && self.store.len() >= FLOW_HIGH
+                && (self.store.len() >= FLOW_HIGH || self.store.bytes() >= FLOW_HIGH_BYTES)
                 && now - self.last_progress < FLOW_STALL;
             let deadline = match throttled {
                 true => Some(self.last_progress + FLOW_STALL),

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use amq_protocol::protocol::{connection as conn, AMQPClass};
 use amq_protocol::types::{AMQPValue, FieldTable};
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -38,6 +38,11 @@ const READ_CHUNK: usize = 128 * 1024;
 /// Read buffer size of a quiet connection; it is freed again once every frame in it is
 /// handled, so an idle connection holds no read buffer at all.
 const READ_SMALL: usize = 4 * 1024;
+/// A frame at least this large is read to its end and no further, and what follows it is
+/// read in a small read first: its body then fills a buffer of its own (sliced off, never
+/// copied), and at most a small partial frame is copied when the next buffer is allocated.
+/// Below this size, reading large chunks saves more (syscalls) than the copies cost.
+const LARGE_FRAME: usize = 32 * 1024;
 /// Output buffer capacity kept once everything is written.
 const OUT_KEEP: usize = 64 * 1024;
 /// Slices per vectored write.
@@ -409,6 +414,8 @@ impl Connection {
         let mut events = Vec::new();
         // A read filled the buffer it had: read in large chunks.
         let mut busy = false;
+        // The last read ended a large frame: read what follows in a small read.
+        let mut after_large = false;
         let mut last_read = Instant::now();
         let mut last_write = Instant::now();
         let beat = if heartbeat == 0 {
@@ -441,14 +448,23 @@ impl Connection {
                     };
                     unread = false;
                     if fresh {
+                        let limit = match codec.missing(&inbuf) {
+                            Some(rest) if inbuf.len() + rest >= LARGE_FRAME => {
+                                after_large = true;
+                                rest
+                            }
+                            _ if std::mem::take(&mut after_large) => READ_SMALL,
+                            _ if busy => READ_CHUNK,
+                            _ => READ_SMALL,
+                        };
                         let spare = inbuf.capacity() - inbuf.len();
-                        if spare < 1024 {
-                            inbuf.reserve(if busy { READ_CHUNK } else { READ_SMALL });
+                        if spare < limit.min(1024) || (after_large && spare < limit) {
+                            inbuf.reserve(limit);
                         }
-                        let spare = inbuf.capacity() - inbuf.len();
-                        match rd.try_read_buf(&mut inbuf) {
+                        let want = limit.min(inbuf.capacity() - inbuf.len());
+                        match rd.try_read_buf(&mut (&mut inbuf).limit(want)) {
                             Ok(0) => return,
-                            Ok(n) => busy = n == spare,
+                            Ok(n) => busy = n == want,
                             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                                 // A stale readiness: keep no buffer for nothing.
                                 if inbuf.is_empty() {

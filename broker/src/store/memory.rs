@@ -151,6 +151,58 @@ mod tests {
     }
 
     #[test]
+    fn a_deep_queue_keeps_large_bodies_shared_instead_of_copying_them() {
+        let mut s = MemoryQueueStore::default();
+        let big = |seq: u64| {
+            let body = bytes::Bytes::from(vec![seq as u8; crate::message::INLINE_BODY + 1]);
+            StoredMessage::new(
+                seq,
+                Arc::new(Message::new(
+                    "".into(),
+                    "q".into(),
+                    &BasicProperties::default(),
+                    Default::default(),
+                    body,
+                )),
+                None,
+            )
+        };
+        let kept: Vec<StoredMessage> = (1..=3000).map(big).collect();
+        for m in &kept {
+            s.push(m.clone());
+        }
+        for seq in 3001..=3100 {
+            s.push(msg(seq));
+        }
+        assert!(s.ready.packed_capacity() > 0, "a deep queue packs");
+        for want in &kept {
+            let got = s.pop().expect("a message");
+            assert_eq!(got.seq, want.seq);
+            assert_eq!(
+                got.message.body().as_ptr(),
+                want.message.body().as_ptr(),
+                "seq {}: the body came back copied",
+                want.seq
+            );
+        }
+        assert_eq!(
+            s.pop().map(|m| m.seq),
+            Some(3001),
+            "small ones follow in order"
+        );
+        for seq in 3101..=6000 {
+            s.push(big(seq));
+        }
+        assert_eq!(s.purge(), 2999);
+        s.push(msg(6001));
+        assert_eq!(
+            s.pop().map(|m| m.seq),
+            Some(6001),
+            "purge dropped every shared body"
+        );
+    }
+
+    #[test]
     fn packed_queue_keeps_order_across_requeues_and_purge() {
         let mut s = MemoryQueueStore::default();
         for seq in 1..=5000 {

@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::message::Message;
+use crate::message::{Message, INLINE_BODY};
 use crate::store::StoredMessage;
 
 /// Entries kept unpacked at the head of a queue.
@@ -67,6 +67,8 @@ const F_DEATH: u16 = 1 << 7;
 const F_PERSISTENT: u16 = 1 << 8;
 const F_PRIORITY: u16 = 1 << 9;
 const F_EXPIRATION: u16 = 1 << 10;
+/// The message is not in the segment: it is the next one in [`Packed::shared`].
+const F_SHARED: u16 = 1 << 11;
 
 /// Instants are packed as nanoseconds since this one.
 fn epoch() -> Instant {
@@ -122,12 +124,26 @@ struct Packed {
     write_route: (Vec<u8>, usize),
     /// The same for the last record read.
     read_route: (Vec<u8>, usize),
+    /// Messages of `F_SHARED` records, in record order: those whose body is larger than
+    /// [`INLINE_BODY`] and so already a slice shared with the read buffer (and with every
+    /// queue it was routed to). Copying such a body into a segment and back out would cost
+    /// two copies of it to save a few dozen bytes of entry.
+    shared: VecDeque<Arc<Message>>,
 }
 
 impl Packed {
     fn push(&mut self, s: &Slot) {
-        let m = s.message.as_deref().filter(|_| !s.on_disk);
+        let mut m = s.message.as_deref().filter(|_| !s.on_disk);
         let mut flags = 0;
+        if let Some(arc) = s
+            .message
+            .as_ref()
+            .filter(|m| !s.on_disk && m.body_len() > INLINE_BODY)
+        {
+            flags |= F_SHARED;
+            self.shared.push_back(Arc::clone(arc));
+            m = None;
+        }
         let mut set = |on: bool, f: u16| {
             if on {
                 flags |= f;
@@ -217,46 +233,53 @@ impl Packed {
         }
         let mut at = self.read_at;
         let h = self.header(&mut at);
-        let message = (h.flags & F_CONTENT != 0).then(|| {
-            let buf = &self.segs[0];
-            if h.flags & F_ROUTE != 0 {
-                let xl = buf[at] as usize;
-                let x = at + 1;
-                let rl = buf[x + xl] as usize;
-                let rk = x + xl + 1;
-                let r = &mut self.read_route;
-                r.0.clear();
-                r.0.extend_from_slice(&buf[x..x + xl]);
-                r.0.extend_from_slice(&buf[rk..rk + rl]);
-                r.1 = xl;
-                at = rk + rl;
-            }
-            let pl = get_varint(buf, &mut at) as usize;
-            let props = &buf[at..at + pl];
-            at += pl;
-            let priority = if h.flags & F_PRIORITY != 0 {
-                at += 1;
-                buf[at - 1]
-            } else {
-                0
-            };
-            let expiration_ms = (h.flags & F_EXPIRATION != 0).then(|| get_varint(buf, &mut at));
-            let body = &buf[at..at + h.size as usize];
-            at += h.size as usize;
-            let (route, xl) = &self.read_route;
-            let mut m = Message::from_slices(
-                &route[..*xl],
-                &route[*xl..],
-                h.flags & F_PERSISTENT != 0,
-                priority,
-                expiration_ms,
-                props,
-                body,
-            );
-            if h.flags & F_DEATH != 0 {
-                m.restore_death();
-            }
-            Arc::new(m)
+        let shared = if h.flags & F_SHARED != 0 {
+            self.shared.pop_front()
+        } else {
+            None
+        };
+        let message = shared.or_else(|| {
+            (h.flags & F_CONTENT != 0).then(|| {
+                let buf = &self.segs[0];
+                if h.flags & F_ROUTE != 0 {
+                    let xl = buf[at] as usize;
+                    let x = at + 1;
+                    let rl = buf[x + xl] as usize;
+                    let rk = x + xl + 1;
+                    let r = &mut self.read_route;
+                    r.0.clear();
+                    r.0.extend_from_slice(&buf[x..x + xl]);
+                    r.0.extend_from_slice(&buf[rk..rk + rl]);
+                    r.1 = xl;
+                    at = rk + rl;
+                }
+                let pl = get_varint(buf, &mut at) as usize;
+                let props = &buf[at..at + pl];
+                at += pl;
+                let priority = if h.flags & F_PRIORITY != 0 {
+                    at += 1;
+                    buf[at - 1]
+                } else {
+                    0
+                };
+                let expiration_ms = (h.flags & F_EXPIRATION != 0).then(|| get_varint(buf, &mut at));
+                let body = &buf[at..at + h.size as usize];
+                at += h.size as usize;
+                let (route, xl) = &self.read_route;
+                let mut m = Message::from_slices(
+                    &route[..*xl],
+                    &route[*xl..],
+                    h.flags & F_PERSISTENT != 0,
+                    priority,
+                    expiration_ms,
+                    props,
+                    body,
+                );
+                if h.flags & F_DEATH != 0 {
+                    m.restore_death();
+                }
+                Arc::new(m)
+            })
         });
         self.read_seq = h.seq;
         self.len -= 1;
@@ -448,6 +471,9 @@ impl Packed {
         let mut at = self.read_at;
         let h = self.header(&mut at);
         skip_content_in(&self.segs[0], &h, &mut at);
+        if h.flags & F_SHARED != 0 {
+            self.shared.pop_front();
+        }
         self.read_seq = h.seq;
         self.len -= 1;
         if at >= self.segs[0].len() {
