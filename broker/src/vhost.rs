@@ -259,6 +259,8 @@ impl Vhost {
             let handle = queue::spawn(spec, Arc::downgrade(self), store, next_seq);
             defs.queues.insert(name, handle);
         }
+        // Every queue counted the segments its chunks are in: the others go.
+        disk.segments().sweep();
         let mut bindings = 0usize;
         for b in rec.bindings {
             let dest = if b.to_exchange {

@@ -169,12 +169,14 @@ impl QueueActor {
 
     /// Applies this round's store writes, then asks for the flush that confirms them.
     fn commit(&mut self) {
-        self.store.commit();
+        let written = self.store.commit();
         if self.confirms.is_empty() {
             return;
         }
         let tokens = std::mem::take(&mut self.confirms);
         match self.store.disk() {
+            // A round whose write failed is nacked without waiting for the flush.
+            Some(_) if !written => tokens.into_iter().for_each(|t| t.resolve(false)),
             Some(disk) => {
                 disk.after_flush(move |ok| tokens.into_iter().for_each(|t| t.resolve(ok)))
             }

@@ -4,7 +4,9 @@
 //! - `msgs`: persistent messages of durable queues, in chunks of a delivery round's publishes
 //!   with ack records for settlements, keyed by queue id first (big-endian, so a queue's
 //!   messages are one ordered key range in one shared tree: sled's space use grows badly with
-//!   many trees); see [`super::queue_log`];
+//!   many trees); see [`super::queue_log`]. A chunk's record is a pointer: its bytes are in
+//!   the append-only files of `segments/` ([`super::segments`]), because sled keeps what it
+//!   reads and writes in memory far beyond its cache capacity;
 //! - `dlv`: marks for messages delivered and not yet acked, so a clean restart flags exactly
 //!   those as redelivered;
 //! - `meta`: format marker and the clean-shutdown flag.
@@ -14,8 +16,9 @@
 //! (Measured: a 16-byte persistent message costs about 60 bytes of record either way; sharing
 //! bodies would need cross-queue reference counts in the store for little gain.)
 //!
-//! Publisher confirms wait for `flush` (fsync). One flusher thread does group commit: every
-//! write that arrived while the previous flush ran is covered by the next one.
+//! Publisher confirms wait for `flush` (fdatasync of the segments written, then sled's fsync).
+//! One flusher thread does group commit: every write that arrived while the previous flush
+//! ran is covered by the next one.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -27,6 +30,8 @@ use serde::{Deserialize, Serialize};
 use crate::message::Message;
 use crate::protocol::scan_properties;
 use crate::store::StoredMessage;
+
+use super::segments::Segments;
 
 const FORMAT: &[u8] = b"warren-store-2";
 /// The format before chunked message records: one key per message, (queue id, seq).
@@ -44,6 +49,11 @@ pub enum OpenError {
     Locked { path: PathBuf, lock: PathBuf },
     #[error("cannot open the store in {path}: {source}")]
     Sled { path: PathBuf, source: sled::Error },
+    #[error("cannot open the message segments in {path}: {source}")]
+    Segments {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} does not hold a Warren store ({detail}); point --data-dir at an empty or Warren directory")]
     Foreign { path: PathBuf, detail: String },
 }
@@ -99,6 +109,8 @@ pub struct Disk {
     msgs: sled::Tree,
     dlv: sled::Tree,
     meta: sled::Tree,
+    /// The bytes of message chunks (sled holds pointers to them).
+    segments: Arc<Segments>,
     flusher: Option<mpsc::Sender<Waiter>>,
     /// The group-commit thread, joined on drop so the database is closed when `Disk` is.
     flush_thread: Option<std::thread::JoinHandle<()>>,
@@ -269,6 +281,7 @@ impl Disk {
                         .map(|e| e.file_name().to_string_lossy().into_owned())
                         .filter(|n| {
                             n != "warren.lock"
+                                && n != "segments"
                                 && n != "conf"
                                 && n != "blobs"
                                 && !n.starts_with("snap.")
@@ -346,8 +359,16 @@ impl Disk {
             }
         }
 
+        let segments_dir = path.join("segments");
+        let segments = Segments::open(&segments_dir)
+            .map(Arc::new)
+            .map_err(|source| OpenError::Segments {
+                path: segments_dir,
+                source,
+            })?;
         let (tx, rx) = mpsc::channel::<Waiter>();
         let flush_db = db.clone();
+        let flush_segments = Arc::clone(&segments);
         let flush_thread = std::thread::Builder::new()
             .name("warren-fsync".into())
             .spawn(move || {
@@ -355,7 +376,9 @@ impl Disk {
                 while let Ok(first) = rx.recv() {
                     let mut batch = vec![first];
                     batch.extend(rx.try_iter());
-                    let ok = flush_db.flush().is_ok();
+                    // Chunks before the sled records that point at them.
+                    let synced = flush_segments.sync();
+                    let ok = flush_db.flush().is_ok() && synced;
                     for w in batch {
                         w(ok);
                     }
@@ -373,6 +396,7 @@ impl Disk {
             msgs,
             dlv,
             meta,
+            segments,
             flusher: Some(tx),
             flush_thread: Some(flush_thread),
             _lock: lock,
@@ -400,7 +424,13 @@ impl Disk {
 
     /// Flushes now (definitions, shutdown).
     pub fn flush(&self) -> bool {
-        self.db.flush().is_ok()
+        let synced = self.segments.sync();
+        self.db.flush().is_ok() && synced
+    }
+
+    /// The segment files holding message chunks.
+    pub(crate) fn segments(&self) -> &Segments {
+        &self.segments
     }
 
     /// A fresh queue id.

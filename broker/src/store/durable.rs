@@ -51,8 +51,9 @@ impl DurableQueueStore {
                 size,
                 message,
             });
+            // Already on disk: packed now, not held as a full slot until the end.
+            ready.unstage();
         });
-        ready.unstage();
         (DurableQueueStore { log, ready }, next)
     }
 }

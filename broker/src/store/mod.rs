@@ -8,6 +8,7 @@ mod memory;
 mod priority;
 pub mod queue_log;
 pub mod ready;
+pub mod segments;
 
 use std::sync::Arc;
 use std::time::Instant;

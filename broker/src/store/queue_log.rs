@@ -7,8 +7,10 @@
 //! instead of two per message, and holds one key per chunk rather than per message. Keys, in
 //! the shared `msgs` tree (big-endian, so each queue is one ordered key range):
 //!
-//! - `queue id, 0, first seq`: a chunk: format byte, then per message its sequence number
-//!   (u64), record length (u32) and record (see `disk::encode_message`);
+//! - `queue id, 0, first seq`: a chunk's [`Pointer`] into the segment files (see
+//!   [`super::segments`]) that hold its bytes: format byte, then per message its sequence
+//!   number (u64), record length (u32) and record (see `disk::encode_message`). Stores
+//!   written before segments existed hold the chunk's bytes here instead (still read);
 //! - `queue id, 1, ack id`: an ack record: format byte, then the settled sequence numbers as
 //!   varint deltas. Ack ids are unique in the store; a queue that takes over a dead-lettered
 //!   message writes the ack record of the source queue in the same batch as its own copy;
@@ -19,11 +21,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::disk::{decode_message, encode_message, Disk};
+use super::segments::Pointer;
 use crate::message::Message;
 use crate::store::StoredMessage;
 
-/// A chunk is closed once it holds this many bytes (larger messages get a chunk each); below
-/// sled's blob threshold, so chunks stay in its log.
+/// A chunk is closed once it holds this many bytes (larger messages get a chunk each).
 pub const CHUNK_MAX: usize = 32 * 1024;
 
 const KIND_CHUNK: u8 = 0;
@@ -117,6 +119,19 @@ struct Chunk {
     /// Ack records that name some of its messages (deleted with it once nothing else needs
     /// them).
     acks: Vec<u64>,
+    /// Where its bytes are.
+    place: Place,
+}
+
+/// Where a chunk's bytes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// Closed this round, in [`QueueLog::pending`]: written at commit unless it died by then.
+    Pending,
+    /// In a segment file, pointed at by its sled record.
+    Segment(Pointer),
+    /// In its sled record (stores written before segments existed).
+    Inline,
 }
 
 /// A message found at recovery.
@@ -153,7 +168,11 @@ pub struct QueueLog {
     overrides: HashSet<u64>,
     /// The chunk last read back, with a cursor (offset, sequence number of the entry there),
     /// so a queue draining in order reads each chunk once and walks it once.
-    cache: Option<(u64, sled::IVec, usize)>,
+    cache: Option<(u64, Vec<u8>, usize)>,
+    /// Chunks closed this round, by first sequence number, with their bytes.
+    pending: Vec<(u64, Vec<u8>)>,
+    /// A chunk could not be written this round: `commit` reports failure.
+    failed: bool,
 }
 
 impl QueueLog {
@@ -174,6 +193,8 @@ impl QueueLog {
             ack_refs: HashMap::new(),
             overrides: HashSet::new(),
             cache: None,
+            pending: Vec::new(),
+            failed: false,
         }
     }
 
@@ -210,20 +231,72 @@ impl QueueLog {
         if self.open_count == 0 {
             return;
         }
-        self.batch.insert(
-            &log_key(self.id, KIND_CHUNK, self.open_first)[..],
-            std::mem::take(&mut self.open),
-        );
-        self.dirty = true;
+        let count = std::mem::take(&mut self.open_count);
+        self.pending
+            .push((self.open_first, std::mem::take(&mut self.open)));
         self.chunks.insert(
             self.open_first,
             Chunk {
                 last: self.open_last,
-                live: self.open_count,
+                live: count,
                 acks: Vec::new(),
+                place: Place::Pending,
             },
         );
-        self.open_count = 0;
+    }
+
+    /// Writes the chunks closed this round that still hold live messages to the segment
+    /// files, and their pointers to this round's batch.
+    fn write_pending(&mut self) {
+        for (first, bytes) in std::mem::take(&mut self.pending) {
+            let Some(chunk) = self.chunks.get_mut(&first) else {
+                continue; // settled before it was written
+            };
+            match self.disk.segments().append(&bytes) {
+                Ok(ptr) => {
+                    chunk.place = Place::Segment(ptr);
+                    self.batch
+                        .insert(&log_key(self.id, KIND_CHUNK, first)[..], &ptr.encode()[..]);
+                    self.dirty = true;
+                }
+                Err(e) => {
+                    tracing::error!(queue = self.id, error = %e, "cannot write messages to disk");
+                    self.failed = true;
+                    self.forget_chunk(first);
+                }
+            }
+        }
+    }
+
+    /// Drops a chunk none of whose messages is needed any more, with its segment reference,
+    /// its record and the ack records only it needed.
+    fn forget_chunk(&mut self, first: u64) {
+        let Some(c) = self.chunks.remove(&first) else {
+            return;
+        };
+        match c.place {
+            Place::Pending => {}
+            Place::Segment(ptr) => {
+                self.disk.segments().release(&ptr);
+                self.batch.remove(&log_key(self.id, KIND_CHUNK, first)[..]);
+            }
+            Place::Inline => {
+                self.batch.remove(&log_key(self.id, KIND_CHUNK, first)[..]);
+            }
+        }
+        for ack in c.acks {
+            if let Some(n) = self.ack_refs.get_mut(&ack) {
+                *n -= 1;
+                if *n == 0 {
+                    self.ack_refs.remove(&ack);
+                    self.batch.remove(&log_key(self.id, KIND_ACKS, ack)[..]);
+                }
+            }
+        }
+        if self.cache.as_ref().is_some_and(|(f, _, _)| *f == first) {
+            self.cache = None;
+        }
+        self.dirty = true;
     }
 
     /// A stored message was settled (acked, dropped, dead-lettered without a durable taker).
@@ -277,18 +350,20 @@ impl QueueLog {
             .filter(|c| c.last >= seq)
     }
 
-    /// Applies this round's writes to sled (the next flush makes them durable); returns false
-    /// if sled refused them.
+    /// Writes this round's chunks and applies its records to sled (the next flush makes them
+    /// durable); returns false if a chunk could not be written or sled refused the records.
     pub fn commit(&mut self) -> bool {
         self.close_chunk();
         if !self.settled.is_empty() || !self.taken.is_empty() {
             self.settle_round();
         }
+        self.write_pending();
+        let written = !std::mem::take(&mut self.failed);
         if !self.dirty {
-            return true;
+            return written;
         }
         self.dirty = false;
-        self.disk.apply(std::mem::take(&mut self.batch))
+        self.disk.apply(std::mem::take(&mut self.batch)) && written
     }
 
     fn settle_round(&mut self) {
@@ -348,22 +423,7 @@ impl QueueLog {
             }
         }
         for first in dead {
-            let Some(c) = self.chunks.remove(&first) else {
-                continue;
-            };
-            self.batch.remove(&log_key(self.id, KIND_CHUNK, first)[..]);
-            for ack in c.acks {
-                if let Some(n) = self.ack_refs.get_mut(&ack) {
-                    *n -= 1;
-                    if *n == 0 {
-                        self.ack_refs.remove(&ack);
-                        self.batch.remove(&log_key(self.id, KIND_ACKS, ack)[..]);
-                    }
-                }
-            }
-            if self.cache.as_ref().is_some_and(|(f, _, _)| *f == first) {
-                self.cache = None;
-            }
+            self.forget_chunk(first);
         }
         self.dirty = true;
     }
@@ -378,13 +438,19 @@ impl QueueLog {
                 .ok()??;
             return decode_message(&v);
         }
-        let first = *self.chunks.range(..=seq).next_back()?.0;
+        let (&first, chunk) = self.chunks.range(..=seq).next_back()?;
         if self.cache.as_ref().is_none_or(|(f, _, _)| *f != first) {
-            let v = self
-                .disk
-                .msgs()
-                .get(log_key(self.id, KIND_CHUNK, first))
-                .ok()??;
+            let v = match chunk.place {
+                Place::Segment(ptr) => self.disk.segments().read(&ptr)?,
+                Place::Inline => self
+                    .disk
+                    .msgs()
+                    .get(log_key(self.id, KIND_CHUNK, first))
+                    .ok()??
+                    .to_vec(),
+                // Not written yet: its messages are still in memory.
+                Place::Pending => return None,
+            };
             self.cache = Some((first, v, 1));
         }
         let (_, chunk, cursor) = self.cache.as_mut()?;
@@ -411,6 +477,12 @@ impl QueueLog {
 
     /// Forgets every message of the queue, on disk too (the queue is deleted).
     pub fn destroy(&mut self) {
+        for c in self.chunks.values() {
+            if let Place::Segment(ptr) = c.place {
+                self.disk.segments().release(&ptr);
+            }
+        }
+        self.pending.clear();
         self.batch = sled::Batch::default();
         self.dirty = false;
         self.open_count = 0;
@@ -456,12 +528,33 @@ impl QueueLog {
         let mut cleanup = sled::Batch::default();
         for (k, v) in msgs.scan_prefix(prefix(KIND_CHUNK)).flatten() {
             let Some(first) = key_n(&k) else { continue };
+            // The bytes are read into a buffer of ours and dropped after the walk: scanning
+            // them through sled would leave them in its memory.
+            let (place, bytes) = match Pointer::decode(&v) {
+                Some(ptr) => match disk.segments().read(&ptr) {
+                    Some(bytes) => (Place::Segment(ptr), bytes),
+                    None => {
+                        // Its segment is gone (every message in it was settled before a crash
+                        // let the record outlive it) or, after a power loss, its bytes never
+                        // reached the disk (then none of them was confirmed).
+                        tracing::warn!(
+                            queue = id,
+                            chunk = first,
+                            "message chunk unreadable, skipped"
+                        );
+                        cleanup.remove(k);
+                        continue;
+                    }
+                },
+                None => (Place::Inline, v.to_vec()),
+            };
             let mut chunk = Chunk {
                 last: first,
                 live: 0,
                 acks: Vec::new(),
+                place,
             };
-            for (seq, rec) in chunk_entries(&v) {
+            for (seq, rec) in chunk_entries(&bytes) {
                 chunk.last = seq;
                 if let Some(&ack) = acked.get(&seq) {
                     if !chunk.acks.contains(&ack) {
@@ -480,6 +573,9 @@ impl QueueLog {
             if chunk.live == 0 {
                 cleanup.remove(k);
                 continue;
+            }
+            if let Place::Segment(ptr) = place {
+                disk.segments().retain(&ptr);
             }
             for &ack in &chunk.acks {
                 *log.ack_refs.entry(ack).or_default() += 1;
@@ -599,7 +695,97 @@ mod tests {
         }
         log.commit();
         assert_eq!(records_of(&disk, 4), 0);
+        assert_eq!(disk.segments().count(), 0, "no chunk bytes written either");
         drop((log, disk));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_store_written_before_segments_recovers_its_inline_chunks() {
+        let dir = tempdir();
+        {
+            let disk = open(&dir);
+            // A chunk as format-2 stores kept it: its bytes in the sled record.
+            let mut chunk = vec![CHUNK_FORMAT];
+            for seq in 1..=3 {
+                let rec = encode_message(&msg(seq));
+                chunk.extend_from_slice(&seq.to_be_bytes());
+                chunk.extend_from_slice(&(rec.len() as u32).to_be_bytes());
+                chunk.extend_from_slice(&rec);
+            }
+            disk.msgs()
+                .insert(log_key(8, KIND_CHUNK, 1), chunk)
+                .unwrap();
+            disk.flush();
+        }
+        let disk = open(&dir);
+        let (mut log, seqs) = recovered(&disk, 8);
+        assert_eq!(seqs, [1, 2, 3]);
+        assert_eq!(log.read(2).unwrap().body(), b"m2");
+        log.remove(1);
+        log.remove(2);
+        log.remove(3);
+        log.commit();
+        assert_eq!(
+            records_of(&disk, 8),
+            0,
+            "the settled inline chunk is deleted"
+        );
+        drop((log, disk));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn segments_go_once_their_messages_are_settled_or_their_queue_deleted() {
+        let big = |seq: u64| {
+            let props = BasicProperties::default().with_delivery_mode(2);
+            StoredMessage::new(
+                seq,
+                Arc::new(Message::new(
+                    "".into(),
+                    "q".into(),
+                    &props,
+                    encode_properties(&props),
+                    bytes::Bytes::from(vec![seq as u8; 60 * 1024]),
+                )),
+                None,
+            )
+        };
+        let dir = tempdir();
+        let disk = open(&dir);
+        let segment_msgs = super::super::segments::SEGMENT_MAX / (60 * 1024) + 1;
+        let mut a = QueueLog::new(disk.clone(), 9);
+        for seq in 1..=segment_msgs * 2 {
+            a.write(&big(seq));
+            a.commit();
+        }
+        assert!(
+            disk.segments().count() >= 2,
+            "more than one segment written"
+        );
+        for seq in 1..=segment_msgs * 2 {
+            a.remove(seq);
+        }
+        a.commit();
+        assert_eq!(
+            disk.segments().count(),
+            1,
+            "only the segment still appended to is kept"
+        );
+        let mut b = QueueLog::new(disk.clone(), 10);
+        for seq in 1..=segment_msgs {
+            b.write(&big(seq));
+            b.commit();
+        }
+        let before = disk.segments().count();
+        assert!(before >= 2);
+        b.destroy();
+        assert_eq!(
+            disk.segments().count(),
+            1,
+            "a deleted queue lets its segments go"
+        );
+        drop((a, b, disk));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
