@@ -15,9 +15,9 @@
 #     is left running
 #  4. runs each scenario RUNS times per broker, alternating Warren, RabbitMQ, Warren, ...; a run
 #     that fails or times out is recorded as failed and the benchmark goes on. Memory (backlog,
-#     connections) is the growth of the broker's RSS during a run: Warren is restarted fresh
-#     before each such run; the shared RabbitMQ node is not (its later runs may reuse memory
-#     that earlier ones freed, which can only flatter it)
+#     connections) is the growth of the broker's RSS during a run, on a fresh process each
+#     time: Warren is restarted, and RabbitMQ runs on a fresh node started with start.sh on
+#     port RABBITMQ_PORT+1 (under this script's open-file limit) and stopped after the run
 #  5. prints a markdown table: the median of each broker, Warren's advantage (Warren/RabbitMQ
 #     for rates, RabbitMQ/Warren for latency and memory: above 1 means Warren is better), the
 #     target and whether it is met; with --write also BENCHMARKS.md (machine, command, table,
@@ -176,6 +176,7 @@ stop_pid() { # stop_pid PID: TERM, up to 5 s, then KILL
   wait "$pid" 2>/dev/null || true
 }
 on_exit() {
+  [[ -n ${RABBITMQ_MEM_PID:-} ]] && stop_fresh_rabbitmq
   [[ -n $PERF_PID ]] && stop_pid "$PERF_PID"
   [[ -n $WARREN_PID ]] && stop_pid "$WARREN_PID"
   rm -rf "$WORK"
@@ -251,6 +252,33 @@ if [[ -z $RABBITMQ_PID ]] || ! kill -0 "$RABBITMQ_PID" 2>/dev/null; then
 fi
 log "Warren: $WARREN_URL (pid $WARREN_PID); RabbitMQ: $RABBITMQ_URL (pid $RABBITMQ_PID)"
 
+# A fresh RabbitMQ node for each memory run (backlog, connections), as Warren gets a fresh process:
+# the shared node's RSS does not grow when it reuses memory an earlier run freed. It is started
+# by the shared start.sh on its own port and data dir (node cmp<PORT>), with this script's raised
+# open-file limit, and stopped after the run.
+RABBITMQ_MEM_PORT=${RABBITMQ_MEM_PORT:-$((RABBITMQ_PORT + 1))}
+RABBITMQ_MEM_URL="amqp://guest:guest@127.0.0.1:$RABBITMQ_MEM_PORT/%2f"
+RABBITMQ_MEM_PID=""
+start_fresh_rabbitmq() {
+  stop_fresh_rabbitmq
+  rm -rf "/tmp/rabbitmq-cmp-$RABBITMQ_MEM_PORT"
+  PORT=$RABBITMQ_MEM_PORT bash "$ROOT/../shared/rabbitmq/start.sh" >&2 || return 1
+  read -r RABBITMQ_MEM_PID _ <<<"$(listener "$RABBITMQ_MEM_PORT")" || true
+  [[ -n $RABBITMQ_MEM_PID ]] || RABBITMQ_MEM_PID=$(cat "/tmp/rabbitmq-cmp-$RABBITMQ_MEM_PORT/pid" 2>/dev/null || true)
+  [[ -n $RABBITMQ_MEM_PID ]] && kill -0 "$RABBITMQ_MEM_PID" 2>/dev/null || return 1
+  RABBITMQ_MEM_NOFILE=$(awk '/^Max open files/ {print $4 " (soft) / " $5 " (hard)"}' "/proc/$RABBITMQ_MEM_PID/limits" 2>/dev/null || echo unknown)
+}
+stop_fresh_rabbitmq() {
+  if port_open "$RABBITMQ_MEM_PORT" || [[ -n $RABBITMQ_MEM_PID ]]; then
+    PORT=$RABBITMQ_MEM_PORT bash "$ROOT/../shared/rabbitmq/start.sh" stop >/dev/null 2>&1 || true
+    for _ in $(seq 1 100); do
+      [[ -n $RABBITMQ_MEM_PID ]] && kill -0 "$RABBITMQ_MEM_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    RABBITMQ_MEM_PID=""
+  fi
+}
+
 # Machine and software facts, for BENCHMARKS.md.
 START_DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -297,6 +325,13 @@ run_one() {
       return 0
     fi
     pid=$WARREN_PID
+  fi
+  if [[ $broker == rabbitmq && ($kind == backlog || $kind == connections) ]]; then
+    if ! start_fresh_rabbitmq; then
+      record "$id" "$broker" "$run" 0 "a fresh RabbitMQ node did not start on port $RABBITMQ_MEM_PORT" /dev/null
+      return 0
+    fi
+    url=$RABBITMQ_MEM_URL pid=$RABBITMQ_MEM_PID
   fi
   local -a cmd=("$BIN" perf "${args[@]}" --url "$url" --json)
   case $kind in
@@ -362,7 +397,9 @@ print(json.dumps({"scenario": "connections", "requested": n, "held": held,
   else
     record "$id" "$broker" "$run" "$((rc == 0 && ${#error} == 0))" "$error" "$out"
   fi
-  if [[ $kind == connections ]]; then
+  if [[ $broker == rabbitmq && ($kind == backlog || $kind == connections) ]]; then
+    stop_fresh_rabbitmq
+  elif [[ $kind == connections ]]; then
     # Let the broker close the connections before the next run measures its baseline.
     for _ in $(seq 1 150); do
       (($(fds_of "$pid") <= fds0 + 10)) && break
@@ -498,9 +535,10 @@ if [[ $WRITE == 1 ]]; then
     echo "Both brokers run on the same machine and are driven by the same load generator,"
     echo "\`warren perf\` (a lean AMQP 0-9-1 client), alternating Warren, RabbitMQ, Warren, ..."
     echo "Run it yourself with \`bash bench/compare.sh\` (see its header for the settings)."
-    echo "Memory figures are the growth of the broker's RSS during a run. Warren is restarted fresh"
-    echo "before each backlog and connections run; the shared RabbitMQ node is not, so its later runs"
-    echo "may reuse memory that earlier runs freed (which can only flatter RabbitMQ)."
+    echo "Memory figures are the growth of the broker's RSS during a run. Each backlog and connections"
+    echo "run gets a fresh broker process: Warren is restarted, and RabbitMQ runs on a fresh node that"
+    echo "the script starts with \`../shared/rabbitmq/start.sh\` on port $RABBITMQ_MEM_PORT (under the script's"
+    echo "open-file limit) and stops after the run."
     echo
     echo "- Date: $START_DATE"
     echo "- Command: \`$COMMAND\`"
@@ -508,7 +546,7 @@ if [[ $WRITE == 1 ]]; then
     echo "- Machine: $(nproc) CPUs, $(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1), kernel $(uname -r)"
     echo "- Load average (1, 5, 15 min): $LOAD_START at the start, $LOAD_END at the end"
     echo "- Warren: commit $commit, \`cargo build --release\` with $(rustc --version 2>/dev/null || echo 'rustc ?'); listening on 127.0.0.1:$WARREN_PORT, open-file limit $(ulimit -n)"
-    echo "- RabbitMQ: $rmq_version (Debian package), Erlang $erl_version, started by \`../shared/rabbitmq/start.sh\` on 127.0.0.1:$RABBITMQ_PORT; open-file limit of its process $rmq_nofile"
+    echo "- RabbitMQ: $rmq_version (Debian package), Erlang $erl_version, started by \`../shared/rabbitmq/start.sh\` on 127.0.0.1:$RABBITMQ_PORT; open-file limit of its process $rmq_nofile; fresh nodes for memory runs on 127.0.0.1:$RABBITMQ_MEM_PORT, open-file limit ${RABBITMQ_MEM_NOFILE:-unknown}"
     echo
     echo "\`free -h\`:"
     echo

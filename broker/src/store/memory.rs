@@ -58,6 +58,10 @@ mod tests {
     use std::time::Duration;
 
     fn msg(seq: u64) -> StoredMessage {
+        msg_with_body(seq, bytes::Bytes::from_static(b"abc"))
+    }
+
+    fn msg_with_body(seq: u64, body: bytes::Bytes) -> StoredMessage {
         StoredMessage::new(
             seq,
             Arc::new(Message::new(
@@ -65,7 +69,7 @@ mod tests {
                 "q".into(),
                 &BasicProperties::default(),
                 Default::default(),
-                bytes::Bytes::from_static(b"abc"),
+                body,
             )),
             None,
         )
@@ -154,17 +158,9 @@ mod tests {
     fn a_deep_queue_keeps_large_bodies_shared_instead_of_copying_them() {
         let mut s = MemoryQueueStore::default();
         let big = |seq: u64| {
-            let body = bytes::Bytes::from(vec![seq as u8; crate::message::INLINE_BODY + 1]);
-            StoredMessage::new(
+            msg_with_body(
                 seq,
-                Arc::new(Message::new(
-                    "".into(),
-                    "q".into(),
-                    &BasicProperties::default(),
-                    Default::default(),
-                    body,
-                )),
-                None,
+                bytes::Bytes::from(vec![seq as u8; crate::message::INLINE_BODY + 1]),
             )
         };
         let kept: Vec<StoredMessage> = (1..=3000).map(big).collect();

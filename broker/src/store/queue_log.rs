@@ -621,6 +621,10 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     fn msg(seq: u64) -> StoredMessage {
+        msg_with_body(seq, bytes::Bytes::from(format!("m{seq}")))
+    }
+
+    fn msg_with_body(seq: u64, body: bytes::Bytes) -> StoredMessage {
         let props = BasicProperties::default().with_delivery_mode(2);
         StoredMessage::new(
             seq,
@@ -629,7 +633,7 @@ mod tests {
                 "q".into(),
                 &props,
                 encode_properties(&props),
-                bytes::Bytes::from(format!("m{seq}")),
+                body,
             )),
             None,
         )
@@ -737,20 +741,7 @@ mod tests {
 
     #[test]
     fn segments_go_once_their_messages_are_settled_or_their_queue_deleted() {
-        let big = |seq: u64| {
-            let props = BasicProperties::default().with_delivery_mode(2);
-            StoredMessage::new(
-                seq,
-                Arc::new(Message::new(
-                    "".into(),
-                    "q".into(),
-                    &props,
-                    encode_properties(&props),
-                    bytes::Bytes::from(vec![seq as u8; 60 * 1024]),
-                )),
-                None,
-            )
-        };
+        let big = |seq: u64| msg_with_body(seq, bytes::Bytes::from(vec![seq as u8; 60 * 1024]));
         let dir = tempdir();
         let disk = open(&dir);
         let segment_msgs = super::super::segments::SEGMENT_MAX / (60 * 1024) + 1;
