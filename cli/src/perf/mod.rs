@@ -26,7 +26,8 @@ use wire::{ack_multiple, encode_publish, Scan, Wire};
   warren perf latency --rate 10000 --duration 10
   warren perf connections -n 10000 --broker-pid $(pgrep -n warren)
   warren perf backlog -n 1000000 -s 16 --broker-pid $(pgrep -n warren)
-  warren perf sink --bind 127.0.0.1:5699   # a broker that discards everything: the client's ceiling")]
+  warren perf sink --bind 127.0.0.1:5699   # a broker that discards everything: the client's ceiling
+  warren perf sink --echo                  # publishes sent straight back: the latency floor")]
 pub struct PerfArgs {
     #[command(subcommand)]
     pub scenario: Scenario,

@@ -1,0 +1,118 @@
+//! `warren perf` measures what it says: throughput moves messages end to end and reports
+//! figures that add up, latency gets one sample per message sent at the fixed rate, and
+//! `perf sink --echo` sends every published body back as a delivery (the latency floor).
+
+mod cli_support;
+use cli_support::*;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// The single JSON summary `--json` prints.
+fn summary(r: &Run) -> serde_json::Value {
+    let lines = r.json_lines();
+    assert_eq!(lines.len(), 1, "one JSON summary expected:\n{r}");
+    lines.into_iter().next().unwrap()
+}
+
+fn num(v: &serde_json::Value, key: &str) -> f64 {
+    v[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no number {key:?} in {v}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throughput_moves_messages_through_the_broker_and_reports_them() {
+    let b = broker().await;
+    let r = warren(
+        &b.url(),
+        &[
+            "perf",
+            "throughput",
+            "-s",
+            "16",
+            "--duration",
+            "1",
+            "--json",
+        ],
+    )
+    .await
+    .ok();
+    let s = summary(&r);
+    assert_eq!(s["scenario"], "throughput");
+    let (sent, received) = (num(&s, "sent_per_sec"), num(&s, "received_per_sec"));
+    assert!(received > 0.0, "nothing received: {s}");
+    assert!(received <= sent * 1.01, "received more than was sent: {s}");
+    assert!(
+        (num(&s, "bytes_per_sec") - received * 16.0).abs() <= received * 16.0 * 0.01,
+        "bytes/s is not 16 B times messages/s: {s}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_takes_one_sample_per_message_at_the_fixed_rate() {
+    let b = broker().await;
+    let r = warren(
+        &b.url(),
+        &[
+            "perf",
+            "latency",
+            "--rate",
+            "1000",
+            "--duration",
+            "1",
+            "--json",
+        ],
+    )
+    .await
+    .ok();
+    let s = summary(&r);
+    assert_eq!(s["scenario"], "latency");
+    assert_eq!(num(&s, "samples"), 1000.0, "one sample per message: {s}");
+    let (p50, p99, max) = (num(&s, "p50_ms"), num(&s, "p99_ms"), num(&s, "max_ms"));
+    assert!(
+        0.0 < p50 && p50 <= p99 && p99 <= max,
+        "percentiles out of order: {s}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_echo_sink_returns_every_published_message_to_the_consumer() {
+    let mut sink = command("", &["perf", "sink", "--echo", "--bind", "127.0.0.1:0"])
+        .spawn()
+        .expect("starting warren perf sink");
+    let stdout = sink.stdout.take().expect("piped stdout");
+    let mut first = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut first)
+        .await
+        .expect("reading the sink's address");
+    let addr = first
+        .trim()
+        .rsplit(' ')
+        .next()
+        .unwrap_or_else(|| panic!("no address in {first:?}"))
+        .to_string();
+    let url = format!("amqp://guest:guest@{addr}/%2f");
+    let r = warren(
+        &url,
+        &[
+            "perf",
+            "latency",
+            "--rate",
+            "1000",
+            "--duration",
+            "1",
+            "--json",
+        ],
+    )
+    .await
+    .ok();
+    let s = summary(&r);
+    assert_eq!(
+        num(&s, "samples"),
+        1000.0,
+        "every message came back, with its timestamp: {s}"
+    );
+    assert!(num(&s, "p50_ms") > 0.0);
+    sink.kill().await.expect("stopping the sink");
+}
