@@ -116,3 +116,33 @@ async fn the_echo_sink_returns_every_published_message_to_the_consumer() {
     assert!(num(&s, "p50_ms") > 0.0);
     sink.kill().await.expect("stopping the sink");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_stops_with_what_it_holds_when_the_broker_stops_accepting() {
+    // A listener that never accepts: TCP connects through the backlog, the AMQP handshake is
+    // never answered (as with a broker at its open-file limit).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a listener");
+    let url = format!("amqp://guest:guest@{}/%2f", silent.local_addr().unwrap());
+    let r = warren(
+        &url,
+        &[
+            "perf",
+            "connections",
+            "-n",
+            "3",
+            "--connect-timeout",
+            "1",
+            "--json",
+        ],
+    )
+    .await
+    .ok();
+    let s = summary(&r);
+    assert_eq!(num(&s, "held"), 0.0, "{s}");
+    assert!(
+        s["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not opened within 1s")),
+        "the summary says why it stopped: {s}"
+    );
+}

@@ -134,6 +134,10 @@ pub struct ConnectionsArgs {
     /// The broker's process id, to read its memory (/proc/PID/status).
     #[arg(long)]
     pub broker_pid: Option<u32>,
+    /// Seconds a connection may take to open (TCP and AMQP handshake); a broker that stops
+    /// accepting (at its open-file limit, say) ends the run with what it holds.
+    #[arg(long, default_value_t = 10)]
+    pub connect_timeout: u64,
 }
 
 #[derive(clap::Args, Clone)]
@@ -697,11 +701,20 @@ async fn connections(a: ConnectionsArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut held = Vec::with_capacity(a.count);
     let mut failed = None;
+    let limit = Duration::from_secs(a.connect_timeout);
     for i in 0..a.count {
-        match Wire::connect(&a.common.url).await {
-            Ok(w) => held.push(w),
-            Err(e) => {
+        match tokio::time::timeout(limit, Wire::connect(&a.common.url)).await {
+            Ok(Ok(w)) => held.push(w),
+            Ok(Err(e)) => {
                 failed = Some(format!("connection {} failed: {e:#}", i + 1));
+                break;
+            }
+            Err(_) => {
+                failed = Some(format!(
+                    "connection {} was not opened within {}s: the broker stopped accepting",
+                    i + 1,
+                    a.connect_timeout
+                ));
                 break;
             }
         }
