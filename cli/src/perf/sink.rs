@@ -56,6 +56,21 @@ fn reply(out: &mut Vec<u8>, ch: u16, m: AMQPClass) {
     write_method(out, ch, &m);
 }
 
+/// The basic.deliver method frame of delivery `tag` on channel 1 (its content follows).
+fn write_deliver_method(out: &mut Vec<u8>, tag: u64) {
+    reply(
+        out,
+        1,
+        AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+            consumer_tag: "sink".into(),
+            delivery_tag: tag,
+            redelivered: false,
+            exchange: "".into(),
+            routing_key: "q".into(),
+        })),
+    );
+}
+
 async fn serve(s: TcpStream, size: usize, echo: Option<EchoSlot>) -> anyhow::Result<()> {
     s.set_nodelay(true)?;
     let (mut rd, mut wr) = s.into_split();
@@ -208,17 +223,7 @@ async fn serve(s: TcpStream, size: usize, echo: Option<EchoSlot>) -> anyhow::Res
             // Push a batch of deliveries every round.
             for _ in 0..256 {
                 tag += 1;
-                write_method(
-                    &mut out,
-                    1,
-                    &AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
-                        consumer_tag: "sink".into(),
-                        delivery_tag: tag,
-                        redelivered: false,
-                        exchange: "".into(),
-                        routing_key: "q".into(),
-                    })),
-                );
+                write_deliver_method(&mut out, tag);
                 out.extend_from_slice(content);
             }
         }
@@ -248,17 +253,7 @@ async fn serve(s: TcpStream, size: usize, echo: Option<EchoSlot>) -> anyhow::Res
                     out.clear();
                     for body in &bodies {
                         tag += 1;
-                        write_method(
-                            &mut out,
-                            1,
-                            &AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
-                                consumer_tag: "sink".into(),
-                                delivery_tag: tag,
-                                redelivered: false,
-                                exchange: "".into(),
-                                routing_key: "q".into(),
-                            })),
-                        );
+                        write_deliver_method(&mut out, tag);
                         write_content(&mut out, 1, &props, body, 131_072);
                     }
                     wr.write_all(&out).await?;
