@@ -17,6 +17,7 @@
 //! - `queue id, 2, seq`: a rewritten message (its delivery count changed), which replaces the
 //!   chunk's copy.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -248,22 +249,26 @@ impl QueueLog {
     /// Writes the chunks closed this round that still hold live messages to the segment
     /// files, and their pointers to this round's batch.
     fn write_pending(&mut self) {
-        for (first, bytes) in std::mem::take(&mut self.pending) {
-            let Some(chunk) = self.chunks.get_mut(&first) else {
-                continue; // settled before it was written
-            };
-            match self.disk.segments().append(&bytes) {
-                Ok(ptr) => {
-                    chunk.place = Place::Segment(ptr);
-                    self.batch
-                        .insert(&log_key(self.id, KIND_CHUNK, first)[..], &ptr.encode()[..]);
-                    self.dirty = true;
+        for (first, mut bytes) in std::mem::take(&mut self.pending) {
+            if let Some(chunk) = self.chunks.get_mut(&first) {
+                match self.disk.segments().append(&bytes) {
+                    Ok(ptr) => {
+                        chunk.place = Place::Segment(ptr);
+                        self.batch
+                            .insert(&log_key(self.id, KIND_CHUNK, first)[..], &ptr.encode()[..]);
+                        self.dirty = true;
+                    }
+                    Err(e) => {
+                        tracing::error!(queue = self.id, error = %e, "cannot write messages to disk");
+                        self.failed = true;
+                        self.forget_chunk(first);
+                    }
                 }
-                Err(e) => {
-                    tracing::error!(queue = self.id, error = %e, "cannot write messages to disk");
-                    self.failed = true;
-                    self.forget_chunk(first);
-                }
+            } // else: settled before it was written
+            if self.open.capacity() == 0 {
+                // The next round's chunk fills this buffer again instead of growing a new one.
+                bytes.clear();
+                self.open = bytes;
             }
         }
     }
@@ -274,15 +279,12 @@ impl QueueLog {
         let Some(c) = self.chunks.remove(&first) else {
             return;
         };
-        match c.place {
-            Place::Pending => {}
-            Place::Segment(ptr) => {
-                self.disk.segments().release(&ptr);
-                self.batch.remove(&log_key(self.id, KIND_CHUNK, first)[..]);
-            }
-            Place::Inline => {
-                self.batch.remove(&log_key(self.id, KIND_CHUNK, first)[..]);
-            }
+        if let Place::Segment(ptr) = c.place {
+            self.disk.segments().release(&ptr);
+        }
+        if c.place != Place::Pending {
+            self.batch.remove(&log_key(self.id, KIND_CHUNK, first)[..]);
+            self.dirty = true;
         }
         for ack in c.acks {
             if let Some(n) = self.ack_refs.get_mut(&ack) {
@@ -290,13 +292,13 @@ impl QueueLog {
                 if *n == 0 {
                     self.ack_refs.remove(&ack);
                     self.batch.remove(&log_key(self.id, KIND_ACKS, ack)[..]);
+                    self.dirty = true;
                 }
             }
         }
         if self.cache.as_ref().is_some_and(|(f, _, _)| *f == first) {
             self.cache = None;
         }
-        self.dirty = true;
     }
 
     /// A stored message was settled (acked, dropped, dead-lettered without a durable taker).
@@ -415,6 +417,7 @@ impl QueueLog {
             let ack = self.disk.new_id();
             self.batch
                 .insert(&log_key(self.id, KIND_ACKS, ack)[..], encode_acks(&acked));
+            self.dirty = true;
             self.ack_refs.insert(ack, touched.len() as u32);
             for f in &touched {
                 if let Some(c) = self.chunks.get_mut(f) {
@@ -425,7 +428,6 @@ impl QueueLog {
         for first in dead {
             self.forget_chunk(first);
         }
-        self.dirty = true;
     }
 
     /// Reads a stored message back (one whose body is no longer in memory).
@@ -532,7 +534,7 @@ impl QueueLog {
             // them through sled would leave them in its memory.
             let (place, bytes) = match Pointer::decode(&v) {
                 Some(ptr) => match disk.segments().read(&ptr) {
-                    Some(bytes) => (Place::Segment(ptr), bytes),
+                    Some(bytes) => (Place::Segment(ptr), Cow::Owned(bytes)),
                     None => {
                         // Its segment is gone (every message in it was settled before a crash
                         // let the record outlive it) or, after a power loss, its bytes never
@@ -546,7 +548,7 @@ impl QueueLog {
                         continue;
                     }
                 },
-                None => (Place::Inline, v.to_vec()),
+                None => (Place::Inline, Cow::Borrowed(&v[..])),
             };
             let mut chunk = Chunk {
                 last: first,

@@ -127,6 +127,7 @@ impl Segments {
 
     /// Appends a chunk (written to the OS before returning; durable after the next `sync`).
     pub fn append(&self, data: &[u8]) -> std::io::Result<Pointer> {
+        let crc = crc32fast::hash(data);
         let mut inner = self.lock();
         let (id, len) = match inner.current {
             Some((id, len)) if len < SEGMENT_MAX => (id, len),
@@ -162,7 +163,7 @@ impl Segments {
             segment: id,
             offset: len,
             len: data.len() as u32,
-            crc: crc32fast::hash(data),
+            crc,
         })
     }
 
@@ -216,16 +217,31 @@ impl Segments {
     }
 
     /// Makes every chunk appended before this call durable (fdatasync of each segment
-    /// written since the last sync). False if a sync failed.
+    /// written since the last sync). False if a sync failed; a segment whose sync failed
+    /// stays to be synced by the next call, so no later flush can vouch for it unsynced.
     pub fn sync(&self) -> bool {
-        let files: Vec<Arc<File>> = {
+        let files: Vec<(u32, Arc<File>)> = {
             let mut inner = self.lock();
             let ids = std::mem::take(&mut inner.unsynced);
-            ids.iter()
-                .filter_map(|id| inner.files.get(id).cloned())
+            ids.into_iter()
+                .filter_map(|id| Some((id, inner.files.get(&id)?.clone())))
                 .collect()
         };
-        files.iter().all(|f| f.sync_data().is_ok())
+        let failed: Vec<u32> = files
+            .iter()
+            .filter(|(_, f)| f.sync_data().is_err())
+            .map(|(id, _)| *id)
+            .collect();
+        if failed.is_empty() {
+            return true;
+        }
+        let mut inner = self.lock();
+        for id in failed {
+            if inner.files.contains_key(&id) && !inner.unsynced.contains(&id) {
+                inner.unsynced.push(id);
+            }
+        }
+        false
     }
 
     /// Segment files on disk (for tests and figures).
