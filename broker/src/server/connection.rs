@@ -448,17 +448,18 @@ impl Connection {
                     };
                     unread = false;
                     if fresh {
-                        let limit = match codec.missing(&inbuf) {
+                        // How much to read, and the spare capacity to have for it: all of the
+                        // rest of a large frame, else a chunk once less than 1 KiB is left.
+                        let (limit, min_spare) = match codec.missing(&inbuf) {
                             Some(rest) if inbuf.len() + rest >= LARGE_FRAME => {
                                 after_large = true;
-                                rest
+                                (rest, rest)
                             }
-                            _ if std::mem::take(&mut after_large) => READ_SMALL,
-                            _ if busy => READ_CHUNK,
-                            _ => READ_SMALL,
+                            _ if std::mem::take(&mut after_large) => (READ_SMALL, 1024),
+                            _ if busy => (READ_CHUNK, 1024),
+                            _ => (READ_SMALL, 1024),
                         };
-                        let spare = inbuf.capacity() - inbuf.len();
-                        if spare < limit.min(1024) || (after_large && spare < limit) {
+                        if inbuf.capacity() - inbuf.len() < min_spare {
                             inbuf.reserve(limit);
                         }
                         let want = limit.min(inbuf.capacity() - inbuf.len());

@@ -133,16 +133,13 @@ struct Packed {
 
 impl Packed {
     fn push(&mut self, s: &Slot) {
-        let mut m = s.message.as_deref().filter(|_| !s.on_disk);
+        let in_memory = s.message.as_ref().filter(|_| !s.on_disk);
+        let shared = in_memory.filter(|m| m.body_len() > INLINE_BODY);
+        let m = in_memory.filter(|_| shared.is_none()).map(|m| &**m);
         let mut flags = 0;
-        if let Some(arc) = s
-            .message
-            .as_ref()
-            .filter(|m| !s.on_disk && m.body_len() > INLINE_BODY)
-        {
+        if let Some(arc) = shared {
             flags |= F_SHARED;
             self.shared.push_back(Arc::clone(arc));
-            m = None;
         }
         let mut set = |on: bool, f: u16| {
             if on {
@@ -233,54 +230,13 @@ impl Packed {
         }
         let mut at = self.read_at;
         let h = self.header(&mut at);
-        let shared = if h.flags & F_SHARED != 0 {
+        let message = if h.flags & F_SHARED != 0 {
             self.shared.pop_front()
+        } else if h.flags & F_CONTENT != 0 {
+            Some(self.unpack(&h, &mut at))
         } else {
             None
         };
-        let message = shared.or_else(|| {
-            (h.flags & F_CONTENT != 0).then(|| {
-                let buf = &self.segs[0];
-                if h.flags & F_ROUTE != 0 {
-                    let xl = buf[at] as usize;
-                    let x = at + 1;
-                    let rl = buf[x + xl] as usize;
-                    let rk = x + xl + 1;
-                    let r = &mut self.read_route;
-                    r.0.clear();
-                    r.0.extend_from_slice(&buf[x..x + xl]);
-                    r.0.extend_from_slice(&buf[rk..rk + rl]);
-                    r.1 = xl;
-                    at = rk + rl;
-                }
-                let pl = get_varint(buf, &mut at) as usize;
-                let props = &buf[at..at + pl];
-                at += pl;
-                let priority = if h.flags & F_PRIORITY != 0 {
-                    at += 1;
-                    buf[at - 1]
-                } else {
-                    0
-                };
-                let expiration_ms = (h.flags & F_EXPIRATION != 0).then(|| get_varint(buf, &mut at));
-                let body = &buf[at..at + h.size as usize];
-                at += h.size as usize;
-                let (route, xl) = &self.read_route;
-                let mut m = Message::from_slices(
-                    &route[..*xl],
-                    &route[*xl..],
-                    h.flags & F_PERSISTENT != 0,
-                    priority,
-                    expiration_ms,
-                    props,
-                    body,
-                );
-                if h.flags & F_DEATH != 0 {
-                    m.restore_death();
-                }
-                Arc::new(m)
-            })
-        });
         self.read_seq = h.seq;
         self.len -= 1;
         if at >= self.segs[0].len() {
@@ -303,6 +259,49 @@ impl Packed {
             size: h.size,
             message,
         })
+    }
+
+    /// Decodes the message of the record whose header was just read, its content at `*at`.
+    fn unpack(&mut self, h: &Header, at: &mut usize) -> Arc<Message> {
+        let buf = &self.segs[0];
+        if h.flags & F_ROUTE != 0 {
+            let xl = buf[*at] as usize;
+            let x = *at + 1;
+            let rl = buf[x + xl] as usize;
+            let rk = x + xl + 1;
+            let r = &mut self.read_route;
+            r.0.clear();
+            r.0.extend_from_slice(&buf[x..x + xl]);
+            r.0.extend_from_slice(&buf[rk..rk + rl]);
+            r.1 = xl;
+            *at = rk + rl;
+        }
+        let pl = get_varint(buf, at) as usize;
+        let props = &buf[*at..*at + pl];
+        *at += pl;
+        let priority = if h.flags & F_PRIORITY != 0 {
+            *at += 1;
+            buf[*at - 1]
+        } else {
+            0
+        };
+        let expiration_ms = (h.flags & F_EXPIRATION != 0).then(|| get_varint(buf, at));
+        let body = &buf[*at..*at + h.size as usize];
+        *at += h.size as usize;
+        let (route, xl) = &self.read_route;
+        let mut m = Message::from_slices(
+            &route[..*xl],
+            &route[*xl..],
+            h.flags & F_PERSISTENT != 0,
+            priority,
+            expiration_ms,
+            props,
+            body,
+        );
+        if h.flags & F_DEATH != 0 {
+            m.restore_death();
+        }
+        Arc::new(m)
     }
 
     fn clear(&mut self) {
