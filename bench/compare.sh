@@ -17,7 +17,8 @@
 #     that fails or times out is recorded as failed and the benchmark goes on. Memory (backlog,
 #     connections) is the growth of the broker's RSS during a run, on a fresh process each
 #     time: Warren is restarted, and RabbitMQ runs on a fresh node started with start.sh on
-#     port RABBITMQ_PORT+1 (under this script's open-file limit) and stopped after the run
+#     port RABBITMQ_PORT+1 and stopped after the run (start.sh starts it through su, so it
+#     keeps the default open-file limit of 1024: it holds about 833 connections)
 #  5. prints a markdown table: the median of each broker, Warren's advantage (Warren/RabbitMQ
 #     for rates, RabbitMQ/Warren for latency and memory: above 1 means Warren is better), the
 #     target and whether it is met; with --write also BENCHMARKS.md (machine, command, table,
@@ -254,8 +255,8 @@ log "Warren: $WARREN_URL (pid $WARREN_PID); RabbitMQ: $RABBITMQ_URL (pid $RABBIT
 
 # A fresh RabbitMQ node for each memory run (backlog, connections), as Warren gets a fresh process:
 # the shared node's RSS does not grow when it reuses memory an earlier run freed. It is started
-# by the shared start.sh on its own port and data dir (node cmp<PORT>), with this script's raised
-# open-file limit, and stopped after the run.
+# by the shared start.sh on its own port and data dir (node cmp<PORT>) and stopped after the
+# run; the limits of its process are recorded (start.sh's su does not pass ulimit -n through).
 RABBITMQ_MEM_PORT=${RABBITMQ_MEM_PORT:-$((RABBITMQ_PORT + 1))}
 RABBITMQ_MEM_URL="amqp://guest:guest@127.0.0.1:$RABBITMQ_MEM_PORT/%2f"
 RABBITMQ_MEM_PID=""
@@ -319,14 +320,18 @@ run_one() {
   local -a args
   read -r -a args <<<"$(scenario_field "$id" 1)"
   local kind=${args[0]} limit
-  if [[ $broker == warren && ($kind == backlog || $kind == connections) ]]; then
+  # Memory runs get a fresh broker process: a reused one may hand out memory an earlier run
+  # freed without its RSS growing.
+  local fresh=0
+  [[ $kind == backlog || $kind == connections ]] && fresh=1
+  if ((fresh)) && [[ $broker == warren ]]; then
     if ! start_warren; then
       record "$id" "$broker" "$run" 0 "Warren did not restart" /dev/null
       return 0
     fi
     pid=$WARREN_PID
   fi
-  if [[ $broker == rabbitmq && ($kind == backlog || $kind == connections) ]]; then
+  if ((fresh)) && [[ $broker == rabbitmq ]]; then
     if ! start_fresh_rabbitmq; then
       record "$id" "$broker" "$run" 0 "a fresh RabbitMQ node did not start on port $RABBITMQ_MEM_PORT" /dev/null
       return 0
@@ -347,7 +352,7 @@ run_one() {
   local out=$WORK/out.$id.$broker.$run err=$WORK/err.$id.$broker.$run
   # Memory is measured as growth of the broker's RSS: start from a steady one (an Erlang VM, or
   # an allocator, may still be giving back what the previous scenario used).
-  [[ $kind == backlog || $kind == connections ]] && settle_rss "$pid"
+  ((fresh)) && settle_rss "$pid"
   local fds0 rss0 fds last_fds last_rss last_change started rc=0 error="" note=""
   fds0=$(fds_of "$pid")
   rss0=$(rss_of "$pid")
@@ -397,7 +402,7 @@ print(json.dumps({"scenario": "connections", "requested": n, "held": held,
   else
     record "$id" "$broker" "$run" "$((rc == 0 && ${#error} == 0))" "$error" "$out"
   fi
-  if [[ $broker == rabbitmq && ($kind == backlog || $kind == connections) ]]; then
+  if ((fresh)) && [[ $broker == rabbitmq ]]; then
     stop_fresh_rabbitmq
   elif [[ $kind == connections ]]; then
     # Let the broker close the connections before the next run measures its baseline.
@@ -537,8 +542,8 @@ if [[ $WRITE == 1 ]]; then
     echo "Run it yourself with \`bash bench/compare.sh\` (see its header for the settings)."
     echo "Memory figures are the growth of the broker's RSS during a run. Each backlog and connections"
     echo "run gets a fresh broker process: Warren is restarted, and RabbitMQ runs on a fresh node that"
-    echo "the script starts with \`../shared/rabbitmq/start.sh\` on port $RABBITMQ_MEM_PORT (under the script's"
-    echo "open-file limit) and stops after the run."
+    echo "the script starts with \`../shared/rabbitmq/start.sh\` on port $RABBITMQ_MEM_PORT and stops after"
+    echo "the run (its open-file limit is listed below)."
     echo
     echo "- Date: $START_DATE"
     echo "- Command: \`$COMMAND\`"

@@ -102,6 +102,7 @@ async fn serve(s: TcpStream, size: usize, echo: Option<EchoSlot>) -> anyhow::Res
     // consumer.
     let mut echoed: Vec<Vec<u8>> = Vec::new();
     let mut echo_rx: Option<mpsc::Receiver<Vec<u8>>> = None;
+    let mut bodies: Vec<Vec<u8>> = Vec::new();
     let props = encode_properties(&BasicProperties::default());
     loop {
         out.clear();
@@ -232,14 +233,18 @@ async fn serve(s: TcpStream, size: usize, echo: Option<EchoSlot>) -> anyhow::Res
         }
         if let Some(slot) = echo.as_ref().filter(|_| !echoed.is_empty()) {
             let tx = slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            for body in echoed.drain(..) {
-                if let Some(tx) = &tx {
-                    let _ = tx.send(body).await;
+            match tx {
+                Some(tx) => {
+                    for body in echoed.drain(..) {
+                        let _ = tx.send(body).await;
+                    }
                 }
+                // No consumer yet: dropped, as a broker drops unroutable messages.
+                None => echoed.clear(),
             }
         }
         if let Some(rx) = echo_rx.as_mut() {
-            let mut bodies = Vec::new();
+            bodies.clear();
             tokio::select! {
                 n = rd.read_buf(&mut buf) => {
                     if n? == 0 {
