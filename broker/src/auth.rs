@@ -35,7 +35,9 @@ fn credentials(mechanism: &str, response: &[u8]) -> Result<(String, String), Aut
             }
         }
         "AMQPLAIN" => {
-            // The response is a field table without its length prefix.
+            // The response is a field table without its length prefix. Its nesting is bounded
+            // before amq-protocol's parser recurses into it.
+            crate::protocol::nesting::check_table_body(response).map_err(|_| refused())?;
             let mut buf = (response.len() as u32).to_be_bytes().to_vec();
             buf.extend_from_slice(response);
             let (_, table) = parse_field_table(&buf[..]).map_err(|_| refused())?;
@@ -65,12 +67,21 @@ pub fn authenticate(
     let (user, pass) = credentials(mechanism, response)?;
     let ok = users
         .iter()
-        .any(|u| u.name == user && u.password == pass && (!u.loopback_only || peer.is_loopback()));
+        .any(|u| u.name == user && u.password == pass && (!u.loopback_only || is_loopback(peer)));
     if ok {
         Ok(user)
     } else {
+        // The connection's span has a `user` field, so the "login refused" line names who
+        // tried (never the password), as RabbitMQ's log does.
+        tracing::Span::current().record("user", user.as_str());
         Err(AuthError::Refused(mechanism.to_owned()))
     }
+}
+
+/// Loopback, counting IPv4 addresses a dual-stack (`[::]`) listener sees as IPv4-mapped IPv6
+/// (`::ffff:127.0.0.1`).
+pub fn is_loopback(peer: IpAddr) -> bool {
+    peer.to_canonical().is_loopback()
 }
 
 #[cfg(test)]
@@ -112,6 +123,14 @@ mod tests {
     fn guest_is_refused_from_a_remote_address() {
         let remote = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
         assert!(authenticate(&guest(), "PLAIN", b"\0guest\0guest", remote).is_err());
+    }
+
+    #[test]
+    fn mapped_ipv4_loopback_is_loopback() {
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        assert!(authenticate(&guest(), "PLAIN", b"\0guest\0guest", mapped).is_ok());
+        assert!(is_loopback("::1".parse().unwrap()));
+        assert!(!is_loopback("::ffff:192.0.2.1".parse().unwrap()));
     }
 
     #[test]

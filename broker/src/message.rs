@@ -226,7 +226,12 @@ impl Message {
     }
 
     /// The properties, parsed from their encoded form (dead-lettering, rewriting headers).
+    /// Properties nested too deeply (never accepted from a client; a damaged record read back
+    /// from disk could hold them) read as empty rather than recursing without bound.
     pub fn properties(&self) -> BasicProperties {
+        if crate::protocol::nesting::check_properties(self.raw_properties()).is_err() {
+            return BasicProperties::default();
+        }
         parse_properties(self.raw_properties())
             .map(|(_, p)| p)
             .unwrap_or_default()

@@ -4,6 +4,7 @@
 //! parallel.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use amq_protocol::types::{AMQPValue, FieldTable};
@@ -48,6 +49,23 @@ pub struct QueueDecl {
 struct Definitions {
     exchanges: HashMap<Arc<str>, Exchange>,
     queues: HashMap<Arc<str>, QueueHandle>,
+    /// The connection that declared each queue (not recovered ones), for the per-connection
+    /// queue limit.
+    declared_by: HashMap<Arc<str>, u64>,
+    /// Queues each connection declared that still exist.
+    declared: HashMap<u64, usize>,
+}
+
+impl Definitions {
+    /// Maps keep their capacity as entries go: after a mass delete, give most of it back.
+    fn shrink_if_sparse(&mut self) {
+        let cap = self.queues.capacity();
+        if cap > 1024 && self.queues.len() < cap / 4 {
+            self.queues.shrink_to(self.queues.len() * 2);
+            self.declared_by.shrink_to(self.declared_by.len() * 2);
+            self.declared.shrink_to(self.declared.len() * 2);
+        }
+    }
 }
 
 /// One virtual host.
@@ -57,6 +75,8 @@ pub struct Vhost {
     defs: RwLock<Definitions>,
     /// Where durable definitions and persistent messages go (None: in-memory broker).
     disk: Option<Arc<Disk>>,
+    /// Queues one connection may have at once (`Config::max_queues_per_connection`).
+    max_queues_per_connection: AtomicUsize,
 }
 
 fn inequivalent(
@@ -205,7 +225,15 @@ impl Vhost {
             name: name.to_owned(),
             defs: RwLock::new(defs),
             disk,
+            max_queues_per_connection: AtomicUsize::new(usize::MAX),
         })
+    }
+
+    /// Limits the queues one connection may have declared and not deleted (no limit until
+    /// this is called).
+    pub fn set_max_queues_per_connection(&self, limit: usize) {
+        self.max_queues_per_connection
+            .store(limit, Ordering::Relaxed);
     }
 
     /// The durable store, if any.
@@ -503,6 +531,14 @@ impl Vhost {
             q.send_internal(QueueCmd::Touch);
             return Ok(q.clone());
         }
+        let limit = self.max_queues_per_connection.load(Ordering::Relaxed);
+        if defs.declared.get(&conn_id).is_some_and(|&n| n >= limit) {
+            // RabbitMQ's words for a vhost's max-queues limit.
+            return Err(AmqpError::precondition(format_args!(
+                "cannot declare queue '{}': queue limit per connection ({limit}) is reached",
+                d.name
+            )));
+        }
         let name = if d.name.is_empty() {
             format!("amq.gen-{}", random_token(22))
         } else if d.name.starts_with("amq.") {
@@ -545,7 +581,9 @@ impl Vhost {
             args,
         };
         let handle = queue::spawn(spec, Arc::downgrade(self), store, 1);
-        defs.queues.insert(name, handle.clone());
+        defs.queues.insert(name.clone(), handle.clone());
+        defs.declared_by.insert(name, conn_id);
+        *defs.declared.entry(conn_id).or_default() += 1;
         Ok(handle)
     }
 
@@ -591,6 +629,14 @@ impl Vhost {
         let mut defs = self.write();
         if defs.queues.get(q.name()).is_some_and(|h| h == q) {
             defs.queues.remove(q.name());
+            if let Some(conn_id) = defs.declared_by.remove(q.name()) {
+                let n = defs.declared.entry(conn_id).or_default();
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    defs.declared.remove(&conn_id);
+                }
+            }
+            defs.shrink_if_sparse();
             if let (Some(disk), Some(id)) = (&self.disk, q.spec().disk_id) {
                 disk.delete_queue(q.name(), id);
             }

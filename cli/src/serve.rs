@@ -1,16 +1,23 @@
 //! `warren serve`: run the broker in the foreground until SIGINT or SIGTERM.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use warren_broker::Config;
 
+use crate::client::Failure;
+
 #[derive(clap::Args)]
-#[command(after_help = "Example:\n  warren serve --bind 127.0.0.1:5672 --data-dir ./warren-data")]
+#[command(after_help = "\
+Examples:
+  warren serve --bind 127.0.0.1:5672 --data-dir ./warren-data
+  warren serve --bind [::]:5672          # every IPv4 and IPv6 address
+  warren serve --bind localhost:5673     # a host name is resolved (IPv4 preferred)")]
 pub struct ServeArgs {
-    /// Address to listen on [default: 127.0.0.1:5672, env WARREN_BIND].
-    #[arg(long)]
+    /// Address to listen on: IP:PORT or HOST:PORT [default: 127.0.0.1:5672, env WARREN_BIND].
+    #[arg(long, value_name = "ADDR", value_parser = warren_broker::config::parse_bind)]
     pub bind: Option<SocketAddr>,
     /// Directory for durable data [default: ./warren-data, env WARREN_DATA_DIR].
     #[arg(long)]
@@ -36,7 +43,19 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        // A log line that cannot be written (stderr on a full disk) is dropped; reporting
+        // that on stderr too would panic.
+        .log_internal_errors(false)
         .init();
+    // Fail-stop: a panic in any task or thread (a queue's owner, the fsync thread) stops the
+    // whole broker at once instead of leaving it up with a piece missing. Nothing unconfirmed
+    // is confirmed by the stop; a restart recovers as after a crash.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        std::process::abort();
+    }));
     let mut config = Config::load(args.config.as_deref()).context("loading settings")?;
     if let Some(v) = args.bind {
         config.bind = v;
@@ -53,18 +72,53 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(v) = args.max_message_size {
         config.max_message_size = v;
     }
+    if config.persistence && config.data_dir.exists() && !config.data_dir.is_dir() {
+        return Err(Failure::new(format!(
+            "data directory {} is a file, not a directory; point --data-dir (or WARREN_DATA_DIR) \
+             at a directory",
+            config.data_dir.display()
+        ))
+        .into());
+    }
     let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
     runtime.block_on(async move {
         let bind = config.bind;
-        let broker = warren_broker::Prepared::open(config)?;
+        // Bind first: a broker that cannot listen leaves no data directory behind.
         let listener = tokio::net::TcpListener::bind(bind)
             .await
-            .with_context(|| format!("cannot listen on {bind}"))?;
+            .map_err(|e| listen_failure(bind, &e))?;
+        let broker = warren_broker::Prepared::open(config)?;
         // One plain line on stdout, so scripts and tests that bind port 0 learn the address.
         if let Ok(addr) = listener.local_addr() {
-            println!("warren: listening on {addr}");
+            // Never println!: a closed or full stdout must not stop the broker.
+            use std::io::Write;
+            let mut out = std::io::stdout();
+            let _ = writeln!(out, "warren: listening on {addr}").and_then(|()| out.flush());
         }
         broker.serve(listener, crate::client::interrupted()).await;
         Ok(())
     })
+}
+
+/// Why the listener could not bind, and what to do about it.
+fn listen_failure(bind: SocketAddr, e: &std::io::Error) -> Failure {
+    use std::io::ErrorKind;
+    let why = match e.kind() {
+        ErrorKind::AddrInUse => {
+            "the address is in use (another broker, or RabbitMQ, may be running there)"
+        }
+        ErrorKind::PermissionDenied => "permission denied (ports below 1024 need privileges)",
+        ErrorKind::AddrNotAvailable => "no network interface of this machine has that address",
+        _ => "",
+    };
+    let why = if why.is_empty() {
+        e.to_string()
+    } else {
+        why.to_owned()
+    };
+    Failure::new(format!(
+        "cannot listen on {bind}: {why}; choose another address with --bind or WARREN_BIND, \
+         for example --bind 127.0.0.1:{}",
+        bind.port().checked_add(1).unwrap_or(5672)
+    ))
 }

@@ -5,6 +5,7 @@ use amq_protocol::protocol::{parse_class, AMQPClass, BasicProperties};
 use amq_protocol::types::{FieldTable, ShortString};
 use bytes::{Buf, Bytes, BytesMut};
 
+use super::nesting::{self, NestingError};
 use super::FRAME_END;
 
 /// The only protocol header Warren speaks: AMQP 0-9-1.
@@ -136,6 +137,8 @@ impl Props {
 pub fn scan_properties(raw: &[u8]) -> Option<Props> {
     let flags = u16::from_be_bytes([*raw.first()?, *raw.get(1)?]);
     if flags & (1 << 13) != 0 {
+        // The headers table is parsed by amq-protocol, which recurses once per nesting level.
+        nesting::check_properties(raw).ok()?;
         return match amq_protocol::protocol::basic::parse_properties(raw) {
             Ok(([], p)) => Some(Props::of(&p)),
             _ => None,
@@ -201,6 +204,9 @@ pub enum DecodeError {
     /// The payload did not parse: a bad field table, a truncated method (501, as RabbitMQ).
     #[error("cannot decode {what} frame on channel {channel}")]
     Syntax { channel: u16, what: &'static str },
+    /// A field table nests tables or arrays deeper than [`nesting::MAX_NESTING`] (502).
+    #[error("field table nested deeper than {max} levels in {what} frame on channel {channel}", max = nesting::MAX_NESTING)]
+    TooDeep { channel: u16, what: &'static str },
 }
 
 impl DecodeError {
@@ -229,6 +235,7 @@ impl DecodeError {
             DecodeError::UnknownMethod { .. } | DecodeError::Unsupported { .. } => 540,
             // RabbitMQ closes with 501 "cannot decode" for arguments that do not parse.
             DecodeError::Syntax { .. } => 501,
+            DecodeError::TooDeep { .. } => 502,
         }
     }
 }
@@ -335,6 +342,21 @@ pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>,
                 }
                 _ => {}
             }
+            match nesting::check_method(class_id, method_id, &payload) {
+                Ok(()) => {}
+                Err(NestingError::TooDeep) => {
+                    return Err(DecodeError::TooDeep {
+                        channel,
+                        what: "method",
+                    })
+                }
+                Err(NestingError::Malformed) => {
+                    return Err(DecodeError::Syntax {
+                        channel,
+                        what: "method",
+                    })
+                }
+            }
             match parse_class(&payload[..]) {
                 Ok(([], class)) => Frame::Method(channel, Box::new(class)),
                 _ => {
@@ -347,6 +369,14 @@ pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>,
         }
         2 => {
             // class (2), weight (2) and body size (8) precede the properties.
+            if payload.len() >= 14
+                && nesting::check_properties(&payload[12..]) == Err(NestingError::TooDeep)
+            {
+                return Err(DecodeError::TooDeep {
+                    channel,
+                    what: "content header",
+                });
+            }
             let properties = (payload.len() >= 14)
                 .then(|| scan_properties(&payload[12..]))
                 .flatten();

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use super::args::{Overflow, QueueArgs};
 use super::dead_letter::{dead_lettered, Reason};
+use super::mailbox;
 use super::{
     ConnEvent, Consumer, Delivered, Delivery, Handoff, QueueCmd, QueueHandle, QueueSpec,
     QueueStats, ReturnKind, DELIVERY_WINDOW,
@@ -80,7 +81,11 @@ struct QueueActor {
     last_progress: Instant,
     /// Confirms of this round's stored publishes, registered with the flusher after commit.
     confirms: Vec<super::ConfirmToken>,
+    /// The sequence numbers of those publishes (taken out of the queue if the write fails).
+    confirm_seqs: Vec<u64>,
     deleted: bool,
+    /// Snapshotted for a clean shutdown: the task ends after this round.
+    stopped: bool,
 }
 
 /// Starts the owner task of a new queue over `store` (whose messages, if recovered, are
@@ -91,8 +96,8 @@ pub(crate) fn spawn(
     store: Box<dyn QueueStore>,
     next_seq: u64,
 ) -> QueueHandle {
-    let (tx, rx) = mpsc::channel(MAILBOX);
-    let (itx, irx) = mpsc::unbounded_channel();
+    let (tx, rx) = mailbox::bounded(MAILBOX);
+    let (itx, irx) = mailbox::unbounded();
     let args = spec.args.clone();
     let handle = QueueHandle::new(spec, tx, itx);
     let actor = QueueActor {
@@ -110,7 +115,9 @@ pub(crate) fn spawn(
         last_used: Instant::now(),
         last_progress: Instant::now(),
         confirms: Vec::new(),
+        confirm_seqs: Vec::new(),
         deleted: false,
+        stopped: false,
     };
     tokio::spawn(actor.run(rx, irx));
     handle
@@ -125,12 +132,17 @@ fn unix_now() -> u64 {
 impl QueueActor {
     async fn run(
         mut self,
-        mut rx: mpsc::Receiver<QueueCmd>,
-        mut internal: mpsc::UnboundedReceiver<QueueCmd>,
+        mut rx: mailbox::Receiver<QueueCmd>,
+        mut internal: mailbox::Receiver<QueueCmd>,
     ) {
-        let mut batch = Vec::with_capacity(BATCH);
-        let mut from_queues = Vec::with_capacity(BATCH);
+        let mut batch = Vec::new();
+        let mut from_queues = Vec::new();
         loop {
+            // About to wait: an idle queue holds no batch buffers: with many queues they added up.
+            if batch.capacity() + from_queues.capacity() > 0 && rx.is_empty() && internal.is_empty()
+            {
+                (batch, from_queues) = (Vec::new(), Vec::new());
+            }
             let now = Instant::now();
             let throttled = !self.consumers.is_empty()
                 && (self.store.len() >= FLOW_HIGH || self.store.bytes() >= FLOW_HIGH_BYTES)
@@ -152,14 +164,22 @@ impl QueueActor {
                 }
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => {}
             }
-            for cmd in from_queues.drain(..).chain(batch.drain(..)) {
+            let mut cmds = from_queues.drain(..).chain(batch.drain(..));
+            while let Some(cmd) = cmds.next() {
                 self.handle(cmd);
                 if self.deleted {
-                    return;
+                    cmds.for_each(QueueCmd::queue_deleted);
+                    break;
                 }
             }
-            self.tick(Instant::now());
+            if !self.deleted {
+                self.tick(Instant::now());
+            }
             if self.deleted {
+                self.finish_deleted(&mut rx, &mut internal);
+                return;
+            }
+            if self.stopped {
                 return;
             }
             self.deliver();
@@ -167,15 +187,38 @@ impl QueueActor {
         }
     }
 
+    /// The queue was deleted: the publishes it took this round and those still in its
+    /// mailboxes went with it, and are confirmed (as RabbitMQ confirms them).
+    fn finish_deleted(
+        &mut self,
+        rx: &mut mailbox::Receiver<QueueCmd>,
+        internal: &mut mailbox::Receiver<QueueCmd>,
+    ) {
+        self.confirm_seqs.clear();
+        for token in self.confirms.drain(..) {
+            token.resolve(true);
+        }
+        rx.close();
+        internal.close();
+        while let Ok(cmd) = internal.try_recv() {
+            cmd.queue_deleted();
+        }
+        while let Ok(cmd) = rx.try_recv() {
+            cmd.queue_deleted();
+        }
+    }
+
     /// Applies this round's store writes, then asks for the flush that confirms them.
     fn commit(&mut self) {
-        let written = self.store.commit();
+        let written = self.store.commit(&self.confirm_seqs);
+        self.confirm_seqs.clear();
         if self.confirms.is_empty() {
             return;
         }
         let tokens = std::mem::take(&mut self.confirms);
         match self.store.disk() {
-            // A round whose write failed is nacked without waiting for the flush.
+            // A round whose write failed is nacked without waiting for the flush (and its
+            // messages were taken out of the queue by the store).
             Some(_) if !written => tokens.into_iter().for_each(|t| t.resolve(false)),
             Some(disk) => {
                 disk.after_flush(move |ok| tokens.into_iter().for_each(|t| t.resolve(ok)))
@@ -344,6 +387,9 @@ impl QueueActor {
                     .collect();
                 self.store.snapshot_delivered(&delivered);
                 let _ = reply.send(());
+                // The broker is stopping: the task ends, and with it the queue's hold on the
+                // store (an embedded broker's data directory can be opened again).
+                self.stopped = true;
             }
             QueueCmd::Wake => {}
         }
@@ -405,6 +451,7 @@ impl QueueActor {
         if let Some(token) = confirm {
             if written {
                 self.confirms.push(token);
+                self.confirm_seqs.push(seq);
             } else {
                 token.resolve(true);
             }

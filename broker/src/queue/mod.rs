@@ -4,6 +4,7 @@
 mod actor;
 pub mod args;
 pub mod dead_letter;
+mod mailbox;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -69,8 +70,10 @@ pub enum ConnEvent {
 }
 
 /// What a queue needs to confirm (or nack) one publish to its channel once it is safe. A
-/// token dropped unresolved (its queue was deleted first) confirms: the message went with
-/// the queue, and the publisher must not wait forever.
+/// token dropped unresolved nacks: whatever dropped it (a task that died, a flusher that is
+/// gone, a mailbox that closed) cannot vouch that the message is stored. A queue deleted
+/// normally resolves the tokens it still holds positively (see [`QueueCmd::queue_deleted`]),
+/// as RabbitMQ confirms the messages of a deleted queue.
 #[derive(Debug)]
 pub struct ConfirmToken {
     /// The publishing connection.
@@ -117,7 +120,7 @@ impl ConfirmToken {
 
 impl Drop for ConfirmToken {
     fn drop(&mut self) {
-        self.send(true);
+        self.send(false);
     }
 }
 
@@ -265,6 +268,25 @@ pub enum QueueCmd {
     Wake,
 }
 
+impl QueueCmd {
+    /// The queue was deleted before it handled this command: a publish in it went with the
+    /// queue and is confirmed (RabbitMQ confirms the messages of a deleted queue).
+    pub(crate) fn queue_deleted(self) {
+        match self {
+            QueueCmd::Publish {
+                confirm: Some(token),
+                ..
+            } => token.resolve(true),
+            QueueCmd::PublishMany(list) => {
+                for token in list.into_iter().filter_map(|(_, t)| t) {
+                    token.resolve(true);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// The stored copy of a dead-lettered message, handed from its queue to the durable queue that
 /// takes it: the taker writes its own copy and the source's ack record in one batch, then
 /// tells the source (`QueueCmd::TakenOver`), so the copy is in exactly one place on disk.
@@ -314,11 +336,11 @@ pub struct QueueSpec {
 struct Shared {
     spec: QueueSpec,
     /// Commands from connections; bounded, so publishers feel back-pressure.
-    mailbox: mpsc::Sender<QueueCmd>,
+    mailbox: mailbox::Sender<QueueCmd>,
     /// Commands from other queues (dead letters), settlements and wake-ups, handled before the
     /// mailbox: never blocks a queue on another queue (dead-letter cycles cannot deadlock) and
     /// never leaves acks behind a publish backlog. Bounded by the messages in the broker.
-    internal: mpsc::UnboundedSender<QueueCmd>,
+    internal: mailbox::UnboundedSender<QueueCmd>,
 }
 
 /// A cheap, clonable reference to a queue.
@@ -340,8 +362,8 @@ impl PartialEq for QueueHandle {
 impl QueueHandle {
     pub(crate) fn new(
         spec: QueueSpec,
-        mailbox: mpsc::Sender<QueueCmd>,
-        internal: mpsc::UnboundedSender<QueueCmd>,
+        mailbox: mailbox::Sender<QueueCmd>,
+        internal: mailbox::UnboundedSender<QueueCmd>,
     ) -> Self {
         QueueHandle(Arc::new(Shared {
             spec,

@@ -271,8 +271,22 @@ async fn handshake(
             return Ok(None);
         }};
     }
+    // A frame that does not decode (a field table nested too deeply, say) is answered with
+    // its reply code before the socket closes, as after the handshake.
+    macro_rules! next_frame {
+        () => {
+            match read_frame(rd, inbuf, &mut codec).await {
+                Ok(frame) => frame,
+                Err(CodecError::Frame(e)) => {
+                    let (class_id, method_id) = e.method();
+                    refuse!(AmqpError::new(code_of(e.reply_code()), &e).during(class_id, method_id))
+                }
+                Err(e) => return Err(e),
+            }
+        };
+    }
 
-    let start_ok = match read_frame(rd, inbuf, &mut codec).await? {
+    let start_ok = match next_frame!() {
         Frame::Method(0, m) => match *m {
             AMQPClass::Connection(conn::AMQPMethod::StartOk(s)) => s,
             _ => refuse!(AmqpError::command_invalid("expected connection.start-ok").during(10, 11)),
@@ -327,7 +341,7 @@ async fn handshake(
         })),
     );
     wr.write_all(&out).await?;
-    let tune_ok = match read_frame(rd, inbuf, &mut codec).await? {
+    let tune_ok = match next_frame!() {
         Frame::Method(0, m) => match *m {
             AMQPClass::Connection(conn::AMQPMethod::TuneOk(t)) => t,
             _ => refuse!(AmqpError::command_invalid("expected connection.tune-ok").during(10, 31)),
@@ -356,7 +370,7 @@ async fn handshake(
         .during(10, 31));
     }
     codec.frame_max = tune_ok.frame_max;
-    let open = match read_frame(rd, inbuf, &mut codec).await? {
+    let open = match next_frame!() {
         Frame::Method(0, m) => match *m {
             AMQPClass::Connection(conn::AMQPMethod::Open(o)) => o,
             _ => refuse!(AmqpError::command_invalid("expected connection.open").during(10, 40)),
@@ -617,7 +631,8 @@ impl Connection {
             } else {
                 QueueCmd::PublishMany(list)
             };
-            // A queue deleted meanwhile drops the messages; its confirm tokens confirm.
+            // A queue deleted meanwhile confirms what reached its mailbox; a publish it
+            // never received is dropped here and its confirm token nacks.
             let _ = q.send(cmd).await;
         }
     }

@@ -22,6 +22,7 @@ use tracing::{info, warn, Instrument};
 
 use crate::config::{Config, UserConfig};
 use crate::store::disk::{Disk, OpenError};
+use crate::store::faults::Faults;
 use crate::vhost::Vhost;
 
 /// Why a broker could not start.
@@ -54,6 +55,8 @@ pub struct Broker {
     addr: SocketAddr,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
+    /// The store's fault injection (for tests), when the broker has a store.
+    faults: Option<Arc<Faults>>,
 }
 
 impl Broker {
@@ -61,6 +64,7 @@ impl Broker {
     /// the background.
     pub async fn start(config: Config) -> Result<Broker, StartError> {
         let vhost = open_vhost(&config)?;
+        let faults = vhost.disk().map(|d| Arc::clone(d.faults()));
         let listener = TcpListener::bind(config.bind).await?;
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
@@ -73,7 +77,14 @@ impl Broker {
             addr,
             shutdown,
             task,
+            faults,
         })
+    }
+
+    /// Failures a test can inject into the store's file operations (failing or held segment
+    /// writes and syncs); `None` without a store.
+    pub fn faults(&self) -> Option<&Arc<Faults>> {
+        self.faults.as_ref()
     }
 
     /// The address the broker listens on.
@@ -96,11 +107,14 @@ impl Broker {
 /// Opens the data directory and rebuilds what it holds (or an empty in-memory vhost).
 fn open_vhost(config: &Config) -> Result<Arc<Vhost>, OpenError> {
     if !config.persistence {
-        return Ok(Vhost::new("/", None));
+        let vhost = Vhost::new("/", None);
+        vhost.set_max_queues_per_connection(config.max_queues_per_connection);
+        return Ok(vhost);
     }
     let started = std::time::Instant::now();
     let (disk, recovered) = Disk::open(&config.data_dir, config.store_cache_mb * 1024 * 1024)?;
     let vhost = Vhost::new("/", Some(disk));
+    vhost.set_max_queues_per_connection(config.max_queues_per_connection);
     vhost.recover(recovered);
     info!(data_dir = %config.data_dir.display(), elapsed_ms = started.elapsed().as_millis() as u64, "store open");
     Ok(vhost)

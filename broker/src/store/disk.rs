@@ -56,6 +56,8 @@ pub enum OpenError {
     },
     #[error("{path} does not hold a Warren store ({detail}); point --data-dir at an empty or Warren directory")]
     Foreign { path: PathBuf, detail: String },
+    #[error("the store in {path} does not match its message segments: {detail}. Nothing was deleted; restore the missing or replaced files, or move {path} away to start with an empty store")]
+    Mismatch { path: PathBuf, detail: String },
 }
 
 /// A durable exchange.
@@ -273,6 +275,24 @@ impl Disk {
             source,
         };
         let fresh = !path.join("db").exists();
+        let segments_dir = path.join("segments");
+        let in_segments =
+            super::segments::summarize(&segments_dir).map_err(|source| OpenError::Segments {
+                path: segments_dir.clone(),
+                source,
+            })?;
+        if fresh && (in_segments.segment_files > 0 || in_segments.store_id.is_some()) {
+            // A new store would sweep the segments as orphans: refuse before creating anything.
+            return Err(OpenError::Mismatch {
+                path: path.to_owned(),
+                detail: format!(
+                    "{} holds {} segment file(s) but there is no database {}",
+                    segments_dir.display(),
+                    in_segments.segment_files,
+                    path.join("db").display()
+                ),
+            });
+        }
         if fresh {
             // Refuse to scatter a new store among somebody else's files.
             let foreign: Vec<String> = std::fs::read_dir(path)
@@ -330,7 +350,18 @@ impl Disk {
         let defs = db.open_tree("defs").map_err(sled_err)?;
         let msgs = db.open_tree("msgs").map_err(sled_err)?;
         let dlv = db.open_tree("dlv").map_err(sled_err)?;
+        let store_id = pair_with_segments(path, &meta, &msgs, &in_segments)?;
         db.flush().map_err(sled_err)?;
+        if in_segments.store_id.is_none() {
+            // After the database holds the id: a crash in between leaves a pair that the
+            // next start completes.
+            super::segments::write_store_id(&segments_dir, &store_id).map_err(|source| {
+                OpenError::Segments {
+                    path: segments_dir.clone(),
+                    source,
+                }
+            })?;
+        }
 
         let mut recovered = Recovered {
             unclean,
@@ -359,7 +390,6 @@ impl Disk {
             }
         }
 
-        let segments_dir = path.join("segments");
         let segments = Segments::open(&segments_dir)
             .map(Arc::new)
             .map_err(|source| OpenError::Segments {
@@ -420,6 +450,18 @@ impl Disk {
             }
             None => waiter(false),
         }
+    }
+
+    /// Flushes sled alone, without syncing segments (a power-loss test's sled that wrote its
+    /// log in the background).
+    #[cfg(test)]
+    pub(crate) fn db_flush_for_tests(&self) -> bool {
+        self.db.flush().is_ok()
+    }
+
+    /// Failures tests may inject into this store's segment writes and syncs.
+    pub fn faults(&self) -> &Arc<super::faults::Faults> {
+        self.segments.faults()
     }
 
     /// Flushes now (definitions, shutdown).
@@ -581,6 +623,58 @@ impl Drop for Disk {
         self.flusher.take();
         if let Some(t) = self.flush_thread.take() {
             let _ = t.join();
+        }
+    }
+}
+
+/// Checks that the database and the segment directory are one store's: both carry its id.
+/// A database that was deleted and recreated, or a segment directory from elsewhere, would
+/// otherwise make every segment an orphan to sweep. A store from before the id (neither
+/// has one) gets one now. Returns the id.
+fn pair_with_segments(
+    path: &Path,
+    meta: &sled::Tree,
+    msgs: &sled::Tree,
+    in_segments: &super::segments::DirSummary,
+) -> Result<String, OpenError> {
+    let sled_err = |source| OpenError::Sled {
+        path: path.to_owned(),
+        source,
+    };
+    let mismatch = |detail: String| OpenError::Mismatch {
+        path: path.to_owned(),
+        detail,
+    };
+    let (db, segs) = (path.join("db"), path.join("segments"));
+    let ours = meta
+        .get("store_id")
+        .map_err(sled_err)?
+        .map(|v| String::from_utf8_lossy(&v).into_owned());
+    match (ours, &in_segments.store_id) {
+        (Some(a), Some(b)) if a == *b => Ok(a),
+        (Some(a), Some(b)) => Err(mismatch(format!(
+            "the database {} is store {a}, but the segments in {} belong to store {b}",
+            db.display(),
+            segs.display()
+        ))),
+        (Some(a), None) if in_segments.segment_files > 0 || !msgs.is_empty() => {
+            Err(mismatch(format!(
+                "{} has no {} file naming store {a} (the segments were removed or replaced)",
+                segs.display(),
+                super::segments::STORE_ID_FILE
+            )))
+        }
+        (Some(a), None) => Ok(a),
+        (None, Some(b)) => Err(mismatch(format!(
+            "the segments in {} belong to store {b}, but the database {} names no store \
+             (it was replaced)",
+            segs.display(),
+            db.display()
+        ))),
+        (None, None) => {
+            let id = format!("{:016x}{:016x}", rand_id(), rand_id());
+            meta.insert("store_id", id.as_bytes()).map_err(sled_err)?;
+            Ok(id)
         }
     }
 }

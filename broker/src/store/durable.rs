@@ -75,7 +75,12 @@ impl QueueStore for DurableQueueStore {
             self.log.write(&msg);
         }
         let ack = self.log.settle_foreign(from);
-        self.log.commit();
+        if !self.log.commit() {
+            // Neither this copy nor the source's ack record is stored: the source keeps its
+            // copy (the message is back there after a restart) and this one is in memory only.
+            self.ready.push(Slot::new(msg, false));
+            return (false, None);
+        }
         self.ready.push(Slot::new(msg, written));
         self.ready.unstage();
         (written, Some(ack))
@@ -83,8 +88,7 @@ impl QueueStore for DurableQueueStore {
 
     fn refuse_moved(&mut self, from: (u64, u64)) -> Option<u64> {
         let ack = self.log.settle_foreign(from);
-        self.log.commit();
-        Some(ack)
+        self.log.commit().then_some(ack)
     }
 
     fn taken_over(&mut self, seq: u64, ack: u64) {
@@ -112,14 +116,23 @@ impl QueueStore for DurableQueueStore {
         }
     }
 
-    fn commit(&mut self) -> bool {
-        let ok = self.log.commit();
-        self.ready.unstage();
-        ok
+    fn commit(&mut self, refused: &[u64]) -> bool {
+        if self.log.commit() {
+            self.ready.unstage();
+            return true;
+        }
+        for &seq in refused {
+            if self.ready.remove_recent(seq) {
+                // Settled, so a chunk that did reach the disk goes with its next commit.
+                self.log.remove(seq);
+            }
+        }
+        self.ready.unstage_in_memory();
+        false
     }
 
     fn snapshot_delivered(&mut self, unacked: &[u64]) {
-        self.commit();
+        self.commit(&[]);
         let mut seqs = unacked.to_vec();
         self.ready.for_each(|seq, on_disk, redelivered| {
             if on_disk && redelivered {
@@ -136,7 +149,7 @@ impl QueueStore for DurableQueueStore {
                 log.remove(seq);
             }
         });
-        self.commit();
+        self.commit(&[]);
         n
     }
 
@@ -315,6 +328,43 @@ mod tests {
                         }
                     }
                 }
+                9 if rng.below(3) == 0 => {
+                    // A round whose segment write fails (a full disk): its publishes are
+                    // refused and taken out of the queue; nothing else changes.
+                    let faults = disk.as_ref().unwrap().faults().clone();
+                    faults.fail_writes(true);
+                    let mut refused = Vec::new();
+                    for _ in 0..=rng.below(burst) {
+                        store.push(StoredMessage::new(next_seq, message(next_seq, true), None));
+                        refused.push(next_seq);
+                        next_seq += 1;
+                    }
+                    assert!(
+                        !store.commit(&refused),
+                        "step {step}: a failed write commits"
+                    );
+                    faults.fail_writes(false);
+                }
+                9 if rng.below(2) == 0 => {
+                    // Unclean restart (a crash after the last flush): every recovered
+                    // message is flagged redelivered; transient ones are gone.
+                    let d = disk.take().unwrap();
+                    assert!(d.flush());
+                    drop(store);
+                    drop(d);
+                    let (d, rec) = reopen(&dir);
+                    assert!(rec.unclean, "step {step}: a crash is seen as unclean");
+                    let (s, next) = DurableQueueStore::recover(d.clone(), 1, true);
+                    disk = Some(d);
+                    store = s;
+                    unacked.clear();
+                    model.retain(|_, e| e.persistent);
+                    for e in model.values_mut() {
+                        e.delivered = true;
+                    }
+                    next_seq = next_seq.max(next);
+                    assert_eq!(store.len(), model.len(), "step {step}: recovered count");
+                }
                 _ => {
                     // Restart: unacked messages return to the queue; transient ones are gone.
                     let delivered: Vec<u64> = unacked.keys().copied().collect();
@@ -335,7 +385,7 @@ mod tests {
                     assert_eq!(store.len(), model.len(), "step {step}: recovered count");
                 }
             }
-            store.commit();
+            assert!(store.commit(&[]), "step {step}: commit failed");
             let ready = model.len() - unacked.len();
             assert_eq!(store.len(), ready, "step {step}: ready count");
         }
@@ -345,6 +395,84 @@ mod tests {
         assert_eq!(d.msgs().scan_prefix(1u64.to_be_bytes()).count(), 0);
         drop(store);
         drop(d);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Publishes `n` persistent messages from `first` and commits them.
+    fn publish(store: &mut DurableQueueStore, first: u64, n: u64) {
+        for seq in first..first + n {
+            store.push(StoredMessage::new(seq, message(seq, true), None));
+        }
+        assert!(store.commit(&[]));
+    }
+
+    fn recovered_seqs(dir: &std::path::Path) -> Vec<u64> {
+        let (d, rec) = reopen(dir);
+        assert!(rec.unclean);
+        let (mut s, _) = DurableQueueStore::recover(d.clone(), 1, true);
+        let mut seqs = Vec::new();
+        while let Some(m) = s.pop() {
+            assert!(m.redelivered, "recovered after a crash: redelivered");
+            assert_eq!(m.message.body_bytes(), message(m.seq, true).body_bytes());
+            seqs.push(m.seq);
+        }
+        seqs
+    }
+
+    #[test]
+    fn a_power_loss_loses_only_what_no_flush_confirmed() {
+        let dir =
+            std::env::temp_dir().join(format!("warren-power-{}", crate::util::random_token(10)));
+        let (disk, _) = Disk::open(&dir, 1 << 20).unwrap();
+        let mut store = DurableQueueStore::new(disk.clone(), 1);
+        publish(&mut store, 1, 300);
+        assert!(disk.flush(), "the first 300 are confirmed");
+        publish(&mut store, 301, 200);
+        // Written to the OS, never synced: a power loss takes their bytes, while sled (which
+        // writes in the background) may keep the pointers to them.
+        disk.segments().drop_unsynced();
+        assert!(disk.db_flush_for_tests());
+        drop(store);
+        drop(disk);
+        let seqs = recovered_seqs(&dir);
+        assert_eq!(
+            seqs,
+            (1..=300).collect::<Vec<_>>(),
+            "every confirmed message, and none whose bytes were lost (CRC-checked pointers)"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_failed_write_is_refused_and_leaves_no_segment_behind() {
+        let dir =
+            std::env::temp_dir().join(format!("warren-full-{}", crate::util::random_token(10)));
+        let (disk, _) = Disk::open(&dir, 1 << 20).unwrap();
+        let mut store = DurableQueueStore::new(disk.clone(), 1);
+        publish(&mut store, 1, 10);
+        let segments = disk.segments().count();
+        disk.faults().fail_writes(true);
+        for seq in 11..=60 {
+            store.push(StoredMessage::new(seq, message(seq, true), None));
+            assert!(!store.commit(&[seq]), "a failed write does not commit");
+        }
+        assert_eq!(store.len(), 10, "refused publishes are not in the queue");
+        assert_eq!(
+            disk.segments().count(),
+            segments,
+            "no new segment per failure"
+        );
+        disk.faults().fail_writes(false);
+        publish(&mut store, 61, 10);
+        assert!(disk.flush());
+        drop(store);
+        drop(disk);
+        let seqs = recovered_seqs(&dir);
+        assert_eq!(
+            seqs,
+            (1..=10).chain(61..=70).collect::<Vec<_>>(),
+            "the half-written chunks were cut off; the next writes read back"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -4,6 +4,7 @@
 
 pub mod disk;
 mod durable;
+pub mod faults;
 mod memory;
 mod priority;
 pub mod queue_log;
@@ -110,8 +111,11 @@ pub trait QueueStore: Send {
     fn rewrite(&mut self, _msg: &StoredMessage) {}
     /// Makes this round's writes durable-to-be: applies buffered writes so the next flush
     /// covers them. Called once per delivery round, before confirms are registered. Returns
-    /// false if the write failed (the round's publishes are then nacked).
-    fn commit(&mut self) -> bool {
+    /// false if the write failed: the round's publishes are then nacked, so the messages
+    /// `refused` (this round's publishes that owe a confirm) are taken out of the queue (a
+    /// publisher retrying after a nack must not create a duplicate), and the round's other
+    /// messages stay, in memory only.
+    fn commit(&mut self, _refused: &[u64]) -> bool {
         true
     }
     /// Clean shutdown: remembers which messages were delivered before (`unacked`, and ready

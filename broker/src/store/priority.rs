@@ -94,16 +94,16 @@ impl QueueStore for PriorityQueueStore {
             log.write(&msg);
         }
         let ack = log.settle_foreign(from);
-        log.commit();
+        let ok = log.commit();
         self.insert(msg, true);
-        (written, Some(ack))
+        // On failure neither copy nor ack record is stored: the source keeps its copy.
+        (written && ok, ok.then_some(ack))
     }
 
     fn refuse_moved(&mut self, from: (u64, u64)) -> Option<u64> {
         let log = self.log.as_mut()?;
         let ack = log.settle_foreign(from);
-        log.commit();
-        Some(ack)
+        log.commit().then_some(ack)
     }
 
     fn taken_over(&mut self, seq: u64, ack: u64) {
@@ -112,8 +112,28 @@ impl QueueStore for PriorityQueueStore {
         }
     }
 
-    fn commit(&mut self) -> bool {
-        self.log.as_mut().is_none_or(QueueLog::commit)
+    fn commit(&mut self, refused: &[u64]) -> bool {
+        let Some(log) = self.log.as_mut() else {
+            return true;
+        };
+        if log.commit() {
+            return true;
+        }
+        for &seq in refused {
+            // Just pushed: at the back of its level.
+            let found = self.levels.iter_mut().find_map(|q| {
+                let pos = q.iter().rposition(|m| m.seq == seq)?;
+                q.remove(pos)
+            });
+            if let Some(m) = found {
+                self.len -= 1;
+                self.bytes -= m.message.body_len() as u64;
+                if let Some(log) = self.log.as_mut() {
+                    log.remove(seq);
+                }
+            }
+        }
+        false
     }
 
     fn pop(&mut self) -> Option<StoredMessage> {
@@ -130,7 +150,7 @@ impl QueueStore for PriorityQueueStore {
     fn delivered(&mut self, _msg: &StoredMessage) {}
 
     fn snapshot_delivered(&mut self, unacked: &[u64]) {
-        self.commit();
+        self.commit(&[]);
         if let Some(log) = &self.log {
             let ready = self
                 .levels

@@ -174,6 +174,12 @@ pub struct QueueLog {
     pending: Vec<(u64, Vec<u8>)>,
     /// A chunk could not be written this round: `commit` reports failure.
     failed: bool,
+    /// Ack records of other queues' messages written this round ([`settle_foreign`]): taken
+    /// back out of the batch if this round's chunks could not be written, so a source never
+    /// settles a message whose new copy is not on disk.
+    ///
+    /// [`settle_foreign`]: Self::settle_foreign
+    foreign: Vec<[u8; 17]>,
 }
 
 impl QueueLog {
@@ -196,6 +202,7 @@ impl QueueLog {
             cache: None,
             pending: Vec::new(),
             failed: false,
+            foreign: Vec::new(),
         }
     }
 
@@ -338,8 +345,9 @@ impl QueueLog {
     /// of another queue; returns its id, for that queue's [`taken_over`](Self::taken_over).
     pub fn settle_foreign(&mut self, from: (u64, u64)) -> u64 {
         let ack = self.disk.new_id();
-        self.batch
-            .insert(&log_key(from.0, KIND_ACKS, ack)[..], encode_acks(&[from.1]));
+        let key = log_key(from.0, KIND_ACKS, ack);
+        self.batch.insert(&key[..], encode_acks(&[from.1]));
+        self.foreign.push(key);
         self.dirty = true;
         ack
     }
@@ -361,6 +369,12 @@ impl QueueLog {
         }
         self.write_pending();
         let written = !std::mem::take(&mut self.failed);
+        if !written {
+            for key in &self.foreign {
+                self.batch.remove(&key[..]);
+            }
+        }
+        self.foreign.clear();
         if !self.dirty {
             return written;
         }

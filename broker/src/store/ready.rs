@@ -376,6 +376,42 @@ impl Ready {
         }
     }
 
+    /// Takes out message `seq`, pushed this round and still ready (its write failed and its
+    /// publish is nacked); false if it is no longer here (a consumer took it).
+    pub fn remove_recent(&mut self, seq: u64) -> bool {
+        let slot = match self.staged.iter().rposition(|s| s.seq == seq) {
+            Some(pos) => self.staged.remove(pos),
+            None => match self.hot.iter().rposition(|s| s.seq == seq) {
+                Some(pos) => {
+                    let s = self.hot.remove(pos);
+                    if let Some(s) = &s {
+                        if s.message.is_some() {
+                            self.hot_bytes -= (s.size as usize).min(self.hot_bytes);
+                        }
+                    }
+                    s
+                }
+                None => None,
+            },
+        };
+        match slot {
+            Some(s) => {
+                self.bytes -= u64::from(s.size).min(self.bytes);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// This round's writes failed: staged messages are kept with their bodies, as messages
+    /// with no copy on disk.
+    pub fn unstage_in_memory(&mut self) {
+        while let Some(mut s) = self.staged.pop_front() {
+            s.on_disk = false;
+            self.packed.push(&s);
+        }
+    }
+
     /// Puts a delivered message back in its place by sequence.
     pub fn requeue(&mut self, s: Slot) {
         self.bytes += u64::from(s.size);

@@ -24,6 +24,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::faults::{self, Faults};
+
 /// A segment is closed for appends once it holds this many bytes.
 pub const SEGMENT_MAX: u64 = 32 << 20;
 /// First byte of an encoded [`Pointer`].
@@ -70,6 +72,8 @@ impl Pointer {
 pub struct Segments {
     dir: PathBuf,
     inner: Mutex<Inner>,
+    /// Failures injected by tests.
+    faults: Arc<Faults>,
 }
 
 #[derive(Default)]
@@ -84,10 +88,58 @@ struct Inner {
     live: HashMap<u32, u32>,
     /// Segments appended to since the last [`Segments::sync`].
     unsynced: Vec<u32>,
+    /// Bytes of each segment that a sync made durable (what survives a power loss).
+    synced_len: HashMap<u32, u64>,
 }
 
 fn file_name(id: u32) -> String {
     format!("{id:08}.seg")
+}
+
+/// The file in a segment directory naming the store (sled database) its chunks belong to.
+pub const STORE_ID_FILE: &str = "STORE_ID";
+
+/// What a segment directory holds, read without opening or changing anything.
+#[derive(Debug, Default)]
+pub struct DirSummary {
+    /// Segment files (`*.seg`).
+    pub segment_files: usize,
+    /// The id in [`STORE_ID_FILE`], if the file exists.
+    pub store_id: Option<String>,
+}
+
+/// Reads what segment directory `dir` holds (an empty summary if it does not exist).
+pub fn summarize(dir: &Path) -> std::io::Result<DirSummary> {
+    let mut summary = DirSummary::default();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(summary),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let name = entry?.file_name();
+        if name.to_str().is_some_and(|n| n.ends_with(".seg")) {
+            summary.segment_files += 1;
+        }
+    }
+    match std::fs::read_to_string(dir.join(STORE_ID_FILE)) {
+        Ok(id) => summary.store_id = Some(id.trim().to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    Ok(summary)
+}
+
+/// Writes `id` as the store the segments in `dir` (created if missing) belong to, durably:
+/// a temporary file, synced, renamed over the old one, and the directory synced.
+pub fn write_store_id(dir: &Path, id: &str) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!("{STORE_ID_FILE}.tmp"));
+    let mut file = File::create(&tmp)?;
+    file.write_all(format!("{id}\n").as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, dir.join(STORE_ID_FILE))?;
+    File::open(dir)?.sync_all()
 }
 
 impl Segments {
@@ -110,13 +162,21 @@ impl Segments {
                 .read(true)
                 .append(true)
                 .open(dir.join(&name))?;
+            let len = file.metadata()?.len();
             inner.files.insert(id, Arc::new(file));
+            inner.synced_len.insert(id, len);
             inner.next_id = inner.next_id.max(id + 1);
         }
         Ok(Segments {
             dir: dir.to_owned(),
             inner: Mutex::new(inner),
+            faults: Arc::default(),
         })
+    }
+
+    /// The failures tests may inject into this store's file operations.
+    pub fn faults(&self) -> &Arc<Faults> {
+        &self.faults
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -149,9 +209,25 @@ impl Segments {
             }
         };
         let file = Arc::clone(&inner.files[&id]);
-        if let Err(e) = (&*file).write_all(data) {
-            // A short write leaves garbage at the end of the segment: start a new one.
-            inner.current = None;
+        let written = if self.faults.write_fails() {
+            // As a full disk does: part of the chunk reaches the file, then the write fails.
+            (&*file)
+                .write_all(&data[..data.len() / 2])
+                .and(Err(faults::no_space()))
+        } else {
+            (&*file).write_all(data)
+        };
+        if let Err(e) = written {
+            // A short write leaves garbage at the end of the segment: cut it off and append
+            // there again next time, so a full disk does not leave a new file per failed
+            // write. If even that fails, the next append starts a new segment, and this one
+            // goes at once if nothing in it is live.
+            if file.set_len(len).is_err() {
+                inner.current = None;
+                if inner.live.get(&id).is_none_or(|&n| n == 0) {
+                    Self::delete(&self.dir, &mut inner, id);
+                }
+            }
             return Err(e);
         }
         inner.current = Some((id, len + data.len() as u64));
@@ -209,6 +285,7 @@ impl Segments {
     fn delete(dir: &Path, inner: &mut Inner, id: u32) {
         inner.files.remove(&id);
         inner.live.remove(&id);
+        inner.synced_len.remove(&id);
         inner.unsynced.retain(|&u| u != id);
         if inner.current.is_some_and(|(c, _)| c == id) {
             inner.current = None;
@@ -220,22 +297,42 @@ impl Segments {
     /// written since the last sync). False if a sync failed; a segment whose sync failed
     /// stays to be synced by the next call, so no later flush can vouch for it unsynced.
     pub fn sync(&self) -> bool {
-        let files: Vec<(u32, Arc<File>)> = {
+        let files: Vec<(u32, Arc<File>, Option<u64>)> = {
             let mut inner = self.lock();
             let ids = std::mem::take(&mut inner.unsynced);
+            let current = inner.current;
             ids.into_iter()
-                .filter_map(|id| Some((id, inner.files.get(&id)?.clone())))
+                .filter_map(|id| {
+                    // A closed segment no longer grows: its whole length gets synced.
+                    let len = match current {
+                        Some((c, len)) if c == id => Some(len),
+                        _ => None,
+                    };
+                    Some((id, inner.files.get(&id)?.clone(), len))
+                })
                 .collect()
         };
-        let failed: Vec<u32> = files
-            .iter()
-            .filter(|(_, f)| f.sync_data().is_err())
-            .map(|(id, _)| *id)
-            .collect();
+        let mut failed = Vec::new();
+        let mut synced = Vec::new();
+        for (id, f, len) in &files {
+            match self.faults.before_sync().and_then(|()| f.sync_data()) {
+                Ok(()) => {
+                    let len = len.or_else(|| f.metadata().ok().map(|m| m.len()));
+                    synced.extend(len.map(|l| (*id, l)));
+                }
+                Err(_) => failed.push(*id),
+            }
+        }
+        let mut inner = self.lock();
+        for (id, len) in synced {
+            if inner.files.contains_key(&id) {
+                let l = inner.synced_len.entry(id).or_default();
+                *l = (*l).max(len);
+            }
+        }
         if failed.is_empty() {
             return true;
         }
-        let mut inner = self.lock();
         for id in failed {
             if inner.files.contains_key(&id) && !inner.unsynced.contains(&id) {
                 inner.unsynced.push(id);
@@ -247,6 +344,16 @@ impl Segments {
     /// Segment files on disk (for tests and figures).
     pub fn count(&self) -> usize {
         self.lock().files.len()
+    }
+
+    /// Simulates a power loss for tests: every segment loses what no sync made durable (cut
+    /// back to its synced length). The store must then be dropped without a clean close.
+    pub fn drop_unsynced(&self) {
+        let inner = self.lock();
+        for (id, file) in &inner.files {
+            let len = inner.synced_len.get(id).copied().unwrap_or(0);
+            let _ = file.set_len(len);
+        }
     }
 }
 
