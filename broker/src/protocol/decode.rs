@@ -135,10 +135,15 @@ impl Props {
 /// on the publish path, are walked in place; with headers, amq-protocol parses them. `None`
 /// when they do not parse, exactly when amq-protocol's parser refuses them.
 pub fn scan_properties(raw: &[u8]) -> Option<Props> {
+    // The headers table is parsed by amq-protocol, which recurses once per nesting level.
+    nesting::check_properties(raw).ok()?;
+    scan_checked_properties(raw)
+}
+
+/// [`scan_properties`] of properties whose nesting was checked.
+fn scan_checked_properties(raw: &[u8]) -> Option<Props> {
     let flags = u16::from_be_bytes([*raw.first()?, *raw.get(1)?]);
     if flags & (1 << 13) != 0 {
-        // The headers table is parsed by amq-protocol, which recurses once per nesting level.
-        nesting::check_properties(raw).ok()?;
         return match amq_protocol::protocol::basic::parse_properties(raw) {
             Ok(([], p)) => Some(Props::of(&p)),
             _ => None,
@@ -369,17 +374,17 @@ pub fn decode_frame(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>,
         }
         2 => {
             // class (2), weight (2) and body size (8) precede the properties.
-            if payload.len() >= 14
-                && nesting::check_properties(&payload[12..]) == Err(NestingError::TooDeep)
-            {
-                return Err(DecodeError::TooDeep {
-                    channel,
-                    what: "content header",
-                });
-            }
-            let properties = (payload.len() >= 14)
-                .then(|| scan_properties(&payload[12..]))
-                .flatten();
+            let properties = match payload.get(12..).map(nesting::check_properties) {
+                Some(Err(NestingError::TooDeep)) => {
+                    return Err(DecodeError::TooDeep {
+                        channel,
+                        what: "content header",
+                    })
+                }
+                // Malformed tables are refused without handing them to amq-protocol.
+                Some(Ok(())) if payload.len() >= 14 => scan_checked_properties(&payload[12..]),
+                _ => None,
+            };
             match properties {
                 Some(properties) => Frame::Header {
                     channel,
