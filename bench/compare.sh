@@ -13,8 +13,11 @@
 #  3. uses the RabbitMQ (beam.smp) listening on 127.0.0.1:5673, or starts one with
 #     ../shared/rabbitmq/start.sh (installs Debian's rabbitmq-server on first use); either way it
 #     is left running
-#  4. runs each scenario RUNS times per broker, alternating Warren, RabbitMQ, Warren, ...; a run
-#     that fails or times out is recorded as failed and the benchmark goes on. Memory (backlog,
+#  4. runs each scenario RUNS times per broker, alternating which broker goes first (Warren then
+#     RabbitMQ on odd runs, RabbitMQ then Warren on even ones); a run that fails (times out, or
+#     `warren perf` finds a message nacked, unconfirmed or lost) is recorded as failed and the
+#     benchmark goes on. Throughput and latency runs start with WARMUP seconds that their rates
+#     and percentiles leave out (`warren perf --warmup`). Memory (backlog,
 #     connections) is the growth of the broker's RSS during a run, on a fresh process each
 #     time: Warren is restarted, and RabbitMQ runs on a fresh node started with start.sh on
 #     port RABBITMQ_PORT+1 and stopped after the run (start.sh starts it through su, so it
@@ -31,7 +34,8 @@
 #
 # Environment:
 #   RUNS=3                 runs per broker and scenario
-#   DURATION=5             seconds per throughput and latency run
+#   DURATION=5             measured seconds per throughput and latency run
+#   WARMUP=1               seconds before that, left out of the figures
 #   SCENARIOS="1 2 ... 10" which scenarios, in that order
 #   WRITE=1                same as --write
 #   WARREN_PORT=5680       RABBITMQ_PORT=5673
@@ -48,7 +52,7 @@ cd "$ROOT"
 
 # The command as given, with the settings that came from the environment.
 COMMAND=""
-for var in RUNS DURATION SCENARIOS WRITE WARREN_PORT RABBITMQ_PORT BACKLOG_COUNT CONNECTIONS; do
+for var in RUNS DURATION WARMUP SCENARIOS WRITE WARREN_PORT RABBITMQ_PORT BACKLOG_COUNT CONNECTIONS; do
   if [[ -n ${!var:-} ]]; then
     if [[ ${!var} == *[[:space:]]* ]]; then
       COMMAND+="$var=\"${!var}\" "
@@ -76,6 +80,7 @@ done
 
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-5}
+WARMUP=${WARMUP:-1}
 SCENARIOS=${SCENARIOS:-1 2 3 4 5 6 7 8 9 10}
 WARREN_PORT=${WARREN_PORT:-5680}
 RABBITMQ_PORT=${RABBITMQ_PORT:-5673}
@@ -100,14 +105,17 @@ SCENARIO_DEFS=(
 )
 
 # Rows of the table: id|label|JSON key|better (higher, lower, or all: every run held all)|
-# target for Warren's advantage (-: none)|unit
+# target for Warren's advantage (-: none)|unit. "published" is the rate the producer got its
+# messages into the broker (sent_per_sec): against a flat-out producer a broker that falls
+# behind builds a backlog, so what consumers receive says less about it.
 ROWS=(
   "1|1. transient 16 B, auto-ack|received_per_sec|higher|5|msg/s"
   "2|2. transient 16 B, manual ack|received_per_sec|higher|5|msg/s"
   "3|3. persistent, confirms, manual ack|received_per_sec|higher|4|msg/s"
-  "4|4. fanout to 10 queues (published)|messages_per_sec|higher|5|msg/s"
+  "4|4. fanout to 10 queues (published)|sent_per_sec|higher|5|msg/s"
   "4|4. fanout to 10 queues (deliveries)|received_per_sec|higher|-|msg/s"
-  "5|5. topic, 1,000 bindings|received_per_sec|higher|5|msg/s"
+  "5|5. topic, 1,000 bindings (published)|sent_per_sec|higher|5|msg/s"
+  "5|5. topic, 1,000 bindings (received)|received_per_sec|higher|-|msg/s"
   "6|6. 1 KiB bodies|received_per_sec|higher|5|msg/s"
   "7|7. 64 KiB bodies|bytes_per_sec|higher|2|B/s"
   "8|8. latency at 10k msg/s, p50|p50_ms|lower|-|ms"
@@ -341,8 +349,8 @@ run_one() {
   local -a cmd=("$BIN" perf "${args[@]}" --url "$url" --json)
   case $kind in
     throughput | latency)
-      cmd+=(--duration "$DURATION")
-      limit=$((DURATION + RUN_TIMEOUT))
+      cmd+=(--duration "$DURATION" --warmup "$WARMUP")
+      limit=$((WARMUP + DURATION + RUN_TIMEOUT))
       ;;
     *)
       cmd+=(--broker-pid "$pid")
@@ -417,7 +425,7 @@ print(json.dumps({"scenario": "connections", "requested": n, "held": held,
 cat >"$WORK/brief.py" <<'PY'
 import json, sys
 r = json.loads(sys.stdin.read())
-keys = ("received_per_sec", "messages_per_sec", "bytes_per_sec", "p50_ms", "p99_ms",
+keys = ("sent_per_sec", "received_per_sec", "bytes_per_sec", "p50_ms", "p99_ms",
         "rss_bytes_per_message", "drain_per_sec", "held", "bytes_per_connection")
 res = r["result"] or {}
 shown = ", ".join(f"{k}={res[k]:.6g}" for k in keys if isinstance(res.get(k), (int, float)))
@@ -430,7 +438,9 @@ n=0
 for id in $SCENARIOS; do
   log "==> scenario $id: $(scenario_field "$id" 2)"
   for run in $(seq 1 "$RUNS"); do
-    for broker in warren rabbitmq; do
+    # Alternate which broker goes first, so neither always runs on a machine the other warmed.
+    if ((run % 2 == 1)); then order="warren rabbitmq"; else order="rabbitmq warren"; fi
+    for broker in $order; do
       n=$((n + 1))
       run_one "$id" "$broker" "$run"
       log "  [$n/$total] $broker run $run: $(tail -n 1 "$RESULTS" | python3 "$WORK/brief.py")"
@@ -520,7 +530,8 @@ PY
 
 echo
 echo "ratio: Warren's advantage, Warren/RabbitMQ for rates and RabbitMQ/Warren for latency and"
-echo "memory (above 1: Warren is better). Medians of $RUNS run(s) per broker, ${DURATION}s each."
+echo "memory (above 1: Warren is better). Medians of $RUNS run(s) per broker, ${DURATION}s each"
+echo "after ${WARMUP}s of warm-up. \"published\" is the producer's rate into the broker."
 echo
 cat "$WORK/table.md"
 
@@ -538,7 +549,10 @@ if [[ $WRITE == 1 ]]; then
     echo
     echo "The latest output of \`bench/compare.sh\`, which rewrites this file when run with \`--write\`."
     echo "Both brokers run on the same machine and are driven by the same load generator,"
-    echo "\`warren perf\` (a lean AMQP 0-9-1 client), alternating Warren, RabbitMQ, Warren, ..."
+    echo "\`warren perf\` (a lean AMQP 0-9-1 client); the brokers take turns, and which goes first"
+    echo "alternates from run to run. A run in which \`warren perf\` finds a message nacked,"
+    echo "unconfirmed or lost counts as failed. \"published\" is the rate the producer got its"
+    echo "messages into the broker; rates and percentiles leave out the first ${WARMUP}s of each run."
     echo "Run it yourself with \`bash bench/compare.sh\` (see its header for the settings)."
     echo "Memory figures are the growth of the broker's RSS during a run. Each backlog and connections"
     echo "run gets a fresh broker process: Warren is restarted, and RabbitMQ runs on a fresh node that"
@@ -547,7 +561,7 @@ if [[ $WRITE == 1 ]]; then
     echo
     echo "- Date: $START_DATE"
     echo "- Command: \`$COMMAND\`"
-    echo "- Runs: $RUNS per broker and scenario, ${DURATION}s per throughput or latency run; medians shown"
+    echo "- Runs: $RUNS per broker and scenario, ${DURATION}s per throughput or latency run after ${WARMUP}s of warm-up; medians shown"
     echo "- Machine: $(nproc) CPUs, $(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1), kernel $(uname -r)"
     echo "- Load average (1, 5, 15 min): $LOAD_START at the start, $LOAD_END at the end"
     echo "- Warren: commit $commit, \`cargo build --release\` with $(rustc --version 2>/dev/null || echo 'rustc ?'); listening on 127.0.0.1:$WARREN_PORT, open-file limit $(ulimit -n)"

@@ -1,7 +1,10 @@
 //! `warren perf` measures what it says: throughput moves messages end to end and reports
 //! figures that add up, latency gets one sample per message sent at the fixed rate, and
-//! `perf sink --echo` sends every published body back as a delivery (the latency floor).
+//! `perf sink --echo` sends every published body back as a delivery (the latency floor). A run
+//! accounts for every message: a nack is not a confirm, nacked and lost messages are reported
+//! and fail the run, and `--persistent` runs use durable queues.
 
+mod binary;
 mod cli_support;
 use cli_support::*;
 
@@ -45,6 +48,13 @@ async fn throughput_moves_messages_through_the_broker_and_reports_them() {
     assert_eq!(s["scenario"], "throughput");
     let (sent, received) = (num(&s, "sent_per_sec"), num(&s, "received_per_sec"));
     assert!(received > 0.0, "nothing received: {s}");
+    assert!(num(&s, "sent") > 0.0, "{s}");
+    assert_eq!(
+        s["received"], s["sent"],
+        "every message sent was received: {s}"
+    );
+    assert_eq!(num(&s, "lost"), 0.0, "{s}");
+    assert!(s["nacked"].is_null(), "no confirms, no nack count: {s}");
     assert!(received <= sent * 1.01, "received more than was sent: {s}");
     assert!(
         (num(&s, "bytes_per_sec") - received * 16.0).abs() <= received * 16.0 * 0.01,
@@ -76,6 +86,9 @@ async fn latency_takes_every_sample(url: &str) {
         1000.0,
         "one sample per message sent: {s}"
     );
+    assert_eq!(num(&s, "sent"), 1000.0, "{s}");
+    assert_eq!(num(&s, "received"), 1000.0, "{s}");
+    assert_eq!(num(&s, "lost"), 0.0, "{s}");
     let (p50, p99, max) = (num(&s, "p50_ms"), num(&s, "p99_ms"), num(&s, "max_ms"));
     assert!(
         0.0 < p50 && p50 <= p99 && p99 <= max,
@@ -138,4 +151,144 @@ async fn connections_stops_with_what_it_holds_when_the_broker_stops_accepting() 
             .is_some_and(|e| e.contains("not opened within 1s")),
         "the summary says why it stopped: {s}"
     );
+}
+
+/// The arguments of a queue that holds 10 messages and nacks publishes beyond that.
+const REJECT_AFTER_10: [&str; 4] = [
+    "--queue-arg",
+    "x-max-length=10",
+    "--queue-arg",
+    "x-overflow=reject-publish",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throughput_run_whose_publishes_are_nacked_reports_them_and_fails() {
+    let b = broker().await;
+    let mut args = vec![
+        "perf",
+        "throughput",
+        "-y",
+        "0",
+        "--confirm",
+        "100",
+        "--rate",
+        "500",
+        "--duration",
+        "1",
+        "--json",
+    ];
+    args.extend(REJECT_AFTER_10);
+    let r = warren(&b.url(), &args).await;
+    let s = summary(&r);
+    let r = r.fails(1, "nacked by the broker");
+    let sent = num(&s, "sent");
+    assert!(
+        sent > 10.0,
+        "the run sent more than the queue holds: {s}\n{r}"
+    );
+    assert_eq!(
+        num(&s, "confirmed"),
+        10.0,
+        "only what fit was confirmed: {s}"
+    );
+    assert_eq!(num(&s, "nacked"), sent - 10.0, "the rest was nacked: {s}");
+    assert_eq!(num(&s, "unconfirmed"), 0.0, "{s}");
+    assert_eq!(num(&s, "left_in_queues"), 10.0, "{s}");
+    assert_eq!(num(&s, "lost"), 0.0, "a nacked message is not lost: {s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_latency_run_whose_publishes_are_nacked_reports_them_and_fails() {
+    let b = broker().await;
+    let args = [
+        "perf",
+        "latency",
+        "--confirm",
+        "--rate",
+        "200",
+        "--duration",
+        "1",
+        "--json",
+        // No room at all: every publish is refused.
+        "--queue-arg",
+        "x-max-length=0",
+        "--queue-arg",
+        "x-overflow=reject-publish",
+    ];
+    let r = warren(&b.url(), &args).await;
+    let s = summary(&r);
+    let r = r.fails(1, "200 nacked by the broker");
+    assert_eq!(num(&s, "sent"), 200.0, "{s}\n{r}");
+    assert_eq!(num(&s, "nacked"), 200.0, "{s}");
+    assert_eq!(num(&s, "confirmed"), 0.0, "a nack is not a confirm: {s}");
+    assert_eq!(num(&s, "received"), 0.0, "{s}");
+    assert_eq!(num(&s, "lost"), 0.0, "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_the_broker_drops_are_reported_lost_and_fail_the_run() {
+    let b = broker().await;
+    // No consumer, and a queue that drops its oldest message beyond 10 (x-overflow drop-head).
+    let r = warren(
+        &b.url(),
+        &[
+            "perf",
+            "throughput",
+            "-y",
+            "0",
+            "--rate",
+            "500",
+            "--duration",
+            "1",
+            "--json",
+            "--queue-arg",
+            "x-max-length=10",
+        ],
+    )
+    .await;
+    let s = summary(&r);
+    let r = r.fails(1, "lost (neither received nor left in a queue)");
+    let sent = num(&s, "sent");
+    assert!(sent > 10.0, "{s}\n{r}");
+    assert_eq!(num(&s, "received"), 0.0, "{s}");
+    assert_eq!(num(&s, "left_in_queues"), 10.0, "leftovers counted: {s}");
+    assert_eq!(num(&s, "lost"), sent - 10.0, "{s}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_latency_run_declares_a_durable_queue() {
+    let dir = binary::temp_dir("perf-durable");
+    let server = binary::Server::start(&dir).await;
+    let r = warren(
+        &server.url,
+        &[
+            "perf",
+            "latency",
+            "--persistent",
+            "--confirm",
+            "--queue",
+            "perf-durable",
+            "--rate",
+            "200",
+            "--duration",
+            "1",
+            "--json",
+        ],
+    )
+    .await
+    .ok();
+    let s = summary(&r);
+    assert_eq!(num(&s, "confirmed"), 200.0, "{s}");
+    assert_eq!(num(&s, "lost"), 0.0, "{s}");
+    // Only a durable queue outlives a restart.
+    server.stop().await;
+    let server = binary::Server::start(&dir).await;
+    warren(
+        &server.url,
+        &["declare", "queue", "perf-durable", "--passive"],
+    )
+    .await
+    .ok();
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -15,7 +15,8 @@ use anyhow::{bail, Context};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
-use wire::{ack_multiple, encode_publish, Scan, Wire};
+use crate::table::{self, Entry};
+use wire::{ack_multiple, encode_publish, Confirms, Scan, Wire};
 
 /// `warren perf` and its scenarios.
 #[derive(clap::Args)]
@@ -24,10 +25,17 @@ use wire::{ack_multiple, encode_publish, Scan, Wire};
   warren perf throughput --persistent --confirm 1000 --ack manual
   warren perf throughput --exchange-type fanout --queues 10 -y 10
   warren perf latency --rate 10000 --duration 10
+  warren perf latency --rate 2000 --persistent --confirm   # confirm latency after fsync
+  warren perf throughput -y 0 --confirm 100 --queue-arg x-max-length=1000 --queue-arg x-overflow=reject-publish
   warren perf connections -n 10000 --broker-pid $(pgrep -n warren)
   warren perf backlog -n 1000000 -s 16 --broker-pid $(pgrep -n warren)
   warren perf sink --bind 127.0.0.1:5699   # a broker that discards everything: the client's ceiling
-  warren perf sink --echo                  # publishes sent straight back: the latency floor")]
+  warren perf sink --echo                  # publishes sent straight back: the latency floor
+
+Throughput, latency and backlog runs account for every message: sent, confirmed, nacked,
+unconfirmed (no basic.ack or basic.nack by the end), received, left in the run's queues
+(counted before they are deleted) and lost (neither received nor left in a queue). A run
+with any message nacked, unconfirmed or lost prints its summary and then fails (exit 1).")]
 pub struct PerfArgs {
     #[command(subcommand)]
     pub scenario: Scenario,
@@ -104,6 +112,13 @@ pub struct ThroughputArgs {
     /// Total publish rate in messages per second (0: flat out).
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
+    /// Seconds to run before --duration starts, left out of the rates.
+    #[arg(long, default_value_t = 0)]
+    pub warmup: u64,
+    /// An argument for the queues the run declares, repeatable, typed as for
+    /// `warren declare queue --arg`: --queue-arg x-max-length=1000.
+    #[arg(long = "queue-arg", value_name = "KEY=VALUE", value_parser = table::parse_arg)]
+    pub queue_args: Vec<Entry>,
 }
 
 #[derive(clap::Args, Clone)]
@@ -122,6 +137,16 @@ pub struct LatencyArgs {
     /// Publisher confirms, and report confirm latency (publish to basic.ack) too.
     #[arg(long)]
     pub confirm: bool,
+    /// Seconds to send at the rate before --duration starts, left out of the percentiles.
+    #[arg(long, default_value_t = 0)]
+    pub warmup: u64,
+    /// Use this queue (declared if missing, durable with --persistent; kept after the run)
+    /// instead of a temporary one. It should be empty and have no other consumer.
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// An argument for the queue the run declares, repeatable: --queue-arg x-max-length=1000.
+    #[arg(long = "queue-arg", value_name = "KEY=VALUE", value_parser = table::parse_arg)]
+    pub queue_args: Vec<Entry>,
 }
 
 #[derive(clap::Args, Clone)]
@@ -156,6 +181,9 @@ pub struct BacklogArgs {
     /// The broker's process id, to read its memory.
     #[arg(long)]
     pub broker_pid: Option<u32>,
+    /// An argument for the queue the run declares, repeatable: --queue-arg x-max-length=1000.
+    #[arg(long = "queue-arg", value_name = "KEY=VALUE", value_parser = table::parse_arg)]
+    pub queue_args: Vec<Entry>,
 }
 
 /// Runs a scenario.
@@ -194,14 +222,178 @@ fn fmt_rate(n: f64) -> String {
     }
 }
 
+/// How long, after the last publish, a run waits for the broker's outstanding confirms.
+const CONFIRM_GRACE: Duration = Duration::from_secs(10);
+/// How long consumers may receive nothing before a run stops waiting for what it still expects.
+const DRAIN_QUIET: Duration = Duration::from_secs(5);
+
+/// What became of the messages a run sent, counted at its end: the figures it is judged by.
+struct Outcome {
+    /// Messages published.
+    sent: u64,
+    /// With publisher confirms: the final tally of basic.ack and basic.nack.
+    confirms: Option<Confirmed>,
+    /// Deliveries the run should have seen: every message not nacked, once per queue it
+    /// reaches.
+    expected: u64,
+    /// Deliveries the consumers received.
+    received: u64,
+    /// Messages still in the run's queues at the end (ready ones, counted before deletion).
+    left: u64,
+}
+
+/// The publisher-confirm part of an [`Outcome`].
+#[derive(Clone, Copy)]
+struct Confirmed {
+    /// Publishes the broker acked.
+    acked: u64,
+    /// Publishes the broker nacked: refused, not a confirm.
+    nacked: u64,
+    /// Publishes neither acked nor nacked within [`CONFIRM_GRACE`] of the last one.
+    unconfirmed: u64,
+}
+
+impl Confirmed {
+    fn of(c: &Confirms) -> Confirmed {
+        Confirmed {
+            acked: c.acked,
+            nacked: c.nacked,
+            unconfirmed: c.outstanding(),
+        }
+    }
+}
+
+impl Outcome {
+    /// Expected deliveries that were neither received nor left in a queue.
+    fn lost(&self) -> u64 {
+        self.expected.saturating_sub(self.received + self.left)
+    }
+
+    /// The counts, as fields of a `--json` summary.
+    fn json_fields(&self) -> serde_json::Map<String, serde_json::Value> {
+        let c = self.confirms;
+        let v = json!({
+            "sent": self.sent,
+            "confirmed": c.map(|c| c.acked),
+            "nacked": c.map(|c| c.nacked),
+            "unconfirmed": c.map(|c| c.unconfirmed),
+            "expected": self.expected,
+            "received": self.received,
+            "left_in_queues": self.left,
+            "lost": self.lost(),
+        });
+        match v {
+            serde_json::Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        }
+    }
+
+    /// One line for people: `sent 1000, confirmed 990, nacked 10, unconfirmed 0; ...`.
+    fn line(&self) -> String {
+        let confirms = match self.confirms {
+            Some(c) => format!(
+                ", confirmed {}, nacked {}, unconfirmed {}",
+                c.acked, c.nacked, c.unconfirmed
+            ),
+            None => String::new(),
+        };
+        format!(
+            "messages: sent {}{confirms}; received {} of {} expected deliveries, {} left in queues, {} lost",
+            self.sent,
+            self.received,
+            self.expected,
+            self.left,
+            self.lost()
+        )
+    }
+
+    /// Fails the run if the broker nacked a message, never confirmed one, or lost one.
+    fn verdict(&self) -> anyhow::Result<()> {
+        let mut wrong = Vec::new();
+        if let Some(c) = self.confirms {
+            if c.nacked > 0 {
+                wrong.push(format!("{} nacked by the broker", c.nacked));
+            }
+            if c.unconfirmed > 0 {
+                wrong.push(format!(
+                    "{} neither acked nor nacked within {}s of the last publish",
+                    c.unconfirmed,
+                    CONFIRM_GRACE.as_secs()
+                ));
+            }
+        }
+        if self.lost() > 0 {
+            wrong.push(format!(
+                "{} of {} expected deliveries lost (neither received nor left in a queue)",
+                self.lost(),
+                self.expected
+            ));
+        }
+        if wrong.is_empty() {
+            return Ok(());
+        }
+        bail!(
+            "the run failed: of {} messages sent, {}",
+            self.sent,
+            wrong.join("; ")
+        )
+    }
+}
+
+/// Merges the outcome's counts into a `--json` summary.
+fn with_outcome(mut summary: serde_json::Value, outcome: &Outcome) -> serde_json::Value {
+    if let serde_json::Value::Object(m) = &mut summary {
+        m.extend(outcome.json_fields());
+    }
+    summary
+}
+
+/// The `--queue-arg` entries as a queue.declare argument table.
+fn queue_arguments(entries: &[Entry]) -> FieldTable {
+    let mut t = FieldTable::default();
+    for e in entries {
+        t.insert(e.key.clone(), e.value.clone());
+    }
+    t
+}
+
+/// Deletes a queue the run declared, without waiting for the reply.
+async fn delete_queue(admin: &mut Wire, name: &str) {
+    let _ = admin
+        .cast(AMQPClass::Queue(queue::AMQPMethod::Delete(queue::Delete {
+            queue: name.into(),
+            if_unused: false,
+            if_empty: false,
+            nowait: true,
+        })))
+        .await;
+}
+
+#[derive(Default)]
 struct Counters {
     published: AtomicU64,
     confirmed: AtomicU64,
+    nacked: AtomicU64,
     consumed: AtomicU64,
-    stop: AtomicBool,
+    /// Tells producers to stop publishing (they then wait for their outstanding confirms).
+    stop_producers: AtomicBool,
+    /// Tells consumers to stop once nothing more arrives.
+    stop_consumers: AtomicBool,
 }
 
-/// One producer: pre-encoded publishes written in batches, confirms scanned as they come.
+impl Counters {
+    /// Adds what `confirms` settled since `seen` (acked, nacked) to the shared counts.
+    fn credit(&self, confirms: &Confirms, seen: &mut (u64, u64)) {
+        self.confirmed
+            .fetch_add(confirms.acked - seen.0, Ordering::Relaxed);
+        self.nacked
+            .fetch_add(confirms.nacked - seen.1, Ordering::Relaxed);
+        *seen = (confirms.acked, confirms.nacked);
+    }
+}
+
+/// One producer: pre-encoded publishes written in batches; confirms are read as they arrive,
+/// also while the producer waits for its window or its rate.
 async fn produce(
     url: String,
     frames: Vec<Vec<u8>>,
@@ -214,30 +406,32 @@ async fn produce(
         w.confirm_select().await?;
     }
     let mut scan = Scan::default();
-    let mut sent: u64 = 0;
+    let mut seen = (0, 0);
     let mut out: Vec<u8> = Vec::with_capacity(256 * 1024);
     let started = Instant::now();
     let mut variant = 0usize;
-    while !c.stop.load(Ordering::Relaxed) {
+    while !c.stop_producers.load(Ordering::Relaxed) {
+        let sent = scan.confirms.published;
         let mut room = 256u64;
+        let mut wait = Duration::from_millis(100);
         if confirm > 0 {
-            let outstanding = sent - scan.acked_upto;
-            if outstanding >= confirm {
-                let before = scan.acked_upto;
-                w.read_scan(&mut scan, |_| {}).await?;
-                c.confirmed
-                    .fetch_add(scan.acked_upto - before, Ordering::Relaxed);
-                continue;
-            }
-            room = room.min(confirm - outstanding);
+            room = room.min(confirm.saturating_sub(scan.confirms.outstanding()));
         }
         if rate > 0 {
-            let due = (started.elapsed().as_secs_f64() * rate as f64) as u64;
-            if due <= sent {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                continue;
+            let elapsed = started.elapsed();
+            let due = (elapsed.as_secs_f64() * rate as f64) as u64;
+            room = room.min(due.saturating_sub(sent));
+            let next = Duration::from_secs_f64((sent + 1) as f64 / rate as f64);
+            wait = wait.min(next.saturating_sub(elapsed));
+        }
+        if room == 0 {
+            // The window is full or the rate is ahead: take confirms (or a close) as they come.
+            tokio::select! {
+                r = w.read_scan(&mut scan, |_| {}) => r?,
+                _ = tokio::time::sleep(wait) => {}
             }
-            room = room.min(due - sent);
+            c.credit(&scan.confirms, &mut seen);
+            continue;
         }
         out.clear();
         for _ in 0..room {
@@ -245,60 +439,25 @@ async fn produce(
             variant = (variant + 1) % frames.len();
         }
         w.wr.write_all(&out).await?;
-        sent += room;
+        scan.confirms.publish(room, 0);
         c.published.fetch_add(room, Ordering::Relaxed);
         if confirm > 0 {
-            // Take whatever confirms already arrived, without waiting.
-            let before = scan.acked_upto;
-            while let Ok(n) = w.rd.try_read_buf(&mut w.buf) {
-                if n == 0 {
-                    bail!("the broker closed the connection");
-                }
-            }
-            if !w.buf.is_empty() {
-                drain_buffered(&mut w, &mut scan);
-            }
-            c.confirmed
-                .fetch_add(scan.acked_upto - before, Ordering::Relaxed);
+            w.try_read_scan(&mut scan, |_| {})?;
+            c.credit(&scan.confirms, &mut seen);
         }
     }
+    if confirm > 0 {
+        let deadline = tokio::time::Instant::now() + CONFIRM_GRACE;
+        while scan.confirms.outstanding() > 0 {
+            match tokio::time::timeout_at(deadline, w.read_scan(&mut scan, |_| {})).await {
+                Ok(r) => r?,
+                Err(_) => break,
+            }
+            c.credit(&scan.confirms, &mut seen);
+        }
+    }
+    w.close().await;
     Ok(())
-}
-
-/// Records the latency of every publish confirmed since the last call.
-fn take_confirms(
-    scan: &mut Scan,
-    upto: &mut u64,
-    unconfirmed: &mut std::collections::VecDeque<u64>,
-    out: &mut Vec<u64>,
-    base: Instant,
-) {
-    let now = base.elapsed().as_nanos() as u64;
-    while *upto < scan.acked_upto {
-        match unconfirmed.pop_front() {
-            Some(sent) => out.push(now.saturating_sub(sent)),
-            None => break,
-        }
-        *upto += 1;
-    }
-}
-
-/// Scans frames already in the buffer (no read).
-fn drain_buffered(w: &mut Wire, scan: &mut Scan) {
-    use bytes::Buf;
-    while w.buf.len() >= 7 {
-        let size = u32::from_be_bytes([w.buf[3], w.buf[4], w.buf[5], w.buf[6]]) as usize;
-        if w.buf.len() < size + 8 {
-            break;
-        }
-        let p = &w.buf[7..7 + size];
-        if w.buf[0] == 1 && size >= 12 && p[0..4] == [0, 60, 0, 80] {
-            scan.acked_upto = scan
-                .acked_upto
-                .max(u64::from_be_bytes(p[4..12].try_into().unwrap_or_default()));
-        }
-        w.buf.advance(size + 8);
-    }
 }
 
 /// One consumer: counts deliveries, acks with multiple every `ack_every` in manual mode.
@@ -330,10 +489,39 @@ async fn consume(
                 unacked = 0;
             }
         }
-        if c.stop.load(Ordering::Relaxed) && n == 0 {
+        if c.stop_consumers.load(Ordering::Relaxed) && n == 0 {
+            w.close().await;
             return Ok(());
         }
     }
+}
+
+/// Waits until `counter` reaches `expected`, or stops moving for [`DRAIN_QUIET`].
+async fn wait_for(counter: &AtomicU64, expected: u64) {
+    let mut last = counter.load(Ordering::Relaxed);
+    let mut moved = Instant::now();
+    while last < expected && moved.elapsed() < DRAIN_QUIET {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = counter.load(Ordering::Relaxed);
+        if now != last {
+            (last, moved) = (now, Instant::now());
+        }
+    }
+}
+
+/// Joins tasks, giving each `limit`; the first error (or panic) fails the run.
+async fn join_all(
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    limit: Duration,
+) -> anyhow::Result<()> {
+    for t in tasks {
+        match tokio::time::timeout(limit, t).await {
+            Ok(Ok(Err(e))) => return Err(e.context("a producer or consumer failed")),
+            Ok(Err(e)) => bail!("a task panicked: {e}"),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 async fn throughput(a: ThroughputArgs) -> anyhow::Result<()> {
@@ -350,7 +538,7 @@ async fn throughput(a: ThroughputArgs) -> anyhow::Result<()> {
     let mut admin = Wire::connect(&url).await?;
     for q in &queues {
         admin
-            .declare_queue(q, a.persistent, FieldTable::default())
+            .declare_queue(q, a.persistent, queue_arguments(&a.queue_args))
             .await?;
     }
     let body = vec![b'x'; a.size];
@@ -417,15 +605,10 @@ async fn throughput(a: ThroughputArgs) -> anyhow::Result<()> {
         }
         other => bail!("--exchange-type is direct, fanout or topic, not {other:?}"),
     };
-    let c = Arc::new(Counters {
-        published: AtomicU64::new(0),
-        confirmed: AtomicU64::new(0),
-        consumed: AtomicU64::new(0),
-        stop: AtomicBool::new(false),
-    });
-    let mut tasks = Vec::new();
+    let c = Arc::new(Counters::default());
+    let mut consumers = Vec::new();
     for i in 0..a.consumers {
-        tasks.push(tokio::spawn(consume(
+        consumers.push(tokio::spawn(consume(
             url.clone(),
             queues[i % queues.len()].clone(),
             a.prefetch,
@@ -441,8 +624,9 @@ async fn throughput(a: ThroughputArgs) -> anyhow::Result<()> {
     } else {
         0
     };
+    let mut producers = Vec::new();
     for _ in 0..a.producers {
-        tasks.push(tokio::spawn(produce(
+        producers.push(tokio::spawn(produce(
             url.clone(),
             frames.clone(),
             a.confirm,
@@ -451,57 +635,65 @@ async fn throughput(a: ThroughputArgs) -> anyhow::Result<()> {
         )));
     }
     let started = Instant::now();
-    let (mut p0, mut f0, mut c0) = (0, 0, 0);
-    let mut per_second = Vec::new();
-    for s in 1..=a.common.duration {
-        tokio::time::sleep_until((started + Duration::from_secs(s)).into()).await;
-        let (p, f, r) = (
+    let counts = || {
+        (
             c.published.load(Ordering::Relaxed),
             c.confirmed.load(Ordering::Relaxed),
             c.consumed.load(Ordering::Relaxed),
-        );
+        )
+    };
+    // The counts and time when the measured part began (after the warm-up).
+    let mut from = ((0, 0, 0), started);
+    let mut prev = (0, 0, 0);
+    for s in 1..=a.warmup + a.common.duration {
+        tokio::time::sleep_until((started + Duration::from_secs(s)).into()).await;
+        let now = counts();
         if !a.common.json {
+            let warm = if s <= a.warmup { "  (warm-up)" } else { "" };
             eprintln!(
-                "{s:>3}s  sent {:>8}/s  confirmed {:>8}/s  received {:>8}/s",
-                fmt_rate((p - p0) as f64),
-                fmt_rate((f - f0) as f64),
-                fmt_rate((r - c0) as f64)
+                "{s:>3}s  sent {:>8}/s  confirmed {:>8}/s  received {:>8}/s{warm}",
+                fmt_rate((now.0 - prev.0) as f64),
+                fmt_rate((now.1 - prev.1) as f64),
+                fmt_rate((now.2 - prev.2) as f64)
             );
         }
-        per_second.push((r - c0) as f64);
-        (p0, f0, c0) = (p, f, r);
-        if let Some(t) = tasks.iter().find(|t| t.is_finished()) {
-            let _ = t;
+        prev = now;
+        if s == a.warmup {
+            from = (now, Instant::now());
+        }
+        if producers.iter().chain(&consumers).any(|t| t.is_finished()) {
             break;
         }
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    c.stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        match tokio::time::timeout(Duration::from_secs(5), t).await {
-            Ok(Ok(Err(e))) => return Err(e.context("a producer or consumer failed")),
-            Ok(Err(e)) => bail!("a task panicked: {e}"),
-            _ => {}
-        }
-    }
-    let sent = p0 as f64 / elapsed;
-    let received = c0 as f64 / elapsed;
-    let confirmed = f0 as f64 / elapsed;
+    let elapsed = from.1.elapsed().as_secs_f64();
+    let (sent, confirmed, received) = (
+        (prev.0 - from.0 .0) as f64 / elapsed,
+        (prev.1 - from.0 .1) as f64 / elapsed,
+        (prev.2 - from.0 .2) as f64 / elapsed,
+    );
+    c.stop_producers.store(true, Ordering::Relaxed);
+    join_all(producers, CONFIRM_GRACE + Duration::from_secs(5)).await?;
     let deliveries_per_message = if a.exchange_type == "fanout" {
         queues.len()
     } else {
         1
     };
-    // Clean up what the run declared.
+    let published = c.published.load(Ordering::Relaxed);
+    let nacked = c.nacked.load(Ordering::Relaxed);
+    let expected = (published - nacked) * deliveries_per_message as u64;
+    if a.consumers > 0 {
+        // Let the consumers take what is still on its way.
+        wait_for(&c.consumed, expected).await;
+    }
+    c.stop_consumers.store(true, Ordering::Relaxed);
+    join_all(consumers, Duration::from_secs(5)).await?;
+    // Count what is left before cleaning up what the run declared.
+    let mut left = 0u64;
     for q in &queues {
-        let _ = admin
-            .cast(AMQPClass::Queue(queue::AMQPMethod::Delete(queue::Delete {
-                queue: q.as_str().into(),
-                if_unused: false,
-                if_empty: false,
-                nowait: true,
-            })))
-            .await;
+        left += u64::from(admin.message_count(q).await?);
+    }
+    for q in &queues {
+        delete_queue(&mut admin, q).await;
     }
     if a.exchange_type != "direct" {
         let _ = admin
@@ -514,21 +706,33 @@ async fn throughput(a: ThroughputArgs) -> anyhow::Result<()> {
             )))
             .await;
     }
+    admin.close().await;
+    let outcome = Outcome {
+        sent: published,
+        confirms: (a.confirm > 0).then(|| Confirmed {
+            acked: c.confirmed.load(Ordering::Relaxed),
+            nacked,
+            unconfirmed: published
+                - c.confirmed.load(Ordering::Relaxed)
+                - c.nacked.load(Ordering::Relaxed),
+        }),
+        expected,
+        received: c.consumed.load(Ordering::Relaxed),
+        left,
+    };
     if a.common.json {
-        println!(
-            "{}",
-            json!({
-                "scenario": "throughput",
-                "producers": a.producers, "consumers": a.consumers, "size": a.size,
-                "persistent": a.persistent, "confirm": a.confirm, "ack": a.ack,
-                "exchange_type": a.exchange_type, "queues": a.queues,
-                "seconds": elapsed,
-                "sent_per_sec": sent, "confirmed_per_sec": confirmed,
-                "received_per_sec": received,
-                "messages_per_sec": received / deliveries_per_message as f64,
-                "bytes_per_sec": received * a.size as f64,
-            })
-        );
+        let summary = json!({
+            "scenario": "throughput",
+            "producers": a.producers, "consumers": a.consumers, "size": a.size,
+            "persistent": a.persistent, "confirm": a.confirm, "ack": a.ack,
+            "exchange_type": a.exchange_type, "queues": a.queues,
+            "warmup_seconds": a.warmup, "seconds": elapsed,
+            "sent_per_sec": sent, "confirmed_per_sec": confirmed,
+            "received_per_sec": received,
+            "messages_per_sec": received / deliveries_per_message as f64,
+            "bytes_per_sec": received * a.size as f64,
+        });
+        println!("{}", with_outcome(summary, &outcome));
     } else {
         println!(
             "throughput: sent {}/s, confirmed {}/s, received {}/s ({} deliveries/s, {:.1} MB/s) over {elapsed:.1}s",
@@ -538,48 +742,64 @@ async fn throughput(a: ThroughputArgs) -> anyhow::Result<()> {
             fmt_rate(received),
             received * a.size as f64 / 1e6
         );
+        println!("{}", outcome.line());
     }
-    Ok(())
+    outcome.verdict()
+}
+
+/// The `p`th percentile of sorted nanosecond samples, in milliseconds.
+fn percentile_ms(sorted: &[u64], p: f64) -> Option<f64> {
+    let n = sorted.len();
+    (n > 0).then(|| sorted[((n as f64 * p) as usize).min(n - 1)] as f64 / 1e6)
 }
 
 async fn latency(a: LatencyArgs) -> anyhow::Result<()> {
     let url = a.common.url.clone();
     let size = a.size.max(8);
-    let q = format!("perf-{}-lat", tag());
+    let q = a
+        .queue
+        .clone()
+        .unwrap_or_else(|| format!("perf-{}-lat", tag()));
     let mut admin = Wire::connect(&url).await?;
     admin
-        .declare_queue(&q, false, FieldTable::default())
+        .declare_queue(&q, a.persistent, queue_arguments(&a.queue_args))
         .await?;
     let base = Instant::now();
-    let stop = Arc::new(AtomicBool::new(false));
     let mut consumer = Wire::connect(&url).await?;
     consumer.consume(&q, 1000, true).await?;
-    let expected = a.rate * a.common.duration;
-    let stop_c = stop.clone();
+    let expected = a.rate * (a.warmup + a.common.duration);
+    // Deliveries the collector waits for, set once the producer knows what was not nacked.
+    let target = Arc::new(AtomicU64::new(u64::MAX));
+    let target_c = target.clone();
     let collector = tokio::spawn(async move {
-        let mut samples: Vec<u64> = Vec::with_capacity(expected as usize + 16);
+        // (send time, latency) of every message that came back, in nanoseconds.
+        let mut samples: Vec<(u64, u64)> = Vec::with_capacity(expected as usize + 16);
         let mut scan = Scan::default();
+        let mut quiet_since = Instant::now();
         loop {
+            let before = samples.len();
             let r = tokio::select! {
                 r = consumer.read_scan(&mut scan, |body| {
                     if body.len() >= 8 {
                         let sent = u64::from_be_bytes(body[..8].try_into().unwrap_or_default());
                         let now = base.elapsed().as_nanos() as u64;
-                        samples.push(now.saturating_sub(sent));
+                        samples.push((sent, now.saturating_sub(sent)));
                     }
                 }) => r,
                 _ = tokio::time::sleep(Duration::from_millis(200)) => Ok(()),
             };
             r?;
-            if stop_c.load(Ordering::Relaxed) && samples.len() as u64 >= expected {
-                break;
+            if samples.len() > before {
+                quiet_since = Instant::now();
             }
-            if stop_c.load(Ordering::Relaxed)
-                && base.elapsed() > Duration::from_secs(a.common.duration + 3)
+            let target = target_c.load(Ordering::Relaxed);
+            if samples.len() as u64 >= target
+                || (target != u64::MAX && quiet_since.elapsed() > DRAIN_QUIET)
             {
                 break;
             }
         }
+        consumer.close().await;
         anyhow::Ok(samples)
     });
     let mut producer = Wire::connect(&url).await?;
@@ -587,111 +807,113 @@ async fn latency(a: LatencyArgs) -> anyhow::Result<()> {
         producer.confirm_select().await?;
     }
     let template = encode_publish("", &q, a.persistent, &vec![0u8; size], producer.frame_max);
-    // Confirm latency: send time of every unconfirmed publish, oldest first.
-    let mut unconfirmed: std::collections::VecDeque<u64> = std::collections::VecDeque::new();
-    let mut confirm_samples: Vec<u64> = Vec::new();
-    let mut scan = Scan::default();
-    let mut confirmed_upto = 0u64;
+    let mut scan = Scan {
+        confirms: Confirms::timed(base),
+        ..Scan::default()
+    };
     // The body is the last bytes before the final frame-end octet.
     let ts_at = template.len() - 1 - size;
     let started = Instant::now();
+    // Messages sent before this (nanoseconds since `base`) are the warm-up.
+    let measured_from = (started + Duration::from_secs(a.warmup) - base).as_nanos() as u64;
     let mut sent = 0u64;
     let mut out = Vec::with_capacity(64 * 1024);
     while sent < expected {
         let due = ((started.elapsed().as_secs_f64() * a.rate as f64) as u64).min(expected);
-        if due <= sent {
-            tokio::time::sleep(Duration::from_micros(200)).await;
+        if due > sent {
+            out.clear();
+            let now = base.elapsed().as_nanos() as u64;
+            for _ in sent..due {
+                let at = out.len();
+                out.extend_from_slice(&template);
+                out[at + ts_at..at + ts_at + 8].copy_from_slice(&now.to_be_bytes());
+            }
+            producer.wr.write_all(&out).await?;
+            scan.confirms.publish(due - sent, now);
+            sent = due;
             continue;
         }
-        out.clear();
-        let now = base.elapsed().as_nanos() as u64;
-        for _ in sent..due {
-            let at = out.len();
-            out.extend_from_slice(&template);
-            out[at + ts_at..at + ts_at + 8].copy_from_slice(&now.to_be_bytes());
+        // Until the next message is due, read confirms as they arrive: each is timed when it
+        // comes, not when the next publish goes out.
+        let next = started + Duration::from_secs_f64((sent + 1) as f64 / a.rate.max(1) as f64);
+        tokio::select! {
+            r = producer.read_scan(&mut scan, |_| {}) => r?,
+            _ = tokio::time::sleep_until(next.into()) => {}
         }
-        producer.wr.write_all(&out).await?;
-        if a.confirm {
-            unconfirmed.extend(std::iter::repeat_n(now, (due - sent) as usize));
-            while let Ok(n) = producer.rd.try_read_buf(&mut producer.buf) {
-                if n == 0 {
-                    bail!("the broker closed the connection");
-                }
-            }
-            drain_buffered(&mut producer, &mut scan);
-            take_confirms(
-                &mut scan,
-                &mut confirmed_upto,
-                &mut unconfirmed,
-                &mut confirm_samples,
-                base,
-            );
-        }
-        sent = due;
     }
     if a.confirm {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while confirmed_upto < sent && Instant::now() < deadline {
-            let _ = tokio::time::timeout(
-                Duration::from_millis(200),
-                producer.read_scan(&mut scan, |_| {}),
-            )
-            .await;
-            take_confirms(
-                &mut scan,
-                &mut confirmed_upto,
-                &mut unconfirmed,
-                &mut confirm_samples,
-                base,
-            );
+        let deadline = tokio::time::Instant::now() + CONFIRM_GRACE;
+        while scan.confirms.outstanding() > 0 {
+            match tokio::time::timeout_at(deadline, producer.read_scan(&mut scan, |_| {})).await {
+                Ok(r) => r?,
+                Err(_) => break,
+            }
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    let mut samples = collector.await.context("collector")??;
-    let _ = admin
-        .cast(AMQPClass::Queue(queue::AMQPMethod::Delete(queue::Delete {
-            queue: q.as_str().into(),
-            if_unused: false,
-            if_empty: false,
-            nowait: true,
-        })))
-        .await;
-    if samples.is_empty() {
-        bail!("no message came back");
+    let confirms = a.confirm.then(|| Confirmed::of(&scan.confirms));
+    target.store(sent - confirms.map_or(0, |c| c.nacked), Ordering::Relaxed);
+    let samples = collector.await.context("collector")??;
+    producer.close().await;
+    let left = u64::from(admin.message_count(&q).await?);
+    if a.queue.is_none() {
+        delete_queue(&mut admin, &q).await;
     }
-    samples.sort_unstable();
-    let pct =
-        |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)] as f64 / 1e6;
-    let (p50, p99, p999, max) = (
-        pct(0.5),
-        pct(0.99),
-        pct(0.999),
-        *samples.last().unwrap_or(&0) as f64 / 1e6,
-    );
-    confirm_samples.sort_unstable();
-    let cpct = |p: f64| {
-        let n = confirm_samples.len();
-        (n > 0).then(|| confirm_samples[((n as f64 * p) as usize).min(n - 1)] as f64 / 1e6)
+    admin.close().await;
+    let outcome = Outcome {
+        sent,
+        confirms,
+        expected: sent - confirms.map_or(0, |c| c.nacked),
+        received: samples.len() as u64,
+        left,
     };
-    let (c50, c99) = (cpct(0.5), cpct(0.99));
+    let mut measured: Vec<u64> = samples
+        .iter()
+        .filter(|(at, _)| *at >= measured_from)
+        .map(|(_, l)| *l)
+        .collect();
+    measured.sort_unstable();
+    let mut confirm_samples: Vec<u64> = scan
+        .confirms
+        .latencies
+        .iter()
+        .filter(|(at, _)| *at >= measured_from)
+        .map(|(_, l)| *l)
+        .collect();
+    confirm_samples.sort_unstable();
+    let pct = |p| percentile_ms(&measured, p);
+    let (p50, p99, p999, max) = (pct(0.5), pct(0.99), pct(0.999), pct(1.0));
+    let (c50, c99) = (
+        percentile_ms(&confirm_samples, 0.5),
+        percentile_ms(&confirm_samples, 0.99),
+    );
     if a.common.json {
-        println!(
-            "{}",
-            json!({"scenario": "latency", "rate": a.rate, "size": size, "samples": samples.len(),
-                   "persistent": a.persistent, "confirm": a.confirm,
-                   "p50_ms": p50, "p99_ms": p99, "p999_ms": p999, "max_ms": max,
-                   "confirm_p50_ms": c50, "confirm_p99_ms": c99})
-        );
+        let summary = json!({"scenario": "latency", "rate": a.rate, "size": size,
+               "samples": measured.len(), "warmup_seconds": a.warmup,
+               "persistent": a.persistent, "confirm": a.confirm,
+               "p50_ms": p50, "p99_ms": p99, "p999_ms": p999, "max_ms": max,
+               "confirm_p50_ms": c50, "confirm_p99_ms": c99});
+        println!("{}", with_outcome(summary, &outcome));
     } else {
+        let ms = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:.3} ms"));
         println!(
-            "latency at {} msg/s, {} samples: p50 {p50:.3} ms, p99 {p99:.3} ms, p99.9 {p999:.3} ms, max {max:.3} ms{}",
+            "latency at {} msg/s, {} samples: p50 {}, p99 {}, p99.9 {}, max {}{}",
             a.rate,
-            samples.len(),
-            match (c50, c99) {
-                (Some(c50), Some(c99)) => format!("; confirms p50 {c50:.3} ms, p99 {c99:.3} ms"),
-                _ => String::new(),
+            measured.len(),
+            ms(p50),
+            ms(p99),
+            ms(p999),
+            ms(max),
+            if a.confirm {
+                format!("; confirms p50 {}, p99 {}", ms(c50), ms(c99))
+            } else {
+                String::new()
             }
         );
+        println!("{}", outcome.line());
+    }
+    outcome.verdict()?;
+    if measured.is_empty() {
+        bail!("no message came back");
     }
     Ok(())
 }
@@ -757,72 +979,92 @@ async fn backlog(a: BacklogArgs) -> anyhow::Result<()> {
     let q = format!("perf-{}-backlog", tag());
     let rss0 = a.broker_pid.and_then(rss_bytes);
     let mut p = Wire::connect(&url).await?;
-    p.declare_queue(&q, a.persistent, FieldTable::default())
+    p.declare_queue(&q, a.persistent, queue_arguments(&a.queue_args))
         .await?;
     p.confirm_select().await?;
     let frame = encode_publish("", &q, a.persistent, &vec![b'x'; a.size], p.frame_max);
     let started = Instant::now();
     let mut scan = Scan::default();
-    let (mut sent, window) = (0u64, 5000u64);
+    let window = 5000u64;
     let mut out = Vec::with_capacity(256 * 1024);
-    while scan.acked_upto < a.count {
-        if sent < a.count && sent - scan.acked_upto < window {
-            let n = (window - (sent - scan.acked_upto))
-                .min(a.count - sent)
-                .min(512);
+    loop {
+        let (sent, outstanding) = (scan.confirms.published, scan.confirms.outstanding());
+        if sent == a.count && outstanding == 0 {
+            break;
+        }
+        if sent < a.count && outstanding < window {
+            let n = (window - outstanding).min(a.count - sent).min(512);
             out.clear();
             for _ in 0..n {
                 out.extend_from_slice(&frame);
             }
             p.wr.write_all(&out).await?;
-            sent += n;
+            scan.confirms.publish(n, 0);
         } else {
-            p.read_scan(&mut scan, |_| {}).await?;
+            // A broker that confirms nothing for this long ends the run (counted unconfirmed).
+            match tokio::time::timeout(CONFIRM_GRACE, p.read_scan(&mut scan, |_| {})).await {
+                Ok(r) => r?,
+                Err(_) => break,
+            }
         }
     }
     let publish_secs = started.elapsed().as_secs_f64();
+    let confirms = Confirmed::of(&scan.confirms);
+    let sent = scan.confirms.published;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss1 = a.broker_pid.and_then(rss_bytes);
     let mut c = Wire::connect(&url).await?;
     let drain_started = Instant::now();
     c.consume(&q, 2000, false).await?;
+    let expected = sent - confirms.nacked;
     let mut scan = Scan::default();
     let mut unacked = 0;
-    while scan.deliveries < a.count {
+    // The drain rate counts up to the last delivery, not the wait for ones that never came.
+    let mut drained_at = drain_started;
+    while scan.deliveries < expected {
         let before = scan.deliveries;
-        c.read_scan(&mut scan, |_| {}).await?;
+        match tokio::time::timeout(DRAIN_QUIET, c.read_scan(&mut scan, |_| {})).await {
+            Ok(r) => r?,
+            Err(_) => break,
+        }
+        if scan.deliveries > before {
+            drained_at = Instant::now();
+        }
         unacked += scan.deliveries - before;
         if unacked >= 500 {
             c.cast(ack_multiple(scan.last_tag)).await?;
             unacked = 0;
         }
     }
-    c.cast(ack_multiple(scan.last_tag)).await?;
-    let drain_secs = drain_started.elapsed().as_secs_f64();
-    let _ = p
-        .cast(AMQPClass::Queue(queue::AMQPMethod::Delete(queue::Delete {
-            queue: q.as_str().into(),
-            if_unused: false,
-            if_empty: false,
-            nowait: true,
-        })))
-        .await;
+    if scan.last_tag > 0 {
+        c.cast(ack_multiple(scan.last_tag)).await?;
+    }
+    let drain_secs = (drained_at - drain_started).as_secs_f64().max(1e-9);
+    c.close().await;
+    let left = u64::from(p.message_count(&q).await?);
+    delete_queue(&mut p, &q).await;
+    p.close().await;
+    let outcome = Outcome {
+        sent,
+        confirms: Some(confirms),
+        expected,
+        received: scan.deliveries,
+        left,
+    };
     let per_msg = match (rss0, rss1) {
         (Some(b), Some(a2)) => Some(a2.saturating_sub(b) as f64 / a.count as f64),
         _ => None,
     };
     if a.common.json {
-        println!(
-            "{}",
-            json!({"scenario": "backlog", "count": a.count, "size": a.size, "persistent": a.persistent,
-                   "publish_per_sec": a.count as f64 / publish_secs, "rss_before": rss0, "rss_queued": rss1,
-                   "rss_bytes_per_message": per_msg, "drain_per_sec": a.count as f64 / drain_secs})
-        );
+        let summary = json!({"scenario": "backlog", "count": a.count, "size": a.size, "persistent": a.persistent,
+               "publish_per_sec": sent as f64 / publish_secs, "rss_before": rss0, "rss_queued": rss1,
+               "rss_bytes_per_message": per_msg, "drain_per_sec": scan.deliveries as f64 / drain_secs});
+        println!("{}", with_outcome(summary, &outcome));
     } else {
         println!(
             "backlog: {} messages queued at {}/s{}; drained at {}/s",
             a.count,
-            fmt_rate(a.count as f64 / publish_secs),
+            fmt_rate(sent as f64 / publish_secs),
             match (rss1, per_msg) {
                 (Some(r), Some(m)) => format!(
                     ", broker RSS {:.1} MB ({m:.0} B per message)",
@@ -830,8 +1072,9 @@ async fn backlog(a: BacklogArgs) -> anyhow::Result<()> {
                 ),
                 _ => String::new(),
             },
-            fmt_rate(a.count as f64 / drain_secs)
+            fmt_rate(scan.deliveries as f64 / drain_secs)
         );
+        println!("{}", outcome.line());
     }
-    Ok(())
+    outcome.verdict()
 }

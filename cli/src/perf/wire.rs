@@ -3,7 +3,9 @@
 //! scanned in place. lapin spends ~7-12 µs of CPU per message, which would make the load
 //! generator the bottleneck.
 
+use std::collections::VecDeque;
 use std::str::FromStr;
+use std::time::Instant;
 
 use amq_protocol::protocol::{
     basic, channel, confirm, connection, queue, AMQPClass, BasicProperties,
@@ -28,16 +30,88 @@ pub struct Wire {
 }
 
 /// What a scan of the read buffer found.
-#[derive(Default, Debug, Clone, Copy)]
+#[derive(Default, Debug)]
 pub struct Scan {
     /// basic.deliver frames seen.
     pub deliveries: u64,
     /// The last delivery tag seen.
     pub last_tag: u64,
-    /// Highest basic.ack delivery tag (publisher confirms, multiple).
-    pub acked_upto: u64,
-    /// basic.nack seen (publisher side).
-    pub nacks: u64,
+    /// Publisher confirms (basic.ack and basic.nack), publish by publish.
+    pub confirms: Confirms,
+}
+
+/// The publisher-confirm state of one channel: which publishes the broker acked, which it
+/// nacked, and which are still outstanding. A basic.ack or basic.nack settles one delivery tag,
+/// or with `multiple` every outstanding tag up to it; a nack is not a confirm.
+#[derive(Default, Debug)]
+pub struct Confirms {
+    /// Publishes sent on the channel (their delivery tags are 1 to `published`).
+    pub published: u64,
+    /// Publishes the broker confirmed (basic.ack).
+    pub acked: u64,
+    /// Publishes the broker refused (basic.nack).
+    pub nacked: u64,
+    /// One entry per publish from the oldest unsettled one on: its send time (nanoseconds
+    /// since `clock`), or `None` once settled out of order.
+    pending: VecDeque<Option<u64>>,
+    /// Set to record the latency of each ack into `latencies`.
+    clock: Option<Instant>,
+    /// (send time, publish-to-ack nanoseconds) of every acked publish, when `clock` is set.
+    pub latencies: Vec<(u64, u64)>,
+}
+
+impl Confirms {
+    /// Confirms that also time every ack against `clock` (send times are nanoseconds since it).
+    pub fn timed(clock: Instant) -> Confirms {
+        Confirms {
+            clock: Some(clock),
+            ..Confirms::default()
+        }
+    }
+
+    /// Records `n` publishes sent at `sent_at` (nanoseconds since the clock; 0 when untimed).
+    pub fn publish(&mut self, n: u64, sent_at: u64) {
+        self.published += n;
+        self.pending
+            .extend(std::iter::repeat_n(Some(sent_at), n as usize));
+    }
+
+    /// Publishes neither acked nor nacked yet.
+    pub fn outstanding(&self) -> u64 {
+        self.published - self.acked - self.nacked
+    }
+
+    /// Applies one basic.ack (`ack`) or basic.nack from the broker.
+    fn settle(&mut self, tag: u64, multiple: bool, ack: bool) {
+        let first = self.published + 1 - self.pending.len() as u64;
+        // Tag 0 with multiple settles everything outstanding; unknown tags are ignored.
+        let upto = if multiple && tag == 0 {
+            self.published
+        } else {
+            tag.min(self.published)
+        };
+        if upto < first {
+            return;
+        }
+        let from = if multiple { first } else { upto };
+        let now = self.clock.map(|c| c.elapsed().as_nanos() as u64);
+        for i in from..=upto {
+            let Some(sent) = self.pending[(i - first) as usize].take() else {
+                continue;
+            };
+            if ack {
+                self.acked += 1;
+                if let Some(now) = now {
+                    self.latencies.push((sent, now.saturating_sub(sent)));
+                }
+            } else {
+                self.nacked += 1;
+            }
+        }
+        while self.pending.front().is_some_and(Option::is_none) {
+            self.pending.pop_front();
+        }
+    }
 }
 
 impl Wire {
@@ -116,6 +190,29 @@ impl Wire {
         Ok(w)
     }
 
+    /// Closes the connection (connection.close, then close-ok), so that the broker has settled
+    /// the channel (requeued what a consumer did not ack) when it returns. Gives up after two
+    /// seconds, and ignores errors: the connection is going away either way.
+    pub async fn close(mut self) {
+        let close = AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
+            reply_code: 200,
+            reply_text: "bye".into(),
+            class_id: 0,
+            method_id: 0,
+        }));
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+            self.send_method(0, close).await?;
+            loop {
+                if let (0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(_))) =
+                    self.method().await?
+                {
+                    return anyhow::Ok(());
+                }
+            }
+        })
+        .await;
+    }
+
     async fn send_method(&mut self, ch: u16, m: AMQPClass) -> anyhow::Result<()> {
         let mut out = Vec::new();
         write_method(&mut out, ch, &m);
@@ -168,7 +265,8 @@ impl Wire {
             let (_, reply) = self.method().await?;
             match reply {
                 AMQPClass::Basic(basic::AMQPMethod::Deliver(_))
-                | AMQPClass::Basic(basic::AMQPMethod::Ack(_)) => continue,
+                | AMQPClass::Basic(basic::AMQPMethod::Ack(_))
+                | AMQPClass::Basic(basic::AMQPMethod::Nack(_)) => continue,
                 other => return Ok(other),
             }
         }
@@ -191,6 +289,27 @@ impl Wire {
                     auto_delete: false,
                     nowait: false,
                     arguments,
+                },
+            )))
+            .await?
+        {
+            AMQPClass::Queue(queue::AMQPMethod::DeclareOk(ok)) => Ok(ok.message_count),
+            other => bail!("unexpected reply to queue.declare: {other:?}"),
+        }
+    }
+
+    /// The ready messages of a queue (a passive queue.declare).
+    pub async fn message_count(&mut self, name: &str) -> anyhow::Result<u32> {
+        match self
+            .rpc(AMQPClass::Queue(queue::AMQPMethod::Declare(
+                queue::Declare {
+                    queue: name.into(),
+                    passive: true,
+                    durable: false,
+                    exclusive: false,
+                    auto_delete: false,
+                    nowait: false,
+                    arguments: FieldTable::default(),
                 },
             )))
             .await?
@@ -243,15 +362,42 @@ impl Wire {
 
     /// Reads what the socket has (at least one byte) and scans complete frames in place:
     /// deliveries and confirms are counted without decoding. `on_body` sees each body frame's
-    /// payload (latency mode reads its timestamp).
+    /// payload (latency mode reads its timestamp). Cancel safe: nothing is lost if a `select!`
+    /// drops it before the read completes.
     pub async fn read_scan(
         &mut self,
         scan: &mut Scan,
-        mut on_body: impl FnMut(&[u8]),
+        on_body: impl FnMut(&[u8]),
     ) -> anyhow::Result<()> {
         if self.rd.read_buf(&mut self.buf).await? == 0 {
             bail!("the broker closed the connection");
         }
+        self.scan_buffered(scan, on_body)
+    }
+
+    /// Like [`Wire::read_scan`], but never waits: takes whatever the socket already holds.
+    pub fn try_read_scan(
+        &mut self,
+        scan: &mut Scan,
+        on_body: impl FnMut(&[u8]),
+    ) -> anyhow::Result<()> {
+        loop {
+            match self.rd.try_read_buf(&mut self.buf) {
+                Ok(0) => bail!("the broker closed the connection"),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.scan_buffered(scan, on_body)
+    }
+
+    /// Scans the complete frames in the buffer.
+    fn scan_buffered(
+        &mut self,
+        scan: &mut Scan,
+        mut on_body: impl FnMut(&[u8]),
+    ) -> anyhow::Result<()> {
         loop {
             if self.buf.len() < 7 {
                 break;
@@ -274,16 +420,13 @@ impl Wire {
                     }
                     scan.deliveries += 1;
                 }
-                1 if size >= 12 && p[0..4] == [0, 60, 0, 80] => {
-                    scan.acked_upto = scan
-                        .acked_upto
-                        .max(u64::from_be_bytes(p[4..12].try_into().unwrap_or_default()));
-                }
-                1 if size >= 12 && p[0..4] == [0, 60, 0, 120] => {
-                    scan.nacks += 1;
-                    scan.acked_upto = scan
-                        .acked_upto
-                        .max(u64::from_be_bytes(p[4..12].try_into().unwrap_or_default()));
+                // basic.ack and basic.nack: the delivery tag, then the bits (multiple first).
+                1 if size >= 13
+                    && p[0..2] == [0, 60]
+                    && (p[2..4] == [0, 80] || p[2..4] == [0, 120]) =>
+                {
+                    let tag = u64::from_be_bytes(p[4..12].try_into().unwrap_or_default());
+                    scan.confirms.settle(tag, p[12] & 1 == 1, p[3] == 80);
                 }
                 1 if size >= 4 && (p[0..4] == [0, 10, 0, 50] || p[0..4] == [0, 20, 0, 40]) => {
                     let mut whole = self.buf.split_to(size + 8);
