@@ -47,3 +47,37 @@ async fn sigint_cancels_the_consumer_and_exits_0() {
 async fn sigterm_cancels_the_consumer_and_exits_0() {
     stop_with("TERM").await;
 }
+
+/// README: "130 publish interrupted". A paced `--count` load runs long enough to be
+/// interrupted once its first message is in the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_interrupts_a_publish_with_exit_code_130() {
+    let b = broker().await;
+    let url = b.url();
+    let queue = "int-publish";
+    warren(&url, &["declare", "queue", queue]).await.ok();
+    let publisher = command(
+        &url,
+        &[
+            "publish", "", queue, "tick", "--count", "1000000", "--rate", "20",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    eventually("the first published message", || {
+        let url = url.clone();
+        async move { queue_counts(&url, queue).await.0 >= 1 }
+    })
+    .await;
+
+    let pid = publisher.id().expect("publisher pid").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let r = finish(publisher, "warren publish").await;
+    assert_eq!(r.code, Some(130), "{r}");
+    assert!(r.stderr.contains("interrupted after"), "{r}");
+    b.shutdown().await;
+}

@@ -126,6 +126,21 @@ mod tests {
     }
 
     #[test]
+    fn loopback_only_false_admits_a_remote_address() {
+        let users = vec![UserConfig {
+            name: "app".into(),
+            password: "secret".into(),
+            loopback_only: false,
+        }];
+        let remote = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
+        assert_eq!(
+            authenticate(&users, "PLAIN", b"\0app\0secret", remote),
+            Ok("app".into())
+        );
+        assert!(authenticate(&users, "PLAIN", b"\0app\0wrong", remote).is_err());
+    }
+
+    #[test]
     fn mapped_ipv4_loopback_is_loopback() {
         let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
         assert!(authenticate(&guest(), "PLAIN", b"\0guest\0guest", mapped).is_ok());
