@@ -49,6 +49,14 @@ async fn integer_arguments_are_integers() {
     )
     .await
     .fails(1, "(406 PRECONDITION_FAILED)");
+    // ... in words a person reads, with RabbitMQ's code.
+    let r = warren(
+        &url,
+        &["declare", "queue", "da-abc", "--arg", "x-max-length=abc"],
+    )
+    .await
+    .fails(1, "(406 PRECONDITION_FAILED)");
+    assert!(r.stderr.contains("expected an integer"), "{r}");
     b.shutdown().await;
 }
 

@@ -72,7 +72,53 @@ async fn login_and_vhost_failures() {
     )
     .await
     .fails(1, "(530 NOT_ALLOWED)");
+    // A trailing '/' names the vhost "", not "/": say so, and how to write '/'.
+    let r = warren(&format!("amqp://guest:guest@{addr}/"), &["get", "q"])
+        .await
+        .fails(1, "(530 NOT_ALLOWED)");
+    assert!(r.stderr.contains("vhost '' not found"), "{r}");
+    assert!(r.stderr.contains("%2f"), "no hint about %2f:\n{r}");
+    assert!(!r.stderr.contains("  "), "double space:\n{r}");
     b.shutdown().await;
+}
+
+/// A publisher the broker cuts off (320 CONNECTION_FORCED when it shuts down) still prints
+/// what it sent and what was confirmed, as an interrupted one does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_cut_off_by_the_broker_prints_its_summary() {
+    let b = broker().await;
+    let url = b.url();
+    warren(&url, &["declare", "queue", "er-cut"]).await.ok();
+    let child = command(
+        &url,
+        &[
+            "publish",
+            "",
+            "er-cut",
+            "x",
+            "--count",
+            "1000000",
+            "--rate",
+            "200",
+            "--confirm",
+        ],
+    )
+    .spawn()
+    .expect("starting warren publish");
+    eventually("some messages to arrive", || async {
+        queue_counts(&url, "er-cut").await.0 >= 2
+    })
+    .await;
+    b.shutdown().await;
+    let r = finish(child, "publish --count 1000000 --confirm")
+        .await
+        .fails(1, "(320 CONNECTION_FORCED)");
+    let summary = r
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("sent "))
+        .unwrap_or_else(|| panic!("no summary:\n{r}"));
+    assert!(summary.contains("confirmed "), "{r}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,6 +137,12 @@ async fn bad_input_is_refused_before_connecting() {
     warren(url, &["declare", "queue", "q", "--arg", "n:int=lots"])
         .await
         .fails(2, "not a 32-bit integer");
+    warren(
+        url,
+        &["declare", "queue", "q", "--arg", "x-max-priority:bytes=10"],
+    )
+    .await
+    .fails(2, "unknown type 'bytes'");
     warren(url, &["get", "q", "--ack", "auto", "--nack"])
         .await
         .fails(2, "need --ack manual");

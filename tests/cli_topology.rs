@@ -152,5 +152,20 @@ async fn purge_and_delete() {
     warren(&url, &["publish", "tp-gone", "k", "x"])
         .await
         .fails(1, "(404 NOT_FOUND)");
+
+    // Deleting what is not there still succeeds (the protocol's delete is idempotent), and
+    // says so instead of claiming a deletion.
+    let r = warren(&url, &["delete", "queue", "tp-nosuchq"]).await.ok();
+    assert_eq!(
+        r.stdout,
+        "queue 'tp-nosuchq' did not exist; nothing to delete\n"
+    );
+    let r = warren(&url, &["delete", "exchange", "tp-nosuchx"])
+        .await
+        .ok();
+    assert_eq!(
+        r.stdout,
+        "exchange 'tp-nosuchx' did not exist; nothing to delete\n"
+    );
     b.shutdown().await;
 }

@@ -323,3 +323,42 @@ async fn wrong_password_without_authentication_failure_close_is_a_silent_close()
         "RabbitMQ only sends connection.close to clients announcing authentication_failure_close"
     );
 }
+
+/// With a dual-stack listener (`--bind [::]`), a client on 127.0.0.1 arrives as the
+/// IPv4-mapped `::ffff:127.0.0.1`: still loopback, so guest may log in.
+#[tokio::test]
+async fn guest_logs_in_from_mapped_ipv4_loopback_on_a_dual_stack_listener() {
+    if std::env::var_os("WARREN_TEST_URL").is_some() {
+        eprintln!("skipped: needs an embedded Warren bound to [::]");
+        return;
+    }
+    let listener = match tokio::net::TcpListener::bind("[::]:0").await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("skipped: this machine cannot listen on [::] ({e})");
+            return;
+        }
+    };
+    let port = listener.local_addr().unwrap().port();
+    // An IPv6-only stack (net.ipv6.bindv6only=1) takes no IPv4 clients on [::].
+    if let Err(e) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+        eprintln!("skipped: [::]:{port} does not accept IPv4 clients here ({e})");
+        return;
+    }
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(warren::run(listener, warren::Config::ephemeral(), async {
+        let _ = stopped.await;
+    }));
+    let url = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
+    let conn = within(
+        "connection",
+        Connection::connect(&url, ConnectionProperties::default()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("guest from 127.0.0.1 through [::]:{port} was refused: {e}"));
+    let ch = channel(&conn).await;
+    declare_queue(&ch, &unique("dual-stack")).await;
+    conn.close(200, "bye".into()).await.unwrap();
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+}

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Warren's whole test suite, as CI runs it (from the repository root: bash tests/run-all.sh).
 #
+#  0. set-up, in the first seconds (before anything slow): a Python virtual environment in
+#     target/pyenv with pika and pytest (pip), and Debian's amqp-tools (apt-get, when running
+#     as root). What it cannot install is named with the exact command to run, and the script
+#     stops there.
 #  1. cargo test --workspace              (the Rust integration tests embed their own brokers),
 #     then cargo test -p warren-broker --benches (each micro-benchmark run once, untimed)
 #  2. cargo build -p warren-cli, then start `target/debug/warren serve` on a free loopback
@@ -11,10 +15,10 @@
 #  4. stop the broker, print "run-all: N passed, M failed" for the steps of 3, and exit
 #     non-zero if anything (cargo steps included) failed.
 #
-# Needs: cargo; python3 with pika and pytest (pip install pika pytest); the Debian package
-# amqp-tools. .ci/run installs them.
+# Needs: cargo and python3 (with its venv module); step 0 installs the rest.
 #
 # Environment:
+#   RUN_ALL_SETUP_ONLY=1         stop after step 0 (for example to prepare a machine)
 #   WARREN_TEST_URL=amqp://...   run step 3 against this broker instead of building and
 #                                starting Warren (e.g. a RabbitMQ to compare with)
 #   RUN_ALL_SKIP_CARGO_TEST=1    skip step 1
@@ -60,6 +64,94 @@ trap 'exit 130' INT TERM
 
 banner() { printf '\n===== %s\n' "$*"; }
 
+# ---- 0. set-up
+# Everything here happens before the first cargo command, so a machine that lacks something
+# learns it in seconds, not after the Rust tests.
+export DEBIAN_FRONTEND=noninteractive
+is_root() { [[ $(id -u) == 0 ]]; }
+
+retry() { # retry CMD...: up to 3 attempts, for network hiccups
+  local n
+  for n in 1 2 3; do
+    "$@" && return 0
+    echo "attempt $n failed: $*" >&2
+    ((n == 3)) || sleep $((n * 5))
+  done
+  return 1
+}
+
+# missing WHAT COMMAND: the set-up cannot go on; say exactly what to run.
+missing() {
+  echo "run-all: $1. Run this, then run the tests again:" >&2
+  echo "  $2" >&2
+  exit 1
+}
+
+apt_updated=0
+apt_install() { # apt_install PACKAGE...: as root only
+  if ((!apt_updated)); then
+    retry apt-get update -qq || return 1
+    apt_updated=1
+  fi
+  retry apt-get install -y -qq "$@"
+}
+
+command -v cargo >/dev/null 2>&1 ||
+  missing "cargo is not installed" "curl https://sh.rustup.rs -sSf | sh   # or see https://rustup.rs"
+
+if ! command -v python3 >/dev/null 2>&1; then
+  if is_root; then
+    apt_install python3 python3-venv || missing "apt-get could not install python3" \
+      "apt-get update && apt-get install -y python3 python3-venv"
+  else
+    missing "python3 is not installed" "sudo apt-get install -y python3 python3-venv"
+  fi
+fi
+
+# pika and pytest, in a virtual environment of this checkout (nothing installed system-wide).
+target_dir=${CARGO_TARGET_DIR:-target}
+[[ $target_dir == /* ]] || target_dir=$ROOT/$target_dir
+PYENV=$target_dir/pyenv
+PYTHON=$PYENV/bin/python
+if ! "$PYTHON" -c 'import pika, pytest' >/dev/null 2>&1; then
+  banner "set-up: Python virtual environment $PYENV with pika and pytest"
+  rm -rf "$PYENV"
+  if ! python3 -m venv "$PYENV" >/dev/null 2>&1; then
+    # Debian splits the venv module (and its pip) into python3-venv.
+    rm -rf "$PYENV"
+    if is_root; then
+      apt_install python3-venv || missing "apt-get could not install python3-venv" \
+        "apt-get update && apt-get install -y python3-venv"
+    else
+      missing "python3 cannot create a virtual environment (no venv module)" \
+        "sudo apt-get install -y python3-venv"
+    fi
+    python3 -m venv "$PYENV" ||
+      missing "python3 -m venv $PYENV failed" "python3 -m venv $PYENV"
+  fi
+  retry "$PYTHON" -m pip install -q --disable-pip-version-check pika pytest ||
+    missing "pip could not install pika and pytest into $PYENV" \
+      "$PYTHON -m pip install pika pytest"
+fi
+"$PYTHON" -c 'import pika, pytest; print("run-all: pika", pika.__version__, "pytest", pytest.__version__, "in '"$PYENV"'")'
+
+# rabbitmq-c's command-line tools (amqp-declare-queue, amqp-publish, amqp-consume, ...).
+if ! command -v amqp-consume >/dev/null 2>&1 || ! command -v amqp-declare-queue >/dev/null 2>&1; then
+  if is_root; then
+    banner "set-up: apt-get install amqp-tools"
+    apt_install amqp-tools || missing "apt-get could not install amqp-tools" \
+      "apt-get update && apt-get install -y amqp-tools"
+  else
+    missing "the amqp-tools test needs Debian's amqp-tools" "sudo apt-get install -y amqp-tools"
+  fi
+fi
+echo "run-all: amqp-tools at $(command -v amqp-consume)"
+
+if [[ ${RUN_ALL_SETUP_ONLY:-} == 1 ]]; then
+  echo "run-all: set-up done (RUN_ALL_SETUP_ONLY=1)"
+  exit 0
+fi
+
 # step NAME CMD...: run one counted step with a time limit.
 step() {
   local name=$1
@@ -92,7 +184,7 @@ skip_all() {
 }
 
 free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+  "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -123,8 +215,6 @@ else
     cargo_failed+=("cargo build -p warren-cli")
     broker_ok=0
   else
-    target_dir=${CARGO_TARGET_DIR:-target}
-    [[ $target_dir == /* ]] || target_dir=$ROOT/$target_dir
     WARREN_BIN=$target_dir/debug/warren
     PORT=$(free_port)
     DATA_DIR=$WORKDIR/data
@@ -171,7 +261,7 @@ if ((broker_ok)); then
   for example in "${EXAMPLES[@]}"; do
     step "example $example" cargo run -q "${EXAMPLES_CARGO_FLAGS[@]}" --example "$example"
   done
-  step "pika tests" python3 -m pytest -q -p no:cacheprovider tests/clients/pika_test.py \
+  step "pika tests" "$PYTHON" -m pytest -q -p no:cacheprovider tests/clients/pika_test.py \
     tests/clients/pika_x_death_test.py
   step "amqp-tools test" bash tests/clients/amqp_tools_test.sh
 else

@@ -24,7 +24,9 @@ pub struct UserConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Address the AMQP listener binds.
+    /// Address the AMQP listener binds (a host name in the file is resolved, see
+    /// [`parse_bind`]).
+    #[serde(deserialize_with = "deserialize_bind")]
     pub bind: SocketAddr,
     /// Where durable data lives.
     pub data_dir: PathBuf,
@@ -45,6 +47,9 @@ pub struct Config {
     pub max_message_size: u64,
     /// Time a client has to finish the handshake, in milliseconds.
     pub handshake_timeout_ms: u64,
+    /// Queues one connection may have declared and not yet deleted (until per-vhost and
+    /// per-user limits exist); one more is refused as RabbitMQ refuses a vhost's max-queues.
+    pub max_queues_per_connection: usize,
     /// Users; when empty, `guest`/`guest` from loopback only.
     pub users: Vec<UserConfig>,
 }
@@ -62,6 +67,7 @@ impl Default for Config {
             heartbeat: 60,
             max_message_size: 128 * 1024 * 1024,
             handshake_timeout_ms: 10_000,
+            max_queues_per_connection: 100_000,
             users: Vec::new(),
         }
     }
@@ -118,7 +124,8 @@ impl Config {
     }
 
     /// Applies `WARREN_BIND`, `WARREN_DATA_DIR`, `WARREN_MAX_CONNECTIONS`, `WARREN_FRAME_MAX`,
-    /// `WARREN_CHANNEL_MAX`, `WARREN_HEARTBEAT`, `WARREN_MAX_MESSAGE_SIZE`.
+    /// `WARREN_CHANNEL_MAX`, `WARREN_HEARTBEAT`, `WARREN_MAX_MESSAGE_SIZE`,
+    /// `WARREN_MAX_QUEUES_PER_CONNECTION`.
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         fn parse<T: std::str::FromStr>(var: &str, value: String) -> Result<T, ConfigError>
         where
@@ -131,7 +138,11 @@ impl Config {
             })
         }
         if let Some(v) = get("WARREN_BIND") {
-            self.bind = parse("WARREN_BIND", v)?;
+            self.bind = parse_bind(&v).map_err(|reason| ConfigError::Env {
+                var: "WARREN_BIND".into(),
+                value: v,
+                reason,
+            })?;
         }
         if let Some(v) = get("WARREN_DATA_DIR") {
             self.data_dir = PathBuf::from(v);
@@ -150,6 +161,9 @@ impl Config {
         }
         if let Some(v) = get("WARREN_MAX_MESSAGE_SIZE") {
             self.max_message_size = parse("WARREN_MAX_MESSAGE_SIZE", v)?;
+        }
+        if let Some(v) = get("WARREN_MAX_QUEUES_PER_CONNECTION") {
+            self.max_queues_per_connection = parse("WARREN_MAX_QUEUES_PER_CONNECTION", v)?;
         }
         Ok(())
     }
@@ -171,6 +185,41 @@ impl Config {
             self.users.clone()
         }
     }
+}
+
+/// Reads a listen address: `IP:PORT` (`[::]:5672` for IPv6), or `HOST:PORT` with the host
+/// resolved (an IPv4 address preferred, as the clients' default URL is `127.0.0.1`).
+pub fn parse_bind(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let expected = "expected IP:PORT or HOST:PORT, for example 127.0.0.1:5672, [::]:5672 or \
+                    localhost:5672";
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(format!("no port in '{text}'; {expected}"));
+    };
+    if port.parse::<u16>().is_err() {
+        return Err(format!("invalid port '{port}' in '{text}'; {expected}"));
+    }
+    if host.is_empty() {
+        return Err(format!("no host in '{text}'; {expected}"));
+    }
+    use std::net::ToSocketAddrs;
+    let addrs: Vec<SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve '{host}' ({e}); {expected}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| format!("'{host}' resolves to no address; {expected}"))
+}
+
+fn deserialize_bind<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_bind(&text).map_err(serde::de::Error::custom)
 }
 
 #[cfg(test)]
@@ -196,6 +245,38 @@ mod tests {
             .apply_env(|k| (k == "WARREN_FRAME_MAX").then(|| "lots".into()))
             .unwrap_err();
         assert!(err.to_string().contains("WARREN_FRAME_MAX"));
+    }
+
+    #[test]
+    fn bind_takes_addresses_and_host_names() {
+        assert_eq!(
+            parse_bind("[::]:5682").unwrap(),
+            "[::]:5682".parse::<SocketAddr>().unwrap()
+        );
+        let local = parse_bind("localhost:5682").unwrap();
+        assert!(local.ip().is_loopback() && local.port() == 5682, "{local}");
+        assert!(parse_bind("localhost").unwrap_err().contains("IP:PORT"));
+        assert!(parse_bind("localhost:lots").unwrap_err().contains("port"));
+        let c: Config = toml::from_str("bind = \"localhost:6001\"\n").unwrap();
+        assert_eq!(c.bind.port(), 6001);
+        let err = Config::default()
+            .apply_env(|k| (k == "WARREN_BIND").then(|| "5672".into()))
+            .unwrap_err();
+        assert!(err.to_string().contains("IP:PORT"), "{err}");
+    }
+
+    #[test]
+    fn queue_limit_comes_from_the_file_and_the_environment() {
+        assert_eq!(Config::default().max_queues_per_connection, 100_000);
+        let mut c: Config = toml::from_str("max_queues_per_connection = 50\n").unwrap();
+        assert_eq!(c.max_queues_per_connection, 50);
+        c.apply_env(|k| (k == "WARREN_MAX_QUEUES_PER_CONNECTION").then(|| "7".into()))
+            .unwrap();
+        assert_eq!(c.max_queues_per_connection, 7);
+        let err = c
+            .apply_env(|k| (k == "WARREN_MAX_QUEUES_PER_CONNECTION").then(|| "-1".into()))
+            .unwrap_err();
+        assert!(err.to_string().contains("WARREN_MAX_QUEUES_PER_CONNECTION"));
     }
 
     #[test]

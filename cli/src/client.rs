@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::io::IsTerminal;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -47,6 +48,7 @@ pub fn run(command: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<
         tracing_subscriber::fmt()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
             .init();
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -89,6 +91,7 @@ impl Session {
             .into());
         }
         let address = format!("{}:{}", uri.authority.host, uri.authority.port);
+        let empty_vhost = uri.vhost.is_empty();
         let properties = ConnectionProperties::default()
             .with_connection_name(format!("warren {command}").into());
         let connection =
@@ -102,7 +105,7 @@ impl Session {
                     ))
                     .into())
                 }
-                Ok(Err(e)) => return Err(connect_failure(&address, &e).into()),
+                Ok(Err(e)) => return Err(connect_failure(&address, empty_vhost, &e).into()),
                 Ok(Ok(connection)) => connection,
             };
         let events = Box::pin(connection.events_listener());
@@ -146,6 +149,15 @@ impl Session {
             _ => Ok(()),
         }
     }
+}
+
+/// The reply code of the broker's refusal in `err`, if that is what it is.
+pub fn reply_code(err: &anyhow::Error) -> Option<u16> {
+    err.chain()
+        .find_map(|cause| match cause.downcast_ref::<lapin::Error>()?.kind() {
+            ErrorKind::ProtocolError(amqp) => Some(amqp.get_id()),
+            _ => None,
+        })
 }
 
 /// A failure already worded for the user, with the exit code it ends the process with.
@@ -193,7 +205,24 @@ pub fn describe(err: &anyhow::Error) -> Failure {
             return Failure::new(lapin_message(e));
         }
     }
-    Failure::new(format!("{err:#}"))
+    Failure::new(chain_text(err))
+}
+
+/// The causes of `err` joined by ": ", each once: many errors already end their own text with
+/// their cause's ("cannot create data directory d: File exists (os error 17)").
+fn chain_text(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let part = cause.to_string();
+        if text.ends_with(part.trim_end()) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(part.trim_end());
+    }
+    text
 }
 
 fn lapin_message(e: &lapin::Error) -> String {
@@ -261,7 +290,7 @@ fn describe_code(code: u16) -> &'static str {
     }
 }
 
-fn connect_failure(address: &str, e: &lapin::Error) -> Failure {
+fn connect_failure(address: &str, empty_vhost: bool, e: &lapin::Error) -> Failure {
     match e.kind() {
         ErrorKind::IOError(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
             Failure::new(format!(
@@ -270,6 +299,15 @@ fn connect_failure(address: &str, e: &lapin::Error) -> Failure {
             ))
         }
         ErrorKind::IOError(io) => Failure::new(format!("cannot connect to {address} ({io})")),
+        // "amqp://host:5672/" names the vhost "", not "/": the broker's "vhost  not found"
+        // does not make that plain.
+        ErrorKind::ProtocolError(amqp) if empty_vhost && amqp.get_id() == 530 => {
+            Failure::new(format!(
+                "connecting to {address}: vhost '' not found (530 NOT_ALLOWED); the URL ends in \
+                 '/', which names the empty vhost: write the default vhost '/' as %2f, as in \
+                 amqp://guest:guest@{address}/%2f"
+            ))
+        }
         ErrorKind::ProtocolError(amqp) => {
             Failure::new(format!("connecting to {address}: {}", amqp_message(amqp)))
         }
@@ -356,6 +394,19 @@ mod tests {
     #[test]
     fn reply_text_that_is_only_a_name() {
         assert_eq!(reply_message(312, "NO_ROUTE"), "unroutable (312 NO_ROUTE)");
+    }
+
+    #[test]
+    fn a_cause_already_in_the_text_is_not_repeated() {
+        let io = std::io::Error::from_raw_os_error(17);
+        let inner = anyhow::Error::new(std::io::Error::new(io.kind(), io.to_string()));
+        let err = inner.context(format!("cannot create data directory ./f: {io}"));
+        assert_eq!(
+            chain_text(&err.context("opening the store")),
+            format!("opening the store: cannot create data directory ./f: {io}")
+        );
+        let err = anyhow::anyhow!("disk on fire").context("saving");
+        assert_eq!(chain_text(&err), "saving: disk on fire");
     }
 
     #[test]

@@ -58,6 +58,13 @@ enum Command {
     /// Bind a queue (or an exchange) to an exchange.
     Bind(cmd::bind::BindArgs),
     /// Remove a binding made with `warren bind`.
+    #[command(after_help = "\
+Examples:
+  warren unbind orders events 'order.*'    # undo: warren bind orders events 'order.*'
+  warren unbind audit events '#' --dest-type exchange
+  warren unbind pdfs docs --arg x-match=all --arg format:str=pdf   # headers: the same arguments
+
+The arguments must be those of the binding, as for `warren bind` (--arg typed the same way).")]
     Unbind(cmd::bind::BindArgs),
     /// Delete a queue or an exchange.
     Delete(cmd::delete::DeleteArgs),
@@ -65,11 +72,44 @@ enum Command {
     Purge(cmd::purge::PurgeArgs),
     /// Peer-to-peer delivery over WebRTC data channels, signalled (and, when the direct path
     /// cannot be had, relayed) through the broker.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  warren peer listen --name B                 # in one shell: print what B receives
+  warren peer send --to B hello               # in another: prints direct or relayed
+  seq 1 10 | warren peer send --to B --live   # one message per line, unordered, no retransmits
+  warren peer listen --name B --relay-only    # everything through the broker"
+    )]
     Peer(warren_peer::cli::PeerCommand),
     /// Measure a broker: throughput, latency, connections, backlog (works against any AMQP 0-9-1 broker).
+    // The scenarios' own examples are set here, beside their siblings' in `warren --help` style.
+    #[command(
+        mut_subcommand("throughput", |c: clap::Command| c.after_help(PERF_THROUGHPUT_EXAMPLES)),
+        mut_subcommand("latency", |c: clap::Command| c.after_help(PERF_LATENCY_EXAMPLES)),
+        mut_subcommand("sink", |c: clap::Command| c.after_help(PERF_SINK_EXAMPLES))
+    )]
     Perf(perf::PerfArgs),
 }
+
+const PERF_THROUGHPUT_EXAMPLES: &str = "\
+Examples:
+  warren perf throughput -x 1 -y 1 -s 16 --duration 10
+  warren perf throughput --persistent --confirm 1000 --ack manual
+  warren perf throughput --exchange-type fanout --queues 10 -y 10
+  warren perf throughput --rate 5000 --json     # paced, one JSON summary line";
+
+const PERF_LATENCY_EXAMPLES: &str = "\
+Examples:
+  warren perf latency --rate 10000 --duration 10
+  warren perf latency --rate 1000 --persistent --confirm   # confirm latency too
+  warren perf latency --url amqp://guest:guest@127.0.0.1:5673/%2f --json";
+
+const PERF_SINK_EXAMPLES: &str = "\
+Examples:
+  warren perf sink --bind 127.0.0.1:5699       # accepts and discards everything
+  warren perf throughput --url amqp://guest:guest@127.0.0.1:5699/%2f   # this client against it
+  warren perf sink --echo                      # publishes sent straight back: the latency floor";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -4,7 +4,9 @@
 //! (integers are signed 64-bit "long", as RabbitMQ's management tools send them; `true`/`false`
 //! are booleans; anything else is a string); headers are strings. Either can force a type with
 //! `key:type=value`, where type is str, long (i64), int (i32), short (i16), byte (i8), bool or
-//! double.
+//! double. An unknown type is refused: in `--arg`, whatever follows a ':' in the key is a type
+//! (x-argument names hold no colons); in headers, keys may hold colons (`urn:thing=1`), but a
+//! suffix that reads as a misspelt type (`:bytes`, `:integer`) is refused all the same.
 
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use serde_json::{Map, Value};
@@ -44,6 +46,12 @@ fn parse_entry(s: &str, guess: Guess) -> Result<Entry, String> {
     // A ':' only introduces a type when what follows is a type name, so keys may hold colons.
     let (key, forced) = match lhs.rsplit_once(':') {
         Some((key, ty)) if is_type_name(ty) => (key, Some(ty)),
+        Some((_, ty)) if matches!(guess, Guess::Typed) || looks_like_a_type(ty) => {
+            return Err(format!(
+                "unknown type '{ty}' in '{s}'; the types are {TYPES} (a key that holds ':' \
+                 takes a type too: KEY:str=VALUE)"
+            ))
+        }
         _ => (lhs, None),
     };
     if key.is_empty() {
@@ -56,6 +64,33 @@ fn parse_entry(s: &str, guess: Guess) -> Result<Entry, String> {
         None => guessed(raw, guess),
     };
     Ok(Entry { key, value })
+}
+
+/// The type names, for messages.
+const TYPES: &str = "str, long, int, short, byte, bool, double";
+
+/// Type names of other tools and languages, taken for a typo of ours rather than part of a key.
+fn looks_like_a_type(ty: &str) -> bool {
+    matches!(
+        ty.to_ascii_lowercase().as_str(),
+        "bytes"
+            | "integer"
+            | "float"
+            | "number"
+            | "boolean"
+            | "text"
+            | "longstr"
+            | "i8"
+            | "i16"
+            | "i32"
+            | "i64"
+            | "u8"
+            | "u16"
+            | "u32"
+            | "u64"
+            | "f32"
+            | "f64"
+    )
 }
 
 fn is_type_name(ty: &str) -> bool {
@@ -206,6 +241,16 @@ mod tests {
         let e = parse_header("urn:thing=a=b").unwrap();
         assert_eq!(e.key.as_str(), "urn:thing");
         assert_eq!(e.value, AMQPValue::LongString("a=b".into()));
+    }
+
+    #[test]
+    fn unknown_types_are_refused() {
+        let err = parse_arg("x-max-priority:bytes=10").unwrap_err();
+        assert!(err.contains("unknown type 'bytes'"), "{err}");
+        assert!(parse_arg("x-max-priority:whatever=10").is_err());
+        assert!(parse_header("retries:integer=3").is_err());
+        let e = parse_arg("a:b:str=1").unwrap();
+        assert_eq!(e.key.as_str(), "a:b");
     }
 
     #[test]

@@ -94,11 +94,15 @@ pub fn as_str(v: &AMQPValue) -> Option<String> {
 }
 
 fn int(arg: &str, queue: &str, v: &AMQPValue, min: i128) -> AmqpResult<u64> {
+    // The person reading this needs the first part; RabbitMQ's clients may match the second.
     let n = as_int(v).ok_or_else(|| {
         invalid(
             arg,
             queue,
-            format_args!("{{unacceptable_type,{}}}", type_name(v)),
+            format_args!(
+                "expected an integer ({{unacceptable_type,{}}})",
+                type_name(v)
+            ),
         )
     })?;
     if n < min {

@@ -127,6 +127,9 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
     let interrupted = client::interrupted();
     tokio::pin!(interrupted);
     let mut stopped = false;
+    // What the broker did to end the run early (a closed channel, 320 at its shutdown): the
+    // summary of what got through is still printed.
+    let mut cut_off: Option<lapin::Error> = None;
     loop {
         let body = tokio::select! {
             biased;
@@ -152,18 +155,18 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
             .await
         {
             Ok(c) => c,
-            Err(e) => return Err(session.reason(e).await),
+            Err(e) => {
+                cut_off = Some(e);
+                break;
+            }
         };
         tally.sent += 1;
         if confirm {
             pending.push(confirmation);
-            while let Some(Some(done)) = pending.next().now_or_never() {
-                tally.record(done?);
-            }
-            if pending.len() >= CONFIRM_WINDOW {
-                if let Some(done) = pending.next().await {
-                    tally.record(done?);
-                }
+            let full = pending.len() >= CONFIRM_WINDOW;
+            if let Err(e) = tally.collect(&mut pending, full).await {
+                cut_off = Some(e);
+                break;
             }
         }
         progress.update(&tally);
@@ -171,15 +174,28 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
     if stopped {
         client::exit_on_second_interrupt();
     }
-    while let Some(done) = pending.next().await {
-        tally.record(done?);
+    if cut_off.is_none() {
+        while !pending.is_empty() {
+            if let Err(e) = tally.collect(&mut pending, true).await {
+                cut_off = Some(e);
+                break;
+            }
+        }
     }
-    if !confirm {
+    if cut_off.is_none() && !confirm {
         // Without confirms a refused publish (say, to a missing exchange) only shows as the
         // broker closing the channel: one harmless round trip brings that news back.
         if let Err(e) = channel.basic_qos(0, BasicQosOptions::default()).await {
-            return Err(session.reason(e).await);
+            cut_off = Some(e);
         }
+    }
+    if let Some(e) = cut_off {
+        let err = session.reason(e).await;
+        drop(progress);
+        if tally.sent > 1 {
+            eprintln!("{}", tally.summary(confirm, started.elapsed()));
+        }
+        return Err(err);
     }
     drop(channel);
     session.close().await?;
@@ -406,6 +422,23 @@ impl Tally {
             self.first_return
                 .get_or_insert_with(|| (m.reply_code, m.reply_text.to_string()));
         }
+    }
+
+    /// Records the confirms that have arrived; with `wait`, waits for at least one first.
+    async fn collect(
+        &mut self,
+        pending: &mut FuturesUnordered<lapin::PublisherConfirm>,
+        wait: bool,
+    ) -> Result<(), lapin::Error> {
+        if wait {
+            if let Some(done) = pending.next().await {
+                self.record(done?);
+            }
+        }
+        while let Some(Some(done)) = pending.next().now_or_never() {
+            self.record(done?);
+        }
+        Ok(())
     }
 
     fn failed(&self) -> u64 {
