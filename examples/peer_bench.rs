@@ -8,7 +8,8 @@
 //! cargo run --release --example peer_bench -- --rounds 5
 //! ```
 //!
-//! Each cell is the median over `--rounds` rounds (default 3). PEER_BENCH_SEND_BUFFER and
+//! Each cell is the median over `--rounds` rounds (default 3). The table goes to stdout when
+//! the run ends; progress (each round's figures as they come) goes to stderr. PEER_BENCH_SEND_BUFFER and
 //! PEER_BENCH_WINDOW override `PeerConfig::send_buffer` and `window` for experiments.
 //!
 //! Both paths use the same `Peer`/`Link` API and a reliable, ordered link; the relay link is
@@ -138,6 +139,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .enable_all()
         .build()?;
     rt.block_on(async {
+        eprintln!("peer_bench: starting three peers on {url}");
         let mut rx = Peer::start(config(&url, "bench-rx")).await?;
         let direct_tx = Peer::start(config(&url, "bench-direct")).await?;
         let mut relay_cfg = config(&url, "bench-relay");
@@ -151,17 +153,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "direct path did not open"
         );
         assert_eq!(relay.path(), Some(Path::Relayed));
+        let rounds = rounds.max(1);
+        let cells = SIZES.len() * 2;
+        eprintln!(
+            "peer_bench: direct and relayed links open; {cells} cells of {rounds} rounds each"
+        );
 
         println!("| size | path | p50 latency | p99 latency | throughput | MiB/s |");
         println!("|---|---|---:|---:|---:|---:|");
+        let mut cell = 0;
         for (size, label, samples, count) in SIZES {
             for (link, path) in [(&direct, Path::Direct), (&relay, Path::Relayed)] {
+                cell += 1;
                 let (mut p50s, mut p99s, mut rates) = (Vec::new(), Vec::new(), Vec::new());
-                for _ in 0..rounds.max(1) {
+                for round in 1..=rounds {
                     let (p50, p99) = latency(link, &mut rx, size, samples, path).await;
+                    let rate = throughput(link, &mut rx, size, count).await;
+                    eprintln!(
+                        "peer_bench: cell {cell}/{cells} ({label}, {path}) round {round}/{rounds}: \
+                         p50 {}, p99 {}, {rate:.0} msg/s",
+                        fmt_us(p50),
+                        fmt_us(p99)
+                    );
                     p50s.push(p50);
                     p99s.push(p99);
-                    rates.push(throughput(link, &mut rx, size, count).await);
+                    rates.push(rate);
                 }
                 p50s.sort();
                 p99s.sort();
