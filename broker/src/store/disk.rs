@@ -346,11 +346,12 @@ impl Disk {
                 })
             }
         }
+        let msgs = db.open_tree("msgs").map_err(sled_err)?;
+        // Before anything changes in the store (its clean flag included).
+        let store_id = pair_with_segments(path, &meta, &msgs, &in_segments)?;
         let unclean = !fresh && meta.remove("clean").map_err(sled_err)?.is_none();
         let defs = db.open_tree("defs").map_err(sled_err)?;
-        let msgs = db.open_tree("msgs").map_err(sled_err)?;
         let dlv = db.open_tree("dlv").map_err(sled_err)?;
-        let store_id = pair_with_segments(path, &meta, &msgs, &in_segments)?;
         db.flush().map_err(sled_err)?;
         if in_segments.store_id.is_none() {
             // After the database holds the id: a crash in between leaves a pair that the
