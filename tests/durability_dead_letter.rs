@@ -145,7 +145,8 @@ async fn take_all(ch: &Channel, queue: &str, into: &mut BTreeMap<String, u32>) {
 
 /// Rejects (requeue=false) up to 97 messages `work` delivers to a consumer, without waiting
 /// for the broker, and kills it `after` that: mid-flight, or once some of it reached the disk.
-async fn reject_some_then_kill(server: Server, ch: &Channel, after: Duration) {
+/// Returns how many it rejected.
+async fn reject_some_then_kill(server: Server, ch: &Channel, after: Duration) -> usize {
     let mut c = consume(ch, "work", false).await;
     let mut rejected = 0;
     while let Ok(Some(Ok(d))) = tokio::time::timeout(Duration::from_millis(300), {
@@ -164,6 +165,7 @@ async fn reject_some_then_kill(server: Server, ch: &Channel, after: Duration) {
     }
     tokio::time::sleep(after).await;
     server.kill9().await;
+    rejected
 }
 
 async fn check_exactly_once(dir: &Path, n: usize) -> BTreeMap<String, u32> {
@@ -174,6 +176,10 @@ async fn check_exactly_once(dir: &Path, n: usize) -> BTreeMap<String, u32> {
     let dead = seen.len();
     take_all(&ch, "work", &mut seen).await;
     eprintln!("{dead} dead-lettered, {} still in work", seen.len() - dead);
+    assert!(
+        dead > 0,
+        "nothing was dead-lettered: the crashes proved nothing about moving messages"
+    );
     assert_eq!(
         seen.len(),
         n,
@@ -200,14 +206,16 @@ async fn dead_lettering_between_durable_queues_is_atomic_across_kill_9() {
     let mut server = Some(server);
     let mut ch = ch;
     let mut _conn = _conn;
+    let mut rejected = 0;
     for round in 0..4 {
         let after = Duration::from_millis(150 * round);
-        reject_some_then_kill(server.take().unwrap(), &ch, after).await;
+        rejected += reject_some_then_kill(server.take().unwrap(), &ch, after).await;
         let s = Server::start(&dir).await;
         (_conn, ch) = open(&s).await;
         server = Some(s);
     }
     server.take().unwrap().stop().await;
+    assert!(rejected > 0, "no message was rejected to dead-letter");
     let seen = check_exactly_once(&dir, N).await;
     assert!(seen.keys().all(|b| b.starts_with('m')));
     let _ = std::fs::remove_dir_all(&dir);
