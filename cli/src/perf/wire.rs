@@ -85,6 +85,9 @@ impl Confirms {
     fn settle(&mut self, tag: u64, multiple: bool, ack: bool) {
         let first = self.published + 1 - self.pending.len() as u64;
         // Tag 0 with multiple settles everything outstanding; unknown tags are ignored.
+        if !multiple && (tag == 0 || tag > self.published) {
+            return;
+        }
         let upto = if multiple && tag == 0 {
             self.published
         } else {
@@ -478,4 +481,42 @@ pub fn ack_multiple(tag: u64) -> AMQPClass {
         delivery_tag: tag,
         multiple: true,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Confirms;
+
+    #[test]
+    fn acks_and_nacks_settle_single_tags_and_ranges() {
+        let mut c = Confirms::default();
+        c.publish(6, 0);
+        c.settle(2, false, true);
+        assert_eq!((c.acked, c.nacked, c.outstanding()), (1, 0, 5));
+        // Multiple settles every outstanding tag up to 3, and not tag 2 a second time.
+        c.settle(3, true, false);
+        assert_eq!((c.acked, c.nacked, c.outstanding()), (1, 2, 3));
+        c.settle(5, false, true);
+        c.settle(6, true, true);
+        assert_eq!((c.acked, c.nacked, c.outstanding()), (4, 2, 0));
+        // A repeated or unknown tag changes nothing.
+        c.settle(6, false, true);
+        c.publish(1, 0);
+        c.settle(9, false, false);
+        assert_eq!((c.acked, c.nacked, c.outstanding()), (4, 2, 1));
+        c.settle(7, false, true);
+        assert_eq!((c.acked, c.nacked, c.outstanding()), (5, 2, 0));
+        c.publish(2, 0);
+        c.settle(0, true, true);
+        assert_eq!((c.acked, c.nacked, c.outstanding()), (7, 2, 0));
+    }
+
+    #[test]
+    fn timed_confirms_record_the_send_time_of_each_ack() {
+        let mut c = Confirms::timed(std::time::Instant::now());
+        c.publish(2, 0);
+        c.settle(2, true, true);
+        assert_eq!(c.latencies.len(), 2);
+        assert!(c.latencies.iter().all(|(sent, _)| *sent == 0));
+    }
 }
