@@ -203,7 +203,11 @@ impl Wire {
             class_id: 0,
             method_id: 0,
         }));
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        // Generous: a broker that throttled the publisher (RabbitMQ's flow control) reads the
+        // publishes queued before the close first. Dropping the socket sooner, with frames of
+        // ours unread, resets it, and the broker's kernel discards publishes it had not read:
+        // counted as lost though the broker never saw them.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(30), async {
             self.send_method(0, close).await?;
             loop {
                 if let (0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(_))) =
