@@ -99,11 +99,10 @@ async fn empty_queues_cost_little_and_deleting_them_gives_the_memory_back() {
         "an empty queue costs {} bytes (bound {MAX_BYTES_PER_QUEUE})",
         grown / QUEUES as u64
     );
-    // Before the fix 80% stayed (release build). The release build now gives back 86% of
-    // 100,000 queues' memory (bench/queue_memory.sh); the debug build's allocator returns less
-    // (about 45% of 20,000 here), so the bound is loose: a guard against holding it all.
+    // Before the fix 80% stayed (release build); now about 92% comes back in this debug
+    // build and 97% in release (idle workers collect, see cli/src/serve.rs).
     assert!(
-        kept < grown * 2 / 3,
+        kept < grown / 3,
         "deleting the queues gave back too little: {} KiB of the {} KiB they took is still held",
         kept / 1024,
         grown / 1024
