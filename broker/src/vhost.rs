@@ -49,10 +49,7 @@ pub struct QueueDecl {
 struct Definitions {
     exchanges: HashMap<Arc<str>, Exchange>,
     queues: HashMap<Arc<str>, QueueHandle>,
-    /// The connection that declared each queue (not recovered ones), for the per-connection
-    /// queue limit.
-    declared_by: HashMap<Arc<str>, u64>,
-    /// Queues each connection declared that still exist.
+    /// Queues each connection declared that still exist (see `QueueSpec::declared_by`).
     declared: HashMap<u64, usize>,
 }
 
@@ -62,7 +59,6 @@ impl Definitions {
         let cap = self.queues.capacity();
         if cap > 1024 && self.queues.len() < cap / 4 {
             self.queues.shrink_to(self.queues.len() * 2);
-            self.declared_by.shrink_to(self.declared_by.len() * 2);
             self.declared.shrink_to(self.declared.len() * 2);
         }
     }
@@ -278,6 +274,7 @@ impl Vhost {
                 name: name.clone(),
                 durable: true,
                 exclusive_owner: None,
+                declared_by: None,
                 auto_delete: q.auto_delete,
                 arguments: q.arguments,
                 disk_id: Some(q.id),
@@ -574,6 +571,7 @@ impl Vhost {
             name: name.clone(),
             durable: d.durable,
             exclusive_owner: d.exclusive.then_some(conn_id),
+            declared_by: Some(conn_id),
             auto_delete: d.auto_delete,
             arguments: d.arguments.clone(),
             disk_id,
@@ -581,8 +579,7 @@ impl Vhost {
             args,
         };
         let handle = queue::spawn(spec, Arc::downgrade(self), store, 1);
-        defs.queues.insert(name.clone(), handle.clone());
-        defs.declared_by.insert(name, conn_id);
+        defs.queues.insert(name, handle.clone());
         *defs.declared.entry(conn_id).or_default() += 1;
         Ok(handle)
     }
@@ -629,7 +626,7 @@ impl Vhost {
         let mut defs = self.write();
         if defs.queues.get(q.name()).is_some_and(|h| h == q) {
             defs.queues.remove(q.name());
-            if let Some(conn_id) = defs.declared_by.remove(q.name()) {
+            if let Some(conn_id) = q.spec().declared_by {
                 let n = defs.declared.entry(conn_id).or_default();
                 *n = n.saturating_sub(1);
                 if *n == 0 {

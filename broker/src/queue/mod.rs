@@ -321,6 +321,9 @@ pub struct QueueSpec {
     pub durable: bool,
     /// Owned by one connection: `Some(connection id)`.
     pub exclusive_owner: Option<u64>,
+    /// The connection that declared it (None: recovered at start), for the per-connection
+    /// queue limit.
+    pub declared_by: Option<u64>,
     /// Deleted when its last consumer goes.
     pub auto_delete: bool,
     /// `x-` arguments.
