@@ -15,8 +15,7 @@ use std::time::Duration;
 
 use binary::*;
 use common::*;
-use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
+use lapin::options::BasicPublishOptions;
 use lapin::BasicProperties;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -47,20 +46,6 @@ async fn spawn(data_dir: &Path, stderr: std::fs::File, log: &str) -> (Child, Str
     (child, format!("amqp://guest:guest@{addr}/%2f"))
 }
 
-async fn declare(ch: &lapin::Channel, q: &str) -> u32 {
-    ch.queue_declare(
-        q.into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("queue.declare")
-    .message_count()
-}
-
 #[tokio::test]
 async fn a_log_that_cannot_be_written_does_not_stop_the_broker() {
     let dir = temp_dir("log-full");
@@ -74,7 +59,7 @@ async fn a_log_that_cannot_be_written_does_not_stop_the_broker() {
         let conn = connect_url(&url).await;
         let ch = confirm_channel(&conn).await;
         let q = format!("logless-{round}");
-        declare(&ch, &q).await;
+        declare_durable_queue(&ch, &q).await;
         publish_confirmed(&ch, "", &q, b"still here").await;
         conn.close(200, "bye".into()).await.ok();
     }
@@ -133,7 +118,7 @@ async fn a_full_disk_loses_no_confirmed_message() {
     let conn = connect_url(&url).await;
     let ch = confirm_channel(&conn).await;
     let q = "fills-the-disk";
-    declare(&ch, q).await;
+    declare_durable_queue(&ch, q).await;
 
     let body = vec![b'x'; 10 * 1024];
     let (mut acked, mut nacked) = (BTreeSet::new(), BTreeSet::new());
@@ -178,7 +163,7 @@ async fn a_full_disk_loses_no_confirmed_message() {
         "nothing was acked before the disk filled"
     );
     assert_eq!(
-        declare(&ch, q).await as usize,
+        declare_durable_queue(&ch, q).await as usize,
         acked.len(),
         "the queue holds exactly the acked messages (nacked ones are not enqueued)"
     );
@@ -199,7 +184,7 @@ async fn a_full_disk_loses_no_confirmed_message() {
     let (mut child, url) = spawn(&data, log, "info").await;
     let conn = connect_url(&url).await;
     let ch = channel(&conn).await;
-    declare(&ch, q).await;
+    declare_durable_queue(&ch, q).await;
     let mut back = BTreeSet::new();
     loop {
         let got = ch

@@ -8,8 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
+use lapin::options::BasicPublishOptions;
 use lapin::BasicProperties;
 
 fn persistent() -> BasicProperties {
@@ -37,23 +36,6 @@ fn temp_dir(tag: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(unique(tag));
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-async fn declare_durable(ch: &lapin::Channel, name: &str) -> u32 {
-    within(
-        "queue.declare",
-        ch.queue_declare(
-            name.into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        ),
-    )
-    .await
-    .expect("queue.declare")
-    .message_count()
 }
 
 /// Publishes `n` persistent messages and returns how many were acked and nacked.
@@ -92,7 +74,7 @@ async fn failed_writes_are_nacked_and_not_enqueued() {
     let conn = connect_url(&broker.url()).await;
     let ch = confirm_channel(&conn).await;
     let q = unique("full-disk");
-    declare_durable(&ch, &q).await;
+    declare_durable_queue(&ch, &q).await;
 
     assert_eq!(publish_n(&ch, &q, 20).await, (20, 0));
     faults.fail_writes(true);
@@ -102,7 +84,7 @@ async fn failed_writes_are_nacked_and_not_enqueued() {
         "every publish whose write failed is nacked"
     );
     assert_eq!(
-        declare_durable(&ch, &q).await,
+        declare_durable_queue(&ch, &q).await,
         20,
         "nacked publishes are not in the queue"
     );
@@ -115,7 +97,7 @@ async fn failed_writes_are_nacked_and_not_enqueued() {
     let conn = connect_url(&broker.url()).await;
     let ch = channel(&conn).await;
     assert_eq!(
-        declare_durable(&ch, &q).await,
+        declare_durable_queue(&ch, &q).await,
         30,
         "exactly the acked messages survive a restart"
     );
@@ -135,7 +117,7 @@ async fn failed_syncs_are_nacked() {
     let conn = connect_url(&broker.url()).await;
     let ch = confirm_channel(&conn).await;
     let q = unique("bad-sync");
-    declare_durable(&ch, &q).await;
+    declare_durable_queue(&ch, &q).await;
     faults.fail_syncs(true);
     let (acked, nacked) = publish_n(&ch, &q, 25).await;
     assert_eq!(
@@ -158,7 +140,7 @@ async fn no_ack_arrives_while_the_sync_is_held() {
     let conn = connect_url(&broker.url()).await;
     let ch = confirm_channel(&conn).await;
     let q = unique("held-sync");
-    declare_durable(&ch, &q).await;
+    declare_durable_queue(&ch, &q).await;
     faults.hold_syncs(true);
     let confirm = ch
         .basic_publish(

@@ -254,6 +254,24 @@ pub async fn declare_queue(ch: &Channel, name: &str) -> String {
     q.name().as_str().to_owned()
 }
 
+/// Declares (or re-declares) a durable queue and returns the messages it holds.
+pub async fn declare_durable_queue(ch: &Channel, name: &str) -> u32 {
+    within(
+        "queue.declare",
+        ch.queue_declare(
+            name.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        ),
+    )
+    .await
+    .expect("queue.declare")
+    .message_count()
+}
+
 /// Declares a non-durable, auto-delete exchange.
 pub async fn declare_exchange(ch: &Channel, name: &str, kind: ExchangeKind) {
     declare_exchange_with(ch, name, kind, FieldTable::default()).await
