@@ -127,6 +127,11 @@ fn unix_now() -> u64 {
 }
 
 impl QueueActor {
+    /// The queue's validated `x-` arguments (kept once, in its spec).
+    fn args(&self) -> &QueueArgs {
+        &self.handle.spec().args
+    }
+
     async fn run(
         mut self,
         mut rx: mailbox::Receiver<QueueCmd>,
@@ -229,7 +234,7 @@ impl QueueActor {
     fn next_deadline(&self) -> Option<Instant> {
         let due = self.delayed.keys().next().map(|(t, _)| *t);
         let head = self.store.head_expiry().map(|t| t + EXPIRY_GRAIN);
-        let unused = match (self.handle.spec().args.expires, self.consumers.is_empty()) {
+        let unused = match (self.args().expires, self.consumers.is_empty()) {
             (Some(e), true) => Some(self.last_used + e),
             _ => None,
         };
@@ -245,7 +250,7 @@ impl QueueActor {
             self.store.requeue(msg);
         }
         self.expire_head(now);
-        if let Some(e) = self.handle.spec().args.expires {
+        if let Some(e) = self.args().expires {
             if self.consumers.is_empty() && now >= self.last_used + e {
                 // An expired queue is deleted; its messages are not dead-lettered.
                 if let Some(vhost) = self.vhost.upgrade() {
@@ -409,21 +414,14 @@ impl QueueActor {
             };
         let seq = self.next_seq;
         self.next_seq += 1;
-        let ttl = self
-            .handle
-            .spec()
-            .args
-            .message_ttl
-            .map(|t| t.as_millis() as u64);
+        let ttl = self.args().message_ttl.map(|t| t.as_millis() as u64);
         let expires_at = match (ttl, message.expiration_ms) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
         .map(|ms| Instant::now() + Duration::from_millis(ms));
         let msg = StoredMessage::new(seq, message, expires_at);
-        if self.handle.spec().args.overflow != Overflow::DropHead
-            && over(&*self.store, 1, size, &self.handle.spec().args)
-        {
+        if self.args().overflow != Overflow::DropHead && over(&*self.store, 1, size, self.args()) {
             // Refused: the publisher gets basic.nack in confirm mode.
             if let Some(token) = confirm {
                 token.resolve(false);
@@ -436,7 +434,7 @@ impl QueueActor {
                         .send_internal(QueueCmd::TakenOver { seq: h.seq, ack });
                 }
             }
-            if self.handle.spec().args.overflow == Overflow::RejectPublishDlx {
+            if self.args().overflow == Overflow::RejectPublishDlx {
                 self.dead_letter(msg, Reason::Maxlen);
             }
             return;
@@ -480,24 +478,20 @@ impl QueueActor {
             }
             msg.delivery_count += 1;
             if self
-                .handle
-                .spec()
-                .args
+                .args()
                 .delivery_limit
                 .is_some_and(|limit| u64::from(msg.delivery_count) > limit)
             {
                 self.dead_letter(msg, Reason::DeliveryLimit);
                 continue;
             }
-            if self.handle.spec().args.counts_deliveries() {
+            if self.args().counts_deliveries() {
                 let count = AMQPValue::LongLongInt(i64::from(msg.delivery_count));
                 msg.message = Arc::new(msg.message.with_header("x-delivery-count", count));
                 self.store.rewrite(&msg);
             }
             match self
-                .handle
-                .spec()
-                .args
+                .args()
                 .retry_delay(kind == ReturnKind::Failed, msg.delivery_count)
             {
                 Some(delay) => {
@@ -511,19 +505,15 @@ impl QueueActor {
 
     /// Drop-head: while over a length limit, the oldest messages are dead-lettered (`maxlen`).
     fn trim(&mut self) {
-        if self.handle.spec().args.overflow != Overflow::DropHead {
+        if self.args().overflow != Overflow::DropHead {
             return;
         }
         while self
-            .handle
-            .spec()
-            .args
+            .args()
             .max_length
             .is_some_and(|m| self.store.len() as u64 > m)
             || self
-                .handle
-                .spec()
-                .args
+                .args()
                 .max_length_bytes
                 .is_some_and(|m| self.store.bytes() > m)
         {
@@ -538,7 +528,7 @@ impl QueueActor {
     /// (or the exchange is missing, or every target would close a cycle).
     fn dead_letter(&mut self, msg: StoredMessage, reason: Reason) {
         let (Some(dlx), Some(vhost)) = (
-            self.handle.spec().args.dead_letter_exchange.clone(),
+            self.args().dead_letter_exchange.clone(),
             self.vhost.upgrade(),
         ) else {
             self.store.settle(&msg);
@@ -550,7 +540,7 @@ impl QueueActor {
             &name,
             reason,
             &dlx,
-            self.handle.spec().args.dead_letter_routing_key.as_deref(),
+            self.args().dead_letter_routing_key.as_deref(),
             unix_now(),
         );
         let mut targets = Vec::new();
@@ -787,7 +777,7 @@ impl QueueActor {
     /// Picks the consumer for the next message and reserves its channel prefetch.
     fn next_ready_consumer(&mut self) -> Option<usize> {
         let n = self.consumers.len();
-        let pick = if self.handle.spec().args.single_active_consumer {
+        let pick = if self.args().single_active_consumer {
             Self::can_take(&self.consumers[0]).then_some(0)
         } else {
             let best = self
