@@ -5,7 +5,7 @@
 //! ```text
 //! bash bench/queue_memory.sh                       # builds and starts a release broker itself
 //! cargo run --release --example queue_memory -- --pid PID [--queues 100000] [--durable] \
-//!     [--url amqp://guest:guest@127.0.0.1:5672/%2f]
+//!     [--url amqp://guest:guest@127.0.0.1:5672/%2f] [--hold SECS]
 //! ```
 //!
 //! `--pid` is the broker's process id (for RabbitMQ, the `beam.smp` process). Exits 1 when a
@@ -29,6 +29,8 @@ struct Args {
     pid: u32,
     queues: usize,
     durable: bool,
+    /// Seconds to keep the connection open after deleting, to inspect the broker by hand.
+    hold: u64,
 }
 
 fn parse_args() -> Result<Args, Error> {
@@ -38,6 +40,7 @@ fn parse_args() -> Result<Args, Error> {
         pid: 0,
         queues: 100_000,
         durable: false,
+        hold: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -47,6 +50,7 @@ fn parse_args() -> Result<Args, Error> {
             "--pid" => args.pid = value()?.parse()?,
             "--queues" => args.queues = value()?.parse()?,
             "--durable" => args.durable = true,
+            "--hold" => args.hold = value()?.parse()?,
             other => return Err(format!("unknown argument {other:?}").into()),
         }
     }
@@ -119,6 +123,13 @@ async fn run() -> Result<(), Error> {
         .try_for_each(|_| async { Ok(()) })
         .await?;
     let deleted = settled_rss_kib(args.pid).await?;
+    if args.hold > 0 {
+        eprintln!(
+            "queue_memory: deleted, rss {deleted} KiB; holding the connection {}s",
+            args.hold
+        );
+        tokio::time::sleep(Duration::from_secs(args.hold)).await;
+    }
     conn.close(200, "done".into()).await?;
     let closed = settled_rss_kib(args.pid).await?;
 

@@ -41,6 +41,7 @@ mod client;
 mod cmd;
 mod output;
 mod perf;
+mod reclaim;
 mod serve;
 mod table;
 

@@ -82,10 +82,12 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .on_thread_park(collect_when_idle)
+        .on_thread_park(crate::reclaim::on_park)
         .build()
         .context("starting the runtime")?;
+    let workers = runtime.metrics().num_workers();
     runtime.block_on(async move {
+        tokio::spawn(crate::reclaim::run(workers));
         let bind = config.bind;
         // Bind first: a broker that cannot listen leaves no data directory behind.
         let listener = tokio::net::TcpListener::bind(bind)
@@ -125,35 +127,4 @@ fn listen_failure(bind: SocketAddr, e: &std::io::Error) -> Failure {
          for example --bind 127.0.0.1:{}",
         bind.port().checked_add(1).unwrap_or(5672)
     ))
-}
-
-/// Gives memory freed on this worker thread back to the OS when the thread goes idle, at most
-/// every 250 ms. mimalloc handles memory that another thread freed only when the owning thread
-/// allocates again, and returns freed pages only when it runs again after its purge delay, so a
-/// broker that went idle after deleting 100,000 queues kept anywhere from 11% to all of the
-/// 190 MB they took (bench/queue_memory.sh, repeated runs). A forced collection when a worker
-/// parks settles both; a busy worker parks less often, and pays one collection per 250 ms.
-fn collect_when_idle() {
-    use std::cell::Cell;
-    use std::time::{Duration, Instant};
-    thread_local!(static LAST: Cell<Option<Instant>> = const { Cell::new(None) });
-    let now = Instant::now();
-    let due = LAST.with(|last| {
-        let due = last
-            .get()
-            .is_none_or(|t| now.duration_since(t) >= Duration::from_millis(250));
-        if due {
-            last.set(Some(now));
-        }
-        due
-    });
-    if due {
-        // SAFETY: mi_collect takes no arguments but a flag and touches only mimalloc's own
-        // state for the calling thread (and, forced, its shared arenas, under its own locks).
-        // Measured need: see above.
-        #[allow(unsafe_code)]
-        unsafe {
-            libmimalloc_sys::mi_collect(true)
-        };
-    }
 }
