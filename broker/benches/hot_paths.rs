@@ -147,12 +147,12 @@ fn cycle(store: &mut dyn QueueStore, m: &Arc<Message>, n: u64, depth: u64, seq: 
             *seq += 1;
             store.push(StoredMessage::new(*seq, m.clone(), None));
         }
-        store.commit(&[]);
+        let _ = store.commit(&[], false);
         while let Some(d) = store.pop() {
             store.delivered(&d);
             store.settle(&d);
         }
-        store.commit(&[]);
+        let _ = store.commit(&[], false);
         i += depth;
     }
 }

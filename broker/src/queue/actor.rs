@@ -212,21 +212,42 @@ impl QueueActor {
 
     /// Applies this round's store writes, then asks for the flush that confirms them.
     fn commit(&mut self) {
-        let written = self.store.commit(&self.confirm_seqs);
-        self.confirm_seqs.clear();
+        let disk = self.store.disk().cloned();
+        let awaits_flush = disk.is_some() && !self.confirms.is_empty();
+        let unwritten = self.store.commit(&self.confirm_seqs, awaits_flush);
         if self.confirms.is_empty() {
+            self.confirm_seqs.clear();
             return;
         }
-        let tokens = std::mem::take(&mut self.confirms);
-        match self.store.disk() {
-            // A round whose write failed is nacked without waiting for the flush (and its
-            // messages were taken out of the queue by the store).
-            Some(_) if !written => tokens.into_iter().for_each(|t| t.resolve(false)),
-            Some(disk) => {
-                disk.after_flush(move |ok| tokens.into_iter().for_each(|t| t.resolve(ok)))
+        let mut tokens = std::mem::take(&mut self.confirms);
+        let mut seqs = std::mem::take(&mut self.confirm_seqs);
+        if !unwritten.is_empty() {
+            // A publish whose message could not be written is nacked at once (and the store
+            // took it out of the queue); the others wait for the flush as usual.
+            let all = std::mem::take(&mut tokens);
+            let mut kept = Vec::with_capacity(all.len());
+            for (token, seq) in all.into_iter().zip(seqs) {
+                if unwritten.contains(seq) {
+                    token.resolve(false);
+                } else {
+                    tokens.push(token);
+                    kept.push(seq);
+                }
             }
-            None => tokens.into_iter().for_each(|t| t.resolve(true)),
+            seqs = kept;
         }
+        let Some(disk) = disk else {
+            tokens.into_iter().for_each(|t| t.resolve(true));
+            return;
+        };
+        // The queue hears the outcome first: a failed flush takes the nacked publishes out
+        // of the queue before their publisher can see the nack.
+        let queue = self.handle.clone();
+        disk.after_flush(move |ok| {
+            let refused = if ok { Vec::new() } else { seqs };
+            queue.send_internal(QueueCmd::Flushed { ok, refused });
+            tokens.into_iter().for_each(|t| t.resolve(ok));
+        });
     }
 
     /// The next moment something happens without a command: a delayed message is due, the
@@ -345,6 +366,7 @@ impl QueueActor {
             }
             QueueCmd::Return { ids, kind } => self.returned(ids, kind),
             QueueCmd::TakenOver { seq, ack } => self.store.taken_over(seq, ack),
+            QueueCmd::Flushed { ok, refused } => self.store.flushed(ok, &refused),
             QueueCmd::Discard(ids) => {
                 for id in ids {
                     if let Some(u) = self.unacked.remove(&id) {

@@ -226,6 +226,10 @@ pub enum QueueCmd {
     /// Stored message `seq` of this queue was taken over by another queue, which wrote ack
     /// record `ack` for it (see [`Handoff`]).
     TakenOver { seq: u64, ack: u64 },
+    /// The flush that was to make a round's publishes durable finished (the oldest such round
+    /// still waiting: flushes finish in order). If it failed, `refused` are the publishes it
+    /// nacked: they leave the queue.
+    Flushed { ok: bool, refused: Vec<u64> },
     /// Several publishes from one connection's read batch, in order.
     PublishMany(Vec<Publishing>),
     /// Add a consumer.

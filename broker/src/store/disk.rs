@@ -763,9 +763,9 @@ mod tests {
                     None,
                 ));
             }
-            assert!(log.commit());
+            assert!(log.commit().ok());
             log.remove(1);
-            assert!(log.commit());
+            assert!(log.commit().ok());
             disk.mark_delivered_many(7, [2]);
             disk.close_cleanly();
         }

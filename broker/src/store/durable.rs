@@ -3,18 +3,22 @@
 //! queue only an index record per persistent message stays in RAM (see [`Ready`]); its body
 //! is read back from disk when it reaches the head.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
 use super::disk::{decode_message, record_meta, Disk};
 use super::queue_log::QueueLog;
 use super::ready::{Ready, Slot, HOT_MAX};
-use super::{QueueStore, StoredMessage};
+use super::{QueueStore, StoredMessage, Unwritten};
 
 /// Ready messages of a durable queue.
 pub struct DurableQueueStore {
     log: QueueLog,
     ready: Ready,
+    /// Rounds whose confirms wait for a flush, oldest first: the newest message staged when
+    /// each was committed (its messages stay staged until [`QueueStore::flushed`]).
+    flushes: VecDeque<u64>,
 }
 
 impl DurableQueueStore {
@@ -23,6 +27,7 @@ impl DurableQueueStore {
         DurableQueueStore {
             log: QueueLog::new(disk, id),
             ready: Ready::default(),
+            flushes: VecDeque::new(),
         }
     }
 
@@ -54,7 +59,14 @@ impl DurableQueueStore {
             // Already on disk: packed now, not held as a full slot until the end.
             ready.unstage();
         });
-        (DurableQueueStore { log, ready }, next)
+        (
+            DurableQueueStore {
+                log,
+                ready,
+                flushes: VecDeque::new(),
+            },
+            next,
+        )
     }
 }
 
@@ -74,21 +86,25 @@ impl QueueStore for DurableQueueStore {
         if written {
             self.log.write(&msg);
         }
-        let ack = self.log.settle_foreign(from);
-        if !self.log.commit() {
+        let ack = self.log.settle_foreign(from, written.then_some(msg.seq));
+        let commit = self.log.commit();
+        if !commit.records_applied || (written && self.log.chunk_failed(msg.seq)) {
             // Neither this copy nor the source's ack record is stored: the source keeps its
             // copy (the message is back there after a restart) and this one is in memory only.
+            // (What else this commit could not store is the round's commit's to report.)
             self.ready.push(Slot::new(msg, false));
             return (false, None);
         }
         self.ready.push(Slot::new(msg, written));
-        self.ready.unstage();
+        if self.flushes.is_empty() {
+            self.ready.unstage();
+        }
         (written, Some(ack))
     }
 
     fn refuse_moved(&mut self, from: (u64, u64)) -> Option<u64> {
-        let ack = self.log.settle_foreign(from);
-        self.log.commit().then_some(ack)
+        let ack = self.log.settle_foreign(from, None);
+        self.log.commit().records_applied.then_some(ack)
     }
 
     fn taken_over(&mut self, seq: u64, ack: u64) {
@@ -116,23 +132,51 @@ impl QueueStore for DurableQueueStore {
         }
     }
 
-    fn commit(&mut self, refused: &[u64]) -> bool {
-        if self.log.commit() {
-            self.ready.unstage();
-            return true;
-        }
-        for &seq in refused {
-            if self.ready.remove_recent(seq) {
-                // Settled, so a chunk that did reach the disk goes with its next commit.
-                self.log.remove(seq);
+    fn commit(&mut self, refused: &[u64], awaits_flush: bool) -> Unwritten {
+        let _ = self.log.commit();
+        let unwritten = self.log.take_unwritten();
+        if !unwritten.is_empty() {
+            for &seq in refused {
+                // A refused message whose chunk was written stays: its publish is confirmed.
+                if unwritten.contains(seq) && self.ready.remove_recent(seq) {
+                    // Settled, in case its chunk did reach the disk (sled refused the pointers).
+                    self.log.remove(seq);
+                }
             }
+            self.ready.mark_unstored(|seq| unwritten.contains(seq));
         }
-        self.ready.unstage_in_memory();
-        false
+        if awaits_flush {
+            // Staged (bodies in memory) until the flush says whether they are on disk.
+            self.flushes
+                .push_back(self.ready.last_staged().unwrap_or(0));
+        } else if self.flushes.is_empty() {
+            self.ready.unstage();
+        }
+        unwritten
+    }
+
+    fn flushed(&mut self, ok: bool, refused: &[u64]) {
+        let upto = self.flushes.pop_front().unwrap_or(u64::MAX);
+        if !ok {
+            for &seq in refused {
+                // Only if still ready: a consumer may have it already (then it is settled as
+                // usual, and a retried publish is a duplicate: at least once).
+                if self.ready.remove_recent(seq) {
+                    self.log.remove(seq);
+                }
+            }
+            // The rest of the round has no sure copy on disk: kept in memory.
+            self.ready.mark_unstored(|seq| seq <= upto);
+        }
+        if self.flushes.is_empty() {
+            self.ready.unstage();
+        } else {
+            self.ready.unstage_upto(upto);
+        }
     }
 
     fn snapshot_delivered(&mut self, unacked: &[u64]) {
-        self.commit(&[]);
+        self.commit(&[], false);
         let mut seqs = unacked.to_vec();
         self.ready.for_each(|seq, on_disk, redelivered| {
             if on_disk && redelivered {
@@ -149,7 +193,7 @@ impl QueueStore for DurableQueueStore {
                 log.remove(seq);
             }
         });
-        self.commit(&[]);
+        self.commit(&[], false);
         n
     }
 
@@ -329,21 +373,32 @@ mod tests {
                     }
                 }
                 9 if rng.below(3) == 0 => {
-                    // A round whose segment write fails (a full disk): its publishes are
-                    // refused and taken out of the queue; nothing else changes.
+                    // A round during which the disk fills (after 0 to 2 chunks): the
+                    // publishes whose chunk was not written are refused and taken out of the
+                    // queue, the others stay; nothing else changes.
                     let faults = disk.as_ref().unwrap().faults().clone();
-                    faults.fail_writes(true);
+                    faults.fail_writes_after(rng.below(3));
                     let mut refused = Vec::new();
+                    let mut bodies = HashMap::new();
                     for _ in 0..=rng.below(burst) {
-                        store.push(StoredMessage::new(next_seq, message(next_seq, true), None));
+                        let m = message(next_seq, true);
+                        bodies.insert(next_seq, m.body_bytes());
+                        store.push(StoredMessage::new(next_seq, m, None));
                         refused.push(next_seq);
                         next_seq += 1;
                     }
-                    assert!(
-                        !store.commit(&refused),
-                        "step {step}: a failed write commits"
-                    );
+                    let unwritten = store.commit(&refused, false);
                     faults.fail_writes(false);
+                    for seq in refused.into_iter().filter(|&seq| !unwritten.contains(seq)) {
+                        model.insert(
+                            seq,
+                            Expect {
+                                body: bodies.remove(&seq).unwrap(),
+                                persistent: true,
+                                delivered: false,
+                            },
+                        );
+                    }
                 }
                 9 if rng.below(2) == 0 => {
                     // Unclean restart (a crash after the last flush): every recovered
@@ -385,7 +440,10 @@ mod tests {
                     assert_eq!(store.len(), model.len(), "step {step}: recovered count");
                 }
             }
-            assert!(store.commit(&[]), "step {step}: commit failed");
+            assert!(
+                store.commit(&[], false).is_empty(),
+                "step {step}: commit failed"
+            );
             let ready = model.len() - unacked.len();
             assert_eq!(store.len(), ready, "step {step}: ready count");
         }
@@ -403,7 +461,7 @@ mod tests {
         for seq in first..first + n {
             store.push(StoredMessage::new(seq, message(seq, true), None));
         }
-        assert!(store.commit(&[]));
+        assert!(store.commit(&[], false).is_empty());
     }
 
     fn recovered_seqs(dir: &std::path::Path) -> Vec<u64> {
@@ -454,7 +512,10 @@ mod tests {
         disk.faults().fail_writes(true);
         for seq in 11..=60 {
             store.push(StoredMessage::new(seq, message(seq, true), None));
-            assert!(!store.commit(&[seq]), "a failed write does not commit");
+            assert!(
+                store.commit(&[seq], false).contains(seq),
+                "a failed write does not commit"
+            );
         }
         assert_eq!(store.len(), 10, "refused publishes are not in the queue");
         assert_eq!(
@@ -474,6 +535,79 @@ mod tests {
             "the half-written chunks were cut off; the next writes read back"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_round_whose_disk_fills_midway_refuses_only_the_unwritten_chunks() {
+        let dir =
+            std::env::temp_dir().join(format!("warren-midway-{}", crate::util::random_token(10)));
+        let (disk, _) = Disk::open(&dir, 1 << 20).unwrap();
+        let mut store = DurableQueueStore::new(disk.clone(), 1);
+        publish(&mut store, 1, 10);
+        // One round of 100 messages (about 90 KB: three chunks); the disk fills after the first.
+        let round: Vec<u64> = (11..=110).collect();
+        for &seq in &round {
+            store.push(StoredMessage::new(seq, message(seq, true), None));
+        }
+        disk.faults().fail_writes_after(1);
+        let unwritten = store.commit(&round, false);
+        disk.faults().fail_writes(false);
+        let (refused, kept): (Vec<u64>, Vec<u64>) =
+            round.iter().partition(|&&seq| unwritten.contains(seq));
+        assert!(!refused.is_empty(), "the later chunks were not written");
+        assert!(!kept.is_empty(), "the first chunk was written");
+        assert_eq!(kept, (11..11 + kept.len() as u64).collect::<Vec<_>>());
+        assert_eq!(
+            store.len(),
+            10 + kept.len(),
+            "refused publishes are not in the queue, written ones are"
+        );
+        assert!(disk.flush());
+        drop(store);
+        drop(disk);
+        // What was refused (nacked) never comes back; what was written (confirmed) does.
+        let seqs = recovered_seqs(&dir);
+        assert_eq!(seqs, (1..=10).chain(kept).collect::<Vec<_>>());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_failed_flush_takes_its_refused_publishes_out_for_good() {
+        for flush_ok in [false, true] {
+            let dir = std::env::temp_dir().join(format!(
+                "warren-flushfail-{}",
+                crate::util::random_token(10)
+            ));
+            let (disk, _) = Disk::open(&dir, 1 << 20).unwrap();
+            let mut store = DurableQueueStore::new(disk.clone(), 1);
+            publish(&mut store, 1, 10);
+            assert!(disk.flush());
+            // A round deep enough that most of it is staged (packed once flushed).
+            let last = 10 + HOT_MAX as u64 + 100;
+            let round: Vec<u64> = (11..=last).collect();
+            for &seq in &round {
+                store.push(StoredMessage::new(seq, message(seq, true), None));
+            }
+            assert!(store.commit(&round, true).is_empty());
+            assert_eq!(store.len(), last as usize);
+            disk.faults().fail_syncs(!flush_ok);
+            assert_eq!(disk.flush(), flush_ok);
+            disk.faults().fail_syncs(false);
+            store.flushed(flush_ok, if flush_ok { &[] } else { &round });
+            let expected: Vec<u64> = if flush_ok {
+                (1..=last).collect()
+            } else {
+                (1..=10).collect()
+            };
+            assert_eq!(store.len(), expected.len(), "flush ok: {flush_ok}");
+            // The refused ones are settled on disk too: they do not come back after a crash.
+            assert!(store.commit(&[], false).is_empty());
+            assert!(disk.flush());
+            drop(store);
+            drop(disk);
+            assert_eq!(recovered_seqs(&dir), expected, "flush ok: {flush_ok}");
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! that is one relaxed atomic load.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 
 /// The faults injected into one store.
@@ -12,6 +12,10 @@ use std::sync::{Condvar, Mutex};
 pub struct Faults {
     /// Segment writes fail with ENOSPC after writing half their bytes.
     fail_writes: AtomicBool,
+    /// While writes fail: how many more succeed first ([`fail_writes_after`]).
+    ///
+    /// [`fail_writes_after`]: Self::fail_writes_after
+    writes_left: AtomicU64,
     /// Segment syncs fail with EIO.
     fail_syncs: AtomicBool,
     /// Anything injected at all (the only load on the fast path).
@@ -24,7 +28,16 @@ pub struct Faults {
 impl Faults {
     /// Makes segment writes fail (true) or work again (false).
     pub fn fail_writes(&self, on: bool) {
+        self.writes_left.store(0, Ordering::SeqCst);
         self.fail_writes.store(on, Ordering::SeqCst);
+        self.update();
+    }
+
+    /// Lets the next `ok` segment writes succeed, then makes writes fail (a disk that fills
+    /// in the middle of a round).
+    pub fn fail_writes_after(&self, ok: u64) {
+        self.writes_left.store(ok, Ordering::SeqCst);
+        self.fail_writes.store(true, Ordering::SeqCst);
         self.update();
     }
 
@@ -53,7 +66,12 @@ impl Faults {
 
     /// Whether a write should fail now.
     pub(crate) fn write_fails(&self) -> bool {
-        self.any.load(Ordering::Relaxed) && self.fail_writes.load(Ordering::SeqCst)
+        self.any.load(Ordering::Relaxed)
+            && self.fail_writes.load(Ordering::SeqCst)
+            && self
+                .writes_left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_err()
     }
 
     /// Called before a sync: waits while syncs are held, fails if syncs fail.

@@ -65,6 +65,43 @@ pub(crate) fn insert_by_seq<T>(
     }
 }
 
+/// What a commit could not store: the messages of chunks whose write failed, or everything
+/// when the store refused the round's records.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Unwritten {
+    /// Sequence ranges (first, last) of chunks that did not reach the disk.
+    ranges: Vec<(u64, u64)>,
+    /// The round's records were refused: nothing of it is stored.
+    all: bool,
+}
+
+impl Unwritten {
+    /// Everything was stored.
+    pub fn is_empty(&self) -> bool {
+        !self.all && self.ranges.is_empty()
+    }
+
+    /// Message `seq`, written this round, did not reach the disk.
+    pub fn contains(&self, seq: u64) -> bool {
+        self.all || self.in_failed_chunk(seq)
+    }
+
+    /// Message `seq` was in a chunk that could not be written.
+    pub fn in_failed_chunk(&self, seq: u64) -> bool {
+        self.ranges.iter().any(|&(a, b)| (a..=b).contains(&seq))
+    }
+
+    /// A chunk holding messages `first..=last` could not be written.
+    pub(crate) fn add_range(&mut self, first: u64, last: u64) {
+        self.ranges.push((first, last));
+    }
+
+    /// Nothing of the round is stored.
+    pub(crate) fn set_all(&mut self) {
+        self.all = true;
+    }
+}
+
 /// The ready messages of one queue, in sequence order.
 pub trait QueueStore: Send {
     /// Appends a newly published message. Returns true when it was written to disk, so a
@@ -111,13 +148,19 @@ pub trait QueueStore: Send {
     fn rewrite(&mut self, _msg: &StoredMessage) {}
     /// Makes this round's writes durable-to-be: applies buffered writes so the next flush
     /// covers them. Called once per delivery round, before confirms are registered. Returns
-    /// false if the write failed: the round's publishes are then nacked, so the messages
-    /// `refused` (this round's publishes that owe a confirm) are taken out of the queue (a
-    /// publisher retrying after a nack must not create a duplicate), and the round's other
-    /// messages stay, in memory only.
-    fn commit(&mut self, _refused: &[u64]) -> bool {
-        true
+    /// what could not be written: those of the messages `refused` (this round's publishes that
+    /// owe a confirm) are nacked and taken out of the queue (a publisher retrying after a nack
+    /// must not create a duplicate), the round's other unwritten messages stay, in memory
+    /// only, and everything else is confirmed after the next flush. `awaits_flush`: the
+    /// round's confirms wait for a flush, whose outcome [`flushed`](Self::flushed) reports;
+    /// until then the round's messages keep their bodies in memory.
+    fn commit(&mut self, _refused: &[u64], _awaits_flush: bool) -> Unwritten {
+        Unwritten::default()
     }
+    /// The flush of the oldest round committed with `awaits_flush` finished. If it failed, its
+    /// publishes `refused` were nacked: they leave the queue, and are settled on disk in case
+    /// their copy got there after all.
+    fn flushed(&mut self, _ok: bool, _refused: &[u64]) {}
     /// Clean shutdown: remembers which messages were delivered before (`unacked`, and ready
     /// ones flagged redelivered), so a restart flags exactly those.
     fn snapshot_delivered(&mut self, _unacked: &[u64]) {}

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use super::disk::{decode_message, record_meta, Disk};
 use super::queue_log::QueueLog;
-use super::{QueueStore, StoredMessage};
+use super::{QueueStore, StoredMessage, Unwritten};
 
 /// Ready messages by priority level.
 pub struct PriorityQueueStore {
@@ -54,6 +54,23 @@ impl PriorityQueueStore {
         usize::from(msg.message.priority()).min(self.levels.len() - 1)
     }
 
+    /// Takes out message `seq`, a refused publish, if it is still ready (and settles its copy
+    /// on disk, in case it got there).
+    fn take_back(&mut self, seq: u64) {
+        // Recently pushed: near the back of its level.
+        let found = self.levels.iter_mut().find_map(|q| {
+            let pos = q.iter().rposition(|m| m.seq == seq)?;
+            q.remove(pos)
+        });
+        if let Some(m) = found {
+            self.len -= 1;
+            self.bytes -= m.message.body_len() as u64;
+            if let Some(log) = self.log.as_mut() {
+                log.remove(seq);
+            }
+        }
+    }
+
     fn insert(&mut self, msg: StoredMessage, at_back: bool) {
         self.len += 1;
         self.bytes += msg.message.body_len() as u64;
@@ -93,17 +110,18 @@ impl QueueStore for PriorityQueueStore {
         if written {
             log.write(&msg);
         }
-        let ack = log.settle_foreign(from);
-        let ok = log.commit();
-        self.insert(msg, true);
+        let ack = log.settle_foreign(from, written.then_some(msg.seq));
+        let commit = log.commit();
         // On failure neither copy nor ack record is stored: the source keeps its copy.
-        (written && ok, ok.then_some(ack))
+        let stored = commit.records_applied && !(written && log.chunk_failed(msg.seq));
+        self.insert(msg, true);
+        (written && stored, stored.then_some(ack))
     }
 
     fn refuse_moved(&mut self, from: (u64, u64)) -> Option<u64> {
         let log = self.log.as_mut()?;
-        let ack = log.settle_foreign(from);
-        log.commit().then_some(ack)
+        let ack = log.settle_foreign(from, None);
+        log.commit().records_applied.then_some(ack)
     }
 
     fn taken_over(&mut self, seq: u64, ack: u64) {
@@ -112,28 +130,24 @@ impl QueueStore for PriorityQueueStore {
         }
     }
 
-    fn commit(&mut self, refused: &[u64]) -> bool {
+    fn commit(&mut self, refused: &[u64], _awaits_flush: bool) -> Unwritten {
         let Some(log) = self.log.as_mut() else {
-            return true;
+            return Unwritten::default();
         };
-        if log.commit() {
-            return true;
+        let _ = log.commit();
+        let unwritten = log.take_unwritten();
+        for &seq in refused.iter().filter(|&&seq| unwritten.contains(seq)) {
+            self.take_back(seq);
         }
-        for &seq in refused {
-            // Just pushed: at the back of its level.
-            let found = self.levels.iter_mut().find_map(|q| {
-                let pos = q.iter().rposition(|m| m.seq == seq)?;
-                q.remove(pos)
-            });
-            if let Some(m) = found {
-                self.len -= 1;
-                self.bytes -= m.message.body_len() as u64;
-                if let Some(log) = self.log.as_mut() {
-                    log.remove(seq);
-                }
+        unwritten
+    }
+
+    fn flushed(&mut self, ok: bool, refused: &[u64]) {
+        if !ok {
+            for &seq in refused {
+                self.take_back(seq);
             }
         }
-        false
     }
 
     fn pop(&mut self) -> Option<StoredMessage> {
@@ -150,7 +164,7 @@ impl QueueStore for PriorityQueueStore {
     fn delivered(&mut self, _msg: &StoredMessage) {}
 
     fn snapshot_delivered(&mut self, unacked: &[u64]) {
-        self.commit(&[]);
+        self.commit(&[], false);
         if let Some(log) = &self.log {
             let ready = self
                 .levels
@@ -176,7 +190,7 @@ impl QueueStore for PriorityQueueStore {
                     log.remove(m.seq);
                 }
             }
-            log.commit();
+            let _ = log.commit();
         }
         self.levels.iter_mut().for_each(VecDeque::clear);
         let n = self.len;

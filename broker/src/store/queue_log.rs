@@ -24,7 +24,7 @@ use std::sync::Arc;
 use super::disk::{decode_message, encode_message, Disk};
 use super::segments::Pointer;
 use crate::message::Message;
-use crate::store::StoredMessage;
+use crate::store::{StoredMessage, Unwritten};
 
 /// A chunk is closed once it holds this many bytes (larger messages get a chunk each).
 pub const CHUNK_MAX: usize = 32 * 1024;
@@ -172,14 +172,33 @@ pub struct QueueLog {
     cache: Option<(u64, Vec<u8>, usize)>,
     /// Chunks closed this round, by first sequence number, with their bytes.
     pending: Vec<(u64, Vec<u8>)>,
-    /// A chunk could not be written this round: `commit` reports failure.
-    failed: bool,
-    /// Ack records of other queues' messages written this round ([`settle_foreign`]): taken
-    /// back out of the batch if this round's chunks could not be written, so a source never
-    /// settles a message whose new copy is not on disk.
+    /// What the commits since the last [`take_unwritten`](Self::take_unwritten) could not
+    /// store.
+    unwritten: Unwritten,
+    /// Ack records of other queues' messages written this round ([`settle_foreign`]), with
+    /// the sequence number of this queue's copy: taken back out of the batch if that copy's
+    /// chunk could not be written, so a source never settles a message whose new copy is not
+    /// on disk.
     ///
     /// [`settle_foreign`]: Self::settle_foreign
-    foreign: Vec<[u8; 17]>,
+    foreign: Vec<([u8; 17], Option<u64>)>,
+}
+
+/// What one [`QueueLog::commit`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub struct Commit {
+    /// Every chunk of the round reached the segment files.
+    pub chunks_written: bool,
+    /// sled took the round's records (chunk pointers, ack records).
+    pub records_applied: bool,
+}
+
+impl Commit {
+    /// Everything was stored.
+    pub fn ok(self) -> bool {
+        self.chunks_written && self.records_applied
+    }
 }
 
 impl QueueLog {
@@ -201,7 +220,7 @@ impl QueueLog {
             overrides: HashSet::new(),
             cache: None,
             pending: Vec::new(),
-            failed: false,
+            unwritten: Unwritten::default(),
             foreign: Vec::new(),
         }
     }
@@ -267,7 +286,7 @@ impl QueueLog {
                     }
                     Err(e) => {
                         tracing::error!(queue = self.id, error = %e, "cannot write messages to disk");
-                        self.failed = true;
+                        self.unwritten.add_range(first, chunk.last);
                         self.forget_chunk(first);
                     }
                 }
@@ -342,12 +361,13 @@ impl QueueLog {
     }
 
     /// Writes, in this round's batch, the ack record of message `from` (queue id, sequence)
-    /// of another queue; returns its id, for that queue's [`taken_over`](Self::taken_over).
-    pub fn settle_foreign(&mut self, from: (u64, u64)) -> u64 {
+    /// of another queue, whose copy here is message `copy` (written this round), if it has
+    /// one; returns the record's id, for that queue's [`taken_over`](Self::taken_over).
+    pub fn settle_foreign(&mut self, from: (u64, u64), copy: Option<u64>) -> u64 {
         let ack = self.disk.new_id();
         let key = log_key(from.0, KIND_ACKS, ack);
         self.batch.insert(&key[..], encode_acks(&[from.1]));
-        self.foreign.push(key);
+        self.foreign.push((key, copy));
         self.dirty = true;
         ack
     }
@@ -361,25 +381,46 @@ impl QueueLog {
     }
 
     /// Writes this round's chunks and applies its records to sled (the next flush makes them
-    /// durable); returns false if a chunk could not be written or sled refused the records.
-    pub fn commit(&mut self) -> bool {
+    /// durable). What was not stored is kept for [`take_unwritten`](Self::take_unwritten).
+    pub fn commit(&mut self) -> Commit {
         self.close_chunk();
         if !self.settled.is_empty() || !self.taken.is_empty() {
             self.settle_round();
         }
+        let failed_before = self.unwritten.ranges.len();
         self.write_pending();
-        let written = !std::mem::take(&mut self.failed);
-        if !written {
-            for key in &self.foreign {
-                self.batch.remove(&key[..]);
+        let chunks_written = self.unwritten.ranges.len() == failed_before;
+        if !chunks_written {
+            for (key, copy) in &self.foreign {
+                if copy.is_some_and(|seq| self.unwritten.in_failed_chunk(seq)) {
+                    self.batch.remove(&key[..]);
+                }
             }
         }
         self.foreign.clear();
-        if !self.dirty {
-            return written;
+        let mut records_applied = true;
+        if self.dirty {
+            self.dirty = false;
+            records_applied = self.disk.apply(std::mem::take(&mut self.batch));
+            if !records_applied {
+                self.unwritten.set_all();
+            }
         }
-        self.dirty = false;
-        self.disk.apply(std::mem::take(&mut self.batch)) && written
+        Commit {
+            chunks_written,
+            records_applied,
+        }
+    }
+
+    /// Whether message `seq`, written since the last [`take_unwritten`](Self::take_unwritten),
+    /// was in a chunk that could not be written.
+    pub fn chunk_failed(&self, seq: u64) -> bool {
+        self.unwritten.in_failed_chunk(seq)
+    }
+
+    /// What the commits since the last call could not store.
+    pub fn take_unwritten(&mut self) -> Unwritten {
+        std::mem::take(&mut self.unwritten)
     }
 
     fn settle_round(&mut self) {
@@ -688,17 +729,17 @@ mod tests {
         for seq in 1..=10 {
             log.write(&msg(seq));
         }
-        assert!(log.commit());
+        assert!(log.commit().ok());
         assert_eq!(records_of(&disk, 3), 1, "one chunk for the round");
         for seq in 1..=5 {
             log.remove(seq);
         }
-        log.commit();
+        assert!(log.commit().ok());
         assert_eq!(records_of(&disk, 3), 2, "the chunk and one ack record");
         for seq in 6..=10 {
             log.remove(seq);
         }
-        log.commit();
+        assert!(log.commit().ok());
         assert_eq!(records_of(&disk, 3), 0);
         drop((log, disk));
         let _ = std::fs::remove_dir_all(&dir);
@@ -713,7 +754,7 @@ mod tests {
             log.write(&msg(seq));
             log.remove(seq);
         }
-        log.commit();
+        assert!(log.commit().ok());
         assert_eq!(records_of(&disk, 4), 0);
         assert_eq!(disk.segments().count(), 0, "no chunk bytes written either");
         drop((log, disk));
@@ -745,7 +786,7 @@ mod tests {
         log.remove(1);
         log.remove(2);
         log.remove(3);
-        log.commit();
+        assert!(log.commit().ok());
         assert_eq!(
             records_of(&disk, 8),
             0,
@@ -764,7 +805,7 @@ mod tests {
         let mut a = QueueLog::new(disk.clone(), 9);
         for seq in 1..=segment_msgs * 2 {
             a.write(&big(seq));
-            a.commit();
+            assert!(a.commit().ok());
         }
         assert!(
             disk.segments().count() >= 2,
@@ -773,7 +814,7 @@ mod tests {
         for seq in 1..=segment_msgs * 2 {
             a.remove(seq);
         }
-        a.commit();
+        assert!(a.commit().ok());
         assert_eq!(
             disk.segments().count(),
             1,
@@ -782,7 +823,7 @@ mod tests {
         let mut b = QueueLog::new(disk.clone(), 10);
         for seq in 1..=segment_msgs {
             b.write(&big(seq));
-            b.commit();
+            assert!(b.commit().ok());
         }
         let before = disk.segments().count();
         assert!(before >= 2);
@@ -806,11 +847,11 @@ mod tests {
             for seq in 1..=3000 {
                 log.write(&msg(seq));
             }
-            log.commit();
+            assert!(log.commit().ok());
             for seq in (1..=3000).filter(|s| s % 3 != 0 && *s > 50) {
                 log.remove(seq);
             }
-            log.commit();
+            assert!(log.commit().ok());
             assert!(log.chunk_count() > 1);
             disk.flush();
         }
@@ -836,14 +877,14 @@ mod tests {
                     QueueLog::new(disk.clone(), 2),
                 );
                 a.write(&msg(7));
-                a.commit();
+                assert!(a.commit().ok());
                 // B takes it over: its copy and A's ack record in one batch.
                 b.write(&msg(1));
-                let ack = b.settle_foreign((1, 7));
-                b.commit();
+                let ack = b.settle_foreign((1, 7), Some(1));
+                assert!(b.commit().ok());
                 if notified {
                     a.taken_over(7, ack);
-                    a.commit();
+                    assert!(a.commit().ok());
                     assert_eq!(
                         records_of(&disk, 1),
                         0,
@@ -873,11 +914,11 @@ mod tests {
             let mut log = QueueLog::new(disk.clone(), 9);
             log.write(&msg(1));
             log.write(&msg(2));
-            log.commit();
+            assert!(log.commit().ok());
             let mut m = msg(1);
             m.delivery_count = 3;
             log.rewrite(&m);
-            log.commit();
+            assert!(log.commit().ok());
             assert_eq!(log.read(1).map(|m| m.body().to_vec()), Some(b"m1".to_vec()));
             disk.flush();
         }
@@ -889,7 +930,7 @@ mod tests {
         assert_eq!(counts, [(1, 3), (2, 0)]);
         log.remove(1);
         log.remove(2);
-        log.commit();
+        assert!(log.commit().ok());
         assert_eq!(records_of(&disk, 9), 0);
         drop((log, disk));
         let _ = std::fs::remove_dir_all(&dir);

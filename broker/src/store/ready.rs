@@ -361,7 +361,9 @@ impl Ready {
         {
             self.hot_bytes += s.size as usize;
             self.hot.push_back(s);
-        } else if s.on_disk {
+        } else if s.on_disk || !self.staged.is_empty() {
+            // Behind staged messages, even without a copy on disk: delivery order is
+            // hot, packed, staged.
             self.staged.push_back(s);
         } else {
             self.packed.push(&s);
@@ -403,13 +405,26 @@ impl Ready {
         }
     }
 
-    /// This round's writes failed: staged messages are kept with their bodies, as messages
-    /// with no copy on disk.
-    pub fn unstage_in_memory(&mut self) {
-        while let Some(mut s) = self.staged.pop_front() {
+    /// Staged messages for which `unstored(seq)` is true have no copy on disk after all (their
+    /// write or its flush failed): they keep their bodies when packed.
+    pub fn mark_unstored(&mut self, unstored: impl Fn(u64) -> bool) {
+        for s in self.staged.iter_mut().filter(|s| unstored(s.seq)) {
             s.on_disk = false;
-            self.packed.push(&s);
         }
+    }
+
+    /// Packs the staged messages up to sequence `upto`: their write was flushed.
+    pub fn unstage_upto(&mut self, upto: u64) {
+        while self.staged.front().is_some_and(|s| s.seq <= upto) {
+            if let Some(s) = self.staged.pop_front() {
+                self.packed.push(&s);
+            }
+        }
+    }
+
+    /// The newest staged message's sequence number.
+    pub fn last_staged(&self) -> Option<u64> {
+        self.staged.back().map(|s| s.seq)
     }
 
     /// Puts a delivered message back in its place by sequence.
