@@ -125,8 +125,24 @@ async fn failed_syncs_are_nacked() {
         (0, 25),
         "no publish is acked while its fsync fails"
     );
+    assert_eq!(
+        declare_durable_queue(&ch, &q).await,
+        0,
+        "a publish nacked because its fsync failed is not in the queue"
+    );
     faults.fail_syncs(false);
     assert_eq!(publish_n(&ch, &q, 5).await, (5, 0));
+    conn.close(200, "bye".into()).await.ok();
+    broker.shutdown().await;
+
+    // Nor does it come back after a restart: exactly the acked ones do.
+    let broker = start_durable(&dir).await;
+    let conn = connect_url(&broker.url()).await;
+    let ch = channel(&conn).await;
+    assert_eq!(declare_durable_queue(&ch, &q).await, 5);
+    let bodies = drain(&ch, &q).await;
+    let expected: Vec<String> = (0..5).map(|i| format!("m{i}")).collect();
+    assert_eq!(bodies, expected);
     conn.close(200, "bye".into()).await.ok();
     broker.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
