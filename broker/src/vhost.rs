@@ -348,6 +348,10 @@ impl Vhost {
     /// exchange.declare.
     pub fn declare_exchange(&self, d: &ExchangeDecl) -> AmqpResult<()> {
         if d.passive {
+            // As RabbitMQ: even a passive declare of the default exchange is refused.
+            if d.name.is_empty() {
+                return Err(default_exchange_refused());
+            }
             return if self.read().exchanges.contains_key(d.name.as_str()) {
                 Ok(())
             } else {

@@ -742,10 +742,20 @@ impl Connection {
                 self.done = true;
                 Ok(())
             }
-            AMQPClass::Connection(conn::AMQPMethod::UpdateSecret(_)) => Err(
-                AmqpError::not_implemented("connection.update-secret is not supported")
-                    .during(10, 70),
-            ),
+            AMQPClass::Connection(conn::AMQPMethod::UpdateSecret(u)) => {
+                // As RabbitMQ's internal users: a password does not expire, so there is no
+                // state to refresh and any new secret is accepted (RabbitMQ consults only
+                // backends whose state can expire, such as OAuth 2).
+                tracing::info!(reason = %u.reason, "connection updated its secret");
+                write_method(
+                    &mut self.out,
+                    0,
+                    &AMQPClass::Connection(conn::AMQPMethod::UpdateSecretOk(
+                        conn::UpdateSecretOk {},
+                    )),
+                );
+                Ok(())
+            }
             AMQPClass::Connection(m) => Err(AmqpError::command_invalid(format_args!(
                 "unexpected connection method {m:?}"
             ))),
