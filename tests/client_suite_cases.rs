@@ -55,3 +55,89 @@ async fn update_secret_is_accepted_and_the_connection_goes_on() {
     publish(&ch, "", &q, b"still here").await;
     assert_eq!(drain(&ch, &q).await, vec!["still here".to_owned()]);
 }
+
+/// aio-pika `test_rpc.py::test_custom_exchange`: on shutdown the RPC cancels the consumer of
+/// its auto-delete result queue (which deletes the queue), then unbinds that queue. RabbitMQ
+/// answers unbind-ok for a queue or exchange that no longer exists; Warren answered 404.
+#[tokio::test]
+async fn unbinding_a_queue_or_exchange_that_is_gone_succeeds() {
+    use lapin::options::{BasicCancelOptions, BasicConsumeOptions, QueueDeclareOptions};
+    let broker = start().await;
+    let conn = connect(&broker).await;
+    let ch = channel(&conn).await;
+    let x = unique("rpc.dlx");
+    declare_exchange(&ch, &x, ExchangeKind::Headers).await;
+    // Another binding keeps the exchange alive, as the other result queues do in the test.
+    let keeper = declare_queue(&ch, &unique("keeper")).await;
+    bind(&ch, &keeper, &x, "").await;
+    let q = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("queue.declare")
+        .name()
+        .to_string();
+    bind(&ch, &q, &x, "").await;
+    let consumer = ch
+        .basic_consume(
+            q.as_str().into(),
+            "result".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("basic.consume");
+    ch.basic_cancel(consumer.tag(), BasicCancelOptions::default())
+        .await
+        .expect("basic.cancel");
+    // The auto-delete queue went with its last consumer.
+    let (code, _) = expect_refused(
+        "passive declare of the deleted queue",
+        channel(&conn).await.queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        ),
+    )
+    .await;
+    assert_eq!(code, 404);
+    ch.queue_unbind(
+        q.as_str().into(),
+        x.as_str().into(),
+        "".into(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("unbind of a deleted queue: unbind-ok");
+    ch.exchange_unbind(
+        unique("no-such-exchange").as_str().into(),
+        x.as_str().into(),
+        "".into(),
+        Default::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("unbind of a missing exchange: unbind-ok");
+    // The channel is still open, and binding a missing queue is still 404.
+    let (code, _) = expect_refused(
+        "bind of a deleted queue",
+        ch.queue_bind(
+            q.as_str().into(),
+            x.as_str().into(),
+            "".into(),
+            Default::default(),
+            FieldTable::default(),
+        ),
+    )
+    .await;
+    assert_eq!(code, 404);
+}

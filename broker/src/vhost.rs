@@ -731,6 +731,15 @@ impl Vhost {
             // Unbinding from an exchange that does not exist succeeds, as in RabbitMQ.
             return Ok(());
         }
+        // So does unbinding a queue or exchange that does not exist (RabbitMQ's
+        // `absent_errs_only`): clients unbind on shutdown, after an auto-delete queue went.
+        let exists = match &dest {
+            Destination::Queue(q) => defs.queues.contains_key(q),
+            Destination::Exchange(x) => x.is_empty() || defs.exchanges.contains_key(x),
+        };
+        if !exists {
+            return Ok(());
+        }
         self.check_destination(&defs, &dest, conn_id)?;
         let Some(x) = defs.exchanges.get_mut(source) else {
             return Ok(());
