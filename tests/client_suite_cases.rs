@@ -96,20 +96,29 @@ async fn unbinding_a_queue_or_exchange_that_is_gone_succeeds() {
     ch.basic_cancel(consumer.tag(), BasicCancelOptions::default())
         .await
         .expect("basic.cancel");
-    // The auto-delete queue went with its last consumer.
-    let (code, _) = expect_refused(
-        "passive declare of the deleted queue",
-        channel(&conn).await.queue_declare(
-            q.as_str().into(),
-            QueueDeclareOptions {
+    // The auto-delete queue goes with its last consumer (the queue deletes itself after it
+    // handled the cancel, so this waits until it is gone; a passive declare of a missing
+    // queue closes the probing channel with 404).
+    within("the auto-delete queue to go", async {
+        loop {
+            let probe = channel(&conn).await;
+            let passive = QueueDeclareOptions {
                 passive: true,
                 ..Default::default()
-            },
-            FieldTable::default(),
-        ),
-    )
+            };
+            match probe
+                .queue_declare(q.as_str().into(), passive, FieldTable::default())
+                .await
+            {
+                Err(e) => {
+                    assert_eq!(amqp_error(&e).0, 404, "{e}");
+                    break;
+                }
+                Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            }
+        }
+    })
     .await;
-    assert_eq!(code, 404);
     ch.queue_unbind(
         q.as_str().into(),
         x.as_str().into(),

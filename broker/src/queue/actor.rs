@@ -212,8 +212,7 @@ impl QueueActor {
 
     /// Applies this round's store writes, then asks for the flush that confirms them.
     fn commit(&mut self) {
-        let disk = self.store.disk().cloned();
-        let awaits_flush = disk.is_some() && !self.confirms.is_empty();
+        let awaits_flush = !self.confirms.is_empty() && self.store.disk().is_some();
         let unwritten = self.store.commit(&self.confirm_seqs, awaits_flush);
         if self.confirms.is_empty() {
             self.confirm_seqs.clear();
@@ -236,7 +235,7 @@ impl QueueActor {
             }
             seqs = kept;
         }
-        let Some(disk) = disk else {
+        let Some(disk) = self.store.disk() else {
             tokens.into_iter().for_each(|t| t.resolve(true));
             return;
         };

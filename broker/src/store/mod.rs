@@ -67,7 +67,7 @@ pub(crate) fn insert_by_seq<T>(
 
 /// What a commit could not store: the messages of chunks whose write failed, or everything
 /// when the store refused the round's records.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct Unwritten {
     /// Sequence ranges (first, last) of chunks that did not reach the disk.
     ranges: Vec<(u64, u64)>,
