@@ -30,13 +30,15 @@
 # Scenarios (see SCENARIO_DEFS below): 1 transient 16 B auto-ack, 2 manual ack, 3 persistent
 # with confirms, 4 fanout to 10 queues, 5 topic with 1,000 bindings, 6 1 KiB bodies, 7 64 KiB
 # bodies, 8 latency at 10,000 msg/s, 9 backlog of 1M messages (broker RSS per message, drain
-# rate), 10 10,000 idle connections (held, broker RSS per connection).
+# rate), 10 10,000 idle connections (held, broker RSS per connection), 11 latency at 10,000
+# msg/s while another connection declares, binds and deletes a durable queue in a loop (the
+# stream's p99, and the churn's cycles per second).
 #
 # Environment:
 #   RUNS=3                 runs per broker and scenario
 #   DURATION=5             measured seconds per throughput and latency run
 #   WARMUP=1               seconds before that, left out of the figures
-#   SCENARIOS="1 2 ... 10" which scenarios, in that order
+#   SCENARIOS="1 2 ... 11" which scenarios, in that order
 #   WRITE=1                same as --write
 #   WARREN_PORT=5680       RABBITMQ_PORT=5673
 #   BACKLOG_COUNT=1000000  CONNECTIONS=10000
@@ -81,7 +83,7 @@ done
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-5}
 WARMUP=${WARMUP:-1}
-SCENARIOS=${SCENARIOS:-1 2 3 4 5 6 7 8 9 10}
+SCENARIOS=${SCENARIOS:-1 2 3 4 5 6 7 8 9 10 11}
 WARREN_PORT=${WARREN_PORT:-5680}
 RABBITMQ_PORT=${RABBITMQ_PORT:-5673}
 BACKLOG_COUNT=${BACKLOG_COUNT:-1000000}
@@ -102,6 +104,7 @@ SCENARIO_DEFS=(
   "8|latency --rate 10000 -s 16|end-to-end latency at a fixed 10,000 msg/s"
   "9|backlog -n $BACKLOG_COUNT -s 16|backlog of $BACKLOG_COUNT x 16 B with no consumer, then drained"
   "10|connections -n $CONNECTIONS|$CONNECTIONS idle connections, one channel each"
+  "11|latency --rate 10000 -s 16 --churn|latency at 10,000 msg/s while another connection declares, binds and deletes a durable queue in a loop"
 )
 
 # Rows of the table: id|label|JSON key|better (higher, lower, or all: every run held all)|
@@ -125,6 +128,8 @@ ROWS=(
   "9|9. backlog: drain|drain_per_sec|higher|-|msg/s"
   "10|10. connections held|held|all|-|count"
   "10|10. broker RSS per connection|bytes_per_connection|lower|8|B"
+  "11|11. latency at 10k msg/s under definition churn, p99|p99_ms|lower|-|ms"
+  "11|11. definition churn (durable declare, bind, delete)|churn_per_sec|higher|-|cycles/s"
 )
 
 scenario_field() { # scenario_field ID FIELD(1: args, 2: title)
@@ -426,7 +431,8 @@ cat >"$WORK/brief.py" <<'PY'
 import json, sys
 r = json.loads(sys.stdin.read())
 keys = ("sent_per_sec", "received_per_sec", "bytes_per_sec", "p50_ms", "p99_ms",
-        "rss_bytes_per_message", "drain_per_sec", "held", "bytes_per_connection")
+        "rss_bytes_per_message", "drain_per_sec", "held", "bytes_per_connection",
+        "churn_per_sec")
 res = r["result"] or {}
 shown = ", ".join(f"{k}={res[k]:.6g}" for k in keys if isinstance(res.get(k), (int, float)))
 print((shown or "failed") + (f" ({r['error']})" if r["error"] else ""))

@@ -186,3 +186,63 @@ async fn no_ack_arrives_while_the_sync_is_held() {
     broker.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A durable queue.declare answers only once its definition is on disk, and waits for that
+/// without blocking routing: while the sync is held, no declare-ok arrives, and messages keep
+/// flowing through other queues on another connection. A failed sync closes the declaring
+/// connection with 541 instead of answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_definitions_answer_after_their_sync_without_blocking_routing() {
+    let dir = temp_dir("faults-defs");
+    let broker = start_durable(&dir).await;
+    let faults = broker.faults().expect("a store").clone();
+    let conn = connect_url(&broker.url()).await;
+    let ch = channel(&conn).await;
+    let other = connect_url(&broker.url()).await;
+    let och = channel(&other).await;
+    let flowing = declare_queue(&och, &unique("flowing")).await;
+
+    faults.hold_syncs(true);
+    let q = unique("held-def");
+    let declare = {
+        let (ch, q) = (ch.clone(), q.clone());
+        tokio::spawn(async move { declare_durable_queue(&ch, &q).await })
+    };
+    for i in 0..100 {
+        publish(&och, "", &flowing, format!("m{i}").as_bytes()).await;
+    }
+    let got = drain(&och, &flowing).await;
+    assert_eq!(
+        got.len(),
+        100,
+        "routing goes on while a declaration waits for the disk"
+    );
+    // Not a timing assertion: nothing may arrive however long we wait.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !declare.is_finished(),
+        "declare-ok arrived while the fsync covering the definition was held"
+    );
+    faults.hold_syncs(false);
+    within("declare-ok after the sync", declare)
+        .await
+        .expect("declare task");
+
+    faults.fail_syncs(true);
+    let err = ch
+        .queue_declare(
+            unique("bad-sync-def").as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .expect_err("a declaration whose sync failed is not answered with declare-ok");
+    assert_eq!(amqp_error(&err).0, 541, "{err}");
+    faults.fail_syncs(false);
+    other.close(200, "bye".into()).await.ok();
+    broker.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

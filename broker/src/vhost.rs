@@ -337,6 +337,22 @@ impl Vhost {
         AmqpError::internal(format_args!("could not write {what} to the durable store"))
     }
 
+    /// After a change wrote definitions to the store (`wrote`): waits, with no lock held,
+    /// until they are on disk. Group commit: one flush covers every definition and publish
+    /// that arrived meanwhile, so declaring durable things never stalls routing.
+    async fn persisted(&self, wrote: bool, what: &str) -> AmqpResult<()> {
+        match &self.disk {
+            Some(disk) if wrote => {
+                if disk.synced().await {
+                    Ok(())
+                } else {
+                    Err(Self::store_failed(what))
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn read(&self) -> RwLockReadGuard<'_, Definitions> {
         self.defs.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -346,14 +362,20 @@ impl Vhost {
     }
 
     /// exchange.declare.
-    pub fn declare_exchange(&self, d: &ExchangeDecl) -> AmqpResult<()> {
+    pub async fn declare_exchange(&self, d: &ExchangeDecl) -> AmqpResult<()> {
+        let wrote = self.declare_exchange_locked(d)?;
+        self.persisted(wrote, "the exchange").await
+    }
+
+    /// exchange.declare under the lock; whether it wrote to the store.
+    fn declare_exchange_locked(&self, d: &ExchangeDecl) -> AmqpResult<bool> {
         if d.passive {
             // As RabbitMQ: even a passive declare of the default exchange is refused.
             if d.name.is_empty() {
                 return Err(default_exchange_refused());
             }
             return if self.read().exchanges.contains_key(d.name.as_str()) {
-                Ok(())
+                Ok(false)
             } else {
                 Err(no_exchange(&d.name))
             };
@@ -391,7 +413,7 @@ impl Vhost {
                     "internal", "exchange", n, d.internal, x.internal,
                 ));
             }
-            return check_args("exchange", n, &d.arguments, &x.arguments);
+            return check_args("exchange", n, &d.arguments, &x.arguments).map(|()| false);
         }
         if d.name.starts_with("amq.") {
             return Err(AmqpError::access_refused(format_args!(
@@ -399,6 +421,7 @@ impl Vhost {
                 d.name
             )));
         }
+        let mut wrote = false;
         if let (Some(disk), true) = (&self.disk, d.durable) {
             let def = ExchangeDef {
                 name: d.name.clone(),
@@ -410,6 +433,7 @@ impl Vhost {
             if !disk.save_exchange(&def) {
                 return Err(Self::store_failed("the exchange"));
             }
+            wrote = true;
         }
         let name: Arc<str> = Arc::from(d.name.as_str());
         defs.exchanges.insert(
@@ -423,11 +447,16 @@ impl Vhost {
                 d.arguments.clone(),
             ),
         );
-        Ok(())
+        Ok(wrote)
     }
 
     /// exchange.delete.
-    pub fn delete_exchange(&self, name: &str, if_unused: bool) -> AmqpResult<()> {
+    pub async fn delete_exchange(&self, name: &str, if_unused: bool) -> AmqpResult<()> {
+        let wrote = self.delete_exchange_locked(name, if_unused)?;
+        self.persisted(wrote, "the exchange's deletion").await
+    }
+
+    fn delete_exchange_locked(&self, name: &str, if_unused: bool) -> AmqpResult<bool> {
         if name.is_empty() {
             return Err(default_exchange_refused());
         }
@@ -439,45 +468,64 @@ impl Vhost {
         let mut defs = self.write();
         let Some(x) = defs.exchanges.get(name) else {
             // Deleting what does not exist succeeds, as in RabbitMQ.
-            return Ok(());
+            return Ok(false);
         };
         if if_unused && x.has_bindings() {
             return Err(AmqpError::precondition(format_args!(
                 "exchange '{name}' in vhost '/' in use"
             )));
         }
-        self.remove_exchange(&mut defs, name);
-        Ok(())
+        Ok(self.remove_exchange(&mut defs, name))
     }
 
-    fn remove_exchange(&self, defs: &mut Definitions, name: &str) {
+    /// Removes an exchange, its bindings both ways, and auto-delete exchanges that this left
+    /// without bindings. Whether it wrote to the store.
+    fn remove_exchange(&self, defs: &mut Definitions, name: &str) -> bool {
+        let mut wrote = false;
         if let Some(x) = defs.exchanges.remove(name) {
             if let (Some(disk), true) = (&self.disk, x.durable) {
+                let gone: Vec<BindingDef> = x
+                    .bindings()
+                    .map(|b| Self::binding_def(name, &b.destination, &b.routing_key, &b.arguments))
+                    .collect();
                 disk.delete_exchange(name);
-                disk.delete_bindings(|b| b.source == name);
+                disk.delete_bindings(&gone);
+                wrote = true;
             }
         }
-        self.remove_destination(defs, &Destination::Exchange(Arc::from(name)));
+        self.remove_destination(defs, &Destination::Exchange(Arc::from(name))) || wrote
     }
 
-    /// Removes every binding to `dest`, then deletes auto-delete exchanges left without bindings.
-    fn remove_destination(&self, defs: &mut Definitions, dest: &Destination) {
+    /// Removes every binding to `dest`, then deletes auto-delete exchanges left without
+    /// bindings. Whether it wrote to the store.
+    fn remove_destination(&self, defs: &mut Definitions, dest: &Destination) -> bool {
         let mut emptied = Vec::new();
+        let mut gone = Vec::new();
         for x in defs.exchanges.values_mut() {
-            if x.remove_destination(dest) > 0 && x.auto_delete && !x.has_bindings() {
+            let removed = x.remove_destination(dest);
+            if removed.is_empty() {
+                continue;
+            }
+            if x.durable && self.disk.is_some() {
+                gone.extend(
+                    removed
+                        .iter()
+                        .map(|(key, args)| Self::binding_def(&x.name, dest, key, args)),
+                );
+            }
+            if x.auto_delete && !x.has_bindings() {
                 emptied.push(x.name.clone());
             }
         }
-        if let Some(disk) = &self.disk {
-            let (to_exchange, name) = match dest {
-                Destination::Queue(q) => (false, q),
-                Destination::Exchange(x) => (true, x),
-            };
-            disk.delete_bindings(|b| b.to_exchange == to_exchange && b.destination == **name);
+        let mut wrote = false;
+        if let (Some(disk), false) = (&self.disk, gone.is_empty()) {
+            disk.delete_bindings(&gone);
+            wrote = true;
         }
         for name in emptied {
-            self.remove_exchange(defs, &name);
+            wrote |= self.remove_exchange(defs, &name);
         }
+        wrote
     }
 
     /// queue.declare. Returns the queue (its name may be server-generated) and its counts.
@@ -486,16 +534,18 @@ impl Vhost {
         d: &QueueDecl,
         conn_id: u64,
     ) -> AmqpResult<(QueueHandle, QueueStats)> {
-        let handle = self.declare_queue_sync(d, conn_id)?;
+        let (handle, wrote) = self.declare_queue_locked(d, conn_id)?;
+        self.persisted(wrote, "the queue").await?;
         let stats = handle.ask(QueueCmd::Stats).await?;
         Ok((handle, stats))
     }
 
-    fn declare_queue_sync(
+    /// queue.declare under the lock: the queue, and whether it wrote to the store.
+    fn declare_queue_locked(
         self: &Arc<Self>,
         d: &QueueDecl,
         conn_id: u64,
-    ) -> AmqpResult<QueueHandle> {
+    ) -> AmqpResult<(QueueHandle, bool)> {
         if d.passive {
             let q = self
                 .read()
@@ -505,7 +555,7 @@ impl Vhost {
                 .ok_or_else(|| no_queue(&d.name))?;
             check_exclusive(&q, conn_id)?;
             q.send_internal(QueueCmd::Touch);
-            return Ok(q);
+            return Ok((q, false));
         }
         let mut defs = self.write();
         if let Some(q) = defs.queues.get(d.name.as_str()) {
@@ -530,7 +580,7 @@ impl Vhost {
             }
             check_args("queue", n, &d.arguments, &s.arguments)?;
             q.send_internal(QueueCmd::Touch);
-            return Ok(q.clone());
+            return Ok((q.clone(), false));
         }
         let limit = self.max_queues_per_connection.load(Ordering::Relaxed);
         if defs.declared.get(&conn_id).is_some_and(|&n| n >= limit) {
@@ -585,7 +635,7 @@ impl Vhost {
         let handle = queue::spawn(spec, Arc::downgrade(self), store, 1);
         defs.queues.insert(name, handle.clone());
         *defs.declared.entry(conn_id).or_default() += 1;
-        Ok(handle)
+        Ok((handle, disk_id.is_some()))
     }
 
     /// Looks a queue up for an operation by connection `conn_id` (404, or 405 if another
@@ -621,12 +671,15 @@ impl Vhost {
                 reply,
             })
             .await??;
-        self.forget_queue(&q);
+        let wrote = self.forget_queue(&q);
+        self.persisted(wrote, "the queue's deletion").await?;
         Ok(count)
     }
 
     /// Removes a queue (already stopped, or stopping) from the registry and its bindings.
-    pub(crate) fn forget_queue(&self, q: &QueueHandle) {
+    /// Whether it wrote to the store (on disk after the next flush, or sled's own within
+    /// 200 ms: see `persisted`).
+    pub(crate) fn forget_queue(&self, q: &QueueHandle) -> bool {
         let mut defs = self.write();
         if defs.queues.get(q.name()).is_some_and(|h| h == q) {
             defs.queues.remove(q.name());
@@ -638,11 +691,15 @@ impl Vhost {
                 }
             }
             defs.shrink_if_sparse();
-            if let (Some(disk), Some(id)) = (&self.disk, q.spec().disk_id) {
-                disk.delete_queue(q.name(), id);
+            let mut wrote = false;
+            if let (Some(disk), Some(_)) = (&self.disk, q.spec().disk_id) {
+                disk.delete_queue(q.name());
+                wrote = true;
             }
-            self.remove_destination(&mut defs, &Destination::Queue(q.name().clone()));
+            wrote |= self.remove_destination(&mut defs, &Destination::Queue(q.name().clone()));
+            return wrote;
         }
+        false
     }
 
     /// Clean shutdown: every durable queue records which messages were delivered before.
@@ -681,7 +738,7 @@ impl Vhost {
     }
 
     /// queue.bind and exchange.bind.
-    pub fn bind(
+    pub async fn bind(
         &self,
         source: &str,
         dest: Destination,
@@ -689,6 +746,18 @@ impl Vhost {
         args: &FieldTable,
         conn_id: u64,
     ) -> AmqpResult<()> {
+        let wrote = self.bind_locked(source, dest, key, args, conn_id)?;
+        self.persisted(wrote, "the binding").await
+    }
+
+    fn bind_locked(
+        &self,
+        source: &str,
+        dest: Destination,
+        key: &str,
+        args: &FieldTable,
+        conn_id: u64,
+    ) -> AmqpResult<bool> {
         if source.is_empty() {
             return Err(default_exchange_refused());
         }
@@ -709,13 +778,14 @@ impl Vhost {
                     x.unbind(&dest, key, args);
                     return Err(Self::store_failed("the binding"));
                 }
+                return Ok(true);
             }
         }
-        Ok(())
+        Ok(false)
     }
 
     /// queue.unbind and exchange.unbind. Unbinding what is not bound succeeds, as in RabbitMQ.
-    pub fn unbind(
+    pub async fn unbind(
         &self,
         source: &str,
         dest: Destination,
@@ -723,13 +793,25 @@ impl Vhost {
         args: &FieldTable,
         conn_id: u64,
     ) -> AmqpResult<()> {
+        let wrote = self.unbind_locked(source, dest, key, args, conn_id)?;
+        self.persisted(wrote, "the unbinding").await
+    }
+
+    fn unbind_locked(
+        &self,
+        source: &str,
+        dest: Destination,
+        key: &str,
+        args: &FieldTable,
+        conn_id: u64,
+    ) -> AmqpResult<bool> {
         if source.is_empty() {
             return Err(default_exchange_refused());
         }
         let mut defs = self.write();
         if !defs.exchanges.contains_key(source) {
             // Unbinding from an exchange that does not exist succeeds, as in RabbitMQ.
-            return Ok(());
+            return Ok(false);
         }
         // So does unbinding a queue or exchange that does not exist (RabbitMQ's
         // `absent_errs_only`): clients unbind on shutdown, after an auto-delete queue went.
@@ -738,22 +820,24 @@ impl Vhost {
             Destination::Exchange(x) => x.is_empty() || defs.exchanges.contains_key(x),
         };
         if !exists {
-            return Ok(());
+            return Ok(false);
         }
         self.check_destination(&defs, &dest, conn_id)?;
         let Some(x) = defs.exchanges.get_mut(source) else {
-            return Ok(());
+            return Ok(false);
         };
+        let mut wrote = false;
         if x.unbind(&dest, key, args) {
             if let (Some(disk), true) = (&self.disk, x.durable) {
-                disk.delete_binding(&Self::binding_def(source, &dest, key, args));
+                disk.delete_bindings(&[Self::binding_def(source, &dest, key, args)]);
+                wrote = true;
             }
             if x.auto_delete && !x.has_bindings() {
                 let name = x.name.clone();
-                self.remove_exchange(&mut defs, &name);
+                wrote |= self.remove_exchange(&mut defs, &name);
             }
         }
-        Ok(())
+        Ok(wrote)
     }
 
     fn check_destination(

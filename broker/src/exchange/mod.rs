@@ -175,15 +175,16 @@ impl Exchange {
         true
     }
 
-    /// Removes every binding to `dest` (the destination was deleted). Returns how many.
-    pub fn remove_destination(&mut self, dest: &Destination) -> usize {
+    /// Removes every binding to `dest` (the destination was deleted). Returns their keys and
+    /// arguments.
+    pub fn remove_destination(&mut self, dest: &Destination) -> Vec<(String, FieldTable)> {
         let Some(list) = self.bindings.remove(dest) else {
-            return 0;
+            return Vec::new();
         };
         for (key, args) in &list {
             self.router.unbind(dest, key, args);
         }
-        list.len()
+        list
     }
 
     /// Whether any binding has this exchange as source.

@@ -272,11 +272,12 @@ impl QueueActor {
         self.expire_head(now);
         if let Some(e) = self.args().expires {
             if self.consumers.is_empty() && now >= self.last_used + e {
-                // An expired queue is deleted; its messages are not dead-lettered.
+                // An expired queue is deleted; its messages are not dead-lettered. Its records go
+                // before its definition, so a crash in between leaves no orphans.
+                self.shut_down();
                 if let Some(vhost) = self.vhost.upgrade() {
                     vhost.forget_queue(&self.handle);
                 }
-                self.shut_down();
             }
         }
     }
@@ -664,10 +665,10 @@ impl QueueActor {
 
     fn maybe_auto_delete(&mut self) {
         if self.handle.spec().auto_delete && self.had_consumer && self.consumers.is_empty() {
+            self.shut_down();
             if let Some(vhost) = self.vhost.upgrade() {
                 vhost.forget_queue(&self.handle);
             }
-            self.shut_down();
         }
     }
 

@@ -325,7 +325,7 @@ impl Connection {
     pub(crate) async fn handle_method(&mut self, id: u16, method: AMQPClass) -> AmqpResult<()> {
         match method {
             AMQPClass::Channel(m) => self.handle_channel_method(id, m).await,
-            AMQPClass::Exchange(m) => self.handle_exchange_method(id, m),
+            AMQPClass::Exchange(m) => self.handle_exchange_method(id, m).await,
             AMQPClass::Queue(m) => self.handle_queue_method(id, m).await,
             AMQPClass::Basic(m) => self.handle_basic_method(id, m).await,
             AMQPClass::Tx(m) => self.handle_tx_method(id, m).await,

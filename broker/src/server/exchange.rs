@@ -9,7 +9,7 @@ use crate::protocol::write_method;
 use crate::vhost::ExchangeDecl;
 
 impl Connection {
-    pub(crate) fn handle_exchange_method(
+    pub(crate) async fn handle_exchange_method(
         &mut self,
         id: u16,
         method: ex::AMQPMethod,
@@ -17,41 +17,49 @@ impl Connection {
         let vhost = self.ctx.vhost.clone();
         let reply = match method {
             ex::AMQPMethod::Declare(d) => {
-                vhost.declare_exchange(&ExchangeDecl {
-                    name: d.exchange.to_string(),
-                    kind: d.kind.to_string(),
-                    passive: d.passive,
-                    durable: d.durable,
-                    auto_delete: d.auto_delete,
-                    internal: d.internal,
-                    arguments: d.arguments,
-                })?;
+                vhost
+                    .declare_exchange(&ExchangeDecl {
+                        name: d.exchange.to_string(),
+                        kind: d.kind.to_string(),
+                        passive: d.passive,
+                        durable: d.durable,
+                        auto_delete: d.auto_delete,
+                        internal: d.internal,
+                        arguments: d.arguments,
+                    })
+                    .await?;
                 (!d.nowait).then_some(ex::AMQPMethod::DeclareOk(ex::DeclareOk {}))
             }
             ex::AMQPMethod::Delete(d) => {
-                vhost.delete_exchange(d.exchange.as_str(), d.if_unused)?;
+                vhost
+                    .delete_exchange(d.exchange.as_str(), d.if_unused)
+                    .await?;
                 (!d.nowait).then_some(ex::AMQPMethod::DeleteOk(ex::DeleteOk {}))
             }
             ex::AMQPMethod::Bind(b) => {
                 let dest = Destination::Exchange(b.destination.as_str().into());
-                vhost.bind(
-                    b.source.as_str(),
-                    dest,
-                    b.routing_key.as_str(),
-                    &b.arguments,
-                    self.id,
-                )?;
+                vhost
+                    .bind(
+                        b.source.as_str(),
+                        dest,
+                        b.routing_key.as_str(),
+                        &b.arguments,
+                        self.id,
+                    )
+                    .await?;
                 (!b.nowait).then_some(ex::AMQPMethod::BindOk(ex::BindOk {}))
             }
             ex::AMQPMethod::Unbind(b) => {
                 let dest = Destination::Exchange(b.destination.as_str().into());
-                vhost.unbind(
-                    b.source.as_str(),
-                    dest,
-                    b.routing_key.as_str(),
-                    &b.arguments,
-                    self.id,
-                )?;
+                vhost
+                    .unbind(
+                        b.source.as_str(),
+                        dest,
+                        b.routing_key.as_str(),
+                        &b.arguments,
+                        self.id,
+                    )
+                    .await?;
                 (!b.nowait).then_some(ex::AMQPMethod::UnbindOk(ex::UnbindOk {}))
             }
             _ => {

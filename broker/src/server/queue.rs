@@ -51,25 +51,29 @@ impl Connection {
             q::AMQPMethod::Bind(b) => {
                 let name = self.ch(id)?.queue_name(b.queue.as_str())?;
                 let dest = Destination::Queue(name.into());
-                vhost.bind(
-                    b.exchange.as_str(),
-                    dest,
-                    b.routing_key.as_str(),
-                    &b.arguments,
-                    self.id,
-                )?;
+                vhost
+                    .bind(
+                        b.exchange.as_str(),
+                        dest,
+                        b.routing_key.as_str(),
+                        &b.arguments,
+                        self.id,
+                    )
+                    .await?;
                 (!b.nowait).then_some(q::AMQPMethod::BindOk(q::BindOk {}))
             }
             q::AMQPMethod::Unbind(b) => {
                 let name = self.ch(id)?.queue_name(b.queue.as_str())?;
                 let dest = Destination::Queue(name.into());
-                vhost.unbind(
-                    b.exchange.as_str(),
-                    dest,
-                    b.routing_key.as_str(),
-                    &b.arguments,
-                    self.id,
-                )?;
+                vhost
+                    .unbind(
+                        b.exchange.as_str(),
+                        dest,
+                        b.routing_key.as_str(),
+                        &b.arguments,
+                        self.id,
+                    )
+                    .await?;
                 Some(q::AMQPMethod::UnbindOk(q::UnbindOk {}))
             }
             q::AMQPMethod::Purge(p) => {

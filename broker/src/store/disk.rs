@@ -482,18 +482,32 @@ impl Disk {
         self.db.generate_id().unwrap_or_else(|_| rand_id())
     }
 
+    /// Waits until every write made before this call is on disk (group commit with the
+    /// publishes' flushes; the caller holds no lock meanwhile). Whether it succeeded.
+    pub async fn synced(&self) -> bool {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.after_flush(move |ok| {
+            let _ = tx.send(ok);
+        });
+        rx.await.unwrap_or(false)
+    }
+
+    // Definitions are written to sled without waiting for the disk: whoever needs them durable
+    // awaits `synced` afterwards, outside the registry's lock, and one flush covers every
+    // definition and publish that came in meanwhile.
+
     fn put_def(&self, key: String, value: &impl Serialize) -> bool {
         let Ok(v) = serde_json::to_vec(value) else {
             return false;
         };
-        self.defs.insert(key.as_bytes(), v).is_ok() && self.flush()
+        self.defs.insert(key.as_bytes(), v).is_ok()
     }
 
     fn del_def(&self, key: String) -> bool {
-        self.defs.remove(key.as_bytes()).is_ok() && self.flush()
+        self.defs.remove(key.as_bytes()).is_ok()
     }
 
-    /// Saves a durable exchange (flushed before returning).
+    /// Saves a durable exchange (on disk after the next flush: see `synced`).
     pub fn save_exchange(&self, x: &ExchangeDef) -> bool {
         self.put_def(format!("x\0{}", x.name), x)
     }
@@ -508,9 +522,9 @@ impl Disk {
         self.put_def(format!("q\0{}", q.name), q)
     }
 
-    /// Forgets a durable queue and drops its messages.
-    pub fn delete_queue(&self, name: &str, id: u64) -> bool {
-        self.purge(id);
+    /// Forgets a durable queue's definition. Its messages are gone already: the queue purged
+    /// them when it was destroyed, so sled's log holds the purge before this.
+    pub fn delete_queue(&self, name: &str) -> bool {
         self.del_def(format!("q\0{name}"))
     }
 
@@ -533,25 +547,16 @@ impl Disk {
         self.put_def(Self::binding_key(b), b)
     }
 
-    /// Forgets a binding.
-    pub fn delete_binding(&self, b: &BindingDef) -> bool {
-        self.del_def(Self::binding_key(b))
-    }
-
-    /// Forgets every stored binding for which `pred` holds.
-    pub fn delete_bindings(&self, pred: impl Fn(&BindingDef) -> bool) {
+    /// Forgets bindings, in one batch.
+    pub fn delete_bindings(&self, bindings: &[BindingDef]) -> bool {
+        if bindings.is_empty() {
+            return true;
+        }
         let mut batch = sled::Batch::default();
-        let mut any = false;
-        for (k, v) in self.defs.scan_prefix(b"b\0").flatten() {
-            if serde_json::from_slice::<BindingDef>(&v).is_ok_and(|b| pred(&b)) {
-                batch.remove(k);
-                any = true;
-            }
+        for b in bindings {
+            batch.remove(Self::binding_key(b).as_bytes());
         }
-        if any {
-            let _ = self.defs.apply_batch(batch);
-            self.flush();
-        }
+        self.defs.apply_batch(batch).is_ok()
     }
 
     /// The tree of message records (see [`super::queue_log`]).

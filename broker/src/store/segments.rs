@@ -312,10 +312,17 @@ impl Segments {
                 })
                 .collect()
         };
+        // Once per sync, even with no segment to sync: a flush of definitions alone is held
+        // or fails as the disk would.
+        let gate = self.faults.before_sync();
         let mut failed = Vec::new();
         let mut synced = Vec::new();
         for (id, f, len) in &files {
-            match self.faults.before_sync().and_then(|()| f.sync_data()) {
+            let done = match &gate {
+                Ok(()) => f.sync_data(),
+                Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+            };
+            match done {
                 Ok(()) => {
                     let len = len.or_else(|| f.metadata().ok().map(|m| m.len()));
                     synced.extend(len.map(|l| (*id, l)));
@@ -331,7 +338,7 @@ impl Segments {
             }
         }
         if failed.is_empty() {
-            return true;
+            return gate.is_ok();
         }
         for id in failed {
             if inner.files.contains_key(&id) && !inner.unsynced.contains(&id) {

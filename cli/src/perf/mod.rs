@@ -147,6 +147,11 @@ pub struct LatencyArgs {
     /// An argument for the queue the run declares, repeatable: --queue-arg x-max-length=1000.
     #[arg(long = "queue-arg", value_name = "KEY=VALUE", value_parser = table::parse_arg)]
     pub queue_args: Vec<Entry>,
+    /// Definition churn during the run: another connection declares a durable queue, binds it
+    /// to amq.direct and deletes it, in a loop, as fast as the broker answers. The summary
+    /// gives the cycles per second.
+    #[arg(long)]
+    pub churn: bool,
 }
 
 #[derive(clap::Args, Clone)]
@@ -802,6 +807,24 @@ async fn latency(a: LatencyArgs) -> anyhow::Result<()> {
         consumer.close().await;
         anyhow::Ok(samples)
     });
+    let stop_churn = Arc::new(AtomicBool::new(false));
+    let churn = if a.churn {
+        let mut w = Wire::connect(&url).await?;
+        let (stop, name) = (stop_churn.clone(), format!("perf-{}-churn", tag()));
+        Some(tokio::spawn(async move {
+            let started = Instant::now();
+            let mut cycles = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                churn_cycle(&mut w, &name).await?;
+                cycles += 1;
+            }
+            let secs = started.elapsed().as_secs_f64();
+            w.close().await;
+            anyhow::Ok((cycles, secs))
+        }))
+    } else {
+        None
+    };
     let mut producer = Wire::connect(&url).await?;
     if a.confirm {
         producer.confirm_select().await?;
@@ -851,6 +874,11 @@ async fn latency(a: LatencyArgs) -> anyhow::Result<()> {
         }
     }
     let confirms = a.confirm.then(|| Confirmed::of(&scan.confirms));
+    stop_churn.store(true, Ordering::Relaxed);
+    let churned = match churn {
+        Some(t) => Some(t.await.context("churn")??),
+        None => None,
+    };
     target.store(sent - confirms.map_or(0, |c| c.nacked), Ordering::Relaxed);
     let samples = collector.await.context("collector")??;
     producer.close().await;
@@ -891,7 +919,9 @@ async fn latency(a: LatencyArgs) -> anyhow::Result<()> {
                "samples": measured.len(), "warmup_seconds": a.warmup,
                "persistent": a.persistent, "confirm": a.confirm,
                "p50_ms": p50, "p99_ms": p99, "p999_ms": p999, "max_ms": max,
-               "confirm_p50_ms": c50, "confirm_p99_ms": c99});
+               "confirm_p50_ms": c50, "confirm_p99_ms": c99,
+               "churn_cycles": churned.map(|c| c.0),
+               "churn_per_sec": churned.map(|(n, secs)| n as f64 / secs.max(1e-9))});
         println!("{}", with_outcome(summary, &outcome));
     } else {
         let ms = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:.3} ms"));
@@ -909,6 +939,12 @@ async fn latency(a: LatencyArgs) -> anyhow::Result<()> {
                 String::new()
             }
         );
+        if let Some((n, secs)) = churned {
+            println!(
+                "definition churn: {n} declare/bind/delete cycles, {:.0}/s",
+                n as f64 / secs.max(1e-9)
+            );
+        }
         println!("{}", outcome.line());
     }
     outcome.verdict()?;
@@ -916,6 +952,36 @@ async fn latency(a: LatencyArgs) -> anyhow::Result<()> {
         bail!("no message came back");
     }
     Ok(())
+}
+
+/// One cycle of definition churn: a durable queue declared, bound to amq.direct, deleted.
+async fn churn_cycle(w: &mut Wire, name: &str) -> anyhow::Result<()> {
+    w.declare_queue(name, true, FieldTable::default()).await?;
+    match w
+        .rpc(AMQPClass::Queue(queue::AMQPMethod::Bind(queue::Bind {
+            queue: name.into(),
+            exchange: "amq.direct".into(),
+            routing_key: name.into(),
+            nowait: false,
+            arguments: FieldTable::default(),
+        })))
+        .await?
+    {
+        AMQPClass::Queue(queue::AMQPMethod::BindOk(_)) => {}
+        other => bail!("unexpected reply to queue.bind: {other:?}"),
+    }
+    match w
+        .rpc(AMQPClass::Queue(queue::AMQPMethod::Delete(queue::Delete {
+            queue: name.into(),
+            if_unused: false,
+            if_empty: false,
+            nowait: false,
+        })))
+        .await?
+    {
+        AMQPClass::Queue(queue::AMQPMethod::DeleteOk(_)) => Ok(()),
+        other => bail!("unexpected reply to queue.delete: {other:?}"),
+    }
 }
 
 async fn connections(a: ConnectionsArgs) -> anyhow::Result<()> {
