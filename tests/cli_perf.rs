@@ -292,3 +292,43 @@ async fn a_persistent_latency_run_declares_a_durable_queue() {
     server.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Consumers keep receiving while a publisher floods, second by second, against a broker
+/// that is CPU-bound (this debug build, with `warren perf` on the same two cores). Ratios of
+/// what the same second moved, not speeds. Before the fix a flat-out publisher's connection
+/// read for its whole cooperative budget (about 200,000 small messages, over a second in a
+/// debug build) before its queue ran once: the consumer received 1,024 messages in the first
+/// second, and none in some later ones, while 200,000+ a second were sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flat_out_publisher_does_not_starve_its_consumer() {
+    let dir = binary::temp_dir("fairness");
+    let server = binary::Server::start(&dir).await;
+    let r = warren(
+        &server.url,
+        &[
+            "perf",
+            "throughput",
+            "-s",
+            "16",
+            "--duration",
+            "4",
+            "--json",
+        ],
+    )
+    .await
+    .ok();
+    let s = summary(&r);
+    let seconds = s["per_second"].as_array().expect("per_second").clone();
+    assert_eq!(seconds.len(), 4, "{s}");
+    for (i, sec) in seconds.iter().enumerate() {
+        let (sent, received) = (num(sec, "sent"), num(sec, "received"));
+        assert!(sent > 0.0, "second {}: nothing sent: {s}", i + 1);
+        assert!(
+            received >= sent / 4.0,
+            "second {}: the consumer got {received} while {sent} were sent: {s}",
+            i + 1
+        );
+    }
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -28,9 +28,10 @@ use crate::vhost::Vhost;
 const MAILBOX: usize = 256;
 /// Settlements and internal commands handled between two delivery rounds.
 const BATCH: usize = 256;
-/// Mailbox commands handled between two delivery rounds: few, so acks and deliveries are not
-/// starved by a flood of publishes.
-const PUBLISH_BATCH: usize = 16;
+/// Published messages taken from the mailbox between two delivery rounds (whole commands: at
+/// least one), so that settlements and deliveries get their turn however large the commands
+/// are. (Counted in commands, one round could take 16 read batches of any size.)
+const PUBLISH_MESSAGES: usize = 16 * DELIVERY_WINDOW as usize;
 /// The resolution of message expiry.
 const EXPIRY_GRAIN: Duration = Duration::from_millis(1);
 /// Flow control: with consumers draining the queue, a backlog above this many ready messages
@@ -159,9 +160,15 @@ impl QueueActor {
             tokio::select! {
                 biased;
                 _ = internal.recv_many(&mut from_queues, BATCH) => {}
-                n = rx.recv_many(&mut batch, PUBLISH_BATCH), if !throttled => {
+                n = rx.recv_many(&mut batch, 1), if !throttled => {
                     if n == 0 {
                         return;
+                    }
+                    let mut taken = batch.iter().map(QueueCmd::publishes).sum::<usize>();
+                    while taken < PUBLISH_MESSAGES {
+                        let Ok(cmd) = rx.try_recv() else { break };
+                        taken += cmd.publishes();
+                        batch.push(cmd);
                     }
                 }
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => {}

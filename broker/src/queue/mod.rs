@@ -273,6 +273,15 @@ pub enum QueueCmd {
 }
 
 impl QueueCmd {
+    /// How many published messages the command carries (what a round's intake counts).
+    pub(crate) fn publishes(&self) -> usize {
+        match self {
+            QueueCmd::Publish { .. } => 1,
+            QueueCmd::PublishMany(list) => list.len(),
+            _ => 1,
+        }
+    }
+
     /// The queue was deleted before it handled this command: a publish in it went with the
     /// queue and is confirmed (RabbitMQ confirms the messages of a deleted queue).
     pub(crate) fn queue_deleted(self) {

@@ -37,6 +37,9 @@ const OUT_HIGH_WATER: usize = 1 << 20;
 const READ_CHUNK: usize = 128 * 1024;
 /// Read buffer size of a quiet connection; it is freed again once every frame in it is
 /// handled, so an idle connection holds no read buffer at all.
+/// A connection reading flat out lets other tasks run after this many bytes (see
+/// [`yield_to_woken`]).
+const YIELD_AFTER_BYTES: usize = 4 << 20;
 const READ_SMALL: usize = 4 * 1024;
 /// A frame at least this large is read to its end and no further, and what follows it is
 /// read in a small read first: its body then fills a buffer of its own (sliced off, never
@@ -444,6 +447,8 @@ impl Connection {
         let mut corrupt = false;
         // Frames that arrived with the handshake's last ones are handled before any read.
         let mut unread = !inbuf.is_empty();
+        // Bytes read since this task last let others run.
+        let mut read_since_yield = 0usize;
         loop {
             if events_rx.is_none() {
                 events_rx = self.new_events.take();
@@ -479,7 +484,10 @@ impl Connection {
                         let want = limit.min(inbuf.capacity() - inbuf.len());
                         match rd.try_read_buf(&mut (&mut inbuf).limit(want)) {
                             Ok(0) => return,
-                            Ok(n) => busy = n == want,
+                            Ok(n) => {
+                                busy = n == want;
+                                read_since_yield += n;
+                            }
                             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                                 // A stale readiness: keep no buffer for nothing.
                                 if inbuf.is_empty() {
@@ -530,6 +538,15 @@ impl Connection {
                     }
                     self.flush_publishes().await;
                     self.after_batch();
+                    if busy && read_since_yield >= YIELD_AFTER_BYTES {
+                        // The socket has more: let the queues this connection fed, and the
+                        // connections they deliver to, run before reading on. Without this
+                        // a flat-out publisher read for its whole cooperative budget (128
+                        // reads, about 200,000 small messages) before its queue ran once,
+                        // and consumers got nothing meanwhile.
+                        read_since_yield = 0;
+                        yield_to_woken().await;
+                    }
                 }
                 n = async {
                     match events_rx.as_mut() {
@@ -786,4 +803,23 @@ fn code_of(code: u16) -> ReplyCode {
         540 => ReplyCode::NotImplemented,
         _ => ReplyCode::FrameError,
     }
+}
+
+/// Lets the tasks this one woke run (the queues it fed, the connections they deliver to),
+/// then carries on. Unlike `tokio::task::yield_now`, whose wake-up is deferred until the worker
+/// has nothing else to do (it then polls the I/O driver first), this reschedules at once: the
+/// reader stays in the pipeline, and the tasks ahead of it in the run queue get their turn.
+/// (Measured with `warren perf throughput -s 16`: yield_now every 1 MB cost a third of the
+/// throughput; this costs nothing measurable.)
+async fn yield_to_woken() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if std::mem::replace(&mut yielded, true) {
+            std::task::Poll::Ready(())
+        } else {
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await;
 }

@@ -380,6 +380,8 @@ struct Counters {
     confirmed: AtomicU64,
     nacked: AtomicU64,
     consumed: AtomicU64,
+    /// Consumers whose basic.consume was answered.
+    attached: AtomicU64,
     /// Tells producers to stop publishing (they then wait for their outstanding confirms).
     stop_producers: AtomicBool,
     /// Tells consumers to stop once nothing more arrives.
@@ -476,6 +478,7 @@ async fn consume(
 ) -> anyhow::Result<()> {
     let mut w = Wire::connect(&url).await?;
     w.consume(&queue, prefetch, !manual).await?;
+    c.attached.fetch_add(1, Ordering::Relaxed);
     let mut scan = Scan::default();
     let mut unacked = 0u64;
     let ack_every = ack_every.clamp(1, (u64::from(prefetch) / 2).max(1));
@@ -622,8 +625,18 @@ async fn throughput(a: ThroughputArgs) -> anyhow::Result<()> {
             c.clone(),
         )));
     }
-    // Let consumers attach before the clock starts.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The clock starts once every consumer is attached (basic.consume-ok).
+    let attach_by = Instant::now() + Duration::from_secs(30);
+    while c.attached.load(Ordering::Relaxed) < consumers.len() as u64 {
+        if let Some(t) = consumers.iter_mut().find(|t| t.is_finished()) {
+            t.await.context("consumer")??;
+            bail!("a consumer ended before the run started");
+        }
+        if Instant::now() > attach_by {
+            bail!("the consumers did not attach within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let per_rate = if a.rate > 0 {
         (a.rate / a.producers.max(1) as u64).max(1)
     } else {
@@ -650,9 +663,12 @@ async fn throughput(a: ThroughputArgs) -> anyhow::Result<()> {
     // The counts and time when the measured part began (after the warm-up).
     let mut from = ((0, 0, 0), started);
     let mut prev = (0, 0, 0);
+    // What each second moved (warm-up included): [sent, confirmed, received].
+    let mut seconds = Vec::new();
     for s in 1..=a.warmup + a.common.duration {
         tokio::time::sleep_until((started + Duration::from_secs(s)).into()).await;
         let now = counts();
+        seconds.push([now.0 - prev.0, now.1 - prev.1, now.2 - prev.2]);
         if !a.common.json {
             let warm = if s <= a.warmup { "  (warm-up)" } else { "" };
             eprintln!(
@@ -736,6 +752,7 @@ async fn throughput(a: ThroughputArgs) -> anyhow::Result<()> {
             "received_per_sec": received,
             "messages_per_sec": received / deliveries_per_message as f64,
             "bytes_per_sec": received * a.size as f64,
+            "per_second": seconds.iter().map(|[s, c, r]| json!({"sent": s, "confirmed": c, "received": r})).collect::<Vec<_>>(),
         });
         println!("{}", with_outcome(summary, &outcome));
     } else {
