@@ -198,3 +198,69 @@ async fn last_declared_queue_is_per_channel() {
     assert_eq!(code, 404, "{text}");
     assert_eq!(text, "NOT_FOUND - no previously declared queue");
 }
+
+/// declare-ok reads the queue's counters instead of asking the queue behind its mailbox, yet
+/// still counts every message its connection published before it, as RabbitMQ does. The
+/// publishes and the passive declare arrive in one TCP write, so the broker reads them in one
+/// batch and answers the declare before the queue has handled them: they are counted on
+/// their way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declare_ok_counts_publishes_still_on_their_way() {
+    use amq_protocol::frame::{AMQPContentHeader, AMQPFrame};
+    use amq_protocol::protocol::{basic, queue, AMQPClass};
+
+    let broker = start().await;
+    let mut raw = RawConn::open(broker.addr).await;
+    raw.open_channel(1).await;
+    let q = unique("on-the-way");
+    let declare = |passive| {
+        encode(&AMQPFrame::Method(
+            1,
+            AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
+                queue: q.as_str().into(),
+                passive,
+                durable: false,
+                exclusive: false,
+                auto_delete: false,
+                nowait: false,
+                arguments: FieldTable::default(),
+            })),
+        ))
+    };
+    raw.send_bytes(&declare(false)).await;
+    let mut batch = Vec::new();
+    for _ in 0..2000 {
+        batch.extend(encode(&AMQPFrame::Method(
+            1,
+            AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+                exchange: "".into(),
+                routing_key: q.as_str().into(),
+                mandatory: false,
+                immediate: false,
+            })),
+        )));
+        batch.extend(encode(&AMQPFrame::Header(
+            1,
+            AMQPContentHeader {
+                class_id: 60,
+                body_size: 1,
+                properties: lapin::BasicProperties::default(),
+            },
+        )));
+        batch.extend(encode(&AMQPFrame::Body(1, b"m".to_vec())));
+    }
+    batch.extend(declare(true));
+    raw.send_bytes(&batch).await;
+    let mut counts = Vec::new();
+    while counts.len() < 2 {
+        match raw.recv().await {
+            Incoming::Frame(AMQPFrame::Method(
+                1,
+                AMQPClass::Queue(queue::AMQPMethod::DeclareOk(ok)),
+            )) => counts.push(ok.message_count),
+            Incoming::Frame(_) => {}
+            Incoming::Eof => panic!("connection closed"),
+        }
+    }
+    assert_eq!(counts, [0, 2000]);
+}

@@ -12,7 +12,8 @@ use amq_protocol::types::{AMQPValue, FieldTable};
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::{Destination, Exchange, ExchangeKind};
 use crate::queue::args::{as_int, Overflow, QueueArgs};
-use crate::queue::{self, QueueCmd, QueueHandle, QueueSpec, QueueStats};
+use crate::queue::counters::QueueCounts;
+use crate::queue::{self, QueueCmd, QueueHandle, QueueSpec};
 use crate::store::disk::{BindingDef, Disk, ExchangeDef, QueueDef, Recovered};
 use crate::store::{DurableQueueStore, MemoryQueueStore, PriorityQueueStore, QueueStore};
 
@@ -533,10 +534,12 @@ impl Vhost {
         self: &Arc<Self>,
         d: &QueueDecl,
         conn_id: u64,
-    ) -> AmqpResult<(QueueHandle, QueueStats)> {
+    ) -> AmqpResult<(QueueHandle, QueueCounts)> {
         let (handle, wrote) = self.declare_queue_locked(d, conn_id)?;
         self.persisted(wrote, "the queue").await?;
-        let stats = handle.ask(QueueCmd::Stats).await?;
+        // From the queue's counters: never waits behind its mailbox. They count this
+        // connection's publishes still on their way, as RabbitMQ's declare-ok does.
+        let stats = handle.counters().read();
         Ok((handle, stats))
     }
 

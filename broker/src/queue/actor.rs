@@ -12,11 +12,12 @@ use amq_protocol::types::AMQPValue;
 use tokio::sync::mpsc;
 
 use super::args::{Overflow, QueueArgs};
+use super::counters::RoundCounts;
 use super::dead_letter::{dead_lettered, Reason};
 use super::mailbox;
 use super::{
     ConnEvent, Consumer, Delivered, Delivery, Handoff, QueueCmd, QueueHandle, QueueSpec,
-    QueueStats, ReturnKind, DELIVERY_WINDOW,
+    ReturnKind, DELIVERY_WINDOW,
 };
 use crate::error::{AmqpError, AmqpResult};
 use crate::message::Message;
@@ -86,6 +87,8 @@ struct QueueActor {
     deleted: bool,
     /// Snapshotted for a clean shutdown: the task ends after this round.
     stopped: bool,
+    /// What this round changed, for the queue's counters.
+    round: RoundCounts,
 }
 
 /// Starts the owner task of a new queue over `store` (whose messages, if recovered, are
@@ -116,6 +119,7 @@ pub(crate) fn spawn(
         confirm_seqs: Vec::new(),
         deleted: false,
         stopped: false,
+        round: RoundCounts::default(),
     };
     tokio::spawn(actor.run(rx, irx));
     handle
@@ -193,7 +197,22 @@ impl QueueActor {
             }
             self.deliver();
             self.commit();
+            self.update_counters();
         }
+    }
+
+    /// Publishes the queue's counts (see [`QueueCounters`](super::counters::QueueCounters)):
+    /// at the end of every round, and before answering a request whose answer a later
+    /// queue.declare-ok must agree with.
+    fn update_counters(&mut self) {
+        let c = self.handle.counters();
+        c.set_consumers(self.consumers.len());
+        c.update(
+            self.store.len() as u64,
+            self.store.bytes(),
+            self.unacked.len() as u64,
+            &mut self.round,
+        );
     }
 
     /// The queue was deleted: the publishes it took this round and those still in its
@@ -311,20 +330,27 @@ impl QueueActor {
                 message,
                 confirm,
                 handoff,
-            } => self.publish(message, confirm, handoff),
+            } => {
+                self.round.handled += 1;
+                self.publish(message, confirm, handoff)
+            }
             QueueCmd::PublishMany(list) => {
+                self.round.handled += list.len() as u64;
                 for (message, confirm) in list {
                     self.publish(message, confirm, None);
                 }
             }
             QueueCmd::Consume { consumer, reply } => {
                 self.last_used = Instant::now();
-                let _ = reply.send(self.add_consumer(consumer));
+                let added = self.add_consumer(consumer);
+                self.update_counters();
+                let _ = reply.send(added);
             }
             QueueCmd::Cancel {
                 conn_id,
                 channel,
                 tag,
+                done,
             } => {
                 self.last_used = Instant::now();
                 self.consumers.retain(|a| {
@@ -333,6 +359,10 @@ impl QueueActor {
                         && a.consumer.tag == tag)
                 });
                 self.maybe_auto_delete();
+                self.update_counters();
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
             }
             QueueCmd::Get { no_ack, reply } => {
                 let now = Instant::now();
@@ -357,6 +387,11 @@ impl QueueActor {
                     }
                     (delivery, self.store.len() as u32)
                 });
+                if let Some((d, _)) = &got {
+                    self.round.delivered += 1;
+                    self.round.redelivered += u64::from(d.redelivered);
+                }
+                self.update_counters();
                 if let Err(Some((delivery, _))) = reply.send(got) {
                     // The asking channel is gone: the message was never delivered.
                     self.returned(vec![delivery.msg_id], ReturnKind::Unsent);
@@ -368,6 +403,7 @@ impl QueueActor {
                     if let Some(u) = self.unacked.remove(&id) {
                         self.release(u.consumer);
                         self.store.settle(&u.msg);
+                        self.round.acked += 1;
                     }
                 }
             }
@@ -383,13 +419,9 @@ impl QueueActor {
                 }
             }
             QueueCmd::Purge(reply) => {
-                let _ = reply.send(self.store.purge() as u32);
-            }
-            QueueCmd::Stats(reply) => {
-                let _ = reply.send(QueueStats {
-                    messages: self.store.len() as u32,
-                    consumers: self.consumers.len() as u32,
-                });
+                let n = self.store.purge() as u32;
+                self.update_counters();
+                let _ = reply.send(n);
             }
             QueueCmd::Delete {
                 if_unused,
@@ -479,6 +511,7 @@ impl QueueActor {
             }
             None => self.store.push(msg),
         };
+        self.round.published += 1;
         if let Some(token) = confirm {
             if written {
                 self.confirms.push(token);
@@ -712,6 +745,8 @@ impl QueueActor {
             }
             let a = &mut self.consumers[idx];
             a.consumer.in_flight.fetch_add(1, Ordering::Relaxed);
+            self.round.delivered += 1;
+            self.round.redelivered += u64::from(msg.redelivered);
             outbox[idx].push(Delivered {
                 msg_id: msg.seq,
                 message: msg.message.clone(),

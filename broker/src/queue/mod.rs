@@ -3,6 +3,7 @@
 
 mod actor;
 pub mod args;
+pub mod counters;
 pub mod dead_letter;
 mod mailbox;
 
@@ -242,6 +243,9 @@ pub enum QueueCmd {
         conn_id: u64,
         channel: u16,
         tag: Arc<str>,
+        /// Answered once the consumer is gone (basic.cancel-ok waits for it, as RabbitMQ's
+        /// does, so a queue.declare after it counts one consumer less).
+        done: Option<oneshot::Sender<()>>,
     },
     /// basic.get: one message, if any. The reply carries the count of messages left.
     Get {
@@ -258,8 +262,6 @@ pub enum QueueCmd {
     Touch,
     /// Drop all ready messages; replies with how many.
     Purge(oneshot::Sender<u32>),
-    /// Ready messages and consumers.
-    Stats(oneshot::Sender<QueueStats>),
     /// Delete the queue, if the conditions hold; replies with the messages it held.
     Delete {
         if_unused: bool,
@@ -273,12 +275,21 @@ pub enum QueueCmd {
 }
 
 impl QueueCmd {
-    /// How many published messages the command carries (what a round's intake counts).
+    /// How much of a round's intake the command is: its published messages, else 1.
     pub(crate) fn publishes(&self) -> usize {
         match self {
             QueueCmd::Publish { .. } => 1,
             QueueCmd::PublishMany(list) => list.len(),
             _ => 1,
+        }
+    }
+
+    /// The published messages the command carries (counted as on their way to the queue).
+    pub(crate) fn publishes_sent(&self) -> u64 {
+        match self {
+            QueueCmd::Publish { .. } => 1,
+            QueueCmd::PublishMany(list) => list.len() as u64,
+            _ => 0,
         }
     }
 
@@ -316,15 +327,6 @@ pub struct Handoff {
 /// One publish in a `QueueCmd::PublishMany` batch, with its confirm if the queue owes one.
 pub type Publishing = (Arc<Message>, Option<ConfirmToken>);
 
-/// Counts reported by queue.declare-ok.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct QueueStats {
-    /// Messages ready for delivery.
-    pub messages: u32,
-    /// Consumers attached.
-    pub consumers: u32,
-}
-
 /// A queue's declaration.
 #[derive(Debug, Clone)]
 pub struct QueueSpec {
@@ -357,6 +359,8 @@ struct Shared {
     /// mailbox: never blocks a queue on another queue (dead-letter cycles cannot deadlock) and
     /// never leaves acks behind a publish backlog. Bounded by the messages in the broker.
     internal: mailbox::UnboundedSender<QueueCmd>,
+    /// What the owner publishes about the queue (read without asking it).
+    counters: counters::QueueCounters,
 }
 
 /// A cheap, clonable reference to a queue.
@@ -385,12 +389,23 @@ impl QueueHandle {
             spec,
             mailbox,
             internal,
+            counters: counters::QueueCounters::default(),
         }))
+    }
+
+    /// The queue's counters (messages, consumers, rates), as of its owner's last round, plus
+    /// the publishes on their way to it.
+    pub fn counters(&self) -> &counters::QueueCounters {
+        &self.0.counters
     }
 
     /// Sends from inside the broker without waiting.
     pub fn send_internal(&self, cmd: QueueCmd) {
-        let _ = self.0.internal.send(cmd);
+        let n = cmd.publishes_sent();
+        self.0.counters.sending(n);
+        if self.0.internal.send(cmd).is_err() {
+            self.0.counters.unsent(n);
+        }
     }
 
     /// The queue's declaration.
@@ -415,6 +430,16 @@ impl QueueHandle {
     /// consumer whose acks waited behind millions of publishes would stall at its prefetch.
     /// Everything else stays in order with the publishes before it.
     pub async fn send(&self, cmd: QueueCmd) -> AmqpResult<()> {
+        let n = cmd.publishes_sent();
+        self.0.counters.sending(n);
+        let sent = self.send_uncounted(cmd).await;
+        if sent.is_err() {
+            self.0.counters.unsent(n);
+        }
+        sent
+    }
+
+    async fn send_uncounted(&self, cmd: QueueCmd) -> AmqpResult<()> {
         if matches!(
             cmd,
             QueueCmd::Ack(_)

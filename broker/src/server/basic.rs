@@ -92,11 +92,16 @@ impl Connection {
                 let ch = self.ch(id)?;
                 let tag: Arc<str> = Arc::from(c.consumer_tag.as_str());
                 if let Some(consumer) = ch.consumers.remove(&tag) {
+                    let (done, gone) = tokio::sync::oneshot::channel();
                     consumer.queue.send_internal(QueueCmd::Cancel {
                         conn_id: self.id,
                         channel: id,
                         tag,
+                        done: Some(done),
                     });
+                    // Settlements and cancels skip the publish backlog: this waits for the
+                    // queue's current round at most. A queue that is gone answers too.
+                    let _ = gone.await;
                 }
                 if !c.nowait {
                     self.reply(

@@ -117,6 +117,7 @@ impl Channel {
                 conn_id,
                 channel: self.id,
                 tag,
+                done: None,
             });
         }
         let unacked = std::mem::take(&mut self.unacked);
@@ -399,6 +400,7 @@ impl Connection {
                 conn_id: self.id,
                 channel: id,
                 tag,
+                done: None,
             });
         }
         settle(unacked.into_values(), &qos, |_, ids| QueueCmd::Return {

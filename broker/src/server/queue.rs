@@ -43,7 +43,7 @@ impl Connection {
                 (!d.nowait).then(|| {
                     q::AMQPMethod::DeclareOk(q::DeclareOk {
                         queue: name.as_ref().into(),
-                        message_count: stats.messages,
+                        message_count: u32::try_from(stats.ready).unwrap_or(u32::MAX),
                         consumer_count: stats.consumers,
                     })
                 })
