@@ -30,13 +30,23 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 /// The RSS once it stopped moving (the allocator gives freed pages back after a delay).
+/// The broker's RSS once it stopped changing for 900 ms (three samples 300 ms apart): long
+/// enough for the collections idle workers are owed (cli/src/reclaim.rs wakes them 300 ms
+/// after a skipped one), short enough that memory held until the next heartbeat (~20 s, the
+/// bug this guards against) still shows. At most 10 s.
 async fn settled_rss_kib(pid: u32) -> u64 {
     let mut last = rss_kib(pid);
-    for _ in 0..20 {
+    let mut same = 0;
+    for _ in 0..33 {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let now = rss_kib(pid);
         if now == last {
-            break;
+            same += 1;
+            if same == 3 {
+                break;
+            }
+        } else {
+            same = 0;
         }
         last = now;
     }

@@ -2,7 +2,9 @@
 //!
 //! - [`protocol`]: frames in and out of byte buffers (amq-protocol underneath); no I/O.
 //! - `server`: the listener, one task per connection, channels, one handler file per AMQP class.
-//! - [`vhost`]: the registry of exchanges, queues and bindings; routing.
+//! - [`registry`]: what exists in a running broker, for it and its observers: virtual hosts,
+//!   live connections and channels with their counters, broker-wide totals.
+//! - [`vhost`]: one virtual host's exchanges, queues and bindings; routing.
 //! - [`exchange`]: one file per exchange type behind one `Router` trait.
 //! - [`queue`]: each queue owned by one task; consumers, prefetch, acks.
 //! - [`store`]: where a queue's messages live (memory now; the interface a disk store fills).
@@ -24,6 +26,7 @@ pub mod exchange;
 pub mod message;
 pub mod protocol;
 pub mod queue;
+pub mod registry;
 mod server;
 pub mod store;
 mod util;

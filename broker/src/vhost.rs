@@ -13,7 +13,7 @@ use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::{Destination, Exchange, ExchangeKind};
 use crate::queue::args::{as_int, Overflow, QueueArgs};
 use crate::queue::counters::QueueCounts;
-use crate::queue::{self, QueueCmd, QueueHandle, QueueSpec};
+use crate::queue::{self, QueueCmd, QueueHandle, QueueRef, QueueSpec};
 use crate::store::disk::{BindingDef, Disk, ExchangeDef, QueueDef, Recovered};
 use crate::store::{DurableQueueStore, MemoryQueueStore, PriorityQueueStore, QueueStore};
 
@@ -68,7 +68,7 @@ impl Definitions {
 /// One virtual host.
 pub struct Vhost {
     /// Its name ("/").
-    pub name: String,
+    pub name: Arc<str>,
     defs: RwLock<Definitions>,
     /// Where durable definitions and persistent messages go (None: in-memory broker).
     disk: Option<Arc<Disk>>,
@@ -77,6 +77,7 @@ pub struct Vhost {
 }
 
 fn inequivalent(
+    vhost: &str,
     what: &str,
     kind: &str,
     name: &str,
@@ -84,25 +85,25 @@ fn inequivalent(
     current: impl std::fmt::Display,
 ) -> AmqpError {
     AmqpError::precondition(format_args!(
-        "inequivalent arg '{what}' for {kind} '{name}' in vhost '/': received '{received}' but current is '{current}'"
+        "inequivalent arg '{what}' for {kind} '{name}' in vhost '{vhost}': received '{received}' but current is '{current}'"
     ))
 }
 
-fn no_exchange(name: &str) -> AmqpError {
-    AmqpError::not_found(format_args!("no exchange '{name}' in vhost '/'"))
+fn no_exchange(vhost: &str, name: &str) -> AmqpError {
+    AmqpError::not_found(format_args!("no exchange '{name}' in vhost '{vhost}'"))
 }
 
-fn no_queue(name: &str) -> AmqpError {
-    AmqpError::not_found(format_args!("no queue '{name}' in vhost '/'"))
+fn no_queue(vhost: &str, name: &str) -> AmqpError {
+    AmqpError::not_found(format_args!("no {}", QueueRef::new(vhost, name)))
 }
 
 fn default_exchange_refused() -> AmqpError {
     AmqpError::access_refused("operation not permitted on the default exchange")
 }
 
-fn locked(name: &str) -> AmqpError {
+fn locked(queue: QueueRef) -> AmqpError {
     AmqpError::resource_locked(format_args!(
-        "cannot obtain exclusive access to locked queue '{name}' in vhost '/'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration."
+        "cannot obtain exclusive access to locked {queue}. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration."
     ))
 }
 
@@ -149,6 +150,7 @@ fn value_str(v: &AMQPValue) -> String {
 
 /// Checks that two argument tables are the same, naming the first argument that differs.
 fn check_args(
+    vhost: &str,
     kind: &str,
     name: &str,
     received: &FieldTable,
@@ -169,7 +171,7 @@ fn check_args(
         let (rv, cv) = (r.get(key.as_str()), c.get(key.as_str()));
         let fail = |detail: String| {
             Err(AmqpError::precondition(format_args!(
-                "inequivalent arg '{key}' for {kind} '{name}' in vhost '/': {detail}"
+                "inequivalent arg '{key}' for {kind} '{name}' in vhost '{vhost}': {detail}"
             )))
         };
         match (rv, cv) {
@@ -219,7 +221,7 @@ impl Vhost {
             );
         }
         Arc::new(Vhost {
-            name: name.to_owned(),
+            name: Arc::from(name),
             defs: RwLock::new(defs),
             disk,
             max_queues_per_connection: AtomicUsize::new(usize::MAX),
@@ -259,7 +261,8 @@ impl Vhost {
         let mut messages = 0usize;
         for q in rec.queues {
             let name: Arc<str> = Arc::from(q.name.as_str());
-            let args = QueueArgs::parse(&q.arguments, &name).unwrap_or_default();
+            let args = QueueArgs::parse(&q.arguments, &QueueRef::new(&self.name, &name))
+                .unwrap_or_default();
             let (store, next_seq): (Box<dyn QueueStore>, u64) = match args.max_priority {
                 Some(max) => {
                     let (s, n) = PriorityQueueStore::recover(max, disk.clone(), q.id, rec.unclean);
@@ -272,6 +275,7 @@ impl Vhost {
             };
             messages += store.len();
             let spec = QueueSpec {
+                vhost: self.name.clone(),
                 name: name.clone(),
                 durable: true,
                 exclusive_owner: None,
@@ -378,7 +382,7 @@ impl Vhost {
             return if self.read().exchanges.contains_key(d.name.as_str()) {
                 Ok(false)
             } else {
-                Err(no_exchange(&d.name))
+                Err(no_exchange(&self.name, &d.name))
             };
         }
         let kind = ExchangeKind::parse(&d.kind)?;
@@ -390,6 +394,7 @@ impl Vhost {
             let n = &d.name;
             if x.kind != kind {
                 return Err(inequivalent(
+                    &self.name,
                     "type",
                     "exchange",
                     n,
@@ -398,10 +403,13 @@ impl Vhost {
                 ));
             }
             if x.durable != d.durable {
-                return Err(inequivalent("durable", "exchange", n, d.durable, x.durable));
+                return Err(inequivalent(
+                    &self.name, "durable", "exchange", n, d.durable, x.durable,
+                ));
             }
             if x.auto_delete != d.auto_delete {
                 return Err(inequivalent(
+                    &self.name,
                     "auto_delete",
                     "exchange",
                     n,
@@ -411,10 +419,11 @@ impl Vhost {
             }
             if x.internal != d.internal {
                 return Err(inequivalent(
-                    "internal", "exchange", n, d.internal, x.internal,
+                    &self.name, "internal", "exchange", n, d.internal, x.internal,
                 ));
             }
-            return check_args("exchange", n, &d.arguments, &x.arguments).map(|()| false);
+            return check_args(&self.name, "exchange", n, &d.arguments, &x.arguments)
+                .map(|()| false);
         }
         if d.name.starts_with("amq.") {
             return Err(AmqpError::access_refused(format_args!(
@@ -463,7 +472,8 @@ impl Vhost {
         }
         if name.starts_with("amq.") {
             return Err(AmqpError::access_refused(format_args!(
-                "deletion of system exchange '{name}' in vhost '/' not allowed"
+                "deletion of system exchange '{name}' in vhost '{}' not allowed",
+                self.name
             )));
         }
         let mut defs = self.write();
@@ -473,7 +483,8 @@ impl Vhost {
         };
         if if_unused && x.has_bindings() {
             return Err(AmqpError::precondition(format_args!(
-                "exchange '{name}' in vhost '/' in use"
+                "exchange '{name}' in vhost '{}' in use",
+                self.name
             )));
         }
         Ok(self.remove_exchange(&mut defs, name))
@@ -555,7 +566,7 @@ impl Vhost {
                 .queues
                 .get(d.name.as_str())
                 .cloned()
-                .ok_or_else(|| no_queue(&d.name))?;
+                .ok_or_else(|| no_queue(&self.name, &d.name))?;
             check_exclusive(&q, conn_id)?;
             q.send_internal(QueueCmd::Touch);
             return Ok((q, false));
@@ -567,13 +578,16 @@ impl Vhost {
             let n = &d.name;
             // Exclusive queues are never durable, so durable is not compared for them.
             if s.durable != d.durable && s.exclusive_owner.is_none() {
-                return Err(inequivalent("durable", "queue", n, d.durable, s.durable));
+                return Err(inequivalent(
+                    &self.name, "durable", "queue", n, d.durable, s.durable,
+                ));
             }
             if s.exclusive_owner.is_some() != d.exclusive {
-                return Err(locked(n));
+                return Err(locked(QueueRef::new(&self.name, n)));
             }
             if s.auto_delete != d.auto_delete {
                 return Err(inequivalent(
+                    &self.name,
                     "auto_delete",
                     "queue",
                     n,
@@ -581,7 +595,7 @@ impl Vhost {
                     s.auto_delete,
                 ));
             }
-            check_args("queue", n, &d.arguments, &s.arguments)?;
+            check_args(&self.name, "queue", n, &d.arguments, &s.arguments)?;
             q.send_internal(QueueCmd::Touch);
             return Ok((q.clone(), false));
         }
@@ -603,7 +617,7 @@ impl Vhost {
         } else {
             d.name.clone()
         };
-        let args = QueueArgs::parse(&d.arguments, &name)?;
+        let args = QueueArgs::parse(&d.arguments, &QueueRef::new(&self.name, &name))?;
         let name: Arc<str> = Arc::from(name);
         // Exclusive queues die with their connection, so they are never stored.
         let disk = self.disk.clone().filter(|_| d.durable && !d.exclusive);
@@ -625,6 +639,7 @@ impl Vhost {
             _ => Box::<MemoryQueueStore>::default(),
         };
         let spec = QueueSpec {
+            vhost: self.name.clone(),
             name: name.clone(),
             durable: d.durable,
             exclusive_owner: d.exclusive.then_some(conn_id),
@@ -649,9 +664,19 @@ impl Vhost {
             .queues
             .get(name)
             .cloned()
-            .ok_or_else(|| no_queue(name))?;
+            .ok_or_else(|| no_queue(&self.name, name))?;
         check_exclusive(&q, conn_id)?;
         Ok(q)
+    }
+
+    /// A queue by name, for observers (no exclusivity check: nothing is done to it).
+    pub fn lookup_queue(&self, name: &str) -> Option<QueueHandle> {
+        self.read().queues.get(name).cloned()
+    }
+
+    /// Every queue, for observers.
+    pub fn queues(&self) -> Vec<QueueHandle> {
+        self.read().queues.values().cloned().collect()
     }
 
     /// queue.delete. A missing queue is not an error (RabbitMQ answers delete-ok with 0).
@@ -766,14 +791,14 @@ impl Vhost {
         }
         let mut defs = self.write();
         if !defs.exchanges.contains_key(source) {
-            return Err(no_exchange(source));
+            return Err(no_exchange(&self.name, source));
         }
         self.check_destination(&defs, &dest, conn_id)?;
         let durable = Self::is_durable_dest(&defs, &dest);
         let x = defs
             .exchanges
             .get_mut(source)
-            .ok_or_else(|| no_exchange(source))?;
+            .ok_or_else(|| no_exchange(&self.name, source))?;
         let store = durable && x.durable;
         if x.bind(dest.clone(), key, args.clone())? && store {
             if let Some(disk) = &self.disk {
@@ -851,7 +876,7 @@ impl Vhost {
     ) -> AmqpResult<()> {
         match dest {
             Destination::Queue(q) => {
-                let h = defs.queues.get(q).ok_or_else(|| no_queue(q))?;
+                let h = defs.queues.get(q).ok_or_else(|| no_queue(&self.name, q))?;
                 check_exclusive(h, conn_id)
             }
             Destination::Exchange(x) if x.is_empty() => Err(default_exchange_refused()),
@@ -859,7 +884,7 @@ impl Vhost {
                 .exchanges
                 .get(x)
                 .map(|_| ())
-                .ok_or_else(|| no_exchange(x)),
+                .ok_or_else(|| no_exchange(&self.name, x)),
         }
     }
 
@@ -906,10 +931,11 @@ impl Vhost {
         let x = defs
             .exchanges
             .get(exchange)
-            .ok_or_else(|| no_exchange(exchange))?;
+            .ok_or_else(|| no_exchange(&self.name, exchange))?;
         if x.internal && !internal_ok {
             return Err(AmqpError::access_refused(format_args!(
-                "cannot publish to internal exchange '{exchange}' in vhost '/'"
+                "cannot publish to internal exchange '{exchange}' in vhost '{}'",
+                self.name
             )));
         }
         let mut visited: Vec<&str> = Vec::new();
@@ -966,7 +992,7 @@ impl Vhost {
 
 fn check_exclusive(q: &QueueHandle, conn_id: u64) -> AmqpResult<()> {
     match q.spec().exclusive_owner {
-        Some(owner) if owner != conn_id => Err(locked(q.name())),
+        Some(owner) if owner != conn_id => Err(locked(q.queue_ref())),
         _ => Ok(()),
     }
 }

@@ -647,16 +647,12 @@ impl QueueActor {
     }
 
     fn check_delete(&self, if_unused: bool, if_empty: bool) -> AmqpResult<u32> {
-        let name = self.handle.name();
+        let name = self.handle.queue_ref();
         if if_unused && !self.consumers.is_empty() {
-            return Err(AmqpError::precondition(format_args!(
-                "queue '{name}' in vhost '/' in use"
-            )));
+            return Err(AmqpError::precondition(format_args!("{name} in use")));
         }
         if if_empty && !self.store.is_empty() {
-            return Err(AmqpError::precondition(format_args!(
-                "queue '{name}' in vhost '/' not empty"
-            )));
+            return Err(AmqpError::precondition(format_args!("{name} not empty")));
         }
         Ok(self.store.len() as u32)
     }
@@ -676,12 +672,12 @@ impl QueueActor {
     }
 
     fn add_consumer(&mut self, consumer: Consumer) -> AmqpResult<()> {
-        let name = self.handle.name();
+        let name = self.handle.queue_ref();
         if self.consumers.iter().any(|a| a.consumer.exclusive)
             || (consumer.exclusive && !self.consumers.is_empty())
         {
             return Err(AmqpError::access_refused(format_args!(
-                "queue '{name}' in vhost '/' in exclusive use"
+                "{name} in exclusive use"
             )));
         }
         let id = self.next_consumer_id;

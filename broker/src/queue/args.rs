@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use amq_protocol::types::{AMQPValue, FieldTable};
 
+use super::QueueRef;
 use crate::error::{AmqpError, AmqpResult};
 
 /// What happens when a length limit is reached.
@@ -50,10 +51,8 @@ pub struct QueueArgs {
     pub single_active_consumer: bool,
 }
 
-fn invalid(arg: &str, queue: &str, why: impl std::fmt::Display) -> AmqpError {
-    AmqpError::precondition(format_args!(
-        "invalid arg '{arg}' for queue '{queue}' in vhost '/': {why}"
-    ))
+fn invalid(arg: &str, queue: &QueueRef, why: impl std::fmt::Display) -> AmqpError {
+    AmqpError::precondition(format_args!("invalid arg '{arg}' for {queue}: {why}"))
 }
 
 fn type_name(v: &AMQPValue) -> &'static str {
@@ -93,7 +92,7 @@ pub fn as_str(v: &AMQPValue) -> Option<String> {
     }
 }
 
-fn int(arg: &str, queue: &str, v: &AMQPValue, min: i128) -> AmqpResult<u64> {
+fn int(arg: &str, queue: &QueueRef, v: &AMQPValue, min: i128) -> AmqpResult<u64> {
     // The person reading this needs the first part; RabbitMQ's clients may match the second.
     let n = as_int(v).ok_or_else(|| {
         invalid(
@@ -114,7 +113,7 @@ fn int(arg: &str, queue: &str, v: &AMQPValue, min: i128) -> AmqpResult<u64> {
 /// RabbitMQ's ceiling for TTLs: ten years in milliseconds.
 pub const MAX_TTL_MS: u64 = 315_360_000_000;
 
-fn ttl(arg: &str, queue: &str, v: &AMQPValue) -> AmqpResult<u64> {
+fn ttl(arg: &str, queue: &QueueRef, v: &AMQPValue) -> AmqpResult<u64> {
     let ms = int(arg, queue, v, 0)?;
     if ms > MAX_TTL_MS {
         return Err(invalid(
@@ -145,7 +144,7 @@ pub const COMPARED: &[&str] = &[
     "x-delayed-retry-max",
 ];
 
-fn string(arg: &str, queue: &str, v: &AMQPValue) -> AmqpResult<String> {
+fn string(arg: &str, queue: &QueueRef, v: &AMQPValue) -> AmqpResult<String> {
     as_str(v).ok_or_else(|| {
         invalid(
             arg,
@@ -158,7 +157,7 @@ fn string(arg: &str, queue: &str, v: &AMQPValue) -> AmqpResult<String> {
 impl QueueArgs {
     /// Parses and validates a queue's arguments. Unknown arguments are kept but ignored, as
     /// RabbitMQ does.
-    pub fn parse(table: &FieldTable, queue: &str) -> AmqpResult<QueueArgs> {
+    pub fn parse(table: &FieldTable, queue: &QueueRef) -> AmqpResult<QueueArgs> {
         let mut a = QueueArgs::default();
         for (key, v) in table.inner() {
             let k = key.as_str();
@@ -227,7 +226,7 @@ impl QueueArgs {
         }
         if a.dead_letter_routing_key.is_some() && a.dead_letter_exchange.is_none() {
             return Err(AmqpError::precondition(format_args!(
-                "invalid arg 'x-dead-letter-routing-key' for queue '{queue}' in vhost '/': no_dead_letter_exchange"
+                "invalid arg 'x-dead-letter-routing-key' for {queue}: no_dead_letter_exchange"
             )));
         }
         Ok(a)
@@ -294,7 +293,7 @@ mod tests {
                 ("x-max-length", AMQPValue::ShortShortUInt(5)),
                 ("x-message-ttl", AMQPValue::LongLongInt(1000)),
             ]),
-            "q",
+            &QueueRef::new("/", "q"),
         )
         .unwrap();
         assert_eq!(a.max_length, Some(5));
@@ -313,7 +312,7 @@ mod tests {
                 AMQPValue::LongString("yes".into()),
             ),
         ] {
-            let err = QueueArgs::parse(&table(vec![(k, v)]), "q").unwrap_err();
+            let err = QueueArgs::parse(&table(vec![(k, v)]), &QueueRef::new("/", "q")).unwrap_err();
             assert_eq!(err.code.code(), 406);
             assert!(err.text.contains(k), "{}", err.text);
         }

@@ -327,9 +327,30 @@ pub struct Handoff {
 /// One publish in a `QueueCmd::PublishMany` batch, with its confirm if the queue owes one.
 pub type Publishing = (Arc<Message>, Option<ConfirmToken>);
 
+/// A queue as RabbitMQ's messages name it: `queue 'q' in vhost '/'`.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueRef<'a> {
+    pub vhost: &'a str,
+    pub name: &'a str,
+}
+
+impl<'a> QueueRef<'a> {
+    pub fn new(vhost: &'a str, name: &'a str) -> Self {
+        QueueRef { vhost, name }
+    }
+}
+
+impl std::fmt::Display for QueueRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "queue '{}' in vhost '{}'", self.name, self.vhost)
+    }
+}
+
 /// A queue's declaration.
 #[derive(Debug, Clone)]
 pub struct QueueSpec {
+    /// Its virtual host's name.
+    pub vhost: Arc<str>,
     /// Name.
     pub name: Arc<str>,
     /// Survives restarts (definition, and its persistent messages).
@@ -424,6 +445,11 @@ impl QueueHandle {
         &self.0.spec.name
     }
 
+    /// The queue's name and vhost, for messages.
+    pub fn queue_ref(&self) -> QueueRef<'_> {
+        QueueRef::new(&self.0.spec.vhost, &self.0.spec.name)
+    }
+
     /// Sends a request; waits when the mailbox is full (back-pressure on publishers).
     /// Fails only if the queue is gone. Settlements (ack, nack, reject, return), cancels and
     /// wake-ups skip the publish backlog: they only concern messages already delivered, and a
@@ -473,6 +499,6 @@ impl QueueHandle {
     }
 
     fn gone(&self) -> AmqpError {
-        AmqpError::not_found(format_args!("no queue '{}' in vhost '/'", self.name()))
+        AmqpError::not_found(format_args!("no {}", self.queue_ref()))
     }
 }

@@ -147,7 +147,7 @@ impl Connection {
     }
 
     async fn consume(&mut self, id: u16, c: basic::Consume) -> AmqpResult<()> {
-        let vhost = self.ctx.vhost.clone();
+        let vhost = self.vhost.clone();
         let conn_id = self.id;
         let events = self.events();
         let ch = self.ch(id)?;
@@ -209,7 +209,7 @@ impl Connection {
     }
 
     async fn get(&mut self, id: u16, g: basic::Get) -> AmqpResult<()> {
-        let vhost = self.ctx.vhost.clone();
+        let vhost = self.vhost.clone();
         let conn_id = self.id;
         let frame_max = self.frame_max;
         let queue = vhost.queue(self.ch(id)?.queue_name(g.queue.as_str())?, conn_id)?;
@@ -220,10 +220,17 @@ impl Connection {
             })
             .await?;
         let Some((d, remaining)) = got else {
+            self.ch(id)?.counts.get_empty += 1;
             self.reply(id, basic::AMQPMethod::GetEmpty(basic::GetEmpty {}));
             return Ok(());
         };
         let ch = self.ch(id)?;
+        if g.no_ack {
+            ch.counts.get_no_ack += 1;
+        } else {
+            ch.counts.get += 1;
+        }
+        ch.counts.redeliver += u64::from(d.redelivered);
         ch.last_tag += 1;
         let tag = ch.last_tag;
         if !g.no_ack {
@@ -271,6 +278,9 @@ impl Connection {
             tx.settles
                 .extend(taken.into_iter().map(|(tag, u)| (tag, u, how)));
             return Ok(());
+        }
+        if matches!(how, Settle::Ack) {
+            ch.counts.ack += taken.len() as u64;
         }
         let qos = ch.qos.clone();
         if settle(taken.into_iter().map(|(_, u)| u), &qos, |_, ids| {
@@ -359,8 +369,7 @@ impl Connection {
         headers: Option<&FieldTable>,
     ) -> AmqpResult<()> {
         let mut targets = std::mem::take(&mut self.route_buf);
-        self.ctx
-            .vhost
+        self.vhost
             .route(msg.exchange(), msg.routing_key(), headers, &mut targets)?;
         if targets.is_empty() && mandatory {
             self.reply(
@@ -382,6 +391,14 @@ impl Connection {
             );
         }
         let ch = self.ch(id)?;
+        ch.counts.publish += 1;
+        if targets.is_empty() {
+            if mandatory {
+                ch.counts.return_unroutable += 1;
+            } else {
+                ch.counts.drop_unroutable += 1;
+            }
+        }
         let epoch = ch.epoch;
         let mut waits = 0;
         let confirm_seq = ch.confirms.as_mut().map(|c| {

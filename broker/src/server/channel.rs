@@ -15,6 +15,7 @@ use super::tx::TxState;
 use crate::error::{AmqpError, AmqpResult, ReplyCode};
 use crate::protocol::{write_content_shared, write_deliver, write_method, Frame, Props, Publish};
 use crate::queue::{ChannelQos, ConnEvent, QueueCmd, QueueHandle, ReturnKind, DELIVERY_WINDOW};
+use crate::registry::{ChannelCounts, ChannelInfo};
 
 static NEXT_EPOCH: AtomicU64 = AtomicU64::new(1);
 
@@ -72,11 +73,18 @@ pub(crate) struct Channel {
     pub tx: Option<TxState>,
     /// The queue most recently declared here (an empty queue name means this one).
     pub last_queue: Option<Arc<str>>,
+    /// Its entry in the registry, which observers read.
+    pub info: Arc<ChannelInfo>,
+    /// What it counted since the counters in `info` were last brought up to date (once per
+    /// batch: see [`Channel::publish_counts`]).
+    pub counts: ChannelCounts,
 }
 
 impl Channel {
-    fn new(id: u16, epoch: u64) -> Self {
+    fn new(id: u16, epoch: u64, info: Arc<ChannelInfo>) -> Self {
         Channel {
+            info,
+            counts: ChannelCounts::default(),
             id,
             closing: false,
             publish: None,
@@ -96,8 +104,30 @@ impl Channel {
     /// Reports the publishes whose outcome is known, in order.
     pub fn flush_confirms(&mut self, out: &mut Vec<u8>) {
         if let (Some(c), false) = (self.confirms.as_mut(), self.closing) {
-            c.flush(out, self.id);
+            self.counts.confirm += c.flush(out, self.id);
         }
+    }
+
+    /// Brings the registry's view of this channel up to date: the counts of this batch, and
+    /// its consumers, unacked messages and modes.
+    pub fn publish_counts(&mut self) {
+        if !self.counts.is_zero() {
+            self.info.counters.add(&self.counts);
+            self.counts = ChannelCounts::default();
+        }
+        let info = &self.info;
+        info.unacked
+            .store(self.unacked.len() as u32, Ordering::Relaxed);
+        info.consumers
+            .store(self.consumers.len() as u32, Ordering::Relaxed);
+        info.prefetch_count
+            .store(self.consumer_prefetch, Ordering::Relaxed);
+        info.global_prefetch_count
+            .store(self.qos.limit.load(Ordering::Relaxed), Ordering::Relaxed);
+        info.confirm
+            .store(self.confirms.is_some(), Ordering::Relaxed);
+        info.transactional
+            .store(self.tx.is_some(), Ordering::Relaxed);
     }
 
     /// The queue named by a method, where "" means the last one declared on this channel.
@@ -157,6 +187,14 @@ pub(crate) fn settle(
 }
 
 impl Connection {
+    /// Takes a channel out (closed), and out of the registry with its final counts.
+    pub(crate) fn remove_channel(&mut self, id: u16) -> Option<Box<Channel>> {
+        let mut ch = self.channels.remove(&id)?;
+        ch.publish_counts();
+        self.registry.close_channel(id);
+        Some(ch)
+    }
+
     /// Frames on channels 1..=channel_max, handled without waiting. A method that may have to
     /// wait (for a queue's answer, or for room in a queue's mailbox) is handed back, to be run
     /// by [`handle_method`](Self::handle_method) after the publishes read before it are sent.
@@ -178,7 +216,9 @@ impl Connection {
                             .during(20, 10));
                         }
                         let epoch = NEXT_EPOCH.fetch_add(1, Ordering::Relaxed);
-                        self.channels.insert(id, Box::new(Channel::new(id, epoch)));
+                        let info = self.registry.open_channel(id);
+                        self.channels
+                            .insert(id, Box::new(Channel::new(id, epoch, info)));
                         write_method(
                             &mut self.out,
                             id,
@@ -204,10 +244,10 @@ impl Connection {
             if let Frame::Method(_, m) = &frame {
                 match **m {
                     AMQPClass::Channel(chan::AMQPMethod::CloseOk(_)) => {
-                        self.channels.remove(&id);
+                        self.remove_channel(id);
                     }
                     AMQPClass::Channel(chan::AMQPMethod::Close(_)) => {
-                        self.channels.remove(&id);
+                        self.remove_channel(id);
                         write_method(
                             &mut self.out,
                             id,
@@ -355,7 +395,7 @@ impl Connection {
                 Err(AmqpError::channel_error("second 'channel.open' seen"))
             }
             chan::AMQPMethod::Close(_) => {
-                if let Some(ch) = self.channels.remove(&id) {
+                if let Some(ch) = self.remove_channel(id) {
                     ch.release(self.id);
                 }
                 write_method(
@@ -458,7 +498,13 @@ impl Connection {
                 let Some(ch) = self.channels.get_mut(&channel) else {
                     return;
                 };
+                if no_ack {
+                    ch.counts.deliver_no_ack += u64::from(n);
+                } else {
+                    ch.counts.deliver += u64::from(n);
+                }
                 for d in messages {
+                    ch.counts.redeliver += u64::from(d.redelivered);
                     ch.last_tag += 1;
                     let tag = ch.last_tag;
                     let m = &d.message;

@@ -59,13 +59,17 @@ impl Confirms {
 
     /// Writes the settled prefix: runs of acks as one basic.ack with multiple=true, each nack
     /// on its own.
-    pub fn flush(&mut self, out: &mut Vec<u8>, channel: u16) {
+    pub fn flush(&mut self, out: &mut Vec<u8>, channel: u16) -> u64 {
         let mut run_end = None;
+        let mut acked = 0;
         while let Some(&o) = self.pending.front() {
             let seq = self.base;
             match o {
                 Outcome::Waiting(_) => break,
-                Outcome::Ack => run_end = Some(seq),
+                Outcome::Ack => {
+                    run_end = Some(seq);
+                    acked += 1;
+                }
                 Outcome::Nack => {
                     if let Some(tag) = run_end.take() {
                         write_ack(out, channel, tag);
@@ -87,6 +91,7 @@ impl Confirms {
         if let Some(tag) = run_end {
             write_ack(out, channel, tag);
         }
+        acked
     }
 }
 

@@ -5,31 +5,28 @@
 //! broker's memory).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
 use amq_protocol::protocol::{connection as conn, AMQPClass};
-use amq_protocol::types::{AMQPValue, FieldTable};
-use bytes::{BufMut, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use bytes::BytesMut;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 use tokio_util::codec::Decoder;
 use tracing::{debug, info};
 
 use super::channel::Channel;
+use super::handshake::{code_of, handshake, write_close};
+use super::transport::{Transport, TransportRead};
 use super::BrokerContext;
-use crate::auth::{self, AuthError, MECHANISMS};
 use crate::error::{AmqpError, AmqpResult, ReplyCode};
 use crate::message::Message;
-use crate::protocol::{
-    write_heartbeat, write_method, CodecError, Frame, FrameCodec, Output, FRAME_MIN_SIZE,
-    PROTOCOL_HEADER,
-};
+use crate::protocol::{write_heartbeat, write_method, CodecError, Frame, FrameCodec, Output};
 use crate::queue::{ConfirmToken, ConnEvent, ConnSender, Publishing, QueueCmd, QueueHandle};
+use crate::registry::{ConnectionGuard, ConnectionInfo};
+use crate::vhost::Vhost;
 
 /// Output bytes buffered before the connection stops reading from its client.
 const OUT_HIGH_WATER: usize = 1 << 20;
@@ -37,10 +34,10 @@ const OUT_HIGH_WATER: usize = 1 << 20;
 const READ_CHUNK: usize = 128 * 1024;
 /// Read buffer size of a quiet connection; it is freed again once every frame in it is
 /// handled, so an idle connection holds no read buffer at all.
+const READ_SMALL: usize = 4 * 1024;
 /// A connection reading flat out lets other tasks run after this many bytes (see
 /// [`yield_to_woken`]).
 const YIELD_AFTER_BYTES: usize = 4 << 20;
-const READ_SMALL: usize = 4 * 1024;
 /// A frame at least this large is read to its end and no further, and what follows it is
 /// read in a small read first: its body then fills a buffer of its own (sliced off, never
 /// copied), and at most a small partial frame is copied when the next buffer is allocated.
@@ -62,6 +59,10 @@ pub(crate) struct Connection {
     pub id: u64,
     /// Broker-wide state.
     pub ctx: Arc<BrokerContext>,
+    /// The virtual host it opened.
+    pub vhost: Arc<Vhost>,
+    /// Its entry in the broker's registry (listed while this lives).
+    pub registry: ConnectionGuard,
     /// The authenticated user (checked against the user_id property).
     pub user: String,
     /// Negotiated frame_max.
@@ -93,8 +94,9 @@ pub(crate) struct Connection {
 }
 
 /// Runs a connection to its end, whatever the client does.
-pub(crate) async fn serve(ctx: Arc<BrokerContext>, id: u64, stream: TcpStream, peer: SocketAddr) {
-    let (mut rd, mut wr) = stream.into_split();
+pub(crate) async fn serve<T: Transport>(ctx: Arc<BrokerContext>, id: u64, stream: T) {
+    let (peer, local) = stream.addrs();
+    let (mut rd, mut wr) = stream.split();
     // Small to start: an idle connection should cost a few KiB. Busy connections grow their
     // buffers (see READ_CHUNK) and keep them.
     let mut inbuf = BytesMut::with_capacity(READ_SMALL);
@@ -115,9 +117,22 @@ pub(crate) async fn serve(ctx: Arc<BrokerContext>, id: u64, stream: TcpStream, p
             return;
         }
     };
+    let registry = ctx.registry.open_connection(ConnectionInfo::new(
+        id,
+        peer,
+        local,
+        tuned.user.clone(),
+        tuned.vhost.name.clone(),
+        tuned.client,
+        tuned.frame_max,
+        tuned.channel_max,
+        tuned.heartbeat,
+    ));
     let mut c = Connection {
         id,
         ctx: ctx.clone(),
+        vhost: tuned.vhost,
+        registry,
         frame_max: tuned.frame_max,
         channel_max: tuned.channel_max,
         user: tuned.user,
@@ -142,269 +157,6 @@ pub(crate) async fn serve(ctx: Arc<BrokerContext>, id: u64, stream: TcpStream, p
     info!("connection closed");
 }
 
-struct Tuned {
-    user: String,
-    frame_max: u32,
-    channel_max: u16,
-    heartbeat: u16,
-    cancel_notify: bool,
-}
-
-async fn read_frame(
-    rd: &mut OwnedReadHalf,
-    inbuf: &mut BytesMut,
-    codec: &mut FrameCodec,
-) -> Result<Frame, CodecError> {
-    loop {
-        if let Some(frame) = codec.decode(inbuf)? {
-            if matches!(frame, Frame::Heartbeat(0)) {
-                continue;
-            }
-            return Ok(frame);
-        }
-        if rd.read_buf(inbuf).await? == 0 {
-            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
-        }
-    }
-}
-
-/// Sends connection.close and waits briefly for close-ok.
-async fn close_handshake(
-    wr: &mut OwnedWriteHalf,
-    rd: &mut OwnedReadHalf,
-    inbuf: &mut BytesMut,
-    codec: &mut FrameCodec,
-    err: AmqpError,
-) {
-    let mut out = Vec::new();
-    write_close(&mut out, &err);
-    if wr.write_all(&out).await.is_ok() {
-        let _ = timeout(CLOSE_WAIT, async {
-            while let Ok(frame) = read_frame(rd, inbuf, codec).await {
-                if let Frame::Method(0, m) = frame {
-                    if matches!(*m, AMQPClass::Connection(conn::AMQPMethod::CloseOk(_))) {
-                        break;
-                    }
-                }
-            }
-        })
-        .await;
-    }
-    let _ = wr.shutdown().await;
-}
-
-fn write_close(out: &mut Vec<u8>, err: &AmqpError) {
-    write_method(
-        out,
-        0,
-        &AMQPClass::Connection(conn::AMQPMethod::Close(conn::Close {
-            reply_code: err.code.code(),
-            reply_text: err.text.as_str().into(),
-            class_id: err.class_id,
-            method_id: err.method_id,
-        })),
-    );
-}
-
-fn server_properties() -> FieldTable {
-    let mut caps = FieldTable::default();
-    for cap in [
-        "publisher_confirms",
-        "exchange_exchange_bindings",
-        "basic.nack",
-        "consumer_cancel_notify",
-        "connection.blocked",
-        "per_consumer_qos",
-        "authentication_failure_close",
-    ] {
-        caps.insert(cap.into(), AMQPValue::Boolean(true));
-    }
-    let mut props = FieldTable::default();
-    let s = |v: &str| AMQPValue::LongString(v.into());
-    props.insert("product".into(), s("Warren"));
-    props.insert("version".into(), s(env!("CARGO_PKG_VERSION")));
-    props.insert("platform".into(), s("Rust"));
-    props.insert("information".into(), s("An AMQP 0-9-1 broker"));
-    props.insert("capabilities".into(), AMQPValue::FieldTable(caps));
-    props
-}
-
-/// Protocol header, start/start-ok, tune/tune-ok, open/open-ok. `Ok(None)` means the client
-/// was turned away (wrong protocol, refused login) and the socket is done.
-async fn handshake(
-    ctx: &BrokerContext,
-    rd: &mut OwnedReadHalf,
-    wr: &mut OwnedWriteHalf,
-    inbuf: &mut BytesMut,
-    peer: SocketAddr,
-) -> Result<Option<Tuned>, CodecError> {
-    while inbuf.len() < 8 {
-        if rd.read_buf(inbuf).await? == 0 {
-            return Ok(None);
-        }
-    }
-    if &inbuf[..8] != PROTOCOL_HEADER {
-        // Tell the client which protocol we speak, then close (AMQP 0-9-1 §4.2.2).
-        let _ = wr.write_all(PROTOCOL_HEADER).await;
-        let _ = wr.shutdown().await;
-        return Ok(None);
-    }
-    let _ = inbuf.split_to(8);
-    let mut codec = FrameCodec {
-        frame_max: ctx.config.frame_max,
-    };
-    let mut out = Vec::new();
-    write_method(
-        &mut out,
-        0,
-        &AMQPClass::Connection(conn::AMQPMethod::Start(conn::Start {
-            version_major: 0,
-            version_minor: 9,
-            server_properties: server_properties(),
-            mechanisms: MECHANISMS.into(),
-            locales: "en_US".into(),
-        })),
-    );
-    wr.write_all(&out).await?;
-
-    macro_rules! refuse {
-        ($err:expr) => {{
-            let err: AmqpError = $err;
-            close_handshake(wr, rd, inbuf, &mut codec, err).await;
-            return Ok(None);
-        }};
-    }
-    // A frame that does not decode (a field table nested too deeply, say) is answered with
-    // its reply code before the socket closes, as after the handshake.
-    macro_rules! next_frame {
-        () => {
-            match read_frame(rd, inbuf, &mut codec).await {
-                Ok(frame) => frame,
-                Err(CodecError::Frame(e)) => {
-                    let (class_id, method_id) = e.method();
-                    refuse!(AmqpError::new(code_of(e.reply_code()), &e).during(class_id, method_id))
-                }
-                Err(e) => return Err(e),
-            }
-        };
-    }
-
-    let start_ok = match next_frame!() {
-        Frame::Method(0, m) => match *m {
-            AMQPClass::Connection(conn::AMQPMethod::StartOk(s)) => s,
-            _ => refuse!(AmqpError::command_invalid("expected connection.start-ok").during(10, 11)),
-        },
-        _ => refuse!(AmqpError::command_invalid("expected connection.start-ok").during(10, 11)),
-    };
-    let capability = |name: &str| match start_ok.client_properties.inner().get("capabilities") {
-        Some(AMQPValue::FieldTable(caps)) => {
-            matches!(caps.inner().get(name), Some(AMQPValue::Boolean(true)))
-        }
-        _ => false,
-    };
-    let failure_close = capability("authentication_failure_close");
-    let cancel_notify = capability("consumer_cancel_notify");
-    let mechanism = start_ok.mechanism.as_str().to_owned();
-    let user = match auth::authenticate(
-        &ctx.users,
-        &mechanism,
-        start_ok.response.as_bytes(),
-        peer.ip(),
-    ) {
-        Ok(user) => user,
-        Err(AuthError::UnknownMechanism(m)) => refuse!(AmqpError::command_invalid(format_args!(
-            "unknown authentication mechanism '{m}'"
-        ))
-        .during(10, 11)),
-        Err(AuthError::Refused(m)) => {
-            info!(mechanism = %m, "login refused");
-            if !failure_close {
-                // Like RabbitMQ: only clients that announce authentication_failure_close get a
-                // connection.close; others see the socket close.
-                let _ = wr.shutdown().await;
-                return Ok(None);
-            }
-            refuse!(AmqpError::access_refused(format_args!(
-                "Login was refused using authentication mechanism {m}. For details see the broker logfile."
-            ))
-            .during(10, 11))
-        }
-    };
-    tracing::Span::current().record("user", user.as_str());
-
-    out.clear();
-    let cfg = &ctx.config;
-    write_method(
-        &mut out,
-        0,
-        &AMQPClass::Connection(conn::AMQPMethod::Tune(conn::Tune {
-            channel_max: cfg.channel_max,
-            frame_max: cfg.frame_max,
-            heartbeat: cfg.heartbeat,
-        })),
-    );
-    wr.write_all(&out).await?;
-    let tune_ok = match next_frame!() {
-        Frame::Method(0, m) => match *m {
-            AMQPClass::Connection(conn::AMQPMethod::TuneOk(t)) => t,
-            _ => refuse!(AmqpError::command_invalid("expected connection.tune-ok").during(10, 31)),
-        },
-        _ => refuse!(AmqpError::command_invalid("expected connection.tune-ok").during(10, 31)),
-    };
-    if tune_ok.frame_max != 0 && tune_ok.frame_max < FRAME_MIN_SIZE {
-        refuse!(AmqpError::not_allowed(format_args!(
-            "frame_max={} < {} min size",
-            tune_ok.frame_max, FRAME_MIN_SIZE
-        ))
-        .during(10, 31));
-    }
-    if tune_ok.frame_max == 0 || tune_ok.frame_max > cfg.frame_max {
-        refuse!(AmqpError::not_allowed(format_args!(
-            "frame_max={} > {} max size",
-            tune_ok.frame_max, cfg.frame_max
-        ))
-        .during(10, 31));
-    }
-    if tune_ok.channel_max > cfg.channel_max {
-        refuse!(AmqpError::not_allowed(format_args!(
-            "channel_max={} > {} max",
-            tune_ok.channel_max, cfg.channel_max
-        ))
-        .during(10, 31));
-    }
-    codec.frame_max = tune_ok.frame_max;
-    let open = match next_frame!() {
-        Frame::Method(0, m) => match *m {
-            AMQPClass::Connection(conn::AMQPMethod::Open(o)) => o,
-            _ => refuse!(AmqpError::command_invalid("expected connection.open").during(10, 40)),
-        },
-        _ => refuse!(AmqpError::command_invalid("expected connection.open").during(10, 40)),
-    };
-    let vhost = open.virtual_host.as_str();
-    if vhost != ctx.vhost.name {
-        refuse!(AmqpError::not_allowed(format_args!("vhost {vhost} not found")).during(10, 40));
-    }
-    tracing::Span::current().record("vhost", vhost);
-    out.clear();
-    write_method(
-        &mut out,
-        0,
-        &AMQPClass::Connection(conn::AMQPMethod::OpenOk(conn::OpenOk {})),
-    );
-    wr.write_all(&out).await?;
-    Ok(Some(Tuned {
-        user,
-        frame_max: tune_ok.frame_max,
-        channel_max: if tune_ok.channel_max == 0 {
-            cfg.channel_max
-        } else {
-            tune_ok.channel_max
-        },
-        heartbeat: tune_ok.heartbeat,
-        cancel_notify,
-    }))
-}
-
 impl Connection {
     /// The connection's mailbox for queues, made on first use.
     pub(crate) fn events(&mut self) -> ConnSender {
@@ -417,10 +169,10 @@ impl Connection {
         tx
     }
 
-    async fn run(
+    async fn run<R: TransportRead, W: AsyncWrite + Unpin>(
         &mut self,
-        rd: OwnedReadHalf,
-        mut wr: OwnedWriteHalf,
+        mut rd: R,
+        mut wr: W,
         mut inbuf: BytesMut,
         heartbeat: u16,
     ) {
@@ -482,11 +234,12 @@ impl Connection {
                             inbuf.reserve(limit);
                         }
                         let want = limit.min(inbuf.capacity() - inbuf.len());
-                        match rd.try_read_buf(&mut (&mut inbuf).limit(want)) {
+                        match rd.try_read(&mut inbuf, want) {
                             Ok(0) => return,
                             Ok(n) => {
                                 busy = n == want;
                                 read_since_yield += n;
+                                self.registry.info().counters.recv_oct.fetch_add(n as u64, Relaxed);
                             }
                             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                                 // A stale readiness: keep no buffer for nothing.
@@ -569,7 +322,10 @@ impl Connection {
                 }, if !self.out.is_drained() => {
                     match r {
                         Ok(0) | Err(_) => return,
-                        Ok(n) => self.out.advance(n, OUT_KEEP),
+                        Ok(n) => {
+                            self.out.advance(n, OUT_KEEP);
+                            self.registry.info().counters.send_oct.fetch_add(n as u64, Relaxed);
+                        }
                     }
                     last_write = Instant::now();
                     if self.out.is_drained() && self.done {
@@ -658,6 +414,7 @@ impl Connection {
     fn after_batch(&mut self) {
         for ch in self.channels.values_mut() {
             ch.flush_confirms(&mut self.out);
+            ch.publish_counts();
         }
         for q in self.to_wake.drain(..) {
             q.wake();
@@ -789,19 +546,11 @@ impl Connection {
         self.flush_publishes().await;
         let ids: Vec<u16> = self.channels.keys().copied().collect();
         for id in ids {
-            if let Some(ch) = self.channels.remove(&id) {
+            if let Some(ch) = self.remove_channel(id) {
                 ch.release(self.id);
             }
         }
-        self.ctx.vhost.drop_exclusive_queues(self.id).await;
-    }
-}
-
-fn code_of(code: u16) -> ReplyCode {
-    match code {
-        502 => ReplyCode::SyntaxError,
-        540 => ReplyCode::NotImplemented,
-        _ => ReplyCode::FrameError,
+        self.vhost.drop_exclusive_queues(self.id).await;
     }
 }
 

@@ -14,7 +14,7 @@ impl Connection {
         id: u16,
         method: ex::AMQPMethod,
     ) -> AmqpResult<()> {
-        let vhost = self.ctx.vhost.clone();
+        let vhost = self.vhost.clone();
         let reply = match method {
             ex::AMQPMethod::Declare(d) => {
                 vhost

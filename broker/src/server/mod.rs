@@ -7,7 +7,9 @@ mod channel;
 mod confirm;
 mod connection;
 mod exchange;
+mod handshake;
 mod queue;
+mod transport;
 mod tx;
 
 use std::net::SocketAddr;
@@ -21,6 +23,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn, Instrument};
 
 use crate::config::{Config, UserConfig};
+use crate::registry::Registry;
 use crate::store::disk::{Disk, OpenError};
 use crate::store::faults::Faults;
 use crate::vhost::Vhost;
@@ -42,12 +45,49 @@ pub(crate) struct BrokerContext {
     pub config: Config,
     /// Users that may log in.
     pub users: Vec<UserConfig>,
-    /// The one virtual host, "/".
-    pub vhost: Arc<Vhost>,
+    /// Virtual hosts, connections and channels.
+    pub registry: Arc<Registry>,
+    /// The durable store, if any (shared by every vhost).
+    pub disk: Option<Arc<Disk>>,
     /// Connection ids, for exclusive queues and consumers.
     pub next_conn_id: AtomicU64,
     /// Cancelled when the broker shuts down.
     pub shutdown: CancellationToken,
+    /// Every connection task, so shutdown waits for them.
+    pub tracker: TaskTracker,
+}
+
+impl BrokerContext {
+    fn new(config: Config, registry: Arc<Registry>, disk: Option<Arc<Disk>>) -> Arc<Self> {
+        Arc::new(BrokerContext {
+            users: config.effective_users(),
+            registry,
+            disk,
+            next_conn_id: AtomicU64::new(1),
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            config,
+        })
+    }
+
+    /// Runs a connection over `stream` in its own task.
+    fn spawn_connection<T: transport::Transport>(
+        self: &Arc<Self>,
+        stream: T,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) {
+        let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
+        let (peer, _) = stream.addrs();
+        let span = tracing::info_span!("conn", id, %peer, user = tracing::field::Empty, vhost = tracing::field::Empty);
+        let ctx = self.clone();
+        self.tracker.spawn(
+            async move {
+                connection::serve(ctx, id, stream).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
 }
 
 /// A running broker embedded in this process.
@@ -57,28 +97,53 @@ pub struct Broker {
     task: tokio::task::JoinHandle<()>,
     /// The store's fault injection (for tests), when the broker has a store.
     faults: Option<Arc<Faults>>,
+    ctx: Arc<BrokerContext>,
 }
 
 impl Broker {
     /// Opens the store (if `config.persistence`), binds `config.bind` and starts serving in
     /// the background.
     pub async fn start(config: Config) -> Result<Broker, StartError> {
-        let vhost = open_vhost(&config)?;
-        let faults = vhost.disk().map(|d| Arc::clone(d.faults()));
+        let (registry, disk) = open_store(&config)?;
+        let faults = disk.as_ref().map(|d| Arc::clone(d.faults()));
         let listener = TcpListener::bind(config.bind).await?;
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
+        let ctx = BrokerContext::new(config, registry, disk);
+        let serving = ctx.clone();
         let task =
-            tokio::spawn(
-                async move { serve(listener, config, vhost, token.cancelled_owned()).await },
-            );
+            tokio::spawn(async move { serve(listener, serving, token.cancelled_owned()).await });
         Ok(Broker {
             addr,
             shutdown,
             task,
             faults,
+            ctx,
         })
+    }
+
+    /// What exists in the broker: vhosts, connections, channels and their counters.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.ctx.registry
+    }
+
+    /// Serves an AMQP connection over any byte stream (an in-process pipe, a stream the
+    /// application secured itself), as if it had been accepted on the listener. `peer` and
+    /// `local` are the addresses to report for it (logins from a non-loopback `peer` are
+    /// treated as remote).
+    pub fn serve_stream<S>(&self, stream: S, peer: SocketAddr, local: SocketAddr)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+    {
+        self.ctx.spawn_connection(
+            transport::Stream {
+                inner: stream,
+                peer,
+                local,
+            },
+            None,
+        );
     }
 
     /// Failures a test can inject into the store's file operations (failing or held segment
@@ -104,20 +169,24 @@ impl Broker {
     }
 }
 
-/// Opens the data directory and rebuilds what it holds (or an empty in-memory vhost).
-fn open_vhost(config: &Config) -> Result<Arc<Vhost>, OpenError> {
+/// Opens the data directory and rebuilds what it holds (or an empty in-memory broker): the
+/// registry with the default vhost "/", and the store.
+fn open_store(config: &Config) -> Result<(Arc<Registry>, Option<Arc<Disk>>), OpenError> {
+    let registry = Registry::new();
     if !config.persistence {
         let vhost = Vhost::new("/", None);
         vhost.set_max_queues_per_connection(config.max_queues_per_connection);
-        return Ok(vhost);
+        registry.add_vhost(vhost);
+        return Ok((registry, None));
     }
     let started = std::time::Instant::now();
     let (disk, recovered) = Disk::open(&config.data_dir, config.store_cache_mb * 1024 * 1024)?;
-    let vhost = Vhost::new("/", Some(disk));
+    let vhost = Vhost::new("/", Some(disk.clone()));
     vhost.set_max_queues_per_connection(config.max_queues_per_connection);
     vhost.recover(recovered);
+    registry.add_vhost(vhost);
     info!(data_dir = %config.data_dir.display(), elapsed_ms = started.elapsed().as_millis() as u64, "store open");
-    Ok(vhost)
+    Ok((registry, Some(disk)))
 }
 
 /// Opens the store, then serves AMQP on `listener` until `shutdown` completes, then closes
@@ -135,14 +204,24 @@ pub async fn run(
 /// failures (a locked or foreign data directory) before it announces the listener.
 pub struct Prepared {
     config: Config,
-    vhost: Arc<Vhost>,
+    registry: Arc<Registry>,
+    disk: Option<Arc<Disk>>,
 }
 
 impl Prepared {
     /// Opens the data directory (if `config.persistence`) and rebuilds what it holds.
     pub fn open(config: Config) -> Result<Prepared, StartError> {
-        let vhost = open_vhost(&config)?;
-        Ok(Prepared { config, vhost })
+        let (registry, disk) = open_store(&config)?;
+        Ok(Prepared {
+            config,
+            registry,
+            disk,
+        })
+    }
+
+    /// What exists in the broker: vhosts, connections, channels and their counters.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
     }
 
     /// Serves AMQP on `listener` until `shutdown` completes.
@@ -151,26 +230,21 @@ impl Prepared {
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
-        serve(listener, self.config, self.vhost, shutdown).await;
+        serve(
+            listener,
+            BrokerContext::new(self.config, self.registry, self.disk),
+            shutdown,
+        )
+        .await;
     }
 }
 
 async fn serve(
     listener: TcpListener,
-    config: Config,
-    vhost: Arc<Vhost>,
+    ctx: Arc<BrokerContext>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let token = CancellationToken::new();
-    let ctx = Arc::new(BrokerContext {
-        users: config.effective_users(),
-        vhost,
-        next_conn_id: AtomicU64::new(1),
-        shutdown: token.clone(),
-        config,
-    });
     let limit = Arc::new(Semaphore::new(ctx.config.max_connections.max(1)));
-    let tracker = TaskTracker::new();
     if let Ok(addr) = listener.local_addr() {
         info!(%addr, "listening for AMQP 0-9-1");
     }
@@ -183,7 +257,7 @@ async fn serve(
                 Err(_) => break,
             },
         };
-        let (stream, peer) = tokio::select! {
+        let (stream, _) = tokio::select! {
             _ = &mut shutdown => break,
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -196,23 +270,16 @@ async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let id = ctx.next_conn_id.fetch_add(1, Ordering::Relaxed);
-        let span = tracing::info_span!("conn", id, %peer, user = tracing::field::Empty, vhost = tracing::field::Empty);
-        let ctx = ctx.clone();
-        tracker.spawn(
-            async move {
-                connection::serve(ctx, id, stream, peer).await;
-                drop(permit);
-            }
-            .instrument(span),
-        );
+        ctx.spawn_connection(stream, Some(permit));
     }
     drop(listener);
-    token.cancel();
-    tracker.close();
-    tracker.wait().await;
-    if let Some(disk) = ctx.vhost.disk() {
-        ctx.vhost.snapshot().await;
+    ctx.shutdown.cancel();
+    ctx.tracker.close();
+    ctx.tracker.wait().await;
+    if let Some(disk) = &ctx.disk {
+        for vhost in ctx.registry.vhosts() {
+            vhost.snapshot().await;
+        }
         disk.close_cleanly();
     }
     info!("broker stopped");

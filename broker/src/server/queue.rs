@@ -17,7 +17,7 @@ impl Connection {
         id: u16,
         method: q::AMQPMethod,
     ) -> AmqpResult<()> {
-        let vhost = self.ctx.vhost.clone();
+        let vhost = self.vhost.clone();
         let reply = match method {
             q::AMQPMethod::Declare(d) => {
                 let name = if d.passive {
