@@ -13,9 +13,8 @@ use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::{Destination, Exchange, ExchangeKind};
 use crate::queue::args::{as_int, Overflow, QueueArgs};
 use crate::queue::counters::QueueCounts;
-use crate::queue::{self, QueueCmd, QueueHandle, QueueRef, QueueSpec};
+use crate::queue::{self, QueueCmd, QueueHandle, QueueHost, QueueRef, QueueSpec};
 use crate::store::disk::{BindingDef, Disk, ExchangeDef, QueueDef, Recovered};
-use crate::store::{DurableQueueStore, MemoryQueueStore, PriorityQueueStore, QueueStore};
 
 fn rejects_publishes(args: &QueueArgs) -> bool {
     args.overflow != Overflow::DropHead
@@ -263,17 +262,7 @@ impl Vhost {
             let name: Arc<str> = Arc::from(q.name.as_str());
             let args = QueueArgs::parse(&q.arguments, &QueueRef::new(&self.name, &name))
                 .unwrap_or_default();
-            let (store, next_seq): (Box<dyn QueueStore>, u64) = match args.max_priority {
-                Some(max) => {
-                    let (s, n) = PriorityQueueStore::recover(max, disk.clone(), q.id, rec.unclean);
-                    (Box::new(s), n)
-                }
-                None => {
-                    let (s, n) = DurableQueueStore::recover(disk.clone(), q.id, rec.unclean);
-                    (Box::new(s), n)
-                }
-            };
-            messages += store.len();
+
             let spec = QueueSpec {
                 vhost: self.name.clone(),
                 name: name.clone(),
@@ -286,7 +275,9 @@ impl Vhost {
                 rejects_publishes: rejects_publishes(&args),
                 args,
             };
-            let handle = queue::spawn(spec, Arc::downgrade(self), store, next_seq);
+            let (handle, n) =
+                queue::kind::recover(spec, self.host(), disk.clone(), q.id, rec.unclean);
+            messages += n;
             defs.queues.insert(name, handle);
         }
         // Every queue counted the segments its chunks are in: the others go.
@@ -312,6 +303,12 @@ impl Vhost {
             unclean = rec.unclean,
             "recovered durable state"
         );
+    }
+
+    /// This vhost as its queues see it.
+    fn host(self: &Arc<Self>) -> std::sync::Weak<dyn QueueHost> {
+        let host: Arc<dyn QueueHost> = self.clone();
+        Arc::downgrade(&host)
     }
 
     fn is_durable_dest(defs: &Definitions, dest: &Destination) -> bool {
@@ -633,11 +630,7 @@ impl Vhost {
                 return Err(Self::store_failed("the queue"));
             }
         }
-        let store: Box<dyn QueueStore> = match (disk, disk_id, args.max_priority) {
-            (disk, id, Some(max)) => Box::new(PriorityQueueStore::new(max, disk.zip(id))),
-            (Some(disk), Some(id), None) => Box::new(DurableQueueStore::new(disk, id)),
-            _ => Box::<MemoryQueueStore>::default(),
-        };
+
         let spec = QueueSpec {
             vhost: self.name.clone(),
             name: name.clone(),
@@ -650,7 +643,7 @@ impl Vhost {
             rejects_publishes: rejects_publishes(&args),
             args,
         };
-        let handle = queue::spawn(spec, Arc::downgrade(self), store, 1);
+        let handle = queue::kind::create(spec, self.host(), disk.zip(disk_id));
         defs.queues.insert(name, handle.clone());
         *defs.declared.entry(conn_id).or_default() += 1;
         Ok((handle, disk_id.is_some()))
@@ -888,18 +881,6 @@ impl Vhost {
         }
     }
 
-    /// Routes a message the broker itself republishes (dead-lettering): internal exchanges are
-    /// allowed, and a missing exchange is an error the caller handles by dropping the message.
-    pub fn route_internal(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        headers: Option<&FieldTable>,
-        out: &mut Vec<QueueHandle>,
-    ) -> AmqpResult<()> {
-        self.route_from_exchange(exchange, routing_key, headers, out, true)
-    }
-
     /// Routes a publish: appends each queue that gets a copy (once, however many paths lead
     /// there). Follows exchange-to-exchange bindings (cycles are harmless) and alternate
     /// exchanges when nothing matched.
@@ -994,5 +975,22 @@ fn check_exclusive(q: &QueueHandle, conn_id: u64) -> AmqpResult<()> {
     match q.spec().exclusive_owner {
         Some(owner) if owner != conn_id => Err(locked(q.queue_ref())),
         _ => Ok(()),
+    }
+}
+
+impl QueueHost for Vhost {
+    fn queue_gone(&self, queue: &QueueHandle) {
+        // Nobody waits for it: sled's own flush (every 200 ms) makes it durable.
+        self.forget_queue(queue);
+    }
+
+    fn route_dead_letter(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        headers: Option<&FieldTable>,
+        out: &mut Vec<QueueHandle>,
+    ) -> AmqpResult<()> {
+        self.route_from_exchange(exchange, routing_key, headers, out, true)
     }
 }

@@ -16,13 +16,12 @@ use super::counters::RoundCounts;
 use super::dead_letter::{dead_lettered, Reason};
 use super::mailbox;
 use super::{
-    ConnEvent, Consumer, Delivered, Delivery, Handoff, QueueCmd, QueueHandle, QueueSpec,
+    ConnEvent, Consumer, Delivered, Delivery, Handoff, QueueCmd, QueueHandle, QueueHost, QueueSpec,
     ReturnKind, DELIVERY_WINDOW,
 };
 use crate::error::{AmqpError, AmqpResult};
 use crate::message::Message;
 use crate::store::{QueueStore, StoredMessage};
-use crate::vhost::Vhost;
 
 /// Commands a queue's mailbox holds before publishers wait. Small, so that publishers feel
 /// back-pressure as soon as the queue falls behind (a command may carry 256 publishes).
@@ -67,7 +66,7 @@ struct Unacked {
 
 struct QueueActor {
     handle: QueueHandle,
-    vhost: Weak<Vhost>,
+    host: Weak<dyn QueueHost>,
     store: Box<dyn QueueStore>,
     next_seq: u64,
     unacked: HashMap<u64, Unacked>,
@@ -98,7 +97,7 @@ struct QueueActor {
 /// numbered below `next_seq`) and returns its handle.
 pub(crate) fn spawn(
     spec: QueueSpec,
-    vhost: Weak<Vhost>,
+    host: Weak<dyn QueueHost>,
     store: Box<dyn QueueStore>,
     next_seq: u64,
 ) -> QueueHandle {
@@ -107,7 +106,7 @@ pub(crate) fn spawn(
     let handle = QueueHandle::new(spec, tx, itx);
     let actor = QueueActor {
         handle: handle.clone(),
-        vhost,
+        host,
         store,
         next_seq,
         unacked: HashMap::new(),
@@ -241,7 +240,7 @@ impl QueueActor {
 
     /// Applies this round's store writes, then asks for the flush that confirms them.
     fn commit(&mut self) {
-        let awaits_flush = !self.confirms.is_empty() && self.store.disk().is_some();
+        let awaits_flush = !self.confirms.is_empty() && self.store.barrier().is_some();
         let unwritten = self.store.commit(&self.confirm_seqs, awaits_flush);
         if self.confirms.is_empty() {
             self.confirm_seqs.clear();
@@ -264,18 +263,18 @@ impl QueueActor {
             }
             seqs = kept;
         }
-        let Some(disk) = self.store.disk() else {
+        let Some(barrier) = self.store.barrier() else {
             tokens.into_iter().for_each(|t| t.resolve(true));
             return;
         };
         // The queue hears the outcome first: a failed flush takes the nacked publishes out
         // of the queue before their publisher can see the nack.
         let queue = self.handle.clone();
-        disk.after_flush(move |ok| {
+        barrier.after_commit(Box::new(move |ok| {
             let refused = if ok { Vec::new() } else { seqs };
             queue.send_internal(QueueCmd::Flushed { ok, refused });
             tokens.into_iter().for_each(|t| t.resolve(ok));
-        });
+        }));
     }
 
     /// The next moment something happens without a command: a delayed message is due, the
@@ -304,8 +303,8 @@ impl QueueActor {
                 // An expired queue is deleted; its messages are not dead-lettered. Its records go
                 // before its definition, so a crash in between leaves no orphans.
                 self.shut_down();
-                if let Some(vhost) = self.vhost.upgrade() {
-                    vhost.forget_queue(&self.handle);
+                if let Some(host) = self.host.upgrade() {
+                    host.queue_gone(&self.handle);
                 }
             }
         }
@@ -592,9 +591,9 @@ impl QueueActor {
     /// Republishes a message to the queue's dead-letter exchange, or drops it if there is none
     /// (or the exchange is missing, or every target would close a cycle).
     fn dead_letter(&mut self, msg: StoredMessage, reason: Reason) {
-        let (Some(dlx), Some(vhost)) = (
+        let (Some(dlx), Some(host)) = (
             self.args().dead_letter_exchange.clone(),
-            self.vhost.upgrade(),
+            self.host.upgrade(),
         ) else {
             self.store.settle(&msg);
             return;
@@ -609,7 +608,7 @@ impl QueueActor {
             unix_now(),
         );
         let mut targets = Vec::new();
-        let routed = vhost.route_internal(
+        let routed = host.route_dead_letter(
             &dlx,
             dl.routing_key(),
             dl.properties().headers().as_ref(),
@@ -705,8 +704,8 @@ impl QueueActor {
     fn maybe_auto_delete(&mut self) {
         if self.handle.spec().auto_delete && self.had_consumer && self.consumers.is_empty() {
             self.shut_down();
-            if let Some(vhost) = self.vhost.upgrade() {
-                vhost.forget_queue(&self.handle);
+            if let Some(host) = self.host.upgrade() {
+                host.queue_gone(&self.handle);
             }
         }
     }

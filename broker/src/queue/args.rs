@@ -49,6 +49,8 @@ pub struct QueueArgs {
     pub retry_max: Option<Duration>,
     pub max_priority: Option<u8>,
     pub single_active_consumer: bool,
+    /// `x-queue-type: quorum` (see [`QueueKind`](super::kind::QueueKind)).
+    pub quorum: bool,
 }
 
 fn invalid(arg: &str, queue: &QueueRef, why: impl std::fmt::Display) -> AmqpError {
@@ -212,7 +214,8 @@ impl QueueArgs {
                     other => return Err(invalid(k, queue, format_args!("{{unacceptable_type,{}}}", type_name(other)))),
                 },
                 "x-queue-type" => match string(k, queue, v)?.as_str() {
-                    "classic" | "quorum" => {}
+                    "classic" => a.quorum = false,
+                    "quorum" => a.quorum = true,
                     other => {
                         return Err(invalid(
                             k,

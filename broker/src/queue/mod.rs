@@ -5,6 +5,7 @@ mod actor;
 pub mod args;
 pub mod counters;
 pub mod dead_letter;
+pub mod kind;
 mod mailbox;
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -17,6 +18,24 @@ use crate::error::{AmqpError, AmqpResult};
 use crate::message::Message;
 
 pub(crate) use actor::spawn;
+
+/// What a queue may ask of the virtual host that holds it, and nothing more: the queue knows
+/// nothing of the registry's maps or locks.
+pub trait QueueHost: Send + Sync {
+    /// The queue deleted itself (auto-delete, `x-expires`): take it out of the registry and
+    /// its bindings.
+    fn queue_gone(&self, queue: &QueueHandle);
+    /// Routes a message the broker republishes (a dead letter) from `exchange`: appends the
+    /// queues it goes to. Internal exchanges are allowed; a missing exchange is an error
+    /// (the caller drops the message).
+    fn route_dead_letter(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        headers: Option<&FieldTable>,
+        out: &mut Vec<QueueHandle>,
+    ) -> AmqpResult<()>;
+}
 
 /// How many deliveries may sit between a queue and a connection that has not written them yet,
 /// per consumer. Bounds the broker's memory when a client reads slowly and set no prefetch.

@@ -215,8 +215,8 @@ impl QueueStore for DurableQueueStore {
         }
     }
 
-    fn disk(&self) -> Option<&Arc<Disk>> {
-        Some(self.log.disk())
+    fn barrier(&self) -> Option<&dyn super::CommitBarrier> {
+        Some(&**self.log.disk())
     }
 
     fn destroy(&mut self) {

@@ -20,6 +20,20 @@ pub use durable::DurableQueueStore;
 pub use memory::MemoryQueueStore;
 pub use priority::PriorityQueueStore;
 
+/// Where a queue's committed writes become safe: `after_commit(done)` calls `done(ok)` once
+/// everything the queue wrote before the call is durable (`ok`) or cannot be (`!ok`). The
+/// durable store implements it with its group-commit flush; a replicated queue will wait for
+/// a majority of its replicas too.
+pub trait CommitBarrier: Send + Sync {
+    fn after_commit(&self, done: Box<dyn FnOnce(bool) + Send>);
+}
+
+impl CommitBarrier for disk::Disk {
+    fn after_commit(&self, done: Box<dyn FnOnce(bool) + Send>) {
+        self.after_flush(done);
+    }
+}
+
 /// A message waiting in a queue.
 #[derive(Debug, Clone)]
 pub struct StoredMessage {
@@ -128,8 +142,10 @@ pub trait QueueStore: Send {
     fn delivered(&mut self, msg: &StoredMessage);
     /// A delivered message was settled (acked, or rejected without requeue).
     fn settle(&mut self, msg: &StoredMessage);
-    /// The durable store behind this queue, if any (publisher confirms wait for its flush).
-    fn disk(&self) -> Option<&Arc<disk::Disk>> {
+    /// What this queue's writes must pass before they count as stored, if anything: the
+    /// durable store's flush (publisher confirms wait for it). Replication will put the
+    /// followers' acknowledgements behind the same interface.
+    fn barrier(&self) -> Option<&dyn CommitBarrier> {
         None
     }
     /// The queue is being deleted: forget everything, on disk too.

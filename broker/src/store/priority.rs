@@ -217,8 +217,10 @@ impl QueueStore for PriorityQueueStore {
         }
     }
 
-    fn disk(&self) -> Option<&Arc<Disk>> {
-        self.log.as_ref().map(QueueLog::disk)
+    fn barrier(&self) -> Option<&dyn super::CommitBarrier> {
+        self.log
+            .as_ref()
+            .map(|l| &**l.disk() as &dyn super::CommitBarrier)
     }
 
     fn destroy(&mut self) {
