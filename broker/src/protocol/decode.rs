@@ -69,6 +69,22 @@ pub struct Publish {
 }
 
 impl Publish {
+    /// A basic.publish as a client would send it (for tests).
+    #[cfg(test)]
+    pub(crate) fn for_test(
+        exchange: &str,
+        routing_key: &str,
+        mandatory: bool,
+        immediate: bool,
+    ) -> Self {
+        let mut p = vec![0, 60, 0, 40, 0, 0, exchange.len() as u8];
+        p.extend_from_slice(exchange.as_bytes());
+        p.push(routing_key.len() as u8);
+        p.extend_from_slice(routing_key.as_bytes());
+        p.push(u8::from(mandatory) | (u8::from(immediate) << 1));
+        parse_publish(Bytes::from(p)).expect("a valid basic.publish")
+    }
+
     /// The exchange name (valid UTF-8).
     pub fn exchange(&self) -> &[u8] {
         &self.payload[7..self.rk_at]

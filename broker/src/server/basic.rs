@@ -6,6 +6,7 @@ use std::sync::Arc;
 use amq_protocol::protocol::{basic, AMQPClass};
 use amq_protocol::types::FieldTable;
 
+use super::assembly::Complete;
 use super::channel::{settle, Channel, ChannelConsumer, Unacked};
 use super::connection::Connection;
 use crate::error::{AmqpError, AmqpResult};
@@ -309,18 +310,17 @@ impl Connection {
 
     /// The last body frame of a publish arrived: build the message and route it (or hold it
     /// in the transaction).
-    pub(crate) fn finish_publish(&mut self, id: u16) -> AmqpResult<()> {
+    pub(crate) fn finish_publish(&mut self, id: u16, done: Complete) -> AmqpResult<()> {
         let user = &self.user;
         let ch = self
             .channels
             .get_mut(&id)
             .ok_or_else(|| AmqpError::channel_error(format_args!("channel {id} is not open")))?;
-        let Some(mut p) = ch.publish.take() else {
-            return Ok(());
-        };
-        let Some((properties, raw_properties, _)) = p.header.take() else {
-            return Ok(());
-        };
+        let Complete {
+            method,
+            properties,
+            raw_properties,
+        } = done;
         if let Some(uid) = &properties.user_id {
             if uid.as_str() != user {
                 ch.body_parts.clear();
@@ -342,8 +342,8 @@ impl Connection {
             None => None,
         };
         let msg = Arc::new(Message::from_parts(
-            p.method.exchange(),
-            p.method.routing_key(),
+            method.exchange(),
+            method.routing_key(),
             properties.delivery_mode == Some(2),
             properties.priority.unwrap_or(0),
             expiration_ms,
@@ -351,7 +351,7 @@ impl Connection {
             &ch.body_parts,
         ));
         ch.body_parts.clear();
-        let mandatory = p.method.mandatory;
+        let mandatory = method.mandatory;
         if let Some(tx) = ch.tx.as_mut() {
             tx.hold(msg, mandatory)?;
             return Ok(());

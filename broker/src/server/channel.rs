@@ -1,6 +1,7 @@
-//! Channels: open/close/flow, the publish state machine (method, then content header, then
-//! body frames; anything out of order is 505), delivery tags and unacked messages, and the
-//! dispatch of each method to its class's handler file.
+//! Channels: the state each channel owns (its publish state machine, delivery tags and
+//! unacked messages, consumers, confirms, transaction, registry entry), channel.open / close
+//! / flow, and the routing of each frame: content frames to the publish state machine, each
+//! method to its class's handler file (basic.rs, queue.rs, exchange.rs, confirm.rs, tx.rs).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -9,11 +10,12 @@ use std::sync::Arc;
 use amq_protocol::protocol::{basic, channel as chan, AMQPClass};
 use bytes::Bytes;
 
+use super::assembly::Assembly;
 use super::confirm::Confirms;
 use super::connection::Connection;
 use super::tx::TxState;
 use crate::error::{AmqpError, AmqpResult, ReplyCode};
-use crate::protocol::{write_content_shared, write_deliver, write_method, Frame, Props, Publish};
+use crate::protocol::{write_content_shared, write_deliver, write_method, Frame};
 use crate::queue::{ChannelQos, ConnEvent, QueueCmd, QueueHandle, ReturnKind, DELIVERY_WINDOW};
 use crate::registry::{ChannelCounts, ChannelInfo};
 
@@ -34,23 +36,13 @@ pub(crate) struct ChannelConsumer {
     pub in_flight: Arc<AtomicU32>,
 }
 
-/// A publish whose content is still arriving.
-pub(crate) struct PendingPublish {
-    /// The basic.publish method (exchange, routing key, mandatory).
-    pub method: Publish,
-    /// Set once the content header arrived: properties, encoded properties, body size.
-    pub header: Option<(Props, Bytes, u64)>,
-    /// Body bytes so far (the frames are in the channel's `body_parts`).
-    pub received: u64,
-}
-
 /// The state of one open channel.
 pub(crate) struct Channel {
     pub id: u16,
     /// The broker sent channel.close and waits for close-ok; other frames are dropped.
     pub closing: bool,
-    /// Publish in progress.
-    pub publish: Option<PendingPublish>,
+    /// Where a published message's frames are (server/assembly.rs).
+    pub assembly: Assembly,
     /// Body frames of the publish in progress (usually one, kept without copying); reused, so
     /// a publish allocates no list.
     pub body_parts: Vec<Bytes>,
@@ -87,7 +79,7 @@ impl Channel {
             counts: ChannelCounts::default(),
             id,
             closing: false,
-            publish: None,
+            assembly: Assembly::Idle,
             body_parts: Vec::new(),
             last_tag: 0,
             unacked: BTreeMap::new(),
@@ -259,46 +251,28 @@ impl Connection {
             }
             return Ok(None);
         }
+        // The publish state machine (server/assembly.rs) decides what may come next; a
+        // complete message goes to basic.rs, as does the fast path's basic.ack.
         match frame {
             Frame::Publish(_, p) => {
-                if ch.publish.is_some() {
-                    return Err(AmqpError::unexpected_frame(format_args!(
-                        "expected content header for class 60, got non content header frame instead"
-                    )));
-                }
-                if p.immediate {
-                    return Err(AmqpError::not_implemented("immediate=true").during(60, 40));
-                }
-                ch.publish = Some(PendingPublish {
-                    method: p,
-                    header: None,
-                    received: 0,
-                });
+                ch.assembly.publish(p)?;
                 Ok(None)
+            }
+            Frame::Method(_, m) => {
+                ch.assembly.method_allowed()?;
+                Ok(Some(m))
             }
             Frame::Ack {
                 delivery_tag,
                 multiple,
                 ..
             } => {
-                if ch.publish.is_some() {
-                    return Err(AmqpError::unexpected_frame(format_args!(
-                        "expected content header for class 60, got non content header frame instead"
-                    )));
-                }
+                ch.assembly.method_allowed()?;
                 // Acks skip the queues' publish mailboxes, so publishes still pending need not
                 // go first.
                 self.settle_tags(id, delivery_tag, multiple, super::basic::Settle::Ack)
                     .map_err(|e| e.during(60, 80))?;
                 Ok(None)
-            }
-            Frame::Method(_, m) => {
-                if ch.publish.is_some() {
-                    return Err(AmqpError::unexpected_frame(format_args!(
-                        "expected content header for class 60, got non content header frame instead"
-                    )));
-                }
-                Ok(Some(m))
             }
             Frame::Header {
                 class_id,
@@ -308,53 +282,17 @@ impl Connection {
                 ..
             } => {
                 let max = self.ctx.config.max_message_size;
-                let Some(p) = ch.publish.as_mut() else {
-                    return Err(AmqpError::unexpected_frame(
-                        "expected method frame, got non method frame instead",
-                    ));
-                };
-                if p.header.is_some() {
-                    return Err(AmqpError::unexpected_frame(
-                        "expected content body, got non content body frame instead",
-                    ));
-                }
-                if class_id != 60 {
-                    return Err(AmqpError::unexpected_frame(format_args!(
-                        "content header for class {class_id}, expected 60"
-                    )));
-                }
-                if body_size > max {
-                    ch.publish = None;
-                    return Err(AmqpError::precondition(format_args!(
-                        "message size {body_size} is larger than configured max size {max}"
-                    ))
-                    .during(60, 40));
-                }
-                p.header = Some((properties, raw_properties, body_size));
-                if body_size == 0 {
-                    self.finish_publish(id)?;
+                if let Some(done) =
+                    ch.assembly
+                        .header(class_id, body_size, properties, raw_properties, max)?
+                {
+                    self.finish_publish(id, done)?;
                 }
                 Ok(None)
             }
             Frame::Body(_, bytes) => {
-                let Some(p) = ch.publish.as_mut() else {
-                    return Err(AmqpError::unexpected_frame(
-                        "expected method frame, got non method frame instead",
-                    ));
-                };
-                let Some((_, _, size)) = p.header.as_ref() else {
-                    return Err(AmqpError::unexpected_frame("expected content header for class 60, got non content header frame instead"));
-                };
-                let size = *size;
-                p.received += bytes.len() as u64;
-                ch.body_parts.push(bytes);
-                if p.received > size {
-                    return Err(AmqpError::unexpected_frame(
-                        "content body exceeds the size in its header",
-                    ));
-                }
-                if p.received == size {
-                    self.finish_publish(id)?;
+                if let Some(done) = ch.assembly.body(bytes, &mut ch.body_parts)? {
+                    self.finish_publish(id, done)?;
                 }
                 Ok(None)
             }
@@ -429,7 +367,7 @@ impl Connection {
         };
         tracing::debug!(channel = id, code = err.code.code(), text = %err.text, "closing channel");
         ch.closing = true;
-        ch.publish = None;
+        ch.assembly.reset();
         ch.body_parts.clear();
         ch.confirms = None;
         let consumers: Vec<_> = ch.consumers.drain().collect();

@@ -2,6 +2,7 @@
 //! shuts down gracefully: every client gets connection.close 320 and the broker waits for the
 //! connection tasks to finish.
 
+mod assembly;
 mod basic;
 mod channel;
 mod confirm;
