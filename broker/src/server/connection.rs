@@ -169,23 +169,19 @@ impl Connection {
         tx
     }
 
+    /// The connection's one loop: read and handle frames, take deliveries and confirms from
+    /// queues, write, keep heartbeats, until the connection ends. Every branch is a method
+    /// below; this only waits.
     async fn run<R: TransportRead, W: AsyncWrite + Unpin>(
         &mut self,
         mut rd: R,
         mut wr: W,
-        mut inbuf: BytesMut,
+        inbuf: BytesMut,
         heartbeat: u16,
     ) {
-        let mut codec = FrameCodec {
-            frame_max: self.frame_max,
-        };
+        let mut input = Input::new(inbuf, self.frame_max);
         let mut events_rx: Option<mpsc::UnboundedReceiver<ConnEvent>> = None;
         let mut events = Vec::new();
-        // A read filled the buffer it had: read in large chunks.
-        let mut busy = false;
-        // The last read ended a large frame: read what follows in a small read.
-        let mut after_large = false;
-        let mut last_read = Instant::now();
         let mut last_write = Instant::now();
         let beat = if heartbeat == 0 {
             Duration::from_secs(3600)
@@ -196,11 +192,6 @@ impl Connection {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shutdown = self.ctx.shutdown.clone();
         let mut shutdown_seen = false;
-        let mut corrupt = false;
-        // Frames that arrived with the handshake's last ones are handled before any read.
-        let mut unread = !inbuf.is_empty();
-        // Bytes read since this task last let others run.
-        let mut read_since_yield = 0usize;
         loop {
             if events_rx.is_none() {
                 events_rx = self.new_events.take();
@@ -208,97 +199,24 @@ impl Connection {
             let can_take = self.out.pending() < OUT_HIGH_WATER;
             tokio::select! {
                 r = async {
-                    if unread {
+                    if input.unread {
                         return Ok(false);
                     }
                     rd.readable().await.map(|()| true)
                 }, if can_take => {
-                    let fresh = match r {
-                        Ok(fresh) => fresh,
-                        Err(_) => return,
-                    };
-                    unread = false;
+                    let Ok(fresh) = r else { return };
+                    input.unread = false;
                     if fresh {
-                        // How much to read, and the spare capacity to have for it: all of the
-                        // rest of a large frame, else a chunk once less than 1 KiB is left.
-                        let (limit, min_spare) = match codec.missing(&inbuf) {
-                            Some(rest) if inbuf.len() + rest >= LARGE_FRAME => {
-                                after_large = true;
-                                (rest, rest)
-                            }
-                            _ if std::mem::take(&mut after_large) => (READ_SMALL, 1024),
-                            _ if busy => (READ_CHUNK, 1024),
-                            _ => (READ_SMALL, 1024),
-                        };
-                        if inbuf.capacity() - inbuf.len() < min_spare {
-                            inbuf.reserve(limit);
-                        }
-                        let want = limit.min(inbuf.capacity() - inbuf.len());
-                        match rd.try_read(&mut inbuf, want) {
-                            Ok(0) => return,
-                            Ok(n) => {
-                                busy = n == want;
-                                read_since_yield += n;
+                        match input.read(&mut rd) {
+                            Read::Data(n) => {
                                 self.registry.info().counters.recv_oct.fetch_add(n as u64, Relaxed);
                             }
-                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                                // A stale readiness: keep no buffer for nothing.
-                                if inbuf.is_empty() {
-                                    inbuf = BytesMut::new();
-                                }
-                                continue;
-                            }
-                            Err(_) => return,
+                            Read::Stale => continue,
+                            Read::End => return,
                         }
                     }
-                    last_read = Instant::now();
-                    if corrupt {
-                        // After a framing error nothing more can be parsed: discard what
-                        // arrives until the client closes or CLOSE_WAIT passes.
-                        inbuf.clear();
-                        continue;
-                    }
-                    loop {
-                        match codec.decode(&mut inbuf) {
-                            Ok(Some(frame)) => {
-                                if let Some((channel, method)) = self.handle_frame(frame) {
-                                    // Methods that wait run boxed, so the connection's own
-                                    // future stays small.
-                                    Box::pin(self.handle_waiting_method(channel, method)).await;
-                                }
-                            }
-                            Ok(None) => break,
-                            Err(CodecError::Frame(e)) => {
-                                if self.closing_since.is_some() {
-                                    return;
-                                }
-                                debug!(error = %e, "bad frame");
-                                corrupt = true;
-                                let (class_id, method_id) = e.method();
-                                self.close_connection(AmqpError::new(code_of(e.reply_code()), &e).during(class_id, method_id));
-                                // The stream can no longer be trusted: drop what follows.
-                                inbuf.clear();
-                                break;
-                            }
-                            Err(CodecError::Io(_)) => return,
-                        }
-                        if self.done {
-                            break;
-                        }
-                    }
-                    if inbuf.is_empty() && !busy {
-                        inbuf = BytesMut::new();
-                    }
-                    self.flush_publishes().await;
-                    self.after_batch();
-                    if busy && read_since_yield >= YIELD_AFTER_BYTES {
-                        // The socket has more: let the queues this connection fed, and the
-                        // connections they deliver to, run before reading on. Without this
-                        // a flat-out publisher read for its whole cooperative budget (128
-                        // reads, about 200,000 small messages) before its queue ran once,
-                        // and consumers got nothing meanwhile.
-                        read_since_yield = 0;
-                        yield_to_woken().await;
+                    if !self.handle_input(&mut input).await {
+                        return;
                     }
                 }
                 n = async {
@@ -328,13 +246,9 @@ impl Connection {
                         }
                     }
                     last_write = Instant::now();
-                    if self.out.is_drained() && self.done {
-                        let _ = wr.shutdown().await;
-                        return;
-                    }
                 }
                 _ = tokio::time::sleep_until(
-                        self.closing_since.map_or_else(Instant::now, |t| t + if corrupt { CORRUPT_WAIT } else { CLOSE_WAIT })
+                        self.closing_since.map_or_else(Instant::now, |t| t + if input.corrupt { CORRUPT_WAIT } else { CLOSE_WAIT })
                     ), if self.closing_since.is_some() => {
                     // The client did not answer our connection.close in time.
                     return;
@@ -342,7 +256,7 @@ impl Connection {
                 _ = ticker.tick() => {
                     let now = Instant::now();
                     if heartbeat != 0 {
-                        if now - last_read > beat * 4 {
+                        if now - input.last_read > beat * 4 {
                             info!("missed heartbeats from client, closing");
                             return;
                         }
@@ -350,7 +264,7 @@ impl Connection {
                             write_heartbeat(&mut self.out);
                         }
                     }
-                    if events.capacity() > 0 && now - last_read > beat.min(CLOSE_WAIT) {
+                    if events.capacity() > 0 && now - input.last_read > beat.min(CLOSE_WAIT) {
                         // Quiet for a while: give back the batch buffers.
                         events = Vec::new();
                         self.route_buf = Vec::new();
@@ -370,6 +284,61 @@ impl Connection {
                 return;
             }
         }
+    }
+
+    /// Handles every whole frame read so far, sends the batch's publishes to their queues,
+    /// and lets other tasks run after a long stretch of reading. False: the connection ends.
+    async fn handle_input(&mut self, input: &mut Input) -> bool {
+        if input.corrupt {
+            // After a framing error nothing more can be parsed: discard what arrives until
+            // the client closes or CORRUPT_WAIT passes.
+            input.buf.clear();
+            return true;
+        }
+        loop {
+            match input.codec.decode(&mut input.buf) {
+                Ok(Some(frame)) => {
+                    if let Some((channel, method)) = self.handle_frame(frame) {
+                        // Methods that wait run boxed, so the connection's own future stays
+                        // small.
+                        Box::pin(self.handle_waiting_method(channel, method)).await;
+                    }
+                }
+                Ok(None) => break,
+                Err(CodecError::Frame(e)) => {
+                    if self.closing_since.is_some() {
+                        return false;
+                    }
+                    debug!(error = %e, "bad frame");
+                    input.corrupt = true;
+                    let (class_id, method_id) = e.method();
+                    self.close_connection(
+                        AmqpError::new(code_of(e.reply_code()), &e).during(class_id, method_id),
+                    );
+                    // The stream can no longer be trusted: drop what follows.
+                    input.buf.clear();
+                    break;
+                }
+                Err(CodecError::Io(_)) => return false,
+            }
+            if self.done {
+                break;
+            }
+        }
+        if input.buf.is_empty() && !input.busy {
+            input.buf = BytesMut::new();
+        }
+        self.flush_publishes().await;
+        self.after_batch();
+        if input.busy && input.read_since_yield >= YIELD_AFTER_BYTES {
+            // The socket has more: let the queues this connection fed, and the connections
+            // they deliver to, run before reading on. Without this a flat-out publisher read
+            // for its whole cooperative budget (128 reads, about 200,000 small messages)
+            // before its queue ran once, and consumers got nothing meanwhile.
+            input.read_since_yield = 0;
+            yield_to_woken().await;
+        }
+        true
     }
 
     /// Queues a routed publish for `queue`; sent with the others of this read batch (at most
@@ -551,6 +520,84 @@ impl Connection {
             }
         }
         self.vhost.drop_exclusive_queues(self.id).await;
+    }
+}
+
+/// The reading side of a connection: its buffer, its frame decoder, and how it sizes reads.
+struct Input {
+    buf: BytesMut,
+    codec: FrameCodec,
+    /// The last read filled the buffer it had: read in large chunks.
+    busy: bool,
+    /// The last read ended a large frame: read what follows in a small read.
+    after_large: bool,
+    /// Frames that arrived with the handshake's last ones are handled before any read.
+    unread: bool,
+    /// A framing error was seen: nothing more is parsed.
+    corrupt: bool,
+    /// Bytes read since the task last let others run.
+    read_since_yield: usize,
+    last_read: Instant,
+}
+
+/// What one read did.
+enum Read {
+    /// Read this many bytes.
+    Data(usize),
+    /// The readiness was stale: nothing to read after all.
+    Stale,
+    /// The stream ended or failed.
+    End,
+}
+
+impl Input {
+    fn new(buf: BytesMut, frame_max: u32) -> Self {
+        Input {
+            unread: !buf.is_empty(),
+            buf,
+            codec: FrameCodec { frame_max },
+            busy: false,
+            after_large: false,
+            corrupt: false,
+            read_since_yield: 0,
+            last_read: Instant::now(),
+        }
+    }
+
+    /// Reads what arrived, into a buffer sized for it: all of the rest of a large frame (whose
+    /// body then fills a buffer of its own, sliced off, never copied), a small read after
+    /// one, large chunks while busy, small ones otherwise.
+    fn read<R: TransportRead>(&mut self, rd: &mut R) -> Read {
+        let (limit, min_spare) = match self.codec.missing(&self.buf) {
+            Some(rest) if self.buf.len() + rest >= LARGE_FRAME => {
+                self.after_large = true;
+                (rest, rest)
+            }
+            _ if std::mem::take(&mut self.after_large) => (READ_SMALL, 1024),
+            _ if self.busy => (READ_CHUNK, 1024),
+            _ => (READ_SMALL, 1024),
+        };
+        if self.buf.capacity() - self.buf.len() < min_spare {
+            self.buf.reserve(limit);
+        }
+        let want = limit.min(self.buf.capacity() - self.buf.len());
+        match rd.try_read(&mut self.buf, want) {
+            Ok(0) => Read::End,
+            Ok(n) => {
+                self.busy = n == want;
+                self.read_since_yield += n;
+                self.last_read = Instant::now();
+                Read::Data(n)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                // A stale readiness: keep no buffer for nothing.
+                if self.buf.is_empty() {
+                    self.buf = BytesMut::new();
+                }
+                Read::Stale
+            }
+            Err(_) => Read::End,
+        }
     }
 }
 
