@@ -286,6 +286,39 @@ impl Connection {
         }
     }
 
+    /// Handles whole frames until one is a method that must wait (returned), or no whole
+    /// frame is left. Synchronous: the per-frame work stays out of any future's state.
+    fn handle_frames(&mut self, input: &mut Input) -> Frames {
+        loop {
+            match input.codec.decode(&mut input.buf) {
+                Ok(Some(frame)) => {
+                    if let Some((channel, method)) = self.handle_frame(frame) {
+                        return Frames::Waiting(channel, method);
+                    }
+                }
+                Ok(None) => return Frames::Done,
+                Err(CodecError::Frame(e)) => {
+                    if self.closing_since.is_some() {
+                        return Frames::End;
+                    }
+                    debug!(error = %e, "bad frame");
+                    input.corrupt = true;
+                    let (class_id, method_id) = e.method();
+                    self.close_connection(
+                        AmqpError::new(code_of(e.reply_code()), &e).during(class_id, method_id),
+                    );
+                    // The stream can no longer be trusted: drop what follows.
+                    input.buf.clear();
+                    return Frames::Done;
+                }
+                Err(CodecError::Io(_)) => return Frames::End,
+            }
+            if self.done {
+                return Frames::Done;
+            }
+        }
+    }
+
     /// Handles every whole frame read so far, sends the batch's publishes to their queues,
     /// and lets other tasks run after a long stretch of reading. False: the connection ends.
     async fn handle_input(&mut self, input: &mut Input) -> bool {
@@ -296,33 +329,16 @@ impl Connection {
             return true;
         }
         loop {
-            match input.codec.decode(&mut input.buf) {
-                Ok(Some(frame)) => {
-                    if let Some((channel, method)) = self.handle_frame(frame) {
-                        // Methods that wait run boxed, so the connection's own future stays
-                        // small.
-                        Box::pin(self.handle_waiting_method(channel, method)).await;
+            match self.handle_frames(input) {
+                Frames::Waiting(channel, method) => {
+                    // Methods that wait run boxed, so the connection's own future stays small.
+                    Box::pin(self.handle_waiting_method(channel, method)).await;
+                    if self.done {
+                        break;
                     }
                 }
-                Ok(None) => break,
-                Err(CodecError::Frame(e)) => {
-                    if self.closing_since.is_some() {
-                        return false;
-                    }
-                    debug!(error = %e, "bad frame");
-                    input.corrupt = true;
-                    let (class_id, method_id) = e.method();
-                    self.close_connection(
-                        AmqpError::new(code_of(e.reply_code()), &e).during(class_id, method_id),
-                    );
-                    // The stream can no longer be trusted: drop what follows.
-                    input.buf.clear();
-                    break;
-                }
-                Err(CodecError::Io(_)) => return false,
-            }
-            if self.done {
-                break;
+                Frames::Done => break,
+                Frames::End => return false,
             }
         }
         if input.buf.is_empty() && !input.busy {
@@ -538,6 +554,16 @@ struct Input {
     /// Bytes read since the task last let others run.
     read_since_yield: usize,
     last_read: Instant,
+}
+
+/// Where [`Connection::handle_frames`] stopped.
+enum Frames {
+    /// At a method that must wait (for a queue's answer, or room in its mailbox).
+    Waiting(u16, Box<AMQPClass>),
+    /// No whole frame left (or the connection is done with its input).
+    Done,
+    /// The stream cannot go on.
+    End,
 }
 
 /// What one read did.
