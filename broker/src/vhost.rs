@@ -34,6 +34,13 @@ pub struct ExchangeDecl {
     pub arguments: FieldTable,
 }
 
+/// What a binding leads to, by name, as queue.bind and exchange.bind give it.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    Queue(&'a str),
+    Exchange(&'a str),
+}
+
 /// The options of queue.declare.
 #[derive(Debug, Clone)]
 pub struct QueueDecl {
@@ -287,7 +294,10 @@ impl Vhost {
             let dest = if b.to_exchange {
                 Destination::Exchange(Arc::from(b.destination.as_str()))
             } else {
-                Destination::Queue(Arc::from(b.destination.as_str()))
+                match defs.queues.get(b.destination.as_str()) {
+                    Some(q) => Destination::Queue(q.clone()),
+                    None => continue,
+                }
             };
             if let Some(x) = defs.exchanges.get_mut(b.source.as_str()) {
                 if x.bind(dest, &b.routing_key, b.arguments).is_ok() {
@@ -313,17 +323,14 @@ impl Vhost {
 
     fn is_durable_dest(defs: &Definitions, dest: &Destination) -> bool {
         match dest {
-            Destination::Queue(q) => defs
-                .queues
-                .get(q)
-                .is_some_and(|h| h.spec().disk_id.is_some()),
+            Destination::Queue(q) => q.spec().disk_id.is_some(),
             Destination::Exchange(x) => defs.exchanges.get(x).is_some_and(|x| x.durable),
         }
     }
 
     fn binding_def(source: &str, dest: &Destination, key: &str, args: &FieldTable) -> BindingDef {
         let (to_exchange, destination) = match dest {
-            Destination::Queue(q) => (false, q.to_string()),
+            Destination::Queue(q) => (false, q.name().to_string()),
             Destination::Exchange(x) => (true, x.to_string()),
         };
         BindingDef {
@@ -717,7 +724,7 @@ impl Vhost {
                 disk.delete_queue(q.name());
                 wrote = true;
             }
-            wrote |= self.remove_destination(&mut defs, &Destination::Queue(q.name().clone()));
+            wrote |= self.remove_destination(&mut defs, &Destination::Queue(q.clone()));
             return wrote;
         }
         false
@@ -762,7 +769,7 @@ impl Vhost {
     pub async fn bind(
         &self,
         source: &str,
-        dest: Destination,
+        dest: Target<'_>,
         key: &str,
         args: &FieldTable,
         conn_id: u64,
@@ -774,7 +781,7 @@ impl Vhost {
     fn bind_locked(
         &self,
         source: &str,
-        dest: Destination,
+        dest: Target<'_>,
         key: &str,
         args: &FieldTable,
         conn_id: u64,
@@ -786,7 +793,7 @@ impl Vhost {
         if !defs.exchanges.contains_key(source) {
             return Err(no_exchange(&self.name, source));
         }
-        self.check_destination(&defs, &dest, conn_id)?;
+        let dest = self.destination(&defs, dest, conn_id)?;
         let durable = Self::is_durable_dest(&defs, &dest);
         let x = defs
             .exchanges
@@ -809,7 +816,7 @@ impl Vhost {
     pub async fn unbind(
         &self,
         source: &str,
-        dest: Destination,
+        dest: Target<'_>,
         key: &str,
         args: &FieldTable,
         conn_id: u64,
@@ -821,7 +828,7 @@ impl Vhost {
     fn unbind_locked(
         &self,
         source: &str,
-        dest: Destination,
+        dest: Target<'_>,
         key: &str,
         args: &FieldTable,
         conn_id: u64,
@@ -836,14 +843,14 @@ impl Vhost {
         }
         // So does unbinding a queue or exchange that does not exist (RabbitMQ's
         // `absent_errs_only`): clients unbind on shutdown, after an auto-delete queue went.
-        let exists = match &dest {
-            Destination::Queue(q) => defs.queues.contains_key(q),
-            Destination::Exchange(x) => x.is_empty() || defs.exchanges.contains_key(x),
+        let exists = match dest {
+            Target::Queue(q) => defs.queues.contains_key(q),
+            Target::Exchange(x) => x.is_empty() || defs.exchanges.contains_key(x),
         };
         if !exists {
             return Ok(false);
         }
-        self.check_destination(&defs, &dest, conn_id)?;
+        let dest = self.destination(&defs, dest, conn_id)?;
         let Some(x) = defs.exchanges.get_mut(source) else {
             return Ok(false);
         };
@@ -861,23 +868,25 @@ impl Vhost {
         Ok(wrote)
     }
 
-    fn check_destination(
+    /// A binding's destination: the queue's handle (404 if missing, 405 if another
+    /// connection's exclusive queue), or the exchange (403 for the default one).
+    fn destination(
         &self,
         defs: &Definitions,
-        dest: &Destination,
+        target: Target<'_>,
         conn_id: u64,
-    ) -> AmqpResult<()> {
-        match dest {
-            Destination::Queue(q) => {
+    ) -> AmqpResult<Destination> {
+        match target {
+            Target::Queue(q) => {
                 let h = defs.queues.get(q).ok_or_else(|| no_queue(&self.name, q))?;
-                check_exclusive(h, conn_id)
+                check_exclusive(h, conn_id)?;
+                Ok(Destination::Queue(h.clone()))
             }
-            Destination::Exchange(x) if x.is_empty() => Err(default_exchange_refused()),
-            Destination::Exchange(x) => defs
-                .exchanges
-                .get(x)
-                .map(|_| ())
-                .ok_or_else(|| no_exchange(&self.name, x)),
+            Target::Exchange("") => Err(default_exchange_refused()),
+            Target::Exchange(x) => match defs.exchanges.get_key_value(x) {
+                Some((name, _)) => Ok(Destination::Exchange(name.clone())),
+                None => Err(no_exchange(&self.name, x)),
+            },
         }
     }
 
@@ -953,11 +962,9 @@ impl Vhost {
             x.route(routing_key, headers, &mut dests);
             for d in dests.drain(..) {
                 match d {
-                    Destination::Queue(name) => {
-                        if let Some(q) = defs.queues.get(&name) {
-                            if !out.contains(q) {
-                                out.push(q.clone());
-                            }
+                    Destination::Queue(q) => {
+                        if !out.contains(&q) {
+                            out.push(q);
                         }
                     }
                     Destination::Exchange(name) => {

@@ -107,7 +107,7 @@ impl Router for HeadersRouter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
+    use crate::queue::QueueHandle;
 
     fn table(pairs: &[(&str, &str)]) -> FieldTable {
         let mut t = FieldTable::default();
@@ -119,7 +119,7 @@ mod tests {
 
     fn hits(args: FieldTable, headers: FieldTable) -> bool {
         let mut r = HeadersRouter::default();
-        r.bind(&Destination::Queue(Arc::from("q")), "", &args);
+        r.bind(&Destination::Queue(QueueHandle::for_test("q")), "", &args);
         let mut out = Vec::new();
         r.route("", Some(&headers), &mut out);
         !out.is_empty()

@@ -12,19 +12,31 @@ use std::sync::Arc;
 use amq_protocol::types::{AMQPValue, FieldTable};
 
 use crate::error::{AmqpError, AmqpResult};
+use crate::queue::QueueHandle;
 
 pub use direct::DirectRouter;
 pub use fanout::FanoutRouter;
 pub use headers::HeadersRouter;
 pub use topic::TopicRouter;
 
-/// Where a binding leads.
+/// Where a binding leads. A queue is held by its handle, so routing hands out the queues a
+/// message goes to without looking each one up again by name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Destination {
-    /// A queue, by name.
-    Queue(Arc<str>),
+    /// A queue.
+    Queue(QueueHandle),
     /// Another exchange (exchange-to-exchange binding), by name.
     Exchange(Arc<str>),
+}
+
+impl Destination {
+    /// The name of the queue or exchange.
+    pub fn name(&self) -> &Arc<str> {
+        match self {
+            Destination::Queue(q) => q.name(),
+            Destination::Exchange(x) => x,
+        }
+    }
 }
 
 /// The exchange types Warren implements.

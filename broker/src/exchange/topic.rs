@@ -119,21 +119,26 @@ impl Router for TopicRouter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
+    use crate::queue::QueueHandle;
 
     fn q(name: &str) -> Destination {
-        Destination::Queue(Arc::from(name))
+        thread_local! {
+            static QUEUES: std::cell::RefCell<std::collections::HashMap<String, QueueHandle>> =
+                Default::default();
+        }
+        let h = QUEUES.with(|m| {
+            m.borrow_mut()
+                .entry(name.to_owned())
+                .or_insert_with(|| QueueHandle::for_test(name))
+                .clone()
+        });
+        Destination::Queue(h)
     }
 
     fn routed(router: &TopicRouter, key: &str) -> Vec<String> {
         let mut out = Vec::new();
         router.route(key, None, &mut out);
-        let mut names: Vec<String> = out
-            .into_iter()
-            .map(|d| match d {
-                Destination::Queue(n) | Destination::Exchange(n) => n.to_string(),
-            })
-            .collect();
+        let mut names: Vec<String> = out.into_iter().map(|d| d.name().to_string()).collect();
         names.sort();
         names.dedup();
         names

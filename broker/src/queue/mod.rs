@@ -419,6 +419,14 @@ impl PartialEq for QueueHandle {
     }
 }
 
+impl Eq for QueueHandle {}
+
+impl std::hash::Hash for QueueHandle {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        std::ptr::hash(Arc::as_ptr(&self.0), state);
+    }
+}
+
 impl QueueHandle {
     pub(crate) fn new(
         spec: QueueSpec,
@@ -431,6 +439,26 @@ impl QueueHandle {
             internal,
             counters: counters::QueueCounters::default(),
         }))
+    }
+
+    /// A handle to no running queue, named `name` (for routing tests).
+    #[cfg(test)]
+    pub(crate) fn for_test(name: &str) -> Self {
+        let spec = QueueSpec {
+            vhost: Arc::from("/"),
+            name: Arc::from(name),
+            durable: false,
+            exclusive_owner: None,
+            declared_by: None,
+            auto_delete: false,
+            arguments: FieldTable::default(),
+            disk_id: None,
+            args: args::QueueArgs::default(),
+            rejects_publishes: false,
+        };
+        let (tx, _) = mailbox::bounded(1);
+        let (itx, _) = mailbox::unbounded();
+        QueueHandle::new(spec, tx, itx)
     }
 
     /// The queue's counters (messages, consumers, rates), as of its owner's last round, plus

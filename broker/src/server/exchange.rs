@@ -4,9 +4,8 @@ use amq_protocol::protocol::{exchange as ex, AMQPClass};
 
 use super::connection::Connection;
 use crate::error::AmqpResult;
-use crate::exchange::Destination;
 use crate::protocol::write_method;
-use crate::vhost::ExchangeDecl;
+use crate::vhost::{ExchangeDecl, Target};
 
 impl Connection {
     pub(crate) async fn handle_exchange_method(
@@ -37,7 +36,7 @@ impl Connection {
                 (!d.nowait).then_some(ex::AMQPMethod::DeleteOk(ex::DeleteOk {}))
             }
             ex::AMQPMethod::Bind(b) => {
-                let dest = Destination::Exchange(b.destination.as_str().into());
+                let dest = Target::Exchange(b.destination.as_str());
                 vhost
                     .bind(
                         b.source.as_str(),
@@ -50,7 +49,7 @@ impl Connection {
                 (!b.nowait).then_some(ex::AMQPMethod::BindOk(ex::BindOk {}))
             }
             ex::AMQPMethod::Unbind(b) => {
-                let dest = Destination::Exchange(b.destination.as_str().into());
+                let dest = Target::Exchange(b.destination.as_str());
                 vhost
                     .unbind(
                         b.source.as_str(),

@@ -6,10 +6,9 @@ use amq_protocol::protocol::{queue as q, AMQPClass};
 
 use super::connection::Connection;
 use crate::error::{AmqpError, AmqpResult};
-use crate::exchange::Destination;
 use crate::protocol::write_method;
 use crate::queue::QueueCmd;
-use crate::vhost::QueueDecl;
+use crate::vhost::{QueueDecl, Target};
 
 impl Connection {
     pub(crate) async fn handle_queue_method(
@@ -49,8 +48,8 @@ impl Connection {
                 })
             }
             q::AMQPMethod::Bind(b) => {
-                let name = self.ch(id)?.queue_name(b.queue.as_str())?;
-                let dest = Destination::Queue(name.into());
+                let name = self.ch(id)?.queue_name(b.queue.as_str())?.to_owned();
+                let dest = Target::Queue(&name);
                 vhost
                     .bind(
                         b.exchange.as_str(),
@@ -63,8 +62,8 @@ impl Connection {
                 (!b.nowait).then_some(q::AMQPMethod::BindOk(q::BindOk {}))
             }
             q::AMQPMethod::Unbind(b) => {
-                let name = self.ch(id)?.queue_name(b.queue.as_str())?;
-                let dest = Destination::Queue(name.into());
+                let name = self.ch(id)?.queue_name(b.queue.as_str())?.to_owned();
+                let dest = Target::Queue(&name);
                 vhost
                     .unbind(
                         b.exchange.as_str(),
