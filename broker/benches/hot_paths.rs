@@ -16,6 +16,7 @@ use warren_broker::protocol::{
     decode_frame, encode_properties, write_content, write_content_shared, write_deliver,
     write_method, Output,
 };
+use warren_broker::queue::QueueHandle;
 use warren_broker::store::disk::Disk;
 use warren_broker::store::{DurableQueueStore, MemoryQueueStore, QueueStore, StoredMessage};
 
@@ -100,12 +101,18 @@ fn codec(c: &mut Criterion) {
 fn topic(c: &mut Criterion) {
     let mut g = c.benchmark_group("topic");
     let mut router = TopicRouter::default();
+    let queues: Vec<Destination> = (0..10)
+        .map(|i| Destination::Queue(QueueHandle::detached(&format!("q{i}"))))
+        .collect();
     for i in 0..1000 {
-        let q = Destination::Queue(format!("q{}", i % 10).into());
-        router.bind(&q, &format!("perf.{i}.*"), &FieldTable::default());
+        router.bind(
+            &queues[i % 10],
+            &format!("perf.{i}.*"),
+            &FieldTable::default(),
+        );
     }
     router.bind(
-        &Destination::Queue("all".into()),
+        &Destination::Queue(QueueHandle::detached("all")),
         "#.msg",
         &FieldTable::default(),
     );

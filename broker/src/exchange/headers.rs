@@ -119,7 +119,7 @@ mod tests {
 
     fn hits(args: FieldTable, headers: FieldTable) -> bool {
         let mut r = HeadersRouter::default();
-        r.bind(&Destination::Queue(QueueHandle::for_test("q")), "", &args);
+        r.bind(&Destination::Queue(QueueHandle::detached("q")), "", &args);
         let mut out = Vec::new();
         r.route("", Some(&headers), &mut out);
         !out.is_empty()

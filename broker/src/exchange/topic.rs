@@ -129,7 +129,7 @@ mod tests {
         let h = QUEUES.with(|m| {
             m.borrow_mut()
                 .entry(name.to_owned())
-                .or_insert_with(|| QueueHandle::for_test(name))
+                .or_insert_with(|| QueueHandle::detached(name))
                 .clone()
         });
         Destination::Queue(h)

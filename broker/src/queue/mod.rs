@@ -441,9 +441,10 @@ impl QueueHandle {
         }))
     }
 
-    /// A handle to no running queue, named `name` (for routing tests).
-    #[cfg(test)]
-    pub(crate) fn for_test(name: &str) -> Self {
+    /// A handle to no running queue, named `name`: for tests and benchmarks of routing
+    /// indexes, which only compare and hash handles. Commands sent to it fail.
+    #[doc(hidden)]
+    pub fn detached(name: &str) -> Self {
         let spec = QueueSpec {
             vhost: Arc::from("/"),
             name: Arc::from(name),
