@@ -1,13 +1,23 @@
 //! Warren's broker library: an AMQP 0-9-1 server.
 //!
 //! - [`protocol`]: frames in and out of byte buffers (amq-protocol underneath); no I/O.
-//! - `server`: the listener, one task per connection, channels, one handler file per AMQP class.
+//! - `server`: the listener and one task per connection. `transport` (what a connection runs
+//!   over: TCP, or any byte stream), `handshake` (one function per step), `connection`
+//!   (transport, dispatch, connection-level methods, the read/write loop), `channel` (the
+//!   state a channel owns and the routing of its frames), `assembly` (the publish state
+//!   machine), then one file per AMQP class: `basic`, `queue`, `exchange`, `confirm`, `tx`.
 //! - [`registry`]: what exists in a running broker, for it and its observers: virtual hosts,
 //!   live connections and channels with their counters, broker-wide totals.
-//! - [`vhost`]: one virtual host's exchanges, queues and bindings; routing.
-//! - [`exchange`]: one file per exchange type behind one `Router` trait.
-//! - [`queue`]: each queue owned by one task; consumers, prefetch, acks.
-//! - [`store`]: where a queue's messages live (memory now; the interface a disk store fills).
+//! - [`vhost`]: one virtual host's exchanges, queues and bindings; routing. Durable changes
+//!   are written under its lock and waited for (group commit) outside it.
+//! - [`exchange`]: one file per exchange type behind one `Router` trait; bindings hold queue
+//!   handles.
+//! - [`queue`]: each queue owned by one task (`actor`); `kind` (the one place queues are
+//!   made), `counters` (what a queue publishes for observers), `QueueHost` (all a queue may
+//!   ask of its vhost), arguments, dead-lettering.
+//! - [`store`]: where a queue's messages live: in memory, or on disk (sled for definitions
+//!   and pointers, segment files for bodies, a group-commit flusher), behind `QueueStore`;
+//!   `CommitBarrier` is what a write passes before it counts as stored.
 //! - [`auth`], [`config`], [`error`]: logins, settings, reply codes.
 //!
 //! Embed a broker:

@@ -104,7 +104,7 @@ pub(crate) fn spawn(
     let (tx, rx) = mailbox::bounded(MAILBOX);
     let (itx, irx) = mailbox::unbounded();
     let handle = QueueHandle::new(spec, tx, itx);
-    let actor = QueueActor {
+    let mut actor = QueueActor {
         handle: handle.clone(),
         host,
         store,
@@ -123,6 +123,8 @@ pub(crate) fn spawn(
         stopped: false,
         round: RoundCounts::default(),
     };
+    // A recovered queue's counters show its messages before its first round.
+    actor.update_counters();
     tokio::spawn(actor.run(rx, irx));
     handle
 }
