@@ -81,6 +81,17 @@ async fn connections_channels_and_counters_are_listed() {
         .expect("a message");
     got.ack(BasicAckOptions::default()).await.unwrap();
     let mut deliveries = consume(&consumer, &q, false).await;
+    use std::sync::atomic::Ordering::Relaxed;
+    until("the channels' consumers and modes", || {
+        let chans = c.channels();
+        let consuming = chans
+            .iter()
+            .filter(|ch| ch.consumers.load(Relaxed) == 1)
+            .count();
+        let confirming = chans.iter().filter(|ch| ch.confirm.load(Relaxed)).count();
+        (consuming == 1 && confirming == 1).then_some(())
+    })
+    .await;
     for _ in 0..9 {
         let d = next_delivery(&mut deliveries).await;
         d.ack(BasicAckOptions::default()).await.unwrap();
@@ -131,7 +142,6 @@ async fn connections_channels_and_counters_are_listed() {
         "closed channels' counts stay in the totals"
     );
     let churn = &registry.churn;
-    use std::sync::atomic::Ordering::Relaxed;
     assert_eq!(churn.connection_created.load(Relaxed), 1);
     assert_eq!(churn.connection_closed.load(Relaxed), 1);
     assert_eq!(churn.channel_created.load(Relaxed), 2);

@@ -101,25 +101,33 @@ impl Channel {
     }
 
     /// Brings the registry's view of this channel up to date: the counts of this batch, and
-    /// its consumers, unacked messages and modes.
+    /// its consumers, unacked messages and modes. Called for every channel after each batch,
+    /// so it only writes what changed (a connection may hold 2,047 idle channels).
     pub fn publish_counts(&mut self) {
         if !self.counts.is_zero() {
             self.info.counters.add(&self.counts);
             self.counts = ChannelCounts::default();
         }
         let info = &self.info;
-        info.unacked
-            .store(self.unacked.len() as u32, Ordering::Relaxed);
-        info.consumers
-            .store(self.consumers.len() as u32, Ordering::Relaxed);
-        info.prefetch_count
-            .store(self.consumer_prefetch, Ordering::Relaxed);
-        info.global_prefetch_count
-            .store(self.qos.limit.load(Ordering::Relaxed), Ordering::Relaxed);
-        info.confirm
-            .store(self.confirms.is_some(), Ordering::Relaxed);
-        info.transactional
-            .store(self.tx.is_some(), Ordering::Relaxed);
+        let set = |a: &AtomicU32, v: u32| {
+            if a.load(Ordering::Relaxed) != v {
+                a.store(v, Ordering::Relaxed);
+            }
+        };
+        let flag = |a: &std::sync::atomic::AtomicBool, v: bool| {
+            if a.load(Ordering::Relaxed) != v {
+                a.store(v, Ordering::Relaxed);
+            }
+        };
+        set(&info.unacked, self.unacked.len() as u32);
+        set(&info.consumers, self.consumers.len() as u32);
+        set(&info.prefetch_count, self.consumer_prefetch);
+        set(
+            &info.global_prefetch_count,
+            self.qos.limit.load(Ordering::Relaxed),
+        );
+        flag(&info.confirm, self.confirms.is_some());
+        flag(&info.transactional, self.tx.is_some());
     }
 
     /// The queue named by a method, where "" means the last one declared on this channel.
