@@ -72,6 +72,9 @@ enum DefOp {
 struct DefJournal {
     pending: std::sync::Mutex<Vec<DefOp>>,
     writer: std::sync::Mutex<()>,
+    /// A write failed. Whoever's change it was may not be the one who wrote it, so from then
+    /// on no durable definition change is answered as stored (541 until a restart).
+    failed: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -411,8 +414,9 @@ impl Vhost {
         }
         if !ok {
             tracing::error!(vhost = %self.name, "could not write definitions to the store");
+            self.journal.failed.store(true, Ordering::Relaxed);
         }
-        ok
+        !self.journal.failed.load(Ordering::Relaxed)
     }
 
     /// After a change queued definitions (`wrote`): writes them, then waits, with no lock

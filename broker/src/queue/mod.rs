@@ -296,11 +296,7 @@ pub enum QueueCmd {
 impl QueueCmd {
     /// How much of a round's intake the command is: its published messages, else 1.
     pub(crate) fn publishes(&self) -> usize {
-        match self {
-            QueueCmd::Publish { .. } => 1,
-            QueueCmd::PublishMany(list) => list.len(),
-            _ => 1,
-        }
+        (self.publishes_sent() as usize).max(1)
     }
 
     /// The published messages the command carries (counted as on their way to the queue).
