@@ -4,9 +4,10 @@
 
 #![allow(dead_code)]
 
+mod locate;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -14,26 +15,7 @@ use tokio::process::{Child, Command};
 
 /// The `warren` binary of this workspace, built once per test process if needed.
 pub fn warren_binary() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join("target"));
-        let bin = target.join("debug").join("warren");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        // Always ask cargo: it is a no-op when the binary is fresh, and a rebuild when the
-        // broker changed since the last build.
-        let status = std::process::Command::new(cargo)
-            .args(["build", "-q", "-p", "warren-cli", "--bin", "warren"])
-            .current_dir(&root)
-            .status()
-            .expect("running cargo build for the warren binary");
-        assert!(status.success(), "cargo build -p warren-cli failed");
-        assert!(bin.exists(), "no binary at {}", bin.display());
-        bin
-    })
-    .clone()
+    locate::warren_bin().to_owned()
 }
 
 /// A fresh, empty directory under the system temp dir.

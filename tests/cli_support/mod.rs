@@ -2,10 +2,15 @@
 //! and run the binary against it with a timeout, collecting its exit code and output.
 #![allow(dead_code)]
 
+// A test that uses both helper modules compiles this file twice: harmless, each copy
+// builds the binary at most once and the second build is a no-op.
+#[allow(clippy::duplicate_mod)]
+#[path = "../binary/locate.rs"]
+mod locate;
+
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -13,43 +18,9 @@ use tokio::io::AsyncWriteExt;
 /// Longest any one run of the binary may take before the test kills it and fails.
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The `warren` binary: `$WARREN_BIN` if set, else built (once per test process) by the same
-/// cargo that runs the tests. `CARGO_BIN_EXE_warren` only exists for binaries of the tests' own
-/// package, and the binary lives in warren-cli.
+/// The `warren` binary (see `tests/binary/locate.rs`).
 pub fn bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(path) = std::env::var_os("WARREN_BIN") {
-            return PathBuf::from(path);
-        }
-        // The test executable is target/<profile>/deps/cli_x-HASH.
-        let exe = std::env::current_exe().expect("test executable path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test executable under target/<profile>/deps");
-        let target_dir = profile_dir.parent().expect("target directory");
-        let profile = profile_dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .expect("profile directory name");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut build = std::process::Command::new(cargo);
-        build
-            .args(["build", "--quiet", "-p", "warren-cli", "--bin", "warren"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env("CARGO_TARGET_DIR", target_dir);
-        if profile != "debug" {
-            build.args(["--profile", profile]);
-        }
-        let out = build.output().expect("running cargo build");
-        assert!(
-            out.status.success(),
-            "cargo build -p warren-cli failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        profile_dir.join(format!("warren{}", std::env::consts::EXE_SUFFIX))
-    })
+    locate::warren_bin()
 }
 
 /// A broker for one test, in this process, on a free loopback port.

@@ -244,6 +244,7 @@ impl QueueActor {
     fn commit(&mut self) {
         let awaits_flush = !self.confirms.is_empty() && self.store.barrier().is_some();
         let unwritten = self.store.commit(&self.confirm_seqs, awaits_flush);
+        let written = self.store.written_round();
         if self.confirms.is_empty() {
             self.confirm_seqs.clear();
             return;
@@ -273,6 +274,11 @@ impl QueueActor {
         // of the queue before their publisher can see the nack.
         let queue = self.handle.clone();
         barrier.after_commit(Box::new(move |ok| {
+            if !ok {
+                if let Some(round) = written {
+                    round.void_refused(&seqs);
+                }
+            }
             let refused = if ok { Vec::new() } else { seqs };
             queue.send_internal(QueueCmd::Flushed { ok, refused });
             tokens.into_iter().for_each(|t| t.resolve(ok));

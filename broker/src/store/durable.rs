@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::disk::{decode_message, record_meta, Disk};
-use super::queue_log::QueueLog;
+use super::queue_log::{QueueLog, WrittenRound};
 use super::ready::{Ready, Slot, HOT_MAX};
 use super::{QueueStore, StoredMessage, Unwritten};
 
@@ -173,6 +173,10 @@ impl QueueStore for DurableQueueStore {
         } else {
             self.ready.unstage_upto(upto);
         }
+    }
+
+    fn written_round(&mut self) -> Option<WrittenRound> {
+        self.log.take_written()
     }
 
     fn snapshot_delivered(&mut self, unacked: &[u64]) {
@@ -606,6 +610,56 @@ mod tests {
             drop(store);
             drop(disk);
             assert_eq!(recovered_seqs(&dir), expected, "flush ok: {flush_ok}");
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+
+    #[test]
+    fn a_failed_flush_voids_its_nacked_chunks_even_if_the_disk_stays_full() {
+        // The flush of a round fails; the disk stays full, so the settling of its refused
+        // publishes never reaches the disk, while sled writes the round's chunk pointers
+        // anyway (here: a flush that works for sled alone). Only a chunk whose messages were
+        // all refused is voided: a message published without a confirm keeps its chunk.
+        for all_refused in [true, false] {
+            let dir = std::env::temp_dir()
+                .join(format!("warren-voided-{}", crate::util::random_token(10)));
+            let (disk, _) = Disk::open(&dir, 1 << 20).unwrap();
+            let mut store = DurableQueueStore::new(disk.clone(), 1);
+            publish(&mut store, 1, 10);
+            assert!(disk.flush());
+            let round: Vec<u64> = (11..=40).collect();
+            for &seq in &round {
+                store.push(StoredMessage::new(seq, message(seq, true), None));
+            }
+            let refused = if all_refused {
+                &round[..]
+            } else {
+                &round[..round.len() - 1]
+            };
+            assert!(store.commit(refused, true).is_empty());
+            let written = store.written_round().expect("the round wrote a chunk");
+            assert!(store.written_round().is_none(), "taken once");
+            disk.faults().fail_syncs(true);
+            assert!(!disk.flush());
+            disk.faults().fail_syncs(false);
+            written.void_refused(refused);
+            store.flushed(false, refused);
+            // What sled wrote before failing: the round's pointers, not the settling.
+            assert!(disk.flush());
+            drop((written, store, disk));
+            let back = recovered_seqs(&dir);
+            if all_refused {
+                assert_eq!(
+                    back,
+                    (1..=10).collect::<Vec<_>>(),
+                    "no nacked message is back"
+                );
+            } else {
+                assert!(
+                    back.contains(&40),
+                    "the unconfirmed publish keeps its chunk: {back:?}"
+                );
+            }
             let _ = std::fs::remove_dir_all(&dir);
         }
     }

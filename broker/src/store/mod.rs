@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::message::Message;
+use queue_log::WrittenRound;
 
 pub use durable::DurableQueueStore;
 pub use memory::MemoryQueueStore;
@@ -177,6 +178,12 @@ pub trait QueueStore: Send {
     /// publishes `refused` were nacked: they leave the queue, and are settled on disk in case
     /// their copy got there after all.
     fn flushed(&mut self, _ok: bool, _refused: &[u64]) {}
+    /// The chunks the commits since the last call wrote to disk, if any, taken after each
+    /// [`commit`](Self::commit): if the flush of a round fails, its chunks holding only
+    /// refused publishes are voided before the nacks go out (see [`WrittenRound`]).
+    fn written_round(&mut self) -> Option<WrittenRound> {
+        None
+    }
     /// Clean shutdown: remembers which messages were delivered before (`unacked`, and ready
     /// ones flagged redelivered), so a restart flags exactly those.
     fn snapshot_delivered(&mut self, _unacked: &[u64]) {}

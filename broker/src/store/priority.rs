@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::disk::{decode_message, record_meta, Disk};
-use super::queue_log::QueueLog;
+use super::queue_log::{QueueLog, WrittenRound};
 use super::{QueueStore, StoredMessage, Unwritten};
 
 /// Ready messages by priority level.
@@ -140,6 +140,10 @@ impl QueueStore for PriorityQueueStore {
             self.take_back(seq);
         }
         unwritten
+    }
+
+    fn written_round(&mut self) -> Option<WrittenRound> {
+        self.log.as_mut()?.take_written()
     }
 
     fn flushed(&mut self, ok: bool, refused: &[u64]) {

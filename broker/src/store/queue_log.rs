@@ -135,6 +135,66 @@ enum Place {
     Inline,
 }
 
+/// A chunk a commit wrote to a segment file.
+#[derive(Debug, Clone, Copy)]
+struct WrittenChunk {
+    ptr: Pointer,
+    first: u64,
+    last: u64,
+    /// Messages in it.
+    count: u32,
+}
+
+/// The chunks one round of a queue wrote, kept until the flush that confirms them.
+///
+/// When that flush fails, the round's publishes are nacked and taken out of the queue, and
+/// the queue settles them on disk with its next commit. But a disk that stays full fails
+/// that commit's flush too, while sled may already have written the round's chunk pointers
+/// before failing (it writes its log in the background and in pieces): a crash then would
+/// bring nacked messages back, and a publisher that retried them would see duplicates. So a
+/// chunk holding only refused messages is voided in place before the nacks go out: one byte
+/// of it is overwritten (no new space needed) and synced, and recovery, finding its CRC
+/// wrong, skips it.
+pub struct WrittenRound {
+    disk: Arc<Disk>,
+    chunks: Vec<WrittenChunk>,
+}
+
+impl WrittenRound {
+    /// After a failed flush: voids each chunk of the round whose messages were all refused
+    /// (`refused`: their sequence numbers, ascending). A chunk holding anything else (a
+    /// publish without confirms, a dead-lettered copy whose source was settled in the same
+    /// batch) is left alone: that message stays as durable as the disk lets it be.
+    pub fn void_refused(&self, refused: &[u64]) {
+        let mut sorted = Vec::new();
+        let refused = if refused.is_sorted() {
+            refused
+        } else {
+            sorted.extend_from_slice(refused);
+            sorted.sort_unstable();
+            &sorted
+        };
+        for c in &self.chunks {
+            let from = refused.partition_point(|&s| s < c.first);
+            let to = refused.partition_point(|&s| s <= c.last);
+            if (to - from) as u64 != u64::from(c.count) {
+                continue;
+            }
+            if let Err(e) = self.disk.segments().void(&c.ptr) {
+                // Logged without the messages: the nack already tells their publisher.
+                tracing::error!(chunk = c.first, error = %e,
+                    "cannot void the chunk of nacked messages: they may come back after a crash");
+            } else {
+                tracing::warn!(
+                    chunk = c.first,
+                    messages = c.count,
+                    "flush failed: the chunk of its nacked messages is voided on disk"
+                );
+            }
+        }
+    }
+}
+
 /// A message found at recovery.
 pub struct Found<'a> {
     pub seq: u64,
@@ -170,8 +230,11 @@ pub struct QueueLog {
     /// The chunk last read back, with a cursor (offset, sequence number of the entry there),
     /// so a queue draining in order reads each chunk once and walks it once.
     cache: Option<(u64, Vec<u8>, usize)>,
-    /// Chunks closed this round, by first sequence number, with their bytes.
-    pending: Vec<(u64, Vec<u8>)>,
+    /// Chunks closed this round, by first sequence number, with their bytes and how many
+    /// messages they hold.
+    pending: Vec<(u64, Vec<u8>, u32)>,
+    /// Chunks written to the segment files since the last [`take_written`](Self::take_written).
+    written: Vec<WrittenChunk>,
     /// What the commits since the last [`take_unwritten`](Self::take_unwritten) could not
     /// store.
     unwritten: Unwritten,
@@ -220,6 +283,7 @@ impl QueueLog {
             overrides: HashSet::new(),
             cache: None,
             pending: Vec::new(),
+            written: Vec::new(),
             unwritten: Unwritten::default(),
             foreign: Vec::new(),
         }
@@ -260,7 +324,7 @@ impl QueueLog {
         }
         let count = std::mem::take(&mut self.open_count);
         self.pending
-            .push((self.open_first, std::mem::take(&mut self.open)));
+            .push((self.open_first, std::mem::take(&mut self.open), count));
         self.chunks.insert(
             self.open_first,
             Chunk {
@@ -275,11 +339,17 @@ impl QueueLog {
     /// Writes the chunks closed this round that still hold live messages to the segment
     /// files, and their pointers to this round's batch.
     fn write_pending(&mut self) {
-        for (first, mut bytes) in std::mem::take(&mut self.pending) {
+        for (first, mut bytes, count) in std::mem::take(&mut self.pending) {
             if let Some(chunk) = self.chunks.get_mut(&first) {
                 match self.disk.segments().append(&bytes) {
                     Ok(ptr) => {
                         chunk.place = Place::Segment(ptr);
+                        self.written.push(WrittenChunk {
+                            ptr,
+                            first,
+                            last: chunk.last,
+                            count,
+                        });
                         self.batch
                             .insert(&log_key(self.id, KIND_CHUNK, first)[..], &ptr.encode()[..]);
                         self.dirty = true;
@@ -421,6 +491,15 @@ impl QueueLog {
     /// What the commits since the last call could not store.
     pub fn take_unwritten(&mut self) -> Unwritten {
         std::mem::take(&mut self.unwritten)
+    }
+
+    /// The chunks the commits since the last call wrote to the segment files, if any: what
+    /// a failed flush of them must undo (see [`WrittenRound::void_refused`]).
+    pub fn take_written(&mut self) -> Option<WrittenRound> {
+        (!self.written.is_empty()).then(|| WrittenRound {
+            disk: Arc::clone(&self.disk),
+            chunks: std::mem::take(&mut self.written),
+        })
     }
 
     fn settle_round(&mut self) {

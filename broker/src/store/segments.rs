@@ -243,6 +243,31 @@ impl Segments {
         })
     }
 
+    /// Makes a chunk unreadable for good: flips its first byte in place (a CRC-32 catches any
+    /// one-byte change, so [`read`](Self::read) refuses it) and syncs the segment. Needs no
+    /// new space on disk. A segment already gone is nothing to do.
+    pub fn void(&self, p: &Pointer) -> std::io::Result<()> {
+        if !self.lock().files.contains_key(&p.segment) {
+            return Ok(());
+        }
+        // The segment's own handle appends (O_APPEND ignores offsets): this one writes in
+        // place.
+        let file = match File::options()
+            .read(true)
+            .write(true)
+            .open(self.dir.join(file_name(p.segment)))
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let mut byte = [0u8; 1];
+        file.read_exact_at(&mut byte, p.offset)?;
+        byte[0] = !byte[0];
+        file.write_all_at(&byte, p.offset)?;
+        file.sync_data()
+    }
+
     /// Reads a chunk back; `None` if its segment is gone or its bytes do not match the CRC.
     pub fn read(&self, p: &Pointer) -> Option<Vec<u8>> {
         let file = self.lock().files.get(&p.segment).cloned()?;
