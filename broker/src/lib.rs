@@ -15,8 +15,13 @@
 //! - [`queue`]: each queue owned by one task (`actor`); `kind` (the one place queues are
 //!   made), `counters` (what a queue publishes for observers), `QueueHost` (all a queue may
 //!   ask of its vhost), arguments, dead-lettering.
-//! - [`store`]: where a queue's messages live: in memory, or on disk (sled for definitions
-//!   and pointers, segment files for bodies, a group-commit flusher), behind `QueueStore`;
+//! - [`store`]: where a queue's messages live, behind `QueueStore`, in layers that import
+//!   only downwards: `kv` (the key-value engine behind two small traits; the only importer
+//!   of sled), `segments` (append-only files of message chunks), `disk` (the open store:
+//!   definitions keyed by vhost, delivered marks, the group-commit flusher), the journal
+//!   (`record`: byte formats; `queue_log`: one queue's chunks, acks and recovery), then the
+//!   queue stores: `memory`, `durable` (with `ready`, the packed in-memory index) and
+//!   `priority`, composed with an optional journal. Failures are `kv::StoreError`s;
 //!   `CommitBarrier` is what a write passes before it counts as stored.
 //! - [`auth`], [`config`], [`error`]: logins, settings, reply codes.
 //!

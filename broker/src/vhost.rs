@@ -14,7 +14,7 @@ use crate::exchange::{Destination, Exchange, ExchangeKind};
 use crate::queue::args::{as_int, Overflow, QueueArgs};
 use crate::queue::counters::QueueCounts;
 use crate::queue::{self, QueueCmd, QueueHandle, QueueHost, QueueRef, QueueSpec};
-use crate::store::disk::{BindingDef, Disk, ExchangeDef, QueueDef, Recovered};
+use crate::store::disk::{BindingDef, Disk, ExchangeDef, QueueDef, VhostDefs};
 
 fn rejects_publishes(args: &QueueArgs) -> bool {
     args.overflow != Overflow::DropHead
@@ -276,7 +276,9 @@ impl Vhost {
 
     /// Rebuilds durable exchanges, queues (with their messages, in order) and bindings found
     /// in the store at start.
-    pub fn recover(self: &Arc<Self>, rec: Recovered) {
+    /// `unclean`: the previous run did not shut down cleanly. The caller sweeps unused
+    /// segments once every vhost recovered ([`Disk::sweep_segments`]).
+    pub fn recover(self: &Arc<Self>, rec: VhostDefs, unclean: bool) {
         let Some(disk) = self.disk.clone() else {
             return;
         };
@@ -310,13 +312,10 @@ impl Vhost {
                 rejects_publishes: rejects_publishes(&args),
                 args,
             };
-            let (handle, n) =
-                queue::kind::recover(spec, self.host(), disk.clone(), q.id, rec.unclean);
+            let (handle, n) = queue::kind::recover(spec, self.host(), disk.clone(), q.id, unclean);
             messages += n;
             defs.queues.insert(name, handle);
         }
-        // Every queue counted the segments its chunks are in: the others go.
-        disk.segments().sweep();
         let mut bindings = 0usize;
         for b in rec.bindings {
             let dest = if b.to_exchange {
@@ -338,7 +337,7 @@ impl Vhost {
             queues = defs.queues.len(),
             bindings,
             messages,
-            unclean = rec.unclean,
+            unclean,
             "recovered durable state"
         );
     }
@@ -401,20 +400,20 @@ impl Vhost {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()),
         );
-        let mut ok = true;
+        let vhost = &*self.name;
         for op in ops {
-            ok &= match &op {
-                DefOp::SaveExchange(x) => disk.save_exchange(x),
-                DefOp::DeleteExchange(name) => disk.delete_exchange(name),
-                DefOp::SaveQueue(q) => disk.save_queue(q),
-                DefOp::DeleteQueue(name) => disk.delete_queue(name),
-                DefOp::SaveBinding(b) => disk.save_binding(b),
-                DefOp::DeleteBindings(bs) => disk.delete_bindings(bs),
+            let done = match &op {
+                DefOp::SaveExchange(x) => disk.save_exchange(vhost, x),
+                DefOp::DeleteExchange(name) => disk.delete_exchange(vhost, name),
+                DefOp::SaveQueue(q) => disk.save_queue(vhost, q),
+                DefOp::DeleteQueue(name) => disk.delete_queue(vhost, name),
+                DefOp::SaveBinding(b) => disk.save_binding(vhost, b),
+                DefOp::DeleteBindings(bs) => disk.delete_bindings(vhost, bs),
             };
-        }
-        if !ok {
-            tracing::error!(vhost = %self.name, "could not write definitions to the store");
-            self.journal.failed.store(true, Ordering::Relaxed);
+            if let Err(e) = done {
+                tracing::error!(vhost, error = %e, "cannot write a definition to the store");
+                self.journal.failed.store(true, Ordering::Relaxed);
+            }
         }
         !self.journal.failed.load(Ordering::Relaxed)
     }

@@ -181,11 +181,17 @@ fn open_store(config: &Config) -> Result<(Arc<Registry>, Option<Arc<Disk>>), Ope
         return Ok((registry, None));
     }
     let started = std::time::Instant::now();
-    let (disk, recovered) = Disk::open(&config.data_dir, config.store_cache_mb * 1024 * 1024)?;
-    let vhost = Vhost::new("/", Some(disk.clone()));
-    vhost.set_max_queues_per_connection(config.max_queues_per_connection);
-    vhost.recover(recovered);
-    registry.add_vhost(vhost);
+    let (disk, mut recovered) = Disk::open(&config.data_dir, config.store_cache_mb * 1024 * 1024)?;
+    // "/" always exists; any other vhost exists because the store holds its definitions.
+    recovered.vhosts.entry("/".to_owned()).or_default();
+    for (name, defs) in recovered.vhosts {
+        let vhost = Vhost::new(&name, Some(disk.clone()));
+        vhost.set_max_queues_per_connection(config.max_queues_per_connection);
+        vhost.recover(defs, recovered.unclean);
+        registry.add_vhost(vhost);
+    }
+    // Every queue counted the segments its chunks are in: the others go.
+    disk.sweep_segments();
     info!(data_dir = %config.data_dir.display(), elapsed_ms = started.elapsed().as_millis() as u64, "store open");
     Ok((registry, Some(disk)))
 }

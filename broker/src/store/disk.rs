@@ -1,6 +1,12 @@
-//! The durable store, on sled. Definitions and messages live in separate trees:
+//! The durable store: the key-value engine ([`super::kv`]), the segment files
+//! ([`super::segments`]) and the group-commit flusher, with the definitions kept in it.
+//! Layers, each importing only those below it: `kv` (the engine) and `segments` (chunk
+//! bytes) at the bottom; this module (trees, definitions, flusher); the journal
+//! ([`super::record`]'s formats and each queue's [`super::queue_log`]); the queue stores on
+//! top. Definitions and messages live in separate trees:
 //!
-//! - `defs`: durable exchanges, queues (each with a numeric id) and bindings, as JSON;
+//! - `defs`: durable exchanges, queues (each with a numeric id) and bindings of every vhost,
+//!   as JSON, keyed by kind, vhost and name (see [`def_key`]);
 //! - `msgs`: persistent messages of durable queues, in chunks of a delivery round's publishes
 //!   with ack records for settlements, keyed by queue id first (big-endian, so a queue's
 //!   messages are one ordered key range in one shared tree: sled's space use grows badly with
@@ -24,16 +30,18 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
 
+use std::collections::BTreeMap;
+
 use amq_protocol::types::FieldTable;
 use serde::{Deserialize, Serialize};
 
-use crate::message::Message;
-use crate::protocol::scan_properties;
-use crate::store::StoredMessage;
-
+use super::kv::{self, Batch, Engine, StoreError, Tree};
+use super::record::{log_key, CHUNK_FORMAT, KIND_CHUNK};
 use super::segments::Segments;
 
-const FORMAT: &[u8] = b"warren-store-2";
+const FORMAT: &[u8] = b"warren-store-3";
+/// The format before definitions were keyed by vhost (all of them in "/").
+const FORMAT_2: &[u8] = b"warren-store-2";
 /// The format before chunked message records: one key per message, (queue id, seq).
 const FORMAT_1: &[u8] = b"warren-store-1";
 
@@ -48,7 +56,7 @@ pub enum OpenError {
     #[error("data directory {path} is in use by another Warren process (lock held on {lock})")]
     Locked { path: PathBuf, lock: PathBuf },
     #[error("cannot open the store in {path}: {source}")]
-    Sled { path: PathBuf, source: sled::Error },
+    Engine { path: PathBuf, source: StoreError },
     #[error("cannot open the message segments in {path}: {source}")]
     Segments {
         path: PathBuf,
@@ -91,14 +99,45 @@ pub struct BindingDef {
     pub arguments: FieldTable,
 }
 
-/// Definitions found at start.
+/// The durable definitions of one vhost.
 #[derive(Debug, Default)]
-pub struct Recovered {
+pub struct VhostDefs {
     pub exchanges: Vec<ExchangeDef>,
     pub queues: Vec<QueueDef>,
     pub bindings: Vec<BindingDef>,
+}
+
+/// Definitions found at start.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// By vhost name.
+    pub vhosts: BTreeMap<String, VhostDefs>,
     /// The previous run did not shut down cleanly.
     pub unclean: bool,
+}
+
+const DEF_EXCHANGE: u8 = b'x';
+const DEF_QUEUE: u8 = b'q';
+const DEF_BINDING: u8 = b'b';
+
+/// The key of a definition: its kind (`x`, `q`, `b`), the length of its vhost's name (one
+/// byte: vhost names are short strings), that name, then its own name (for a binding, its
+/// fields as JSON). A vhost's definitions of one kind are one key range.
+pub fn def_key(kind: u8, vhost: &str, name: &str) -> Vec<u8> {
+    let v = vhost.as_bytes();
+    let v = &v[..v.len().min(255)];
+    let mut k = Vec::with_capacity(2 + v.len() + name.len());
+    k.push(kind);
+    k.push(v.len() as u8);
+    k.extend_from_slice(v);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// The kind and vhost of a definition key.
+fn parse_def_key(k: &[u8]) -> Option<(u8, &str)> {
+    let len = usize::from(*k.get(1)?);
+    Some((k[0], std::str::from_utf8(k.get(2..2 + len)?).ok()?))
 }
 
 type Waiter = Box<dyn FnOnce(bool) + Send>;
@@ -106,11 +145,11 @@ type Waiter = Box<dyn FnOnce(bool) + Send>;
 /// The open store of a data directory.
 pub struct Disk {
     path: PathBuf,
-    db: sled::Db,
-    defs: sled::Tree,
-    msgs: sled::Tree,
-    dlv: sled::Tree,
-    meta: sled::Tree,
+    db: Arc<dyn Engine>,
+    defs: Arc<dyn Tree>,
+    msgs: Arc<dyn Tree>,
+    dlv: Arc<dyn Tree>,
+    meta: Arc<dyn Tree>,
     /// The bytes of message chunks (sled holds pointers to them).
     segments: Arc<Segments>,
     flusher: Option<mpsc::Sender<Waiter>>,
@@ -126,125 +165,6 @@ fn msg_key(queue: u64, seq: u64) -> [u8; 16] {
     k[..8].copy_from_slice(&queue.to_be_bytes());
     k[8..].copy_from_slice(&seq.to_be_bytes());
     k
-}
-
-/// What a stored record says about its message besides the message itself.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RecordMeta {
-    /// When it expires, in Unix milliseconds (TTLs keep counting across restarts).
-    pub expires_unix_ms: Option<u64>,
-    /// Failed deliveries so far, as the broker counted them.
-    pub delivery_count: u32,
-}
-
-fn unix_ms_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-impl RecordMeta {
-    /// The meta of a message held in memory.
-    pub fn of(msg: &StoredMessage) -> Self {
-        let now = std::time::Instant::now();
-        RecordMeta {
-            expires_unix_ms: msg
-                .expires_at
-                .map(|t| unix_ms_now() + t.saturating_duration_since(now).as_millis() as u64),
-            delivery_count: msg.delivery_count,
-        }
-    }
-
-    /// The expiry as an instant of this process (in the past if it already passed).
-    pub fn expires_at(&self) -> Option<std::time::Instant> {
-        self.expires_unix_ms.map(|ms| {
-            let now_ms = unix_ms_now();
-            let now = std::time::Instant::now();
-            if ms > now_ms {
-                now + std::time::Duration::from_millis(ms - now_ms)
-            } else {
-                now.checked_sub(std::time::Duration::from_millis(now_ms - ms))
-                    .unwrap_or(now)
-            }
-        })
-    }
-}
-
-/// Encodes a message for `msgs`: version 3, flags (bit 0: the x-death history is the broker's),
-/// expiry, delivery count, exchange, routing key, properties as the publisher encoded them,
-/// body.
-pub fn encode_message(msg: &StoredMessage) -> Vec<u8> {
-    let m = &msg.message;
-    let meta = RecordMeta::of(msg);
-    let (x, rk) = (m.exchange_bytes(), m.routing_key_bytes());
-    let mut v =
-        Vec::with_capacity(22 + x.len() + rk.len() + m.raw_properties().len() + m.body().len());
-    v.push(3);
-    v.push(u8::from(m.death.is_some()));
-    v.extend_from_slice(&meta.expires_unix_ms.unwrap_or(0).to_be_bytes());
-    v.extend_from_slice(&meta.delivery_count.to_be_bytes());
-    v.push(x.len() as u8);
-    v.extend_from_slice(x);
-    v.push(rk.len() as u8);
-    v.extend_from_slice(rk);
-    v.extend_from_slice(&(m.raw_properties().len() as u32).to_be_bytes());
-    v.extend_from_slice(m.raw_properties());
-    v.extend_from_slice(m.body());
-    v
-}
-
-/// The meta of an encoded record, without decoding the message.
-pub fn record_meta(v: &[u8]) -> RecordMeta {
-    match v.first() {
-        Some(3) if v.len() >= 14 => {
-            let exp = u64::from_be_bytes(v[2..10].try_into().unwrap_or_default());
-            RecordMeta {
-                expires_unix_ms: (exp != 0).then_some(exp),
-                delivery_count: u32::from_be_bytes(v[10..14].try_into().unwrap_or_default()),
-            }
-        }
-        _ => RecordMeta::default(),
-    }
-}
-
-/// Decodes what `encode_message` wrote; `None` if it is not a message.
-pub fn decode_message(v: &[u8]) -> Option<Message> {
-    let (trusted_death, mut at) = match v.first() {
-        Some(1) => (false, 1),
-        Some(2) => (true, 1),
-        Some(3) => (v.get(1)? & 1 == 1, 14),
-        _ => return None,
-    };
-    let mut take = |n: usize| -> Option<&[u8]> {
-        let s = v.get(at..at + n)?;
-        at += n;
-        Some(s)
-    };
-    let xl = take(1)?[0] as usize;
-    let x = take(xl)?;
-    let rl = take(1)?[0] as usize;
-    let rk = take(rl)?;
-    let pl = u32::from_be_bytes(take(4)?.try_into().ok()?) as usize;
-    let raw_properties = take(pl)?;
-    let body = v.get(at..)?;
-    let props = scan_properties(raw_properties)?;
-    let mut m = Message::from_slices(
-        x,
-        rk,
-        props.delivery_mode == Some(2),
-        props.priority.unwrap_or(0),
-        props
-            .expiration
-            .as_ref()
-            .and_then(|e| e.as_str().parse().ok()),
-        raw_properties,
-        body,
-    );
-    // Only the broker writes the store, so a stored x-death history is the broker's own.
-    if trusted_death {
-        m.restore_death();
-    }
-    Some(m)
 }
 
 impl Disk {
@@ -270,7 +190,7 @@ impl Disk {
                 lock: lock_path,
             });
         }
-        let sled_err = |source| OpenError::Sled {
+        let engine_err = |source| OpenError::Engine {
             path: path.to_owned(),
             source,
         };
@@ -316,19 +236,16 @@ impl Disk {
                 });
             }
         }
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_bytes)
-            .flush_every_ms(Some(200))
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(sled_err)?;
-        let meta = db.open_tree("meta").map_err(sled_err)?;
-        match meta.get("format").map_err(sled_err)? {
-            Some(f) if f.as_ref() == FORMAT => {}
-            Some(f) if f.as_ref() == FORMAT_1 => {
-                migrate_from_1(&db).map_err(sled_err)?;
-                meta.insert("format", FORMAT).map_err(sled_err)?;
+        let db = kv::open(path, cache_bytes).map_err(engine_err)?;
+        let meta = db.tree("meta").map_err(engine_err)?;
+        match meta.get(b"format").map_err(engine_err)? {
+            Some(f) if f == FORMAT => {}
+            Some(f) if f == FORMAT_1 || f == FORMAT_2 => {
+                if f == FORMAT_1 {
+                    migrate_from_1(&*db).map_err(engine_err)?;
+                }
+                migrate_from_2(&*db).map_err(engine_err)?;
+                meta.insert(b"format", FORMAT).map_err(engine_err)?;
             }
             Some(other) => {
                 return Err(OpenError::Foreign {
@@ -336,8 +253,8 @@ impl Disk {
                     detail: format!("format marker {:?}", String::from_utf8_lossy(&other)),
                 })
             }
-            None if fresh || db.tree_names().len() <= 2 => {
-                meta.insert("format", FORMAT).map_err(sled_err)?;
+            None if fresh || db.tree_count() <= 2 => {
+                meta.insert(b"format", FORMAT).map_err(engine_err)?;
             }
             None => {
                 return Err(OpenError::Foreign {
@@ -346,13 +263,13 @@ impl Disk {
                 })
             }
         }
-        let msgs = db.open_tree("msgs").map_err(sled_err)?;
+        let msgs = db.tree("msgs").map_err(engine_err)?;
         // Before anything changes in the store (its clean flag included).
-        let store_id = pair_with_segments(path, &meta, &msgs, &in_segments)?;
-        let unclean = !fresh && meta.remove("clean").map_err(sled_err)?.is_none();
-        let defs = db.open_tree("defs").map_err(sled_err)?;
-        let dlv = db.open_tree("dlv").map_err(sled_err)?;
-        db.flush().map_err(sled_err)?;
+        let store_id = pair_with_segments(path, &*meta, &*msgs, &in_segments)?;
+        let unclean = !fresh && !meta.remove(b"clean").map_err(engine_err)?;
+        let defs = db.tree("defs").map_err(engine_err)?;
+        let dlv = db.tree("dlv").map_err(engine_err)?;
+        db.flush().map_err(engine_err)?;
         if in_segments.store_id.is_none() {
             // After the database holds the id: a crash in between leaves a pair that the
             // next start completes.
@@ -368,25 +285,26 @@ impl Disk {
             unclean,
             ..Recovered::default()
         };
-        for item in defs.iter() {
-            let (k, v) = item.map_err(sled_err)?;
-            let bad = |e: serde_json::Error| OpenError::Foreign {
+        for item in defs.scan_prefix(b"") {
+            let (k, v) = item.map_err(engine_err)?;
+            let bad = |e: String| OpenError::Foreign {
                 path: path.to_owned(),
                 detail: format!(
                     "unreadable definition {:?}: {e}",
                     String::from_utf8_lossy(&k)
                 ),
             };
-            match k.first() {
-                Some(b'x') => recovered
+            let (kind, vhost) = parse_def_key(&k).ok_or_else(|| bad("bad key".into()))?;
+            let defs = recovered.vhosts.entry(vhost.to_owned()).or_default();
+            let json = |e: serde_json::Error| bad(e.to_string());
+            match kind {
+                DEF_EXCHANGE => defs
                     .exchanges
-                    .push(serde_json::from_slice(&v).map_err(bad)?),
-                Some(b'q') => recovered
-                    .queues
-                    .push(serde_json::from_slice(&v).map_err(bad)?),
-                Some(b'b') => recovered
+                    .push(serde_json::from_slice(&v).map_err(json)?),
+                DEF_QUEUE => defs.queues.push(serde_json::from_slice(&v).map_err(json)?),
+                DEF_BINDING => defs
                     .bindings
-                    .push(serde_json::from_slice(&v).map_err(bad)?),
+                    .push(serde_json::from_slice(&v).map_err(json)?),
                 _ => {}
             }
         }
@@ -409,7 +327,11 @@ impl Disk {
                     batch.extend(rx.try_iter());
                     // Chunks before the sled records that point at them.
                     let synced = flush_segments.sync();
-                    let ok = flush_db.flush().is_ok() && synced;
+                    let flushed = flush_db.flush();
+                    if let Err(e) = &flushed {
+                        tracing::error!(error = %e, "cannot flush the store");
+                    }
+                    let ok = flushed.is_ok() && synced;
                     for w in batch {
                         w(ok);
                     }
@@ -453,8 +375,8 @@ impl Disk {
         }
     }
 
-    /// Flushes sled alone, without syncing segments (a power-loss test's sled that wrote its
-    /// log in the background).
+    /// Flushes the engine alone, without syncing segments (a power-loss test's engine that
+    /// wrote its log in the background).
     #[cfg(test)]
     pub(crate) fn db_flush_for_tests(&self) -> bool {
         self.db.flush().is_ok()
@@ -465,10 +387,17 @@ impl Disk {
         self.segments.faults()
     }
 
-    /// Flushes now (definitions, shutdown).
-    pub fn flush(&self) -> bool {
+    /// Flushes now (tests, shutdown): segments, then the engine.
+    pub fn flush(&self) -> Result<(), StoreError> {
         let synced = self.segments.sync();
-        self.db.flush().is_ok() && synced
+        self.db.flush()?;
+        if synced {
+            Ok(())
+        } else {
+            Err(StoreError::Io(std::io::Error::other(
+                "a segment sync failed",
+            )))
+        }
     }
 
     /// The segment files holding message chunks.
@@ -476,10 +405,16 @@ impl Disk {
         &self.segments
     }
 
+    /// After every vhost recovered its queues (each counting the segments its chunks are
+    /// in): deletes the segments nothing needs.
+    pub fn sweep_segments(&self) {
+        self.segments.sweep();
+    }
+
     /// A fresh queue id.
     pub fn new_queue_id(&self) -> u64 {
-        // generate_id is persistent and monotonic across restarts.
-        self.db.generate_id().unwrap_or_else(|_| rand_id())
+        // Persistent and monotonic across restarts.
+        self.new_id()
     }
 
     /// Waits until every write made before this call is on disk (group commit with the
@@ -492,135 +427,146 @@ impl Disk {
         rx.await.unwrap_or(false)
     }
 
-    // Definitions are written to sled without waiting for the disk: whoever needs them durable
-    // awaits `synced` afterwards, outside the registry's lock, and one flush covers every
-    // definition and publish that came in meanwhile.
+    // Definitions are written to the engine without waiting for the disk: whoever needs them
+    // durable awaits `synced` afterwards, outside the registry's lock, and one flush covers
+    // every definition and publish that came in meanwhile.
 
-    fn put_def(&self, key: String, value: &impl Serialize) -> bool {
-        let Ok(v) = serde_json::to_vec(value) else {
-            return false;
-        };
-        self.defs.insert(key.as_bytes(), v).is_ok()
+    fn put_def(&self, key: &[u8], value: &impl Serialize) -> Result<(), StoreError> {
+        let v = serde_json::to_vec(value).map_err(|e| StoreError::Encode(e.to_string()))?;
+        self.defs.insert(key, &v)
     }
 
-    fn del_def(&self, key: String) -> bool {
-        self.defs.remove(key.as_bytes()).is_ok()
-    }
-
-    /// Saves a durable exchange (on disk after the next flush: see `synced`).
-    pub fn save_exchange(&self, x: &ExchangeDef) -> bool {
-        self.put_def(format!("x\0{}", x.name), x)
+    /// Saves a durable exchange of `vhost` (on disk after the next flush: see `synced`).
+    pub fn save_exchange(&self, vhost: &str, x: &ExchangeDef) -> Result<(), StoreError> {
+        self.put_def(&def_key(DEF_EXCHANGE, vhost, &x.name), x)
     }
 
     /// Forgets a durable exchange.
-    pub fn delete_exchange(&self, name: &str) -> bool {
-        self.del_def(format!("x\0{name}"))
+    pub fn delete_exchange(&self, vhost: &str, name: &str) -> Result<(), StoreError> {
+        self.defs
+            .remove(&def_key(DEF_EXCHANGE, vhost, name))
+            .map(drop)
     }
 
     /// Saves a durable queue.
-    pub fn save_queue(&self, q: &QueueDef) -> bool {
-        self.put_def(format!("q\0{}", q.name), q)
+    pub fn save_queue(&self, vhost: &str, q: &QueueDef) -> Result<(), StoreError> {
+        self.put_def(&def_key(DEF_QUEUE, vhost, &q.name), q)
     }
 
     /// Forgets a durable queue's definition. Its messages are gone already: the queue purged
-    /// them when it was destroyed, so sled's log holds the purge before this.
-    pub fn delete_queue(&self, name: &str) -> bool {
-        self.del_def(format!("q\0{name}"))
+    /// them when it was destroyed, so the engine's log holds the purge before this.
+    pub fn delete_queue(&self, vhost: &str, name: &str) -> Result<(), StoreError> {
+        self.defs.remove(&def_key(DEF_QUEUE, vhost, name)).map(drop)
     }
 
-    fn binding_key(b: &BindingDef) -> String {
-        format!(
-            "b\0{}",
-            serde_json::to_string(&(
-                &b.source,
-                b.to_exchange,
-                &b.destination,
-                &b.routing_key,
-                &b.arguments
-            ))
-            .unwrap_or_default()
-        )
+    fn binding_key(vhost: &str, b: &BindingDef) -> Vec<u8> {
+        let fields = serde_json::to_string(&(
+            &b.source,
+            b.to_exchange,
+            &b.destination,
+            &b.routing_key,
+            &b.arguments,
+        ))
+        .unwrap_or_default();
+        def_key(DEF_BINDING, vhost, &fields)
     }
 
     /// Saves a binding between durable objects.
-    pub fn save_binding(&self, b: &BindingDef) -> bool {
-        self.put_def(Self::binding_key(b), b)
+    pub fn save_binding(&self, vhost: &str, b: &BindingDef) -> Result<(), StoreError> {
+        self.put_def(&Self::binding_key(vhost, b), b)
     }
 
     /// Forgets bindings, in one batch.
-    pub fn delete_bindings(&self, bindings: &[BindingDef]) -> bool {
+    pub fn delete_bindings(&self, vhost: &str, bindings: &[BindingDef]) -> Result<(), StoreError> {
         if bindings.is_empty() {
-            return true;
+            return Ok(());
         }
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         for b in bindings {
-            batch.remove(Self::binding_key(b).as_bytes());
+            batch.remove(Self::binding_key(vhost, b));
         }
-        self.defs.apply_batch(batch).is_ok()
+        self.defs.apply(batch)
     }
 
     /// The tree of message records (see [`super::queue_log`]).
-    pub(crate) fn msgs(&self) -> &sled::Tree {
-        &self.msgs
+    pub(crate) fn msgs(&self) -> &dyn Tree {
+        &*self.msgs
     }
 
     /// An id unique in this store, across restarts (ack records).
     pub fn new_id(&self) -> u64 {
-        self.db.generate_id().unwrap_or_else(|_| rand_id())
+        self.db.generate_id().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot generate an id in the store; using a random one");
+            rand_id()
+        })
     }
 
     /// Applies a batch of message writes and removals (one per queue per delivery round).
-    pub fn apply(&self, batch: sled::Batch) -> bool {
-        self.msgs.apply_batch(batch).is_ok()
+    pub fn apply(&self, batch: Batch) -> Result<(), StoreError> {
+        self.msgs.apply(batch)
+    }
+
+    fn remove_prefix(tree: &dyn Tree, prefix: &[u8]) -> Result<(), StoreError> {
+        let mut batch = Batch::default();
+        for item in tree.scan_prefix(prefix) {
+            batch.remove(item?.0);
+        }
+        tree.apply(batch)
     }
 
     /// Drops every record of a queue.
     pub fn purge(&self, queue: u64) {
-        let prefix = queue.to_be_bytes();
         for tree in [&self.msgs, &self.dlv] {
-            let mut batch = sled::Batch::default();
-            for k in tree.scan_prefix(prefix).keys().flatten() {
-                batch.remove(k);
+            if let Err(e) = Self::remove_prefix(&**tree, &queue.to_be_bytes()) {
+                // Left behind they cost space, not correctness: no queue has the id again.
+                tracing::error!(queue, error = %e, "cannot delete the records of a deleted queue");
             }
-            let _ = tree.apply_batch(batch);
         }
     }
 
     /// The messages of a queue marked delivered at the last clean shutdown.
     pub fn delivered_marks(&self, queue: u64) -> std::collections::HashSet<u64> {
         self.dlv
-            .scan_prefix(queue.to_be_bytes())
-            .keys()
+            .scan_prefix(&queue.to_be_bytes())
             .flatten()
-            .filter_map(|k| Some(u64::from_be_bytes(k.get(8..16)?.try_into().ok()?)))
+            .filter_map(|(k, _)| Some(u64::from_be_bytes(k.get(8..16)?.try_into().ok()?)))
             .collect()
     }
 
     /// Forgets a queue's delivered marks: once recovered they live in memory (as redelivered
     /// flags), and the next clean shutdown writes them again.
     pub fn clear_delivered_marks(&self, queue: u64) {
-        let mut batch = sled::Batch::default();
-        for k in self.dlv.scan_prefix(queue.to_be_bytes()).keys().flatten() {
-            batch.remove(k);
+        if let Err(e) = Self::remove_prefix(&*self.dlv, &queue.to_be_bytes()) {
+            // Harmless: marks are only read at a clean start, and a clean shutdown rewrites
+            // them.
+            tracing::warn!(queue, error = %e, "cannot clear delivered marks");
         }
-        let _ = self.dlv.apply_batch(batch);
     }
 
     /// At a clean shutdown: records which stored messages were delivered before, so the next
     /// start flags exactly those redelivered.
     pub fn mark_delivered_many(&self, queue: u64, seqs: impl IntoIterator<Item = u64>) {
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         for seq in seqs {
             batch.insert(&msg_key(queue, seq)[..], &[][..]);
         }
-        let _ = self.dlv.apply_batch(batch);
+        if let Err(e) = self.dlv.apply(batch) {
+            // Then the restart flags fewer messages redelivered than were delivered.
+            tracing::error!(queue, error = %e, "cannot record which messages were delivered");
+        }
     }
 
     /// Records a clean shutdown (after everything is flushed).
     pub fn close_cleanly(&self) {
-        let _ = self.db.flush();
-        let _ = self.meta.insert("clean", &[1u8]);
-        let _ = self.db.flush();
+        let done = self
+            .db
+            .flush()
+            .and_then(|()| self.meta.insert(b"clean", &[1u8]))
+            .and_then(|()| self.db.flush());
+        if let Err(e) = done {
+            // The next start then recovers as after a crash: every message redelivered.
+            tracing::error!(error = %e, "cannot record the clean shutdown");
+        }
     }
 }
 
@@ -639,11 +585,11 @@ impl Drop for Disk {
 /// has one) gets one now. Returns the id.
 fn pair_with_segments(
     path: &Path,
-    meta: &sled::Tree,
-    msgs: &sled::Tree,
+    meta: &dyn Tree,
+    msgs: &dyn Tree,
     in_segments: &super::segments::DirSummary,
 ) -> Result<String, OpenError> {
-    let sled_err = |source| OpenError::Sled {
+    let engine_err = |source| OpenError::Engine {
         path: path.to_owned(),
         source,
     };
@@ -653,8 +599,8 @@ fn pair_with_segments(
     };
     let (db, segs) = (path.join("db"), path.join("segments"));
     let ours = meta
-        .get("store_id")
-        .map_err(sled_err)?
+        .get(b"store_id")
+        .map_err(engine_err)?
         .map(|v| String::from_utf8_lossy(&v).into_owned());
     match (ours, &in_segments.store_id) {
         (Some(a), Some(b)) if a == *b => Ok(a),
@@ -679,17 +625,18 @@ fn pair_with_segments(
         ))),
         (None, None) => {
             let id = format!("{:016x}{:016x}", rand_id(), rand_id());
-            meta.insert("store_id", id.as_bytes()).map_err(sled_err)?;
+            meta.insert(b"store_id", id.as_bytes())
+                .map_err(engine_err)?;
             Ok(id)
         }
     }
 }
 
 /// Rewrites a format-1 store's messages (one key per message) as one-message chunks.
-fn migrate_from_1(db: &sled::Db) -> sled::Result<()> {
-    let msgs = db.open_tree("msgs")?;
-    let mut batch = sled::Batch::default();
-    for item in msgs.iter() {
+fn migrate_from_1(db: &dyn Engine) -> Result<(), StoreError> {
+    let msgs = db.tree("msgs")?;
+    let mut batch = Batch::default();
+    for item in msgs.scan_prefix(b"") {
         let (k, v) = item?;
         if k.len() != 16 {
             continue;
@@ -697,16 +644,33 @@ fn migrate_from_1(db: &sled::Db) -> sled::Result<()> {
         let queue = u64::from_be_bytes(k[..8].try_into().unwrap_or_default());
         let seq = u64::from_be_bytes(k[8..].try_into().unwrap_or_default());
         let mut chunk = Vec::with_capacity(13 + v.len());
-        chunk.push(4);
+        chunk.push(CHUNK_FORMAT);
         chunk.extend_from_slice(&seq.to_be_bytes());
         chunk.extend_from_slice(&(v.len() as u32).to_be_bytes());
         chunk.extend_from_slice(&v);
         batch.remove(k);
-        batch.insert(&super::queue_log::log_key(queue, 0, seq)[..], chunk);
+        batch.insert(&log_key(queue, KIND_CHUNK, seq)[..], chunk);
     }
-    msgs.apply_batch(batch)?;
-    db.flush()?;
-    Ok(())
+    msgs.apply(batch)?;
+    db.flush()
+}
+
+/// Keys a format-2 store's definitions (`x\0name`, `q\0name`, `b\0fields`: one vhost) by
+/// vhost, all in "/". One batch; run again after a crash, it finds no old key left.
+fn migrate_from_2(db: &dyn Engine) -> Result<(), StoreError> {
+    let defs = db.tree("defs")?;
+    let mut batch = Batch::default();
+    for item in defs.scan_prefix(b"") {
+        let (k, v) = item?;
+        let (Some(&kind), Some(0)) = (k.first(), k.get(1)) else {
+            continue;
+        };
+        let name = String::from_utf8_lossy(&k[2..]);
+        batch.insert(def_key(kind, "/", &name), v);
+        batch.remove(k);
+    }
+    defs.apply(batch)?;
+    db.flush()
 }
 
 fn rand_id() -> u64 {
@@ -719,8 +683,11 @@ fn rand_id() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::Message;
     use crate::protocol::encode_properties;
     use crate::store::queue_log::QueueLog;
+    use crate::store::record::{decode_message, encode_message};
+    use crate::store::StoredMessage;
     use amq_protocol::protocol::BasicProperties;
 
     fn message(body: &str) -> Message {
@@ -754,12 +721,16 @@ mod tests {
         {
             let (disk, rec) = Disk::open(&dir, 1 << 20).unwrap();
             assert!(!rec.unclean);
-            disk.save_queue(&QueueDef {
-                name: "q".into(),
-                id: 7,
-                auto_delete: false,
-                arguments: FieldTable::default(),
-            });
+            disk.save_queue(
+                "/",
+                &QueueDef {
+                    name: "q".into(),
+                    id: 7,
+                    auto_delete: false,
+                    arguments: FieldTable::default(),
+                },
+            )
+            .unwrap();
             let mut log = QueueLog::new(disk.clone(), 7);
             for seq in 1..=3 {
                 log.write(&StoredMessage::new(
@@ -781,7 +752,7 @@ mod tests {
                     .ok()
             })
             .expect("reopening the store");
-        assert_eq!(rec.queues.len(), 1);
+        assert_eq!(rec.vhosts["/"].queues.len(), 1);
         let mut seen = Vec::new();
         let mut log = QueueLog::recover(disk.clone(), 7, rec.unclean, |f| {
             assert!(decode_message(f.record).is_some());
@@ -789,6 +760,55 @@ mod tests {
         });
         assert_eq!(seen, [(2, true), (3, false)]);
         assert_eq!(log.read(3).map(|m| m.body().to_vec()), Some(b"m3".to_vec()));
+        drop(disk);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn definitions_are_kept_per_vhost_and_a_one_vhost_store_migrates_into_slash() {
+        let dir = tempdir();
+        let q = |name: &str, id| QueueDef {
+            name: name.into(),
+            id,
+            auto_delete: false,
+            arguments: FieldTable::default(),
+        };
+        {
+            let (disk, _) = Disk::open(&dir, 1 << 20).unwrap();
+            disk.save_queue("/", &q("same", 1)).unwrap();
+            disk.save_queue("other", &q("same", 2)).unwrap();
+            // What a format-2 store holds: one vhost, keys without it.
+            disk.defs
+                .insert(b"q\0old", &serde_json::to_vec(&q("old", 3)).unwrap())
+                .unwrap();
+            disk.meta.insert(b"format", FORMAT_2).unwrap();
+            disk.close_cleanly();
+        }
+        let (disk, rec) = (0..100)
+            .find_map(|_| {
+                Disk::open(&dir, 1 << 20)
+                    .map_err(|_| std::thread::sleep(std::time::Duration::from_millis(20)))
+                    .ok()
+            })
+            .expect("reopening the store");
+        let names = |v: &str| -> Vec<(String, u64)> {
+            let mut n: Vec<_> = rec.vhosts[v]
+                .queues
+                .iter()
+                .map(|q| (q.name.clone(), q.id))
+                .collect();
+            n.sort();
+            n
+        };
+        assert_eq!(names("/"), [("old".to_owned(), 3), ("same".to_owned(), 1)]);
+        assert_eq!(names("other"), [("same".to_owned(), 2)]);
+        assert_eq!(disk.meta.get(b"format").unwrap().as_deref(), Some(FORMAT));
+        disk.delete_queue("other", "same").unwrap();
+        assert!(disk
+            .defs
+            .get(&def_key(DEF_QUEUE, "/", "same"))
+            .unwrap()
+            .is_some());
         drop(disk);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -7,9 +7,10 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::disk::{decode_message, record_meta, Disk};
+use super::disk::Disk;
 use super::queue_log::{QueueLog, WrittenRound};
 use super::ready::{Ready, Slot, HOT_MAX};
+use super::record::{decode_message, record_meta};
 use super::{QueueStore, StoredMessage, Unwritten};
 
 /// Ready messages of a durable queue.
@@ -72,29 +73,18 @@ impl DurableQueueStore {
 
 impl QueueStore for DurableQueueStore {
     fn push(&mut self, msg: StoredMessage) -> bool {
-        let written = msg.message.is_persistent();
-        if written {
-            self.log.write(&msg);
-        }
+        let written = self.log.write_persistent(&msg);
         self.ready.push(Slot::new(msg, written));
         written
     }
 
     fn push_moved(&mut self, msg: StoredMessage, from: (u64, u64)) -> (bool, Option<u64>) {
-        // This queue's copy and the source's ack record go to disk in one batch.
-        let written = msg.message.is_persistent();
-        if written {
-            self.log.write(&msg);
-        }
-        let ack = self.log.settle_foreign(from, written.then_some(msg.seq));
-        let commit = self.log.commit();
-        if !commit.records_applied || (written && self.log.chunk_failed(msg.seq)) {
-            // Neither this copy nor the source's ack record is stored: the source keeps its
-            // copy (the message is back there after a restart) and this one is in memory only.
-            // (What else this commit could not store is the round's commit's to report.)
+        let Some((written, ack)) = self.log.take_over(&msg, from) else {
+            // The source keeps its copy (the message is back there after a restart) and this
+            // one is in memory only.
             self.ready.push(Slot::new(msg, false));
             return (false, None);
-        }
+        };
         self.ready.push(Slot::new(msg, written));
         if self.flushes.is_empty() {
             self.ready.unstage();
@@ -103,8 +93,7 @@ impl QueueStore for DurableQueueStore {
     }
 
     fn refuse_moved(&mut self, from: (u64, u64)) -> Option<u64> {
-        let ack = self.log.settle_foreign(from, None);
-        self.log.commit().records_applied.then_some(ack)
+        self.log.refuse(from)
     }
 
     fn taken_over(&mut self, seq: u64, ack: u64) {
@@ -127,9 +116,7 @@ impl QueueStore for DurableQueueStore {
     }
 
     fn settle(&mut self, msg: &StoredMessage) {
-        if msg.message.is_persistent() {
-            self.log.remove(msg.seq);
-        }
+        self.log.settle_persistent(msg);
     }
 
     fn commit(&mut self, refused: &[u64], awaits_flush: bool) -> Unwritten {
@@ -408,7 +395,7 @@ mod tests {
                     // Unclean restart (a crash after the last flush): every recovered
                     // message is flagged redelivered; transient ones are gone.
                     let d = disk.take().unwrap();
-                    assert!(d.flush());
+                    assert!(d.flush().is_ok());
                     drop(store);
                     drop(d);
                     let (d, rec) = reopen(&dir);
@@ -454,7 +441,7 @@ mod tests {
         // Delete: nothing of the queue is left on disk.
         store.destroy();
         let d = disk.take().unwrap();
-        assert_eq!(d.msgs().scan_prefix(1u64.to_be_bytes()).count(), 0);
+        assert_eq!(d.msgs().scan_prefix(&1u64.to_be_bytes()).count(), 0);
         drop(store);
         drop(d);
         let _ = std::fs::remove_dir_all(&dir);
@@ -488,7 +475,7 @@ mod tests {
         let (disk, _) = Disk::open(&dir, 1 << 20).unwrap();
         let mut store = DurableQueueStore::new(disk.clone(), 1);
         publish(&mut store, 1, 300);
-        assert!(disk.flush(), "the first 300 are confirmed");
+        assert!(disk.flush().is_ok(), "the first 300 are confirmed");
         publish(&mut store, 301, 200);
         // Written to the OS, never synced: a power loss takes their bytes, while sled (which
         // writes in the background) may keep the pointers to them.
@@ -529,7 +516,7 @@ mod tests {
         );
         disk.faults().fail_writes(false);
         publish(&mut store, 61, 10);
-        assert!(disk.flush());
+        assert!(disk.flush().is_ok());
         drop(store);
         drop(disk);
         let seqs = recovered_seqs(&dir);
@@ -566,7 +553,7 @@ mod tests {
             10 + kept.len(),
             "refused publishes are not in the queue, written ones are"
         );
-        assert!(disk.flush());
+        assert!(disk.flush().is_ok());
         drop(store);
         drop(disk);
         // What was refused (nacked) never comes back; what was written (confirmed) does.
@@ -585,7 +572,7 @@ mod tests {
             let (disk, _) = Disk::open(&dir, 1 << 20).unwrap();
             let mut store = DurableQueueStore::new(disk.clone(), 1);
             publish(&mut store, 1, 10);
-            assert!(disk.flush());
+            assert!(disk.flush().is_ok());
             // A round deep enough that most of it is staged (packed once flushed).
             let last = 10 + HOT_MAX as u64 + 100;
             let round: Vec<u64> = (11..=last).collect();
@@ -595,7 +582,7 @@ mod tests {
             assert!(store.commit(&round, true).is_empty());
             assert_eq!(store.len(), last as usize);
             disk.faults().fail_syncs(!flush_ok);
-            assert_eq!(disk.flush(), flush_ok);
+            assert_eq!(disk.flush().is_ok(), flush_ok);
             disk.faults().fail_syncs(false);
             store.flushed(flush_ok, if flush_ok { &[] } else { &round });
             let expected: Vec<u64> = if flush_ok {
@@ -606,7 +593,7 @@ mod tests {
             assert_eq!(store.len(), expected.len(), "flush ok: {flush_ok}");
             // The refused ones are settled on disk too: they do not come back after a crash.
             assert!(store.commit(&[], false).is_empty());
-            assert!(disk.flush());
+            assert!(disk.flush().is_ok());
             drop(store);
             drop(disk);
             assert_eq!(recovered_seqs(&dir), expected, "flush ok: {flush_ok}");
@@ -626,7 +613,7 @@ mod tests {
             let (disk, _) = Disk::open(&dir, 1 << 20).unwrap();
             let mut store = DurableQueueStore::new(disk.clone(), 1);
             publish(&mut store, 1, 10);
-            assert!(disk.flush());
+            assert!(disk.flush().is_ok());
             let round: Vec<u64> = (11..=40).collect();
             for &seq in &round {
                 store.push(StoredMessage::new(seq, message(seq, true), None));
@@ -640,12 +627,12 @@ mod tests {
             let written = store.written_round().expect("the round wrote a chunk");
             assert!(store.written_round().is_none(), "taken once");
             disk.faults().fail_syncs(true);
-            assert!(!disk.flush());
+            assert!(disk.flush().is_err());
             disk.faults().fail_syncs(false);
             written.void_refused(refused);
             store.flushed(false, refused);
             // What sled wrote before failing: the round's pointers, not the settling.
-            assert!(disk.flush());
+            assert!(disk.flush().is_ok());
             drop((written, store, disk));
             let back = recovered_seqs(&dir);
             if all_refused {

@@ -5,10 +5,12 @@
 pub mod disk;
 mod durable;
 pub mod faults;
+pub mod kv;
 mod memory;
 mod priority;
 pub mod queue_log;
 pub mod ready;
+pub mod record;
 pub mod segments;
 
 use std::sync::Arc;

@@ -7,8 +7,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::disk::{decode_message, record_meta, Disk};
+use super::disk::Disk;
 use super::queue_log::{QueueLog, WrittenRound};
+use super::record::{decode_message, record_meta};
 use super::{QueueStore, StoredMessage, Unwritten};
 
 /// Ready messages by priority level.
@@ -91,13 +92,10 @@ impl PriorityQueueStore {
 
 impl QueueStore for PriorityQueueStore {
     fn push(&mut self, msg: StoredMessage) -> bool {
-        let written = match (&mut self.log, msg.message.is_persistent()) {
-            (Some(log), true) => {
-                log.write(&msg);
-                true
-            }
-            _ => false,
-        };
+        let written = self
+            .log
+            .as_mut()
+            .is_some_and(|log| log.write_persistent(&msg));
         self.insert(msg, true);
         written
     }
@@ -106,22 +104,17 @@ impl QueueStore for PriorityQueueStore {
         let Some(log) = &mut self.log else {
             return (self.push(msg), None);
         };
-        let written = msg.message.is_persistent();
-        if written {
-            log.write(&msg);
-        }
-        let ack = log.settle_foreign(from, written.then_some(msg.seq));
-        let commit = log.commit();
-        // On failure neither copy nor ack record is stored: the source keeps its copy.
-        let stored = commit.records_applied && !(written && log.chunk_failed(msg.seq));
+        // Not stored: the source keeps its copy, this one is in memory only.
+        let stored = log.take_over(&msg, from);
         self.insert(msg, true);
-        (written && stored, stored.then_some(ack))
+        (
+            stored.is_some_and(|(written, _)| written),
+            stored.map(|(_, ack)| ack),
+        )
     }
 
     fn refuse_moved(&mut self, from: (u64, u64)) -> Option<u64> {
-        let log = self.log.as_mut()?;
-        let ack = log.settle_foreign(from, None);
-        log.commit().records_applied.then_some(ack)
+        self.log.as_mut()?.refuse(from)
     }
 
     fn taken_over(&mut self, seq: u64, ack: u64) {
@@ -182,8 +175,8 @@ impl QueueStore for PriorityQueueStore {
     }
 
     fn settle(&mut self, msg: &StoredMessage) {
-        if let (Some(log), true) = (&mut self.log, msg.message.is_persistent()) {
-            log.remove(msg.seq);
+        if let Some(log) = &mut self.log {
+            log.settle_persistent(msg);
         }
     }
 

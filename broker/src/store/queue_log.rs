@@ -9,7 +9,7 @@
 //!
 //! - `queue id, 0, first seq`: a chunk's [`Pointer`] into the segment files (see
 //!   [`super::segments`]) that hold its bytes: format byte, then per message its sequence
-//!   number (u64), record length (u32) and record (see `disk::encode_message`). Stores
+//!   number (u64), record length (u32) and record (see [`super::record`]). Stores
 //!   written before segments existed hold the chunk's bytes here instead (still read);
 //! - `queue id, 1, ack id`: an ack record: format byte, then the settled sequence numbers as
 //!   varint deltas. Ack ids are unique in the store; a queue that takes over a dead-lettered
@@ -21,94 +21,18 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use super::disk::{decode_message, encode_message, Disk};
+use super::disk::Disk;
+use super::kv::Batch;
+use super::record::{
+    chunk_entries, decode_acks, decode_message, encode_acks, encode_message, key_n, log_key,
+    CHUNK_FORMAT, KIND_ACKS, KIND_CHUNK, KIND_OVERRIDE,
+};
 use super::segments::Pointer;
 use crate::message::Message;
 use crate::store::{StoredMessage, Unwritten};
 
 /// A chunk is closed once it holds this many bytes (larger messages get a chunk each).
 pub const CHUNK_MAX: usize = 32 * 1024;
-
-const KIND_CHUNK: u8 = 0;
-const KIND_ACKS: u8 = 1;
-const KIND_OVERRIDE: u8 = 2;
-const CHUNK_FORMAT: u8 = 4;
-const ACKS_FORMAT: u8 = 1;
-
-/// The key of record `n` of kind `kind` of `queue`.
-pub fn log_key(queue: u64, kind: u8, n: u64) -> [u8; 17] {
-    let mut k = [0u8; 17];
-    k[..8].copy_from_slice(&queue.to_be_bytes());
-    k[8] = kind;
-    k[9..].copy_from_slice(&n.to_be_bytes());
-    k
-}
-
-fn key_n(k: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(k.get(9..17)?.try_into().ok()?))
-}
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push(v as u8 | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn get_varint(buf: &[u8], at: &mut usize) -> Option<u64> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
-        let b = *buf.get(*at)?;
-        *at += 1;
-        v |= u64::from(b & 0x7f) << shift;
-        if b < 0x80 {
-            return Some(v);
-        }
-    }
-    None
-}
-
-/// An ack record listing `seqs` (sorted).
-fn encode_acks(seqs: &[u64]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(1 + seqs.len() * 2);
-    v.push(ACKS_FORMAT);
-    let mut prev = 0;
-    for &s in seqs {
-        put_varint(&mut v, s - prev);
-        prev = s;
-    }
-    v
-}
-
-fn decode_acks(v: &[u8]) -> Vec<u64> {
-    let mut out = Vec::new();
-    if v.first() != Some(&ACKS_FORMAT) {
-        return out;
-    }
-    let (mut at, mut prev) = (1, 0u64);
-    while let Some(d) = get_varint(v, &mut at) {
-        prev += d;
-        out.push(prev);
-    }
-    out
-}
-
-/// The messages of a chunk: (seq, record).
-fn chunk_entries(v: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
-    let mut at = usize::from(v.first() == Some(&CHUNK_FORMAT));
-    let valid = at == 1;
-    std::iter::from_fn(move || {
-        if !valid {
-            return None;
-        }
-        let seq = u64::from_be_bytes(v.get(at..at + 8)?.try_into().ok()?);
-        let len = u32::from_be_bytes(v.get(at + 8..at + 12)?.try_into().ok()?) as usize;
-        let rec = v.get(at + 12..at + 12 + len)?;
-        at += 12 + len;
-        Some((seq, rec))
-    })
-}
 
 /// A chunk on disk with messages not yet settled.
 #[derive(Debug)]
@@ -209,7 +133,7 @@ pub struct Found<'a> {
 pub struct QueueLog {
     disk: Arc<Disk>,
     id: u64,
-    batch: sled::Batch,
+    batch: Batch,
     /// `batch` holds something.
     dirty: bool,
     /// The chunk being filled this round, with its first sequence number and size.
@@ -270,7 +194,7 @@ impl QueueLog {
         QueueLog {
             disk,
             id,
-            batch: sled::Batch::default(),
+            batch: Batch::default(),
             dirty: false,
             open: Vec::new(),
             open_first: 0,
@@ -397,6 +321,43 @@ impl QueueLog {
         }
     }
 
+    /// Writes `msg` if it is persistent (transient messages stay in memory, as RabbitMQ
+    /// keeps them); whether it did.
+    pub fn write_persistent(&mut self, msg: &StoredMessage) -> bool {
+        let persistent = msg.message.is_persistent();
+        if persistent {
+            self.write(msg);
+        }
+        persistent
+    }
+
+    /// Settles `msg` on disk if it was written there (persistent).
+    pub fn settle_persistent(&mut self, msg: &StoredMessage) {
+        if msg.message.is_persistent() {
+            self.remove(msg.seq);
+        }
+    }
+
+    /// Takes over dead-lettered message `from` (queue id, sequence) of another queue as `msg`:
+    /// this copy (if persistent) and the source's ack record are committed together. `None`
+    /// if neither was stored (the source keeps its copy; this one is in memory only); else
+    /// whether the copy was written, and the ack record's id for the source's `taken_over`.
+    pub fn take_over(&mut self, msg: &StoredMessage, from: (u64, u64)) -> Option<(bool, u64)> {
+        let written = self.write_persistent(msg);
+        let ack = self.settle_foreign(from, written.then_some(msg.seq));
+        let commit = self.commit();
+        // (What else this commit could not store is the round's commit's to report.)
+        let stored = commit.records_applied && !(written && self.chunk_failed(msg.seq));
+        stored.then_some((written, ack))
+    }
+
+    /// Settles dead-lettered message `from` of another queue that this one refused (length
+    /// limit); the ack record's id, if it was stored.
+    pub fn refuse(&mut self, from: (u64, u64)) -> Option<u64> {
+        let ack = self.settle_foreign(from, None);
+        self.commit().records_applied.then_some(ack)
+    }
+
     /// A stored message was settled (acked, dropped, dead-lettered without a durable taker).
     pub fn remove(&mut self, seq: u64) {
         self.settled.push(seq);
@@ -463,7 +424,7 @@ impl QueueLog {
         if !chunks_written {
             for (key, copy) in &self.foreign {
                 if copy.is_some_and(|seq| self.unwritten.in_failed_chunk(seq)) {
-                    self.batch.remove(&key[..]);
+                    self.batch.forget(&key[..]);
                 }
             }
         }
@@ -471,7 +432,11 @@ impl QueueLog {
         let mut records_applied = true;
         if self.dirty {
             self.dirty = false;
-            records_applied = self.disk.apply(std::mem::take(&mut self.batch));
+            let applied = self.disk.apply(std::mem::take(&mut self.batch));
+            if let Err(e) = &applied {
+                tracing::error!(queue = self.id, error = %e, "cannot write message records");
+            }
+            records_applied = applied.is_ok();
             if !records_applied {
                 self.unwritten.set_all();
             }
@@ -570,7 +535,7 @@ impl QueueLog {
             let v = self
                 .disk
                 .msgs()
-                .get(log_key(self.id, KIND_OVERRIDE, seq))
+                .get(&log_key(self.id, KIND_OVERRIDE, seq))
                 .ok()??;
             return decode_message(&v);
         }
@@ -581,9 +546,8 @@ impl QueueLog {
                 Place::Inline => self
                     .disk
                     .msgs()
-                    .get(log_key(self.id, KIND_CHUNK, first))
-                    .ok()??
-                    .to_vec(),
+                    .get(&log_key(self.id, KIND_CHUNK, first))
+                    .ok()??,
                 // Not written yet: its messages are still in memory.
                 Place::Pending => return None,
             };
@@ -619,7 +583,7 @@ impl QueueLog {
             }
         }
         self.pending.clear();
-        self.batch = sled::Batch::default();
+        self.batch = Batch::default();
         self.dirty = false;
         self.open_count = 0;
         self.settled.clear();
@@ -647,22 +611,22 @@ impl QueueLog {
         // seq -> the ack record that settled it
         let mut acked: HashMap<u64, u64> = HashMap::new();
         let mut acks_seen: Vec<u64> = Vec::new();
-        for (k, v) in msgs.scan_prefix(prefix(KIND_ACKS)).flatten() {
+        for (k, v) in msgs.scan_prefix(&prefix(KIND_ACKS)).flatten() {
             let Some(ack) = key_n(&k) else { continue };
             acks_seen.push(ack);
             for seq in decode_acks(&v) {
                 acked.insert(seq, ack);
             }
         }
-        let mut overrides: HashMap<u64, sled::IVec> = HashMap::new();
-        for (k, v) in msgs.scan_prefix(prefix(KIND_OVERRIDE)).flatten() {
+        let mut overrides: HashMap<u64, Vec<u8>> = HashMap::new();
+        for (k, v) in msgs.scan_prefix(&prefix(KIND_OVERRIDE)).flatten() {
             if let Some(seq) = key_n(&k) {
                 overrides.insert(seq, v);
             }
         }
         let delivered = disk.delivered_marks(id);
-        let mut cleanup = sled::Batch::default();
-        for (k, v) in msgs.scan_prefix(prefix(KIND_CHUNK)).flatten() {
+        let mut cleanup = Batch::default();
+        for (k, v) in msgs.scan_prefix(&prefix(KIND_CHUNK)).flatten() {
             let Some(first) = key_n(&k) else { continue };
             // The bytes are read into a buffer of ours and dropped after the walk: scanning
             // them through sled would leave them in its memory.
@@ -730,7 +694,10 @@ impl QueueLog {
                 log.overrides.insert(seq);
             }
         }
-        disk.apply(cleanup);
+        if let Err(e) = disk.apply(cleanup) {
+            // Left for the next start to clean up: recovery reads the same either way.
+            tracing::warn!(queue = id, error = %e, "cannot delete settled records");
+        }
         disk.clear_delivered_marks(id);
         log
     }
@@ -752,7 +719,7 @@ impl QueueLog {
 mod tests {
     use super::*;
     use crate::protocol::encode_properties;
-    use crate::store::disk::record_meta;
+    use crate::store::record::record_meta;
     use amq_protocol::protocol::BasicProperties;
     use std::path::{Path, PathBuf};
 
@@ -791,7 +758,7 @@ mod tests {
     }
 
     fn records_of(disk: &Disk, queue: u64) -> usize {
-        disk.msgs().scan_prefix(queue.to_be_bytes()).count()
+        disk.msgs().scan_prefix(&queue.to_be_bytes()).count()
     }
 
     fn recovered(disk: &Arc<Disk>, queue: u64) -> (QueueLog, Vec<u64>) {
@@ -854,9 +821,9 @@ mod tests {
                 chunk.extend_from_slice(&rec);
             }
             disk.msgs()
-                .insert(log_key(8, KIND_CHUNK, 1), chunk)
+                .insert(&log_key(8, KIND_CHUNK, 1), &chunk)
                 .unwrap();
-            disk.flush();
+            disk.flush().unwrap();
         }
         let disk = open(&dir);
         let (mut log, seqs) = recovered(&disk, 8);
@@ -932,7 +899,7 @@ mod tests {
             }
             assert!(log.commit().ok());
             assert!(log.chunk_count() > 1);
-            disk.flush();
+            disk.flush().unwrap();
         }
         let disk = open(&dir);
         let (mut log, seqs) = recovered(&disk, 5);
@@ -970,7 +937,7 @@ mod tests {
                         "A's chunk and the ack record are gone"
                     );
                 }
-                disk.flush();
+                disk.flush().unwrap();
             }
             let disk = open(&dir);
             assert_eq!(
@@ -999,7 +966,7 @@ mod tests {
             log.rewrite(&m);
             assert!(log.commit().ok());
             assert_eq!(log.read(1).map(|m| m.body().to_vec()), Some(b"m1".to_vec()));
-            disk.flush();
+            disk.flush().unwrap();
         }
         let disk = open(&dir);
         let mut counts = Vec::new();

@@ -2,7 +2,7 @@
 //!
 //! The oldest messages (up to [`HOT_MAX`] of them) are entries that hold their `Arc<Message>`:
 //! what consumers that keep up take from, at no cost. Behind them, messages are packed into
-//! byte segments: about 20 bytes for a 16-byte message with the same routing key as the one
+//! byte blocks: about 20 bytes for a 16-byte message with the same routing key as the one
 //! before it, instead of ~250 bytes of entry, message and allocations. A durable queue's
 //! persistent messages are packed as index records only (their bodies are on disk and read
 //! back when they reach the head). Requeued messages are always older than every packed one
@@ -19,8 +19,8 @@ use crate::store::StoredMessage;
 pub const HOT_MAX: usize = 2048;
 /// Body bytes kept unpacked at the head of a queue.
 pub const HOT_BYTES: usize = 4 << 20;
-/// Size of a packing segment (a larger record gets a segment of its own).
-const SEGMENT: usize = 64 * 1024;
+/// Size of a packing block (a larger record gets a block of its own).
+const BLOCK: usize = 64 * 1024;
 
 /// A ready message as its queue holds it at the head.
 #[derive(Debug, Clone)]
@@ -67,7 +67,7 @@ const F_DEATH: u16 = 1 << 7;
 const F_PERSISTENT: u16 = 1 << 8;
 const F_PRIORITY: u16 = 1 << 9;
 const F_EXPIRATION: u16 = 1 << 10;
-/// The message is not in the segment: it is the next one in [`Packed::shared`].
+/// The message is not in the block: it is the next one in [`Packed::shared`].
 const F_SHARED: u16 = 1 << 11;
 
 /// Instants are packed as nanoseconds since this one.
@@ -108,11 +108,11 @@ struct Header {
     size: u32,
 }
 
-/// Packed records in segments, read from the front, written at the back.
+/// Packed records in blocks, read from the front, written at the back.
 #[derive(Default)]
 struct Packed {
-    segs: VecDeque<Vec<u8>>,
-    /// Read position in the front segment.
+    blocks: VecDeque<Vec<u8>>,
+    /// Read position in the front block.
     read_at: usize,
     /// Records held.
     len: usize,
@@ -126,7 +126,7 @@ struct Packed {
     read_route: (Vec<u8>, usize),
     /// Messages of `F_SHARED` records, in record order: those whose body is larger than
     /// [`INLINE_BODY`] and so already a slice shared with the read buffer (and with every
-    /// queue it was routed to). Copying such a body into a segment and back out would cost
+    /// queue it was routed to). Copying such a body into a block and back out would cost
     /// two copies of it to save a few dozen bytes of entry.
     shared: VecDeque<Arc<Message>>,
 }
@@ -165,13 +165,13 @@ impl Packed {
             bound += 2 + x.len() + rk.len() + m.raw_properties().len() + m.body_len();
         }
         if self
-            .segs
+            .blocks
             .back()
             .is_none_or(|b| b.capacity() - b.len() < bound)
         {
-            self.segs.push_back(Vec::with_capacity(bound.max(SEGMENT)));
+            self.blocks.push_back(Vec::with_capacity(bound.max(BLOCK)));
         }
-        let out = self.segs.back_mut().expect("a segment with room");
+        let out = self.blocks.back_mut().expect("a block with room");
         out.extend_from_slice(&flags.to_le_bytes());
         if flags & F_SEQ_GAP != 0 {
             put_varint(out, s.seq.wrapping_sub(self.write_seq + 1));
@@ -212,7 +212,7 @@ impl Packed {
     }
 
     fn header(&self, at: &mut usize) -> Header {
-        header_in(&self.segs[0], at, self.read_seq)
+        header_in(&self.blocks[0], at, self.read_seq)
     }
 
     /// The expiry of the first record.
@@ -239,12 +239,12 @@ impl Packed {
         };
         self.read_seq = h.seq;
         self.len -= 1;
-        if at >= self.segs[0].len() {
-            if self.segs.len() == 1 {
-                // The last segment: reuse it.
-                self.segs[0].clear();
+        if at >= self.blocks[0].len() {
+            if self.blocks.len() == 1 {
+                // The last block: reuse it.
+                self.blocks[0].clear();
             } else {
-                self.segs.pop_front();
+                self.blocks.pop_front();
             }
             self.read_at = 0;
         } else {
@@ -263,7 +263,7 @@ impl Packed {
 
     /// Decodes the message of the record whose header was just read, its content at `*at`.
     fn unpack(&mut self, h: &Header, at: &mut usize) -> Arc<Message> {
-        let buf = &self.segs[0];
+        let buf = &self.blocks[0];
         if h.flags & F_ROUTE != 0 {
             let xl = buf[*at] as usize;
             let x = *at + 1;
@@ -312,9 +312,9 @@ impl Packed {
         };
     }
 
-    /// Bytes held by the segments.
+    /// Bytes held by the blocks.
     fn capacity(&self) -> usize {
-        self.segs.iter().map(|s| s.capacity()).sum()
+        self.blocks.iter().map(|s| s.capacity()).sum()
     }
 }
 
@@ -520,14 +520,14 @@ impl Packed {
         }
         let mut at = self.read_at;
         let h = self.header(&mut at);
-        skip_content_in(&self.segs[0], &h, &mut at);
+        skip_content_in(&self.blocks[0], &h, &mut at);
         if h.flags & F_SHARED != 0 {
             self.shared.pop_front();
         }
         self.read_seq = h.seq;
         self.len -= 1;
-        if at >= self.segs[0].len() {
-            self.segs.pop_front();
+        if at >= self.blocks[0].len() {
+            self.blocks.pop_front();
             self.read_at = 0;
         } else {
             self.read_at = at;
@@ -543,7 +543,7 @@ impl Packed {
     fn for_each(&self, f: &mut impl FnMut(u64, bool, bool)) {
         let (mut seg, mut at, mut seq) = (0, self.read_at, self.read_seq);
         for _ in 0..self.len {
-            let buf = &self.segs[seg];
+            let buf = &self.blocks[seg];
             let h = header_in(buf, &mut at, seq);
             skip_content_in(buf, &h, &mut at);
             f(
@@ -560,7 +560,7 @@ impl Packed {
     }
 }
 
-/// Reads a record's header at `*at` of a segment; `read_seq` is the record before it.
+/// Reads a record's header at `*at` of a block; `read_seq` is the record before it.
 fn header_in(buf: &[u8], at: &mut usize, read_seq: u64) -> Header {
     let flags = u16::from_le_bytes([buf[*at], buf[*at + 1]]);
     *at += 2;
