@@ -78,8 +78,10 @@ pub struct Segments {
 
 #[derive(Default)]
 struct Inner {
-    /// The segment appended to, and its length.
+    /// The segment appended to, and its length (written or reserved by a write in flight).
     current: Option<(u32, u64)>,
+    /// Writes in flight, outside the lock: (segment, offset).
+    in_flight: Vec<(u32, u64)>,
     /// The id the next segment gets.
     next_id: u32,
     /// Every segment file that exists, open for reading and appending.
@@ -160,7 +162,7 @@ impl Segments {
             };
             let file = File::options()
                 .read(true)
-                .append(true)
+                .write(true)
                 .open(dir.join(&name))?;
             let len = file.metadata()?.len();
             inner.files.insert(id, Arc::new(file));
@@ -186,58 +188,82 @@ impl Segments {
     }
 
     /// Appends a chunk (written to the OS before returning; durable after the next `sync`).
+    ///
+    /// The lock only reserves the chunk's place at the end of the current segment; the bytes
+    /// are written after it is released, so queues appending at once write in parallel
+    /// instead of one after the other behind the lock.
     pub fn append(&self, data: &[u8]) -> std::io::Result<Pointer> {
         let crc = crc32fast::hash(data);
-        let mut inner = self.lock();
-        let (id, len) = match inner.current {
-            Some((id, len)) if len < SEGMENT_MAX => (id, len),
-            _ => {
-                let id = inner.next_id;
-                let file = File::options()
-                    .read(true)
-                    .append(true)
-                    .create_new(true)
-                    .open(self.dir.join(file_name(id)))?;
-                inner.next_id += 1;
-                inner.files.insert(id, Arc::new(file));
-                let old = inner.current.replace((id, 0)).map(|(old, _)| old);
-                if let Some(old) = old.filter(|o| inner.live.get(o).is_none_or(|&n| n == 0)) {
-                    // Nothing of the old segment is live any more (it was kept while current).
-                    Self::delete(&self.dir, &mut inner, old);
+        let end_of = |offset: u64| offset + data.len() as u64;
+        let (id, offset, file) = {
+            let mut inner = self.lock();
+            let (id, len) = match inner.current {
+                Some((id, len)) if len < SEGMENT_MAX => (id, len),
+                _ => {
+                    let id = inner.next_id;
+                    let file = File::options()
+                        .read(true)
+                        .write(true)
+                        .create_new(true)
+                        .open(self.dir.join(file_name(id)))?;
+                    inner.next_id += 1;
+                    inner.files.insert(id, Arc::new(file));
+                    let old = inner.current.replace((id, 0)).map(|(old, _)| old);
+                    if let Some(old) = old.filter(|o| inner.live.get(o).is_none_or(|&n| n == 0)) {
+                        // Nothing of the old segment is live any more (it was kept while
+                        // current).
+                        Self::delete(&self.dir, &mut inner, old);
+                    }
+                    (id, 0)
                 }
-                (id, 0)
-            }
+            };
+            inner.current = Some((id, end_of(len)));
+            // Counted live from the reservation: the segment cannot go while this writes.
+            *inner.live.entry(id).or_default() += 1;
+            inner.in_flight.push((id, len));
+            (id, len, Arc::clone(&inner.files[&id]))
         };
-        let file = Arc::clone(&inner.files[&id]);
         let written = if self.faults.write_fails() {
             // As a full disk does: part of the chunk reaches the file, then the write fails.
-            (&*file)
-                .write_all(&data[..data.len() / 2])
+            file.write_all_at(&data[..data.len() / 2], offset)
                 .and(Err(faults::no_space()))
         } else {
-            (&*file).write_all(data)
+            file.write_all_at(data, offset)
         };
+        let mut inner = self.lock();
+        if let Some(i) = inner.in_flight.iter().position(|&w| w == (id, offset)) {
+            inner.in_flight.swap_remove(i);
+        }
         if let Err(e) = written {
-            // A short write leaves garbage at the end of the segment: cut it off and append
-            // there again next time, so a full disk does not leave a new file per failed
-            // write. If even that fails, the next append starts a new segment, and this one
-            // goes at once if nothing in it is live.
-            if file.set_len(len).is_err() {
-                inner.current = None;
-                if inner.live.get(&id).is_none_or(|&n| n == 0) {
-                    Self::delete(&self.dir, &mut inner, id);
+            if let Some(n) = inner.live.get_mut(&id) {
+                *n = n.saturating_sub(1);
+            }
+            // A short write leaves garbage where the chunk was to go. If nothing was reserved
+            // after it, cut it off and append there again next time, so a full disk does not
+            // leave a new file per failed write; else the bytes stay, unreferenced. If even
+            // the cut fails, the next append starts a new segment, and this one goes at once
+            // if nothing in it is live.
+            if inner.current == Some((id, end_of(offset))) {
+                if file.set_len(offset).is_ok() {
+                    inner.current = Some((id, offset));
+                } else {
+                    inner.current = None;
                 }
+            }
+            if inner.current.map(|(c, _)| c) != Some(id)
+                && inner.live.get(&id).is_none_or(|&n| n == 0)
+            {
+                Self::delete(&self.dir, &mut inner, id);
             }
             return Err(e);
         }
-        inner.current = Some((id, len + data.len() as u64));
-        *inner.live.entry(id).or_default() += 1;
+        // Only now: a sync that started before the write finished must not count it synced.
         if !inner.unsynced.contains(&id) {
             inner.unsynced.push(id);
         }
         Ok(Pointer {
             segment: id,
-            offset: len,
+            offset,
             len: data.len() as u32,
             crc,
         })
@@ -247,19 +273,8 @@ impl Segments {
     /// one-byte change, so [`read`](Self::read) refuses it) and syncs the segment. Needs no
     /// new space on disk. A segment already gone is nothing to do.
     pub fn void(&self, p: &Pointer) -> std::io::Result<()> {
-        if !self.lock().files.contains_key(&p.segment) {
+        let Some(file) = self.lock().files.get(&p.segment).cloned() else {
             return Ok(());
-        }
-        // The segment's own handle appends (O_APPEND ignores offsets): this one writes in
-        // place.
-        let file = match File::options()
-            .read(true)
-            .write(true)
-            .open(self.dir.join(file_name(p.segment)))
-        {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e),
         };
         let mut byte = [0u8; 1];
         file.read_exact_at(&mut byte, p.offset)?;
@@ -328,8 +343,17 @@ impl Segments {
             let current = inner.current;
             ids.into_iter()
                 .filter_map(|id| {
-                    // A closed segment no longer grows: its whole length gets synced.
+                    // What this sync makes durable: up to the first write still in flight,
+                    // else the current segment's length; a closed segment no longer grows,
+                    // so all of it.
+                    let in_flight = inner
+                        .in_flight
+                        .iter()
+                        .filter(|w| w.0 == id)
+                        .map(|w| w.1)
+                        .min();
                     let len = match current {
+                        _ if in_flight.is_some() => in_flight,
                         Some((c, len)) if c == id => Some(len),
                         _ => None,
                     };
@@ -417,6 +441,62 @@ mod tests {
             vec![7u8; 5000],
             "readable after reopening"
         );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn appends_from_many_threads_each_get_their_own_place() {
+        let d = dir("parallel");
+        let s = Arc::new(Segments::open(&d).unwrap());
+        let threads: Vec<_> = (0..8u8)
+            .map(|t| {
+                let s = Arc::clone(&s);
+                std::thread::spawn(move || {
+                    (0..200u32)
+                        .map(|i| {
+                            let chunk = vec![t; 1000 + (i as usize * 37 + t as usize) % 3000];
+                            (s.append(&chunk).unwrap(), chunk)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let all: Vec<_> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
+        let mut places: Vec<_> = all
+            .iter()
+            .map(|(p, _)| (p.segment, p.offset, p.len))
+            .collect();
+        places.sort_unstable();
+        for w in places.windows(2) {
+            assert!(
+                w[0].0 != w[1].0 || w[0].1 + u64::from(w[0].2) <= w[1].1,
+                "overlapping chunks: {w:?}"
+            );
+        }
+        assert!(s.sync());
+        for (p, chunk) in &all {
+            assert_eq!(s.read(p).as_ref(), Some(chunk));
+        }
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_voided_chunk_reads_as_none_and_its_neighbours_are_untouched() {
+        let d = dir("void");
+        let s = Segments::open(&d).unwrap();
+        let a = s.append(b"kept before").unwrap();
+        let b = s.append(b"voided").unwrap();
+        let c = s.append(b"kept after").unwrap();
+        s.void(&b).unwrap();
+        assert_eq!(s.read(&b), None);
+        assert_eq!(s.read(&a).unwrap(), b"kept before");
+        assert_eq!(s.read(&c).unwrap(), b"kept after");
+        drop(s);
+        let s = Segments::open(&d).unwrap();
+        assert_eq!(s.read(&b), None, "voided for good");
         let _ = std::fs::remove_dir_all(&d);
     }
 
