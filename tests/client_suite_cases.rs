@@ -150,3 +150,72 @@ async fn unbinding_a_queue_or_exchange_that_is_gone_succeeds() {
     .await;
     assert_eq!(code, 404);
 }
+
+/// aio-pika `test_reconnect_channel_snapshot.py::test_create_channels_during_reconnect` fails
+/// on a race inside aiormq 7.2.4 (one close starts two close paths and the one that finishes
+/// first decides whether the robust connection reconnects); it fails against RabbitMQ most of
+/// the time too. What Warren did differently was the timing: it closed the socket right
+/// after close-ok, where RabbitMQ releases the connection's resources before close-ok and
+/// then waits for the client to close the socket. Warren now does the same.
+#[tokio::test]
+async fn after_close_ok_the_client_closes_the_socket_and_exclusive_queues_are_gone() {
+    use amq_protocol::protocol::{connection, queue, AMQPClass};
+    use std::time::Duration;
+    let broker = start().await;
+    let mut raw = RawConn::open(broker.addr).await;
+    raw.open_channel(1).await;
+    let q = unique("exclusive-until-close");
+    raw.send_method(
+        1,
+        AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
+            queue: q.as_str().into(),
+            passive: false,
+            durable: false,
+            exclusive: true,
+            auto_delete: false,
+            nowait: false,
+            arguments: FieldTable::default(),
+        })),
+    )
+    .await;
+    assert!(matches!(
+        raw.recv_method().await,
+        AMQPClass::Queue(queue::AMQPMethod::DeclareOk(_))
+    ));
+    raw.send_method(
+        0,
+        AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
+            reply_code: 200,
+            reply_text: "bye".into(),
+            class_id: 0,
+            method_id: 0,
+        })),
+    )
+    .await;
+    assert!(matches!(
+        raw.recv_method().await,
+        AMQPClass::Connection(connection::AMQPMethod::CloseOk(_))
+    ));
+    // The socket is still open (this client has not closed it), and the queue is gone.
+    assert!(
+        raw.recv_timeout(Duration::from_millis(300)).await.is_none(),
+        "the broker closed the socket before the client did"
+    );
+    let conn = connect(&broker).await;
+    let ch = channel(&conn).await;
+    let (code, text) = expect_refused(
+        "passive queue.declare of the closed connection's exclusive queue",
+        ch.queue_declare(
+            q.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        ),
+    )
+    .await;
+    assert_eq!(code, 404, "{text}");
+    // A client that never closes its end is not waited for forever.
+    raw.expect_eof().await;
+}

@@ -89,6 +89,9 @@ pub(crate) struct Connection {
     pub pending: Vec<(QueueHandle, Vec<Publishing>)>,
     /// Set once the connection is finished: after close-ok either way.
     done: bool,
+    /// The client sent connection.close: close-ok goes out once the connection's resources
+    /// are released, and then the client closes the socket (see `run`).
+    close_requested: bool,
     /// Set when the broker sent connection.close and waits for close-ok.
     closing_since: Option<Instant>,
 }
@@ -145,6 +148,7 @@ pub(crate) async fn serve<T: Transport>(ctx: Arc<BrokerContext>, id: u64, stream
         route_buf: Vec::new(),
         pending: Vec::new(),
         done: false,
+        close_requested: false,
         closing_since: None,
     };
     info!("connection open");
@@ -279,7 +283,25 @@ impl Connection {
                     ));
                 }
             }
+            if self.close_requested && !self.done {
+                // As RabbitMQ: consumers, unacked messages and exclusive queues are released
+                // before close-ok, so whoever sees close-ok sees them gone.
+                self.cleanup().await;
+                write_method(
+                    &mut self.out,
+                    0,
+                    &AMQPClass::Connection(conn::AMQPMethod::CloseOk(conn::CloseOk {})),
+                );
+                self.done = true;
+            }
             if self.done && self.out.is_drained() {
+                if self.close_requested {
+                    // After close-ok the client closes the socket, as with RabbitMQ, which
+                    // waits for that rather than closing first: a client's own close
+                    // handling may race with the broker's end of stream otherwise (aiormq
+                    // does). Bounded, whatever the client does.
+                    let _ = tokio::time::timeout(CLOSE_WAIT, input.until_end(&mut rd)).await;
+                }
                 let _ = wr.shutdown().await;
                 return;
             }
@@ -313,7 +335,7 @@ impl Connection {
                 }
                 Err(CodecError::Io(_)) => return Frames::End,
             }
-            if self.done {
+            if self.done || self.close_requested {
                 return Frames::Done;
             }
         }
@@ -333,7 +355,7 @@ impl Connection {
                 Frames::Waiting(channel, method) => {
                     // Methods that wait run boxed, so the connection's own future stays small.
                     Box::pin(self.handle_waiting_method(channel, method)).await;
-                    if self.done {
+                    if self.done || self.close_requested {
                         break;
                     }
                 }
@@ -419,7 +441,8 @@ impl Connection {
     /// Handles a frame that needs no waiting; a method that may wait is handed back with its
     /// channel, for [`handle_waiting_method`](Self::handle_waiting_method).
     fn handle_frame(&mut self, frame: Frame) -> Option<(u16, Box<AMQPClass>)> {
-        if self.done {
+        if self.done || self.close_requested {
+            // Nothing the client sends after its connection.close counts.
             return None;
         }
         if self.closing_since.is_some() {
@@ -493,12 +516,8 @@ impl Connection {
     fn handle_connection_method(&mut self, method: AMQPClass) -> AmqpResult<()> {
         match method {
             AMQPClass::Connection(conn::AMQPMethod::Close(_)) => {
-                write_method(
-                    &mut self.out,
-                    0,
-                    &AMQPClass::Connection(conn::AMQPMethod::CloseOk(conn::CloseOk {})),
-                );
-                self.done = true;
+                // Answered by `run` once everything is released.
+                self.close_requested = true;
                 Ok(())
             }
             AMQPClass::Connection(conn::AMQPMethod::UpdateSecret(u)) => {
@@ -577,6 +596,19 @@ enum Read {
 }
 
 impl Input {
+    /// Reads and discards until the stream ends (the client closed it) or fails.
+    async fn until_end<R: TransportRead>(&mut self, rd: &mut R) {
+        loop {
+            if rd.readable().await.is_err() {
+                return;
+            }
+            match self.read(rd) {
+                Read::End => return,
+                Read::Data(_) | Read::Stale => self.buf.clear(),
+            }
+        }
+    }
+
     fn new(buf: BytesMut, frame_max: u32) -> Self {
         Input {
             unread: !buf.is_empty(),
