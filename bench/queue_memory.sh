@@ -37,7 +37,7 @@ trap on_exit EXIT
 trap 'exit 130' INT TERM
 
 mkfifo "$WORK/out"
-WARREN_LOG=warn "$WARREN_BIN" serve --bind 127.0.0.1:0 --data-dir "$WORK/data" \
+WARREN_LOG=warn "$WARREN_BIN" serve --http-bind 127.0.0.1:0 --prometheus-bind 127.0.0.1:0 --bind 127.0.0.1:0 --data-dir "$WORK/data" \
   >"$WORK/out" 2>"$WORK/stderr.log" &
 WARREN_PID=$!
 exec 3<"$WORK/out"

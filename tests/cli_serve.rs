@@ -147,3 +147,61 @@ async fn bind_resolves_host_names_and_the_log_is_plain_and_names_refused_users()
     let _ = child.wait().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `warren serve` starts the management API and the Prometheus endpoint (on free ports here:
+/// the tests set `WARREN_HTTP_BIND`), prints their addresses after the AMQP line, and a port
+/// in use for either stops it with a line naming the flag to change.
+#[tokio::test]
+async fn serve_prints_and_answers_its_management_endpoints() {
+    let dir = scratch("mgmt");
+    let mut cmd = command("amqp://unused", &["serve", "--bind", "127.0.0.1:0"]);
+    cmd.current_dir(&dir);
+    let mut child = cmd.spawn().expect("starting warren serve");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(
+            tokio::time::timeout(TIMEOUT, lines.next_line())
+                .await
+                .expect("a line from warren serve")
+                .unwrap()
+                .expect("warren serve exited"),
+        );
+    }
+    let [amqp, api, metrics] = <[String; 3]>::try_from(got).unwrap();
+    assert!(amqp.starts_with("warren: listening on "), "{amqp:?}");
+    let api = api
+        .strip_prefix("warren: management API on ")
+        .unwrap_or_else(|| panic!("{api:?}"))
+        .to_owned();
+    let metrics = metrics
+        .strip_prefix("warren: Prometheus metrics on ")
+        .unwrap_or_else(|| panic!("{metrics:?}"))
+        .to_owned();
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "-u", "guest:guest", &format!("{api}overview")])
+        .output()
+        .await
+        .expect("curl");
+    let overview: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(overview["product_name"], "Warren");
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", &metrics])
+        .output()
+        .await
+        .expect("curl");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("# TYPE rabbitmq_queues gauge"));
+
+    // Its HTTP port taken: a second broker says so and which flag moves it.
+    let port = api
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let run = serve_fails(&dir, &["--bind", "127.0.0.1:0", "--http-bind", &port]).await;
+    assert_eq!(run.code, Some(1), "{run}");
+    assert!(run.stderr.contains("--http-bind"), "{run}");
+    let _ = child.kill().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

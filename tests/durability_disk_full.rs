@@ -23,7 +23,16 @@ use tokio::process::{Child, Command};
 /// Starts `warren serve` with stderr going to `stderr` and returns it with its AMQP URL.
 async fn spawn(data_dir: &Path, stderr: std::fs::File, log: &str) -> (Child, String) {
     let mut child = Command::new(warren_binary())
-        .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--http-bind",
+            "127.0.0.1:0",
+            "--prometheus-bind",
+            "127.0.0.1:0",
+            "--bind",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(data_dir)
         .env("WARREN_LOG", log)
         .stdout(Stdio::piped())

@@ -2,7 +2,7 @@
 # Warren's whole test suite, as CI runs it (from the repository root: bash tests/run-all.sh).
 #
 #  0. set-up, in the first seconds (before anything slow): a Python virtual environment in
-#     target/pyenv with pika and pytest (pip), and Debian's amqp-tools (apt-get, when running
+#     target/pyenv with pika and pytest (pip), Debian's amqp-tools, curl and promtool (apt-get, when running
 #     as root). What it cannot install is named with the exact command to run, and the script
 #     stops there.
 #  1. cargo test --workspace              (the Rust integration tests embed their own brokers),
@@ -153,6 +153,21 @@ if ! command -v amqp-consume >/dev/null 2>&1 || ! command -v amqp-declare-queue 
 fi
 echo "run-all: amqp-tools at $(command -v amqp-consume)"
 
+# curl (the management API tests drive the API with it) and promtool (Prometheus' checker of
+# the /metrics exposition; Debian ships it in the prometheus package).
+for tool in curl:curl promtool:prometheus; do
+  cmd=${tool%%:*} pkg=${tool##*:}
+  if ! command -v "$cmd" >/dev/null 2>&1; then
+    if is_root; then
+      banner "set-up: apt-get install $pkg (for $cmd)"
+      apt_install "$pkg" || missing "apt-get could not install $pkg" "apt-get update && apt-get install -y $pkg"
+    else
+      missing "the management tests need $cmd" "sudo apt-get install -y $pkg"
+    fi
+  fi
+done
+echo "run-all: curl at $(command -v curl), promtool at $(command -v promtool)"
+
 if [[ ${RUN_ALL_SETUP_ONLY:-} == 1 ]]; then
   echo "run-all: set-up done (RUN_ALL_SETUP_ONLY=1)"
   exit 0
@@ -226,8 +241,8 @@ else
     DATA_DIR=$WORKDIR/data
     WARREN_LOG=$WORKDIR/warren.log
     mkdir -p "$DATA_DIR"
-    banner "starting $WARREN_BIN serve --bind 127.0.0.1:$PORT --data-dir $DATA_DIR"
-    "$WARREN_BIN" serve --bind "127.0.0.1:$PORT" --data-dir "$DATA_DIR" >"$WARREN_LOG" 2>&1 &
+    banner "starting $WARREN_BIN serve --http-bind 127.0.0.1:0 --prometheus-bind 127.0.0.1:0 --bind 127.0.0.1:$PORT --data-dir $DATA_DIR"
+    "$WARREN_BIN" serve --http-bind 127.0.0.1:0 --prometheus-bind 127.0.0.1:0 --bind "127.0.0.1:$PORT" --data-dir "$DATA_DIR" >"$WARREN_LOG" 2>&1 &
     WARREN_PID=$!
     up=0
     for _ in $(seq 1 300); do # 30 s

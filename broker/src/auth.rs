@@ -57,6 +57,23 @@ fn credentials(mechanism: &str, response: &[u8]) -> Result<(String, String), Aut
     }
 }
 
+/// A password as RabbitMQ stores it (`rabbit_password_hashing_sha256`): base64 of a 4-byte
+/// salt followed by SHA-256 of the salt and the password. The salt is derived from the user's
+/// name, so a listing shows the same hash every time.
+pub fn rabbit_password_hash(name: &str, password: &str) -> String {
+    let salt = ring::digest::digest(&ring::digest::SHA256, name.as_bytes());
+    hash_with_salt(&salt.as_ref()[..4], password)
+}
+
+fn hash_with_salt(salt: &[u8], password: &str) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(salt);
+    ctx.update(password.as_bytes());
+    let mut out = salt.to_vec();
+    out.extend_from_slice(ctx.finish().as_ref());
+    crate::protocol::json::base64(&out)
+}
+
 /// Checks a login; returns the user name.
 pub fn authenticate(
     users: &[UserConfig],
@@ -87,6 +104,20 @@ pub fn is_loopback(peer: IpAddr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn password_hashes_are_rabbitmqs_sha256_scheme() {
+        // guest's hash as RabbitMQ 3.10.8 listed it in /api/users: the same salt gives the
+        // same hash here.
+        let rabbit = "YvTyMaXWaM5XmxrZeEFxSA6lTnUrdy0Bw1UafM+kiawpkjfr";
+        let salt = crate::protocol::json::from_base64(rabbit).unwrap();
+        assert_eq!(hash_with_salt(&salt[..4], "guest"), rabbit);
+        assert_ne!(hash_with_salt(&salt[..4], "guesT"), rabbit);
+        assert_eq!(
+            rabbit_password_hash("guest", "guest"),
+            rabbit_password_hash("guest", "guest")
+        );
+    }
     use amq_protocol::auth::{Credentials, SASLMechanism};
 
     fn guest() -> Vec<UserConfig> {

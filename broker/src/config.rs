@@ -52,6 +52,13 @@ pub struct Config {
     pub max_queues_per_connection: usize,
     /// Users; when empty, `guest`/`guest` from loopback only.
     pub users: Vec<UserConfig>,
+    /// Address of the management HTTP API (RabbitMQ's port 15672); `"off"` in the file (or
+    /// the environment, or the flag) turns it off.
+    #[serde(deserialize_with = "deserialize_optional_bind")]
+    pub http_bind: Option<SocketAddr>,
+    /// Address of the Prometheus endpoint (RabbitMQ's port 15692); `"off"` turns it off.
+    #[serde(deserialize_with = "deserialize_optional_bind")]
+    pub prometheus_bind: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -69,6 +76,8 @@ impl Default for Config {
             handshake_timeout_ms: 10_000,
             max_queues_per_connection: 100_000,
             users: Vec::new(),
+            http_bind: Some(SocketAddr::from(([127, 0, 0, 1], 15672))),
+            prometheus_bind: Some(SocketAddr::from(([127, 0, 0, 1], 15692))),
         }
     }
 }
@@ -100,6 +109,10 @@ impl Config {
         Config {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             persistence: false,
+            // Many embedded brokers run at once (tests): no fixed ports. A test that wants
+            // the API sets 127.0.0.1:0.
+            http_bind: None,
+            prometheus_bind: None,
             ..Config::default()
         }
     }
@@ -125,7 +138,7 @@ impl Config {
 
     /// Applies `WARREN_BIND`, `WARREN_DATA_DIR`, `WARREN_MAX_CONNECTIONS`, `WARREN_FRAME_MAX`,
     /// `WARREN_CHANNEL_MAX`, `WARREN_HEARTBEAT`, `WARREN_MAX_MESSAGE_SIZE`,
-    /// `WARREN_MAX_QUEUES_PER_CONNECTION`.
+    /// `WARREN_MAX_QUEUES_PER_CONNECTION`, `WARREN_HTTP_BIND`, `WARREN_PROMETHEUS_BIND`.
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         fn parse<T: std::str::FromStr>(var: &str, value: String) -> Result<T, ConfigError>
         where
@@ -143,6 +156,18 @@ impl Config {
                 value: v,
                 reason,
             })?;
+        }
+        for (var, slot) in [
+            ("WARREN_HTTP_BIND", &mut self.http_bind),
+            ("WARREN_PROMETHEUS_BIND", &mut self.prometheus_bind),
+        ] {
+            if let Some(v) = get(var) {
+                *slot = parse_optional_bind(&v).map_err(|reason| ConfigError::Env {
+                    var: var.into(),
+                    value: v,
+                    reason,
+                })?;
+            }
         }
         if let Some(v) = get("WARREN_DATA_DIR") {
             self.data_dir = PathBuf::from(v);
@@ -217,6 +242,21 @@ pub fn parse_bind(text: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("'{host}' resolves to no address; {expected}"))
 }
 
+/// A listen address, or `off` (also `none`, `false`, or empty) for a server that is off.
+pub fn parse_optional_bind(text: &str) -> Result<Option<SocketAddr>, String> {
+    match text.trim() {
+        "" | "off" | "none" | "false" => Ok(None),
+        t => parse_bind(t).map(Some),
+    }
+}
+
+fn deserialize_optional_bind<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_optional_bind(&text).map_err(serde::de::Error::custom)
+}
+
 fn deserialize_bind<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
     let text = String::deserialize(d)?;
     parse_bind(&text).map_err(serde::de::Error::custom)
@@ -225,6 +265,28 @@ fn deserialize_bind<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn management_listeners_default_to_rabbitmqs_ports_and_can_be_turned_off() {
+        let c = Config::default();
+        assert_eq!(c.http_bind, Some("127.0.0.1:15672".parse().unwrap()));
+        assert_eq!(c.prometheus_bind, Some("127.0.0.1:15692".parse().unwrap()));
+        let mut c: Config =
+            toml::from_str("http_bind = \"off\"\nprometheus_bind = \"127.0.0.1:9419\"\n").unwrap();
+        assert_eq!(c.http_bind, None);
+        assert_eq!(c.prometheus_bind, Some("127.0.0.1:9419".parse().unwrap()));
+        c.apply_env(|k| match k {
+            "WARREN_HTTP_BIND" => Some("127.0.0.1:0".into()),
+            "WARREN_PROMETHEUS_BIND" => Some("off".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.http_bind, Some("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(c.prometheus_bind, None);
+        assert!(Config::default()
+            .apply_env(|k| (k == "WARREN_HTTP_BIND").then(|| "nowhere".into()))
+            .is_err());
+    }
 
     #[test]
     fn environment_overrides_defaults() {

@@ -23,6 +23,9 @@
 //!   queue stores: `memory`, `durable` (with `ready`, the packed in-memory index) and
 //!   `priority`, composed with an optional journal. Failures are `kv::StoreError`s;
 //!   `CommitBarrier` is what a write passes before it counts as stored.
+//! - [`management`]: the management HTTP API (RabbitMQ's routes and JSON, on 15672) and
+//!   Prometheus metrics (RabbitMQ's names, on 15692); it reads the registry and counters and
+//!   acts through the vhost's public operations, never inside a queue.
 //! - [`auth`], [`config`], [`error`]: logins, settings, reply codes.
 //!
 //! Embed a broker:
@@ -38,6 +41,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod exchange;
+pub mod management;
 pub mod message;
 pub mod protocol;
 pub mod queue;

@@ -96,6 +96,28 @@ impl Definitions {
     }
 }
 
+/// An exchange as an observer (the management API) sees it.
+#[derive(Debug, Clone)]
+pub struct ExchangeView {
+    pub name: Arc<str>,
+    pub kind: &'static str,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub arguments: FieldTable,
+}
+
+/// A binding as an observer sees it.
+#[derive(Debug, Clone)]
+pub struct BindingView {
+    pub source: Arc<str>,
+    pub destination: Arc<str>,
+    /// The destination is an exchange.
+    pub to_exchange: bool,
+    pub routing_key: String,
+    pub arguments: FieldTable,
+}
+
 /// One virtual host.
 pub struct Vhost {
     /// Its name ("/").
@@ -742,6 +764,50 @@ impl Vhost {
             .ok_or_else(|| no_queue(&self.name, name))?;
         check_exclusive(&q, conn_id)?;
         Ok(q)
+    }
+    /// What an observer sees of the exchanges, the default one included.
+    pub fn exchanges(&self) -> Vec<ExchangeView> {
+        self.read()
+            .exchanges
+            .values()
+            .map(|x| ExchangeView {
+                name: x.name.clone(),
+                kind: x.kind.as_str(),
+                durable: x.durable,
+                auto_delete: x.auto_delete,
+                internal: x.internal,
+                arguments: x.arguments.clone(),
+            })
+            .collect()
+    }
+
+    /// What an observer sees of the bindings, the default exchange's implicit ones included
+    /// (as RabbitMQ lists them: source "", routing key the queue's name).
+    pub fn bindings(&self) -> Vec<BindingView> {
+        let defs = self.read();
+        let mut out: Vec<BindingView> = defs
+            .queues
+            .keys()
+            .map(|q| BindingView {
+                source: Arc::from(""),
+                destination: q.clone(),
+                to_exchange: false,
+                routing_key: q.to_string(),
+                arguments: FieldTable::default(),
+            })
+            .collect();
+        for x in defs.exchanges.values() {
+            for b in x.bindings() {
+                out.push(BindingView {
+                    source: x.name.clone(),
+                    destination: b.destination.name().clone(),
+                    to_exchange: matches!(b.destination, Destination::Exchange(_)),
+                    routing_key: b.routing_key,
+                    arguments: b.arguments,
+                });
+            }
+        }
+        out
     }
 
     /// A queue by name, for observers (no exclusivity check: nothing is done to it).

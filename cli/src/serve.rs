@@ -34,6 +34,22 @@ pub struct ServeArgs {
     /// Largest message body accepted, in bytes.
     #[arg(long)]
     pub max_message_size: Option<u64>,
+    /// Address of the management HTTP API, or `off` [default: 127.0.0.1:15672, env
+    /// WARREN_HTTP_BIND].
+    #[arg(long, value_name = "ADDR|off", value_parser = bind_or_off)]
+    pub http_bind: Option<BindOrOff>,
+    /// Address of the Prometheus metrics endpoint, or `off` [default: 127.0.0.1:15692, env
+    /// WARREN_PROMETHEUS_BIND].
+    #[arg(long, value_name = "ADDR|off", value_parser = bind_or_off)]
+    pub prometheus_bind: Option<BindOrOff>,
+}
+
+/// A listen address, or `off`.
+#[derive(Debug, Clone, Copy)]
+pub struct BindOrOff(Option<SocketAddr>);
+
+fn bind_or_off(text: &str) -> Result<BindOrOff, String> {
+    warren_broker::config::parse_optional_bind(text).map(BindOrOff)
 }
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -72,6 +88,12 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(v) = args.max_message_size {
         config.max_message_size = v;
     }
+    if let Some(BindOrOff(v)) = args.http_bind {
+        config.http_bind = v;
+    }
+    if let Some(BindOrOff(v)) = args.prometheus_bind {
+        config.prometheus_bind = v;
+    }
     if config.persistence && config.data_dir.exists() && !config.data_dir.is_dir() {
         return Err(Failure::new(format!(
             "data directory {} is a file, not a directory; point --data-dir (or WARREN_DATA_DIR) \
@@ -92,14 +114,46 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // Bind first: a broker that cannot listen leaves no data directory behind.
         let listener = tokio::net::TcpListener::bind(bind)
             .await
-            .map_err(|e| listen_failure(bind, &e))?;
-        let broker = warren_broker::Prepared::open(config)?;
-        // One plain line on stdout, so scripts and tests that bind port 0 learn the address.
+            .map_err(|e| listen_failure(bind, &e, "--bind or WARREN_BIND"))?;
+        let mut mgmt = warren_broker::management::Listeners::default();
+        for (addr, slot, how) in [
+            (
+                config.http_bind,
+                &mut mgmt.http,
+                "--http-bind or WARREN_HTTP_BIND (off turns it off)",
+            ),
+            (
+                config.prometheus_bind,
+                &mut mgmt.prometheus,
+                "--prometheus-bind or WARREN_PROMETHEUS_BIND (off turns it off)",
+            ),
+        ] {
+            if let Some(addr) = addr {
+                *slot = Some(
+                    tokio::net::TcpListener::bind(addr)
+                        .await
+                        .map_err(|e| listen_failure(addr, &e, how))?,
+                );
+            }
+        }
+        let (http, prometheus) = (mgmt.http_addr(), mgmt.prometheus_addr());
+        let broker = warren_broker::Prepared::open(config)?.with_management(mgmt);
+        // One plain line on stdout, so scripts and tests that bind port 0 learn the address
+        // (the management addresses follow on lines of their own).
         if let Ok(addr) = listener.local_addr() {
             // Never println!: a closed or full stdout must not stop the broker.
             use std::io::Write;
             let mut out = std::io::stdout();
-            let _ = writeln!(out, "warren: listening on {addr}").and_then(|()| out.flush());
+            let mut text = format!("warren: listening on {addr}\n");
+            if let Some(a) = http {
+                text.push_str(&format!("warren: management API on http://{a}/api/\n"));
+            }
+            if let Some(a) = prometheus {
+                text.push_str(&format!(
+                    "warren: Prometheus metrics on http://{a}/metrics\n"
+                ));
+            }
+            let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
         }
         broker.serve(listener, crate::client::interrupted()).await;
         Ok(())
@@ -107,7 +161,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Why the listener could not bind, and what to do about it.
-fn listen_failure(bind: SocketAddr, e: &std::io::Error) -> Failure {
+fn listen_failure(bind: SocketAddr, e: &std::io::Error, how: &str) -> Failure {
     use std::io::ErrorKind;
     let why = match e.kind() {
         ErrorKind::AddrInUse => {
@@ -123,8 +177,8 @@ fn listen_failure(bind: SocketAddr, e: &std::io::Error) -> Failure {
         why.to_owned()
     };
     Failure::new(format!(
-        "cannot listen on {bind}: {why}; choose another address with --bind or WARREN_BIND, \
-         for example --bind 127.0.0.1:{}",
+        "cannot listen on {bind}: {why}; choose another address with {how}, for example \
+         127.0.0.1:{}",
         bind.port().checked_add(1).unwrap_or(5672)
     ))
 }

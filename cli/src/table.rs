@@ -9,7 +9,6 @@
 //! suffix that reads as a misspelt type (`:bytes`, `:integer`) is refused all the same.
 
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use serde_json::{Map, Value};
 
 /// How a value without an explicit type is read.
 #[derive(Clone, Copy)]
@@ -137,62 +136,7 @@ pub fn to_table(entries: &[Entry]) -> FieldTable {
     table
 }
 
-/// A field table as a JSON object.
-pub fn table_json(table: &FieldTable) -> Value {
-    let mut map = Map::new();
-    for (k, v) in table {
-        map.insert(k.to_string(), value_json(v));
-    }
-    Value::Object(map)
-}
-
-/// One AMQP value as JSON: numbers as numbers, strings as text, byte arrays as base64.
-pub fn value_json(v: &AMQPValue) -> Value {
-    match v {
-        AMQPValue::Boolean(b) => Value::Bool(*b),
-        AMQPValue::ShortShortInt(n) => Value::from(*n),
-        AMQPValue::ShortShortUInt(n) => Value::from(*n),
-        AMQPValue::ShortInt(n) => Value::from(*n),
-        AMQPValue::ShortUInt(n) => Value::from(*n),
-        AMQPValue::LongInt(n) => Value::from(*n),
-        AMQPValue::LongUInt(n) => Value::from(*n),
-        AMQPValue::LongLongInt(n) => Value::from(*n),
-        AMQPValue::Float(f) => Value::from(f64::from(*f)),
-        AMQPValue::Double(f) => Value::from(*f),
-        AMQPValue::DecimalValue(d) => {
-            Value::from(f64::from(d.value) / 10f64.powi(i32::from(d.scale)))
-        }
-        AMQPValue::ShortString(s) => Value::String(s.to_string()),
-        AMQPValue::LongString(s) => Value::String(String::from_utf8_lossy(s.as_bytes()).into()),
-        AMQPValue::FieldArray(a) => Value::Array(a.as_slice().iter().map(value_json).collect()),
-        AMQPValue::Timestamp(t) => Value::from(*t),
-        AMQPValue::FieldTable(t) => table_json(t),
-        AMQPValue::ByteArray(b) => Value::String(base64(b.as_slice())),
-        AMQPValue::Void => Value::Null,
-    }
-}
-
-/// Standard base64 with padding; binary bodies and byte arrays travel this way in JSON.
-pub fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
+pub use warren_broker::protocol::json::{base64, table_json};
 
 #[cfg(test)]
 mod tests {

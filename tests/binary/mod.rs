@@ -50,7 +50,16 @@ impl Server {
         let stderr_log = data_dir.with_extension("stderr.log");
         let log = std::fs::File::create(&stderr_log).expect("creating the stderr log");
         let mut child = Command::new(warren_binary())
-            .args(["serve", "--bind", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "serve",
+                "--http-bind",
+                "127.0.0.1:0",
+                "--prometheus-bind",
+                "127.0.0.1:0",
+                "--bind",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(data_dir)
             .env("WARREN_LOG", "warn")
             .stdout(Stdio::piped())

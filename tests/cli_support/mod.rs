@@ -155,6 +155,10 @@ pub fn command(url: &str, args: &[&str]) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(bin());
     cmd.args(args)
         .env("WARREN_URL", url)
+        // `warren serve` in tests: management servers on free ports, never RabbitMQ's fixed
+        // ones (tests run side by side).
+        .env("WARREN_HTTP_BIND", "127.0.0.1:0")
+        .env("WARREN_PROMETHEUS_BIND", "127.0.0.1:0")
         .env_remove("WARREN_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -8,6 +8,7 @@
 mod codec;
 mod decode;
 mod encode;
+pub mod json;
 pub mod nesting;
 
 pub use codec::{CodecError, FrameCodec};

@@ -24,6 +24,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn, Instrument};
 
 use crate::config::{Config, UserConfig};
+use crate::management;
 use crate::registry::Registry;
 use crate::store::disk::{Disk, OpenError};
 use crate::store::faults::Faults;
@@ -59,6 +60,17 @@ pub(crate) struct BrokerContext {
 }
 
 impl BrokerContext {
+    /// Starts the management servers on `mgmt`, if any, until the broker stops.
+    fn spawn_management(&self, mgmt: management::Listeners, amqp: SocketAddr) {
+        management::spawn(
+            mgmt,
+            Arc::clone(&self.registry),
+            self.users.clone(),
+            amqp,
+            self.shutdown.clone(),
+        );
+    }
+
     fn new(config: Config, registry: Arc<Registry>, disk: Option<Arc<Disk>>) -> Arc<Self> {
         Arc::new(BrokerContext {
             users: config.effective_users(),
@@ -94,6 +106,9 @@ impl BrokerContext {
 /// A running broker embedded in this process.
 pub struct Broker {
     addr: SocketAddr,
+    /// The management API's and the Prometheus endpoint's addresses, when they are on.
+    http_addr: Option<SocketAddr>,
+    prometheus_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
     /// The store's fault injection (for tests), when the broker has a store.
@@ -109,14 +124,19 @@ impl Broker {
         let faults = disk.as_ref().map(|d| Arc::clone(d.faults()));
         let listener = TcpListener::bind(config.bind).await?;
         let addr = listener.local_addr()?;
+        let mgmt = management::Listeners::bind(config.http_bind, config.prometheus_bind).await?;
+        let (http_addr, prometheus_addr) = (mgmt.http_addr(), mgmt.prometheus_addr());
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         let ctx = BrokerContext::new(config, registry, disk);
+        ctx.spawn_management(mgmt, addr);
         let serving = ctx.clone();
         let task =
             tokio::spawn(async move { serve(listener, serving, token.cancelled_owned()).await });
         Ok(Broker {
             addr,
+            http_addr,
+            prometheus_addr,
             shutdown,
             task,
             faults,
@@ -161,6 +181,16 @@ impl Broker {
     /// An AMQP URL for the default user and vhost.
     pub fn url(&self) -> String {
         format!("amqp://guest:guest@{}/%2f", self.addr)
+    }
+
+    /// The management HTTP API's address, if `Config::http_bind` turned it on.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// The Prometheus endpoint's address, if `Config::prometheus_bind` turned it on.
+    pub fn prometheus_addr(&self) -> Option<SocketAddr> {
+        self.prometheus_addr
     }
 
     /// Closes every connection (320 CONNECTION_FORCED) and waits for the broker to stop.
@@ -213,6 +243,7 @@ pub struct Prepared {
     config: Config,
     registry: Arc<Registry>,
     disk: Option<Arc<Disk>>,
+    mgmt: management::Listeners,
 }
 
 impl Prepared {
@@ -223,7 +254,21 @@ impl Prepared {
             config,
             registry,
             disk,
+            mgmt: management::Listeners::default(),
         })
+    }
+
+    /// The settings it will serve with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Serves the management API and the Prometheus endpoint on these listeners (bound by
+    /// the caller with [`management::Listeners::bind`], so that a port in use is reported
+    /// before anything else happens). Without this `serve` runs neither.
+    pub fn with_management(mut self, listeners: management::Listeners) -> Self {
+        self.mgmt = listeners;
+        self
     }
 
     /// What exists in the broker: vhosts, connections, channels and their counters.
@@ -237,12 +282,11 @@ impl Prepared {
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
-        serve(
-            listener,
-            BrokerContext::new(self.config, self.registry, self.disk),
-            shutdown,
-        )
-        .await;
+        let ctx = BrokerContext::new(self.config, self.registry, self.disk);
+        if let Ok(addr) = listener.local_addr() {
+            ctx.spawn_management(self.mgmt, addr);
+        }
+        serve(listener, ctx, shutdown).await;
     }
 }
 

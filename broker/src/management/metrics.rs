@@ -1,0 +1,275 @@
+//! `/metrics` and `/metrics/per-object` in Prometheus' text format, with RabbitMQ's metric
+//! names, types and help texts (`rabbitmq_prometheus`), so RabbitMQ's Grafana dashboards and
+//! alert rules read Warren unchanged. On `/metrics` queue metrics are one sum over all
+//! queues, as RabbitMQ aggregates them; `/metrics/per-object` has one sample per queue.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+
+use super::Management;
+
+/// The Prometheus server's routes (no authentication, as RabbitMQ's).
+pub fn router(m: Arc<Management>) -> Router {
+    Router::new()
+        .route("/metrics", get(aggregated))
+        .route("/metrics/per-object", get(per_object))
+        .with_state(m)
+}
+
+async fn aggregated(State(m): State<Arc<Management>>) -> impl IntoResponse {
+    text(render(&m, false))
+}
+
+async fn per_object(State(m): State<Arc<Management>>) -> impl IntoResponse {
+    text(render(&m, true))
+}
+
+fn text(body: String) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+/// One metric family: `# TYPE` then `# HELP`, as RabbitMQ prints them, then its samples.
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: &[(String, u64)]) {
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    let _ = writeln!(out, "# HELP {name} {help}");
+    for (labels, v) in samples {
+        let _ = writeln!(out, "{name}{labels} {v}");
+    }
+}
+
+/// Escapes a label value (backslash, double quote, newline).
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Resident memory of this process, in bytes (Linux).
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+fn open_fds() -> Option<u64> {
+    Some(std::fs::read_dir("/proc/self/fd").ok()?.count() as u64)
+}
+
+fn max_fds() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// The whole exposition.
+pub fn render(m: &Management, per_object: bool) -> String {
+    let mut out = String::with_capacity(8192);
+    let one = |v: u64| vec![(String::new(), v)];
+    family(
+        &mut out,
+        "rabbitmq_identity_info",
+        "untyped",
+        "RabbitMQ node & cluster identity info",
+        &[(
+            format!(
+                "{{rabbitmq_node=\"{n}\",rabbitmq_cluster=\"{n}\",rabbitmq_endpoint=\"{}\"}}",
+                if per_object {
+                    "per-object"
+                } else {
+                    "aggregated"
+                },
+                n = label(&m.node)
+            ),
+            1,
+        )],
+    );
+    let version = env!("CARGO_PKG_VERSION");
+    family(
+        &mut out,
+        "rabbitmq_build_info",
+        "untyped",
+        "RabbitMQ & Erlang/OTP version info",
+        &[(
+            format!(
+                "{{rabbitmq_version=\"3.10.8\",prometheus_plugin_version=\"{version}\",\
+                 prometheus_client_version=\"{version}\",erlang_version=\"none\",\
+                 product_name=\"Warren\",product_version=\"{version}\"}}"
+            ),
+            1,
+        )],
+    );
+    let conns = m.registry.connections();
+    let channels: usize = conns.iter().map(|c| c.channels().len()).sum();
+    let mut queues = Vec::new();
+    for v in m.registry.vhosts() {
+        for q in v.queues() {
+            queues.push((v.name.clone(), q.name().clone(), q.counters().read()));
+        }
+    }
+    let consumers: u64 = queues.iter().map(|q| u64::from(q.2.consumers)).sum();
+    family(
+        &mut out,
+        "rabbitmq_connections",
+        "gauge",
+        "Connections currently open",
+        &one(conns.len() as u64),
+    );
+    family(
+        &mut out,
+        "rabbitmq_channels",
+        "gauge",
+        "Channels currently open",
+        &one(channels as u64),
+    );
+    family(
+        &mut out,
+        "rabbitmq_consumers",
+        "gauge",
+        "Consumers currently connected",
+        &one(consumers),
+    );
+    family(
+        &mut out,
+        "rabbitmq_queues",
+        "gauge",
+        "Queues available",
+        &one(queues.len() as u64),
+    );
+    let churn = &m.registry.churn;
+    for (name, help, v) in [
+        (
+            "rabbitmq_connections_opened_total",
+            "Total number of connections opened",
+            &churn.connection_created,
+        ),
+        (
+            "rabbitmq_connections_closed_total",
+            "Total number of connections closed or terminated",
+            &churn.connection_closed,
+        ),
+        (
+            "rabbitmq_channels_opened_total",
+            "Total number of channels opened",
+            &churn.channel_created,
+        ),
+        (
+            "rabbitmq_channels_closed_total",
+            "Total number of channels closed",
+            &churn.channel_closed,
+        ),
+    ] {
+        family(&mut out, name, "counter", help, &one(v.load(Relaxed)));
+    }
+    let per_queue =
+        |f: &dyn Fn(&crate::queue::counters::QueueCounts) -> u64| -> Vec<(String, u64)> {
+            if per_object {
+                queues
+                    .iter()
+                    .map(|(v, q, c)| {
+                        (
+                            format!("{{vhost=\"{}\",queue=\"{}\"}}", label(v), label(q)),
+                            f(c),
+                        )
+                    })
+                    .collect()
+            } else {
+                one(queues.iter().map(|q| f(&q.2)).sum())
+            }
+        };
+    family(
+        &mut out,
+        "rabbitmq_queue_messages_ready",
+        "gauge",
+        "Messages ready to be delivered to consumers",
+        &per_queue(&|c| c.ready),
+    );
+    family(
+        &mut out,
+        "rabbitmq_queue_messages_unacked",
+        "gauge",
+        "Messages delivered to consumers but not yet acknowledged",
+        &per_queue(&|c| c.unacked),
+    );
+    family(
+        &mut out,
+        "rabbitmq_queue_messages",
+        "gauge",
+        "Sum of ready and unacknowledged messages - total queue depth",
+        &per_queue(&|c| c.ready + c.unacked),
+    );
+    family(
+        &mut out,
+        "rabbitmq_queue_consumers",
+        "gauge",
+        "Consumers on a queue",
+        &per_queue(&|c| u64::from(c.consumers)),
+    );
+    family(
+        &mut out,
+        "rabbitmq_queue_messages_bytes",
+        "gauge",
+        "Size in bytes of ready and unacknowledged messages",
+        &per_queue(&|c| c.ready_bytes),
+    );
+    let t = m.registry.message_totals();
+    let amqp = "{protocol=\"amqp091\"}".to_owned();
+    let typed = "{protocol=\"amqp091\",queue_type=\"rabbit_classic_queue\"}".to_owned();
+    for (name, help, labels, v) in [
+        ("rabbitmq_global_messages_received_total", "Total number of messages received from publishers", &amqp, t.publish),
+        ("rabbitmq_global_messages_unroutable_dropped_total", "Total number of messages published as non-mandatory into an exchange and dropped as unroutable", &amqp, t.drop_unroutable),
+        ("rabbitmq_global_messages_unroutable_returned_total", "Total number of messages published as mandatory into an exchange and returned to the publisher as unroutable", &amqp, t.return_unroutable),
+        ("rabbitmq_global_messages_confirmed_total", "Total number of messages confirmed to publishers", &amqp, t.confirm),
+        ("rabbitmq_global_messages_delivered_total", "Total number of messages delivered to consumers", &typed, t.deliver_get()),
+        ("rabbitmq_global_messages_delivered_consume_manual_ack_total", "Total number of messages delivered to consumers using basic.consume with manual acknowledgment", &typed, t.deliver),
+        ("rabbitmq_global_messages_delivered_consume_auto_ack_total", "Total number of messages delivered to consumers using basic.consume with automatic acknowledgment", &typed, t.deliver_no_ack),
+        ("rabbitmq_global_messages_delivered_get_manual_ack_total", "Total number of messages delivered to consumers using basic.get with manual acknowledgment", &typed, t.get),
+        ("rabbitmq_global_messages_delivered_get_auto_ack_total", "Total number of messages delivered to consumers using basic.get with automatic acknowledgment", &typed, t.get_no_ack),
+        ("rabbitmq_global_messages_get_empty_total", "Total number of times basic.get operations fetched no message", &typed, t.get_empty),
+        ("rabbitmq_global_messages_redelivered_total", "Total number of messages redelivered to consumers", &typed, t.redeliver),
+        ("rabbitmq_global_messages_acknowledged_total", "Total number of messages acknowledged by consumers", &typed, t.ack),
+    ] {
+        family(&mut out, name, "counter", help, &[(labels.clone(), v)]);
+    }
+    if let Some(rss) = resident_bytes() {
+        family(
+            &mut out,
+            "rabbitmq_process_resident_memory_bytes",
+            "gauge",
+            "Memory used in bytes",
+            &one(rss),
+        );
+    }
+    if let Some(n) = open_fds() {
+        family(
+            &mut out,
+            "rabbitmq_process_open_fds",
+            "gauge",
+            "Open file descriptors",
+            &one(n),
+        );
+    }
+    if let Some(n) = max_fds() {
+        family(
+            &mut out,
+            "rabbitmq_process_max_fds",
+            "gauge",
+            "Open file descriptors limit",
+            &one(n),
+        );
+    }
+    family(
+        &mut out,
+        "warren_uptime_seconds",
+        "gauge",
+        "Seconds since the management servers started",
+        &one(m.started.elapsed().as_secs()),
+    );
+    out
+}

@@ -1,0 +1,601 @@
+//! The management HTTP API and the Prometheus endpoint, driven with `curl` against a broker
+//! with real AMQP clients on it. The same tests run against RabbitMQ with its management
+//! plugin (`WARREN_TEST_URL=amqp://guest:guest@127.0.0.1:5674/%2f
+//! WARREN_TEST_HTTP=http://127.0.0.1:15673`), so each checked field means what it means there.
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties, ExchangeKind};
+use serde_json::Value;
+
+/// A broker with its API.
+struct Target {
+    amqp: TestBroker,
+    http: String,
+    prometheus: Option<String>,
+}
+
+async fn target() -> Target {
+    if let (Ok(_), Ok(http)) = (
+        std::env::var("WARREN_TEST_URL"),
+        std::env::var("WARREN_TEST_HTTP"),
+    ) {
+        return Target {
+            amqp: start().await,
+            http,
+            prometheus: std::env::var("WARREN_TEST_PROMETHEUS").ok(),
+        };
+    }
+    let mut config = warren::Config::ephemeral();
+    config.http_bind = Some("127.0.0.1:0".parse().unwrap());
+    config.prometheus_bind = Some("127.0.0.1:0".parse().unwrap());
+    let broker = warren::Broker::start(config)
+        .await
+        .expect("starting a broker with its management API");
+    let http = format!("http://{}", broker.http_addr().expect("the API is on"));
+    let prometheus = broker.prometheus_addr().map(|a| format!("http://{a}"));
+    Target {
+        amqp: TestBroker {
+            url: broker.url(),
+            addr: broker.local_addr(),
+            broker: Some(broker),
+        },
+        http,
+        prometheus,
+    }
+}
+
+/// What curl got: status, headers (lower-case names), body.
+struct Reply {
+    status: u16,
+    headers: String,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+}
+
+async fn curl(args: &[&str]) -> Reply {
+    let out = within(
+        "curl",
+        tokio::process::Command::new("curl")
+            .args(["-sS", "-i", "--max-time", "5"])
+            .args(args)
+            .output(),
+    )
+    .await
+    .expect("running curl (install it: apt-get install curl)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| {
+        panic!(
+            "no HTTP reply from curl {args:?}: {text:?} {:?}",
+            out.stderr
+        )
+    });
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    Reply {
+        status,
+        headers: head.to_lowercase(),
+        body: body.to_owned(),
+    }
+}
+
+impl Target {
+    async fn get(&self, path: &str) -> Reply {
+        curl(&["-u", "guest:guest", &format!("{}{path}", self.http)]).await
+    }
+
+    async fn get_json(&self, path: &str) -> Value {
+        let r = self.get(path).await;
+        assert_eq!(r.status, 200, "GET {path}: {}", r.body);
+        r.json()
+    }
+
+    /// Waits until `check` holds for GET `path` (counters reach the API as queues update them;
+    /// RabbitMQ's, every 5 s).
+    async fn eventually(&self, path: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        for _ in 0..300 {
+            let v = self.get_json(path).await;
+            if check(&v) {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "{what}: GET {path} never showed it: {}",
+            self.get_json(path).await
+        );
+    }
+}
+
+fn find<'a>(list: &'a Value, name: &str) -> &'a Value {
+    list.as_array()
+        .expect("a JSON array")
+        .iter()
+        .find(|i| i["name"] == name)
+        .unwrap_or_else(|| panic!("no {name:?} in {list}"))
+}
+
+#[tokio::test]
+async fn queues_show_their_depth_consumers_and_flags() {
+    let t = target().await;
+    let conn = connect(&t.amqp).await;
+    let ch = channel(&conn).await;
+    let q = unique("api-depth");
+    declare_durable_queue(&ch, &q).await;
+    for i in 0..3 {
+        publish(&ch, "", &q, format!("m{i}").as_bytes()).await;
+    }
+    let path = format!("/api/queues/%2F/{q}");
+    let v = t
+        .eventually(&path, "3 ready messages", |v| v["messages_ready"] == 3)
+        .await;
+    assert_eq!(v["name"], q.as_str());
+    assert_eq!(v["vhost"], "/");
+    assert_eq!(v["type"], "classic");
+    assert_eq!(v["durable"], true);
+    assert_eq!(v["auto_delete"], false);
+    assert_eq!(v["exclusive"], false);
+    assert_eq!(v["arguments"], serde_json::json!({}));
+    assert_eq!(v["state"], "running");
+    assert_eq!(v["messages"], 3);
+    assert_eq!(v["messages_unacknowledged"], 0);
+    assert_eq!(v["consumers"], 0);
+    assert!(v["node"].is_string());
+
+    // Two of them delivered and held unacked by a consumer with prefetch 2.
+    let consumer_ch = channel(&conn).await;
+    consumer_ch
+        .basic_qos(2, BasicQosOptions::default())
+        .await
+        .unwrap();
+    let _consumer = consumer_ch
+        .basic_consume(
+            q.as_str().into(),
+            "api-consumer".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let v = t
+        .eventually(&path, "2 unacked, 1 ready, 1 consumer", |v| {
+            v["messages_unacknowledged"] == 2 && v["messages_ready"] == 1 && v["consumers"] == 1
+        })
+        .await;
+    assert_eq!(v["messages"], 3);
+
+    // The list has it too, with the same fields; a paged list has RabbitMQ's envelope.
+    let all = t.get_json("/api/queues").await;
+    assert_eq!(find(&all, &q)["messages"], 3);
+    let mine = t.get_json("/api/queues/%2F").await;
+    assert_eq!(find(&mine, &q)["durable"], true);
+    let paged = t
+        .get_json(&format!("/api/queues/%2F?page=1&page_size=1&name={q}"))
+        .await;
+    for key in [
+        "filtered_count",
+        "item_count",
+        "items",
+        "page",
+        "page_count",
+        "page_size",
+        "total_count",
+    ] {
+        assert!(paged.get(key).is_some(), "no {key} in {paged}");
+    }
+    assert_eq!(paged["filtered_count"], 1);
+    assert_eq!(paged["items"][0]["name"], q.as_str());
+    let r = t.get("/api/queues?page=1&page_size=501").await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.json()["error"], "invalid_pagination_parameters");
+    let cols = t.get_json("/api/queues/%2F?columns=name,messages").await;
+    assert_eq!(
+        find(&cols, &q),
+        &serde_json::json!({"name": q.as_str(), "messages": 3})
+    );
+}
+
+#[tokio::test]
+async fn errors_are_answered_as_rabbitmq_answers_them() {
+    let t = target().await;
+    let r = t.get("/api/queues/%2F/no-such-queue-here").await;
+    assert_eq!(r.status, 404);
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"error": "Object Not Found", "reason": "Not Found"})
+    );
+    let r = t.get("/api/vhosts/no-such-vhost").await;
+    assert_eq!(r.status, 404);
+    let r = t.get("/api/no-such-endpoint").await;
+    assert_eq!(r.status, 404);
+
+    // No credentials: 401 and a challenge; wrong ones: 401 with RabbitMQ's body.
+    let r = curl(&[&format!("{}/api/overview", t.http)]).await;
+    assert_eq!(r.status, 401);
+    assert!(
+        r.headers
+            .contains("www-authenticate: basic realm=\"rabbitmq management\""),
+        "{}",
+        r.headers
+    );
+    let r = curl(&["-u", "guest:wrong", &format!("{}/api/overview", t.http)]).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.json(),
+        serde_json::json!({"error": "not_authorized", "reason": "Login failed"})
+    );
+}
+
+#[tokio::test]
+async fn overview_counts_objects_and_messages() {
+    let t = target().await;
+    let before = t.get_json("/api/overview").await;
+    for key in [
+        "product_name",
+        "product_version",
+        "rabbitmq_version",
+        "node",
+        "cluster_name",
+        "object_totals",
+        "queue_totals",
+        "message_stats",
+        "listeners",
+    ] {
+        assert!(before.get(key).is_some(), "no {key} in the overview");
+    }
+    let published_before = before["message_stats"]["publish"].as_u64().unwrap_or(0);
+    let conn = connect(&t.amqp).await;
+    let ch = channel(&conn).await;
+    let q = declare_queue(&ch, &unique("api-overview")).await;
+    for _ in 0..5 {
+        publish(&ch, "", &q, b"x").await;
+    }
+    let v = t
+        .eventually("/api/overview", "5 more publishes", |v| {
+            v["message_stats"]["publish"].as_u64().unwrap_or(0) >= published_before + 5
+        })
+        .await;
+    // RabbitMQ lists only the statistics that have counted something; Warren all of them.
+    let warren = v["product_name"] == "Warren";
+    for stat in [
+        "publish",
+        "deliver_get",
+        "ack",
+        "confirm",
+        "redeliver",
+        "deliver_no_ack",
+        "drop_unroutable",
+        "return_unroutable",
+    ] {
+        let rate = &v["message_stats"][format!("{stat}_details")]["rate"];
+        assert!(
+            rate.is_number() || (!warren && rate.is_null()),
+            "no {stat}_details.rate"
+        );
+    }
+    assert!(v["object_totals"]["connections"].as_u64().unwrap() >= 1);
+    assert!(v["object_totals"]["channels"].as_u64().unwrap() >= 1);
+    assert!(v["object_totals"]["queues"].as_u64().unwrap() >= 1);
+    assert!(v["object_totals"]["exchanges"].as_u64().unwrap() >= 6);
+    assert!(v["queue_totals"]["messages_ready"].as_u64().unwrap() >= 5);
+    assert!(v["queue_totals"]["messages_ready_details"]["rate"].is_number());
+    let amqp = v["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["protocol"] == "amqp")
+        .expect("the AMQP listener");
+    assert_eq!(amqp["port"], t.amqp.addr.port());
+    let me = t.get_json("/api/whoami").await;
+    assert_eq!(me["name"], "guest");
+    assert!(me["tags"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from("administrator")));
+    let vhosts = t.get_json("/api/vhosts").await;
+    assert_eq!(find(&vhosts, "/")["name"], "/");
+    let users = t.get_json("/api/users").await;
+    let guest = find(&users, "guest");
+    assert_eq!(guest["hashing_algorithm"], "rabbit_password_hashing_sha256");
+    assert!(guest["password_hash"].is_string());
+    let perms = t.get_json("/api/permissions").await;
+    assert!(perms
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["user"] == "guest" && p["vhost"] == "/" && p["configure"] == ".*"));
+    let alarms = t.get("/api/health/checks/alarms").await;
+    assert_eq!(alarms.status, 200);
+    assert_eq!(alarms.json()["status"], "ok");
+    let port = t.amqp.addr.port();
+    let r = t
+        .get(&format!("/api/health/checks/port-listener/{port}"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = t.get("/api/health/checks/port-listener/1").await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.json()["status"], "failed");
+}
+
+#[tokio::test]
+async fn message_rates_come_from_samples_five_seconds_apart() {
+    let t = target().await;
+    let conn = connect(&t.amqp).await;
+    let ch = channel(&conn).await;
+    let q = declare_queue(&ch, &unique("api-rates")).await;
+    // Publish steadily for a little over one sampling interval.
+    let until = tokio::time::Instant::now() + Duration::from_millis(6500);
+    while tokio::time::Instant::now() < until {
+        for _ in 0..20 {
+            publish(&ch, "", &q, b"r").await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let path = format!("/api/queues/%2F/{q}");
+    let v = t
+        .eventually(&path, "a publish rate", |v| {
+            v["message_stats"]["publish_details"]["rate"]
+                .as_f64()
+                .is_some_and(|r| r > 0.0)
+        })
+        .await;
+    assert!(v["messages_ready"].as_u64().unwrap() > 0);
+    let o = t.get_json("/api/overview").await;
+    assert!(
+        o["message_stats"]["publish_details"]["rate"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+}
+
+#[tokio::test]
+async fn exchanges_and_bindings_are_listed_with_properties_keys() {
+    let t = target().await;
+    let conn = connect(&t.amqp).await;
+    let ch = channel(&conn).await;
+    let x = unique("api-x");
+    declare_exchange(&ch, &x, ExchangeKind::Direct).await;
+    let q = declare_queue(&ch, &unique("api-bound")).await;
+    bind(&ch, &q, &x, "k").await;
+    let mut args = FieldTable::default();
+    args.insert("n".into(), lapin::types::AMQPValue::LongInt(42));
+    bind_with(&ch, &q, &x, "k2", args).await;
+
+    let xs = t.get_json("/api/exchanges/%2F").await;
+    let default = find(&xs, "");
+    assert_eq!(default["type"], "direct");
+    assert_eq!(default["durable"], true);
+    assert_eq!(find(&xs, "amq.topic")["type"], "topic");
+    let mine = t.get_json(&format!("/api/exchanges/%2F/{x}")).await;
+    assert_eq!(mine["type"], "direct");
+    assert_eq!(mine["durable"], false);
+    assert_eq!(mine["internal"], false);
+    let d = t.get_json("/api/exchanges/%2F/amq.default").await;
+    assert_eq!(d["name"], "");
+
+    let from_x = t
+        .get_json(&format!("/api/exchanges/%2F/{x}/bindings/source"))
+        .await;
+    let from_x = from_x.as_array().unwrap();
+    assert_eq!(from_x.len(), 2, "{from_x:?}");
+    let plain = from_x.iter().find(|b| b["routing_key"] == "k").unwrap();
+    assert_eq!(plain["source"], x.as_str());
+    assert_eq!(plain["destination"], q.as_str());
+    assert_eq!(plain["destination_type"], "queue");
+    assert_eq!(plain["properties_key"], "k");
+    let with_args = from_x.iter().find(|b| b["routing_key"] == "k2").unwrap();
+    assert_eq!(with_args["arguments"], serde_json::json!({"n": 42}));
+    let key = with_args["properties_key"].as_str().unwrap();
+    assert!(
+        key.starts_with("k2~") && key.len() == "k2~".len() + 6,
+        "RabbitMQ's shape: key, ~, 6 characters of hash: {key}"
+    );
+    // The queue's bindings include the default exchange's implicit one.
+    let to_q = t.get_json(&format!("/api/queues/%2F/{q}/bindings")).await;
+    let to_q = to_q.as_array().unwrap();
+    assert_eq!(to_q.len(), 3, "{to_q:?}");
+    let implicit = to_q.iter().find(|b| b["source"] == "").unwrap();
+    assert_eq!(implicit["routing_key"], q.as_str());
+    assert_eq!(implicit["properties_key"], q.as_str());
+    let all = t.get_json("/api/bindings/%2F").await;
+    assert!(all
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|b| b["source"] == x.as_str() && b["routing_key"] == "k"));
+}
+
+#[tokio::test]
+async fn connections_and_channels_say_who_is_connected() {
+    let t = target().await;
+    let name = unique("api-conn");
+    let conn = Connection::connect(
+        &t.amqp.url,
+        ConnectionProperties::default().with_connection_name(name.as_str().into()),
+    )
+    .await
+    .expect("connecting");
+    let ch = channel(&conn).await;
+    ch.basic_qos(7, BasicQosOptions::default()).await.unwrap();
+    let q = ch
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let _c = ch
+        .basic_consume(
+            q.name().as_str().into(),
+            "tag".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let conns = t
+        .eventually("/api/connections", "the named connection", |v| {
+            v.as_array().unwrap().iter().any(|c| {
+                c["client_properties"]["connection_name"] == name.as_str() && c["channels"] == 1
+            })
+        })
+        .await;
+    let c = conns
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["client_properties"]["connection_name"] == name.as_str())
+        .unwrap();
+    assert_eq!(c["user"], "guest");
+    assert_eq!(c["vhost"], "/");
+    assert_eq!(c["protocol"], "AMQP 0-9-1");
+    assert_eq!(c["user_provided_name"], name.as_str());
+    assert_eq!(c["peer_host"], "127.0.0.1");
+    assert!(c["peer_port"].as_u64().unwrap() > 0);
+    assert!(c["connected_at"].as_u64().unwrap() > 1_600_000_000_000);
+    let cname = c["name"].as_str().unwrap().to_owned();
+    assert!(cname.contains(" -> "), "{cname}");
+    let one = t
+        .get_json(&format!(
+            "/api/connections/{}",
+            cname.replace(' ', "%20").replace('>', "%3E")
+        ))
+        .await;
+    assert_eq!(one["name"], cname.as_str());
+
+    let chans = t
+        .eventually(
+            "/api/channels",
+            "its channel's consumer and prefetch",
+            |v| {
+                v.as_array().unwrap().iter().any(|c| {
+                    c["connection_details"]["name"] == cname.as_str()
+                        && c["consumer_count"] == 1
+                        && c["prefetch_count"] == 7
+                })
+            },
+        )
+        .await;
+    let chan = chans
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["connection_details"]["name"] == cname.as_str())
+        .unwrap();
+    assert_eq!(chan["number"], 1);
+    assert_eq!(chan["name"], format!("{cname} (1)"));
+    assert_eq!(chan["user"], "guest");
+    assert_eq!(chan["confirm"], false);
+    conn.close(200, "bye".into()).await.ok();
+}
+
+#[tokio::test]
+async fn prometheus_metrics_use_rabbitmqs_names_and_parse() {
+    let t = target().await;
+    let Some(prom) = t.prometheus.clone() else {
+        eprintln!("SKIPPED: no Prometheus endpoint given (WARREN_TEST_PROMETHEUS)");
+        return;
+    };
+    let conn = connect(&t.amqp).await;
+    let ch = channel(&conn).await;
+    let q = declare_queue(&ch, &unique("prom")).await;
+    for _ in 0..4 {
+        publish(&ch, "", &q, b"p").await;
+    }
+    wait_message_count(&ch, &q, 4).await;
+    let value = |text: &str, metric: &str| -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(metric) && !l.starts_with('#'))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    };
+    // RabbitMQ's queue metrics lag by its 5 s statistics interval; Warren's do not.
+    let mut r = curl(&[&format!("{prom}/metrics")]).await;
+    for _ in 0..150 {
+        if value(&r.body, "rabbitmq_queue_messages_ready ").is_some_and(|v| v >= 4.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        r = curl(&[&format!("{prom}/metrics")]).await;
+    }
+    assert_eq!(r.status, 200);
+    assert!(
+        r.headers
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{}",
+        r.headers
+    );
+    for family in [
+        "rabbitmq_identity_info",
+        "rabbitmq_build_info",
+        "rabbitmq_connections",
+        "rabbitmq_channels",
+        "rabbitmq_consumers",
+        "rabbitmq_queues",
+        "rabbitmq_connections_opened_total",
+        "rabbitmq_channels_closed_total",
+        "rabbitmq_queue_messages_ready",
+        "rabbitmq_queue_messages_unacked",
+        "rabbitmq_queue_messages",
+        "rabbitmq_queue_consumers",
+        "rabbitmq_global_messages_received_total",
+        "rabbitmq_global_messages_delivered_total",
+        "rabbitmq_global_messages_acknowledged_total",
+        "rabbitmq_process_resident_memory_bytes",
+        "rabbitmq_process_open_fds",
+        "rabbitmq_process_max_fds",
+    ] {
+        assert!(
+            r.body.contains(&format!("# TYPE {family} ")),
+            "no {family} in /metrics"
+        );
+    }
+    assert!(value(&r.body, "rabbitmq_queue_messages_ready ").unwrap() >= 4.0);
+    assert!(value(&r.body, "rabbitmq_global_messages_received_total").unwrap() >= 4.0);
+    let per = curl(&[&format!("{prom}/metrics/per-object")]).await;
+    let line = format!("rabbitmq_queue_messages_ready{{vhost=\"/\",queue=\"{q}\"}} 4");
+    assert!(
+        per.body.contains(&line),
+        "no {line:?} in /metrics/per-object"
+    );
+
+    // Prometheus' own checker accepts the exposition (`promtool`, Debian package prometheus),
+    // lint included. (RabbitMQ's own fails its lint: two erlang_mnesia counters lack _total.)
+    if !r.body.contains("product_name=\"Warren\"") {
+        return;
+    }
+    let file = std::env::temp_dir().join(format!("{}.prom", unique("metrics")));
+    std::fs::write(&file, &r.body).unwrap();
+    match std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&file).unwrap())
+        .output()
+    {
+        Ok(out) => assert!(
+            out.status.success(),
+            "promtool check metrics failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => panic!("promtool not found ({e}): tests/run-all.sh installs it (apt prometheus)"),
+    }
+    let _ = std::fs::remove_file(&file);
+}
