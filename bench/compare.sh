@@ -8,7 +8,7 @@
 # What it does, from the repository root:
 #  1. cargo build --release -p warren-cli
 #  2. raises the open-file limit (ulimit -n 65536, or the hard limit if lower) for the client and
-#     for Warren, then starts `target/release/warren serve --bind 127.0.0.1:5680` on a throwaway
+#     for Warren, then starts `target/release/warren serve --bind 127.0.0.1:5680` (management servers on free ports) on a throwaway
 #     data dir (a free port instead if 5680 is taken); that process is stopped on exit
 #  3. uses the RabbitMQ (beam.smp) listening on 127.0.0.1:5673, or starts one with
 #     ../shared/rabbitmq/start.sh (installs Debian's rabbitmq-server on first use); either way it
@@ -38,7 +38,7 @@
 #   RUNS=3                 runs per broker and scenario
 #   DURATION=5             measured seconds per throughput and latency run
 #   WARMUP=1               seconds before that, left out of the figures
-#   SCENARIOS="1 2 ... 11" which scenarios, in that order
+#   SCENARIOS="1 2 ... 12" which scenarios, in that order
 #   WRITE=1                same as --write
 #   WARREN_PORT=5680       RABBITMQ_PORT=5673
 #   BACKLOG_COUNT=1000000  CONNECTIONS=10000
@@ -83,7 +83,7 @@ done
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-5}
 WARMUP=${WARMUP:-1}
-SCENARIOS=${SCENARIOS:-1 2 3 4 5 6 7 8 9 10 11}
+SCENARIOS=${SCENARIOS:-1 2 3 4 5 6 7 8 9 10 11 12}
 WARREN_PORT=${WARREN_PORT:-5680}
 RABBITMQ_PORT=${RABBITMQ_PORT:-5673}
 BACKLOG_COUNT=${BACKLOG_COUNT:-1000000}
@@ -105,6 +105,7 @@ SCENARIO_DEFS=(
   "9|backlog -n $BACKLOG_COUNT -s 16|backlog of $BACKLOG_COUNT x 16 B with no consumer, then drained"
   "10|connections -n $CONNECTIONS|$CONNECTIONS idle connections, one channel each"
   "11|latency --rate 10000 -s 16 --churn|latency at 10,000 msg/s while another connection declares, binds and deletes a durable queue in a loop"
+  "12|latency --rate 10000 -s 16 --churn --churn-rate 100|latency at 10,000 msg/s under 100 definition-churn cycles per second (the same load on both brokers)"
 )
 
 # Rows of the table: id|label|JSON key|better (higher, lower, or all: every run held all)|
@@ -130,6 +131,7 @@ ROWS=(
   "10|10. broker RSS per connection|bytes_per_connection|lower|8|B"
   "11|11. latency at 10k msg/s under definition churn, p99|p99_ms|lower|-|ms"
   "11|11. definition churn (durable declare, bind, delete)|churn_per_sec|higher|-|cycles/s"
+  "12|12. latency at 10k msg/s under 100 churn cycles/s, p99|p99_ms|lower|-|ms"
 )
 
 scenario_field() { # scenario_field ID FIELD(1: args, 2: title)
@@ -145,7 +147,7 @@ scenario_field() { # scenario_field ID FIELD(1: args, 2: title)
 
 for id in $SCENARIOS; do
   if ! scenario_field "$id" 1 >/dev/null; then
-    echo "compare.sh: no scenario $id (1 to 10)" >&2
+    echo "compare.sh: no scenario $id (1 to 12)" >&2
     exit 2
   fi
 done
@@ -226,8 +228,8 @@ start_warren() {
   fi
   rm -rf "$WORK/data"
   mkdir -p "$WORK/data"
-  log "==> $BIN serve --bind 127.0.0.1:$WARREN_PORT --data-dir $WORK/data"
-  "$BIN" serve --bind "127.0.0.1:$WARREN_PORT" --data-dir "$WORK/data" >>"$WORK/warren.log" 2>&1 &
+  log "==> $BIN serve --http-bind 127.0.0.1:0 --prometheus-bind 127.0.0.1:0 --bind 127.0.0.1:$WARREN_PORT --data-dir $WORK/data"
+  "$BIN" serve --http-bind 127.0.0.1:0 --prometheus-bind 127.0.0.1:0 --bind "127.0.0.1:$WARREN_PORT" --data-dir "$WORK/data" >>"$WORK/warren.log" 2>&1 &
   WARREN_PID=$!
   for _ in $(seq 1 300); do
     kill -0 "$WARREN_PID" 2>/dev/null || break

@@ -152,6 +152,10 @@ pub struct LatencyArgs {
     /// gives the cycles per second.
     #[arg(long)]
     pub churn: bool,
+    /// With --churn: at most this many cycles per second (0: as fast as the broker answers),
+    /// to compare brokers under the same definition load.
+    #[arg(long, default_value_t = 0, requires = "churn")]
+    pub churn_rate: u32,
 }
 
 #[derive(clap::Args, Clone)]
@@ -828,12 +832,18 @@ async fn latency(a: LatencyArgs) -> anyhow::Result<()> {
     let churn = if a.churn {
         let mut w = Wire::connect(&url).await?;
         let (stop, name) = (stop_churn.clone(), format!("perf-{}-churn", tag()));
+        let every = (a.churn_rate > 0).then(|| Duration::from_secs(1) / a.churn_rate);
         Some(tokio::spawn(async move {
             let started = Instant::now();
             let mut cycles = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 churn_cycle(&mut w, &name).await?;
                 cycles += 1;
+                if let Some(every) = every {
+                    // Cycle n starts n/rate seconds after the first (a late one: at once).
+                    let due = started + every * cycles as u32;
+                    tokio::time::sleep_until(due.into()).await;
+                }
             }
             let secs = started.elapsed().as_secs_f64();
             w.close().await;
