@@ -745,13 +745,7 @@ mod tests {
             disk.mark_delivered_many(7, [2]);
             disk.close_cleanly();
         }
-        let (disk, rec) = (0..100)
-            .find_map(|_| {
-                Disk::open(&dir, 1 << 20)
-                    .map_err(|_| std::thread::sleep(std::time::Duration::from_millis(20)))
-                    .ok()
-            })
-            .expect("reopening the store");
+        let (disk, rec) = reopen(&dir);
         assert_eq!(rec.vhosts["/"].queues.len(), 1);
         let mut seen = Vec::new();
         let mut log = QueueLog::recover(disk.clone(), 7, rec.unclean, |f| {
@@ -784,13 +778,7 @@ mod tests {
             disk.meta.insert(b"format", FORMAT_2).unwrap();
             disk.close_cleanly();
         }
-        let (disk, rec) = (0..100)
-            .find_map(|_| {
-                Disk::open(&dir, 1 << 20)
-                    .map_err(|_| std::thread::sleep(std::time::Duration::from_millis(20)))
-                    .ok()
-            })
-            .expect("reopening the store");
+        let (disk, rec) = reopen(&dir);
         let names = |v: &str| -> Vec<(String, u64)> {
             let mut n: Vec<_> = rec.vhosts[v]
                 .queues
@@ -837,6 +825,17 @@ mod tests {
             "{err}"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Opens the store again once sled's background threads let go of the previous one.
+    fn reopen(dir: &Path) -> (Arc<Disk>, Recovered) {
+        (0..100)
+            .find_map(|_| {
+                Disk::open(dir, 1 << 20)
+                    .map_err(|_| std::thread::sleep(std::time::Duration::from_millis(20)))
+                    .ok()
+            })
+            .expect("reopening the store")
     }
 
     fn tempdir() -> PathBuf {
