@@ -74,6 +74,13 @@ fn hash_with_salt(salt: &[u8], password: &str) -> String {
     crate::protocol::json::base64(&out)
 }
 
+/// Whether `user` with `password` may log in from `peer` (AMQP and the management API).
+pub fn password_ok(users: &[UserConfig], user: &str, password: &str, peer: IpAddr) -> bool {
+    users.iter().any(|u| {
+        u.name == user && u.password == password && (!u.loopback_only || is_loopback(peer))
+    })
+}
+
 /// Checks a login; returns the user name.
 pub fn authenticate(
     users: &[UserConfig],
@@ -82,10 +89,7 @@ pub fn authenticate(
     peer: IpAddr,
 ) -> Result<String, AuthError> {
     let (user, pass) = credentials(mechanism, response)?;
-    let ok = users
-        .iter()
-        .any(|u| u.name == user && u.password == pass && (!u.loopback_only || is_loopback(peer)));
-    if ok {
+    if password_ok(users, &user, &pass, peer) {
         Ok(user)
     } else {
         // The connection's span has a `user` field, so the "login refused" line names who

@@ -162,15 +162,18 @@ pub fn pick(item: &Value, cols: &str) -> Value {
         let Some(v) = at(item, col) else { continue };
         let mut parts: Vec<&str> = col.split('.').collect();
         let last = parts.pop().unwrap_or(col);
-        let mut obj = &mut out;
+        let mut obj = Some(&mut out);
         for p in parts {
-            obj = obj
-                .entry(p.to_owned())
-                .or_insert_with(|| Value::Object(Map::new()))
-                .as_object_mut()
-                .expect("an object on the path");
+            obj = obj.and_then(|o| {
+                o.entry(p.to_owned())
+                    .or_insert_with(|| Value::Object(Map::new()))
+                    .as_object_mut()
+            });
         }
-        obj.insert(last.to_owned(), v.clone());
+        // A path through something an earlier column made a non-object: nothing to add.
+        if let Some(obj) = obj {
+            obj.insert(last.to_owned(), v.clone());
+        }
     }
     Value::Object(out)
 }
@@ -256,5 +259,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(v[0], json!({"name": "q1", "m": {"r": 0}}));
+        // Overlapping columns from a client never panic the server.
+        let v = respond(items(), &q(&[("columns", "m,m.r,name,name.x,m.r.z")])).unwrap();
+        assert_eq!(v[0], json!({"name": "Q2", "m": {"r": 2}}));
     }
 }

@@ -26,7 +26,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::is_loopback;
+use crate::auth::password_ok;
 use crate::config::UserConfig;
 use crate::registry::Registry;
 
@@ -231,10 +231,7 @@ pub(crate) async fn authenticate(
     let Some((name, password)) = credentials.as_deref().and_then(|c| c.split_once(':')) else {
         return challenge(true);
     };
-    let ok = m.users.iter().any(|u| {
-        u.name == name && u.password == password && (!u.loopback_only || is_loopback(peer.ip()))
-    });
-    if !ok {
+    if !password_ok(&m.users, name, password, peer.ip()) {
         // Named, never with the password, as the AMQP side logs a refused login.
         tracing::info!(user = name, %peer, "management API login refused");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;

@@ -45,12 +45,9 @@ pub fn base64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// Decodes standard base64 (padding optional); `None` if it is not base64.
+/// Decodes standard, padded base64; `None` if it is not that.
 pub fn from_base64(text: &str) -> Option<Vec<u8>> {
-    base64::engine::general_purpose::STANDARD
-        .decode(text.trim_end_matches('='))
-        .or_else(|_| base64::engine::general_purpose::STANDARD.decode(text))
-        .ok()
+    base64::engine::general_purpose::STANDARD.decode(text).ok()
 }
 
 #[cfg(test)]
