@@ -6,127 +6,12 @@ mod common;
 
 use std::time::Duration;
 
+use common::http::*;
 use common::*;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties, ExchangeKind};
 use serde_json::Value;
-
-/// A broker with its API.
-struct Target {
-    amqp: TestBroker,
-    http: String,
-    prometheus: Option<String>,
-}
-
-async fn target() -> Target {
-    if let (Ok(_), Ok(http)) = (
-        std::env::var("WARREN_TEST_URL"),
-        std::env::var("WARREN_TEST_HTTP"),
-    ) {
-        return Target {
-            amqp: start().await,
-            http,
-            prometheus: std::env::var("WARREN_TEST_PROMETHEUS").ok(),
-        };
-    }
-    let mut config = warren::Config::ephemeral();
-    config.http_bind = Some("127.0.0.1:0".parse().unwrap());
-    config.prometheus_bind = Some("127.0.0.1:0".parse().unwrap());
-    let broker = warren::Broker::start(config)
-        .await
-        .expect("starting a broker with its management API");
-    let http = format!("http://{}", broker.http_addr().expect("the API is on"));
-    let prometheus = broker.prometheus_addr().map(|a| format!("http://{a}"));
-    Target {
-        amqp: TestBroker {
-            url: broker.url(),
-            addr: broker.local_addr(),
-            broker: Some(broker),
-        },
-        http,
-        prometheus,
-    }
-}
-
-/// What curl got: status, headers (lower-case names), body.
-struct Reply {
-    status: u16,
-    headers: String,
-    body: String,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
-    }
-}
-
-async fn curl(args: &[&str]) -> Reply {
-    let out = within(
-        "curl",
-        tokio::process::Command::new("curl")
-            .args(["-sS", "-i", "--max-time", "5"])
-            .args(args)
-            .output(),
-    )
-    .await
-    .expect("running curl (install it: apt-get install curl)");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| {
-        panic!(
-            "no HTTP reply from curl {args:?}: {text:?} {:?}",
-            out.stderr
-        )
-    });
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {head:?}"));
-    Reply {
-        status,
-        headers: head.to_lowercase(),
-        body: body.to_owned(),
-    }
-}
-
-impl Target {
-    async fn get(&self, path: &str) -> Reply {
-        curl(&["-u", "guest:guest", &format!("{}{path}", self.http)]).await
-    }
-
-    async fn get_json(&self, path: &str) -> Value {
-        let r = self.get(path).await;
-        assert_eq!(r.status, 200, "GET {path}: {}", r.body);
-        r.json()
-    }
-
-    /// Waits until `check` holds for GET `path` (counters reach the API as queues update them;
-    /// RabbitMQ's, every 5 s).
-    async fn eventually(&self, path: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-        for _ in 0..300 {
-            let v = self.get_json(path).await;
-            if check(&v) {
-                return v;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!(
-            "{what}: GET {path} never showed it: {}",
-            self.get_json(path).await
-        );
-    }
-}
-
-fn find<'a>(list: &'a Value, name: &str) -> &'a Value {
-    list.as_array()
-        .expect("a JSON array")
-        .iter()
-        .find(|i| i["name"] == name)
-        .unwrap_or_else(|| panic!("no {name:?} in {list}"))
-}
 
 #[tokio::test]
 async fn queues_show_their_depth_consumers_and_flags() {

@@ -14,6 +14,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::SystemTime;
 
+use amq_protocol::types::FieldTable;
+use tokio_util::sync::CancellationToken;
+
 use crate::vhost::Vhost;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -185,6 +188,9 @@ pub struct ConnectionInfo {
     /// Bytes in and out.
     pub counters: ConnectionCounters,
     channels: Mutex<BTreeMap<u16, Arc<ChannelInfo>>>,
+    /// Cancelled when an operator closes the connection ([`ConnectionInfo::force_close`]).
+    pub(crate) forced: CancellationToken,
+    forced_reason: Mutex<String>,
 }
 
 impl ConnectionInfo {
@@ -213,7 +219,21 @@ impl ConnectionInfo {
             heartbeat,
             counters: ConnectionCounters::default(),
             channels: Mutex::new(BTreeMap::new()),
+            forced: CancellationToken::new(),
+            forced_reason: Mutex::new(String::new()),
         }
+    }
+
+    /// Asks the connection to close with 320 CONNECTION_FORCED and `reason` as its text (an
+    /// operator's close, as `rabbitmqctl close_connection` and the management API do).
+    pub fn force_close(&self, reason: &str) {
+        *lock(&self.forced_reason) = reason.to_owned();
+        self.forced.cancel();
+    }
+
+    /// The reason given to [`force_close`](Self::force_close).
+    pub(crate) fn forced_reason(&self) -> String {
+        lock(&self.forced_reason).clone()
     }
 
     /// Its open channels, by number.
@@ -251,12 +271,41 @@ pub struct ChannelInfo {
     pub global_prefetch_count: AtomicU32,
     /// Consumers on it.
     pub consumers: AtomicU32,
+    /// The same consumers, described (rewritten when they change, never per message).
+    consumer_list: Mutex<Vec<Arc<ConsumerInfo>>>,
     /// Delivered and not yet settled.
     pub unacked: AtomicU32,
     /// In confirm mode.
     pub confirm: AtomicBool,
     /// In a transaction (tx.select).
     pub transactional: AtomicBool,
+}
+
+impl ChannelInfo {
+    /// Its consumers.
+    pub fn consumer_list(&self) -> Vec<Arc<ConsumerInfo>> {
+        lock(&self.consumer_list).clone()
+    }
+
+    /// Replaces the description of its consumers.
+    pub(crate) fn set_consumers(&self, list: Vec<Arc<ConsumerInfo>>) {
+        *lock(&self.consumer_list) = list;
+    }
+}
+
+/// A consumer, as observers see it (RabbitMQ's `/api/consumers` entries).
+#[derive(Debug)]
+pub struct ConsumerInfo {
+    pub tag: Arc<str>,
+    /// The queue it consumes from.
+    pub queue: Arc<str>,
+    /// Whether deliveries must be acked (not `no_ack`).
+    pub ack_required: bool,
+    pub exclusive: bool,
+    /// Its prefetch (basic.qos per consumer at the time it started; 0: none).
+    pub prefetch_count: u32,
+    /// The arguments of basic.consume.
+    pub arguments: FieldTable,
 }
 
 /// Message counts of a channel, with RabbitMQ's names (`message_stats`).

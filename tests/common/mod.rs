@@ -2,6 +2,8 @@
 //! raw-socket AMQP client for the tests that must send bytes no well-behaved client would send.
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};

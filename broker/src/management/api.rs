@@ -8,13 +8,13 @@ use std::time::UNIX_EPOCH;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use serde_json::{json, Value};
 
 use super::list::{self, respond};
 use super::rates::Sample;
-use super::{ApiError, Management, User};
+use super::{consumers, ops, ApiError, Management, User};
 use crate::protocol::json::{base64, table_json};
 use crate::queue::QueueHandle;
 use crate::registry::{ChannelInfo, ConnectionInfo};
@@ -38,11 +38,28 @@ pub fn router(m: Arc<Management>) -> Router {
         .route("/api/permissions", get(permissions))
         .route("/api/queues", get(queues))
         .route("/api/queues/{vhost}", get(queues_of))
-        .route("/api/queues/{vhost}/{name}", get(queue))
+        .route(
+            "/api/queues/{vhost}/{name}",
+            get(queue).put(ops::put_queue).delete(ops::delete_queue),
+        )
+        .route(
+            "/api/queues/{vhost}/{name}/contents",
+            delete(ops::purge_queue),
+        )
+        .route("/api/queues/{vhost}/{name}/get", post(ops::get_messages))
         .route("/api/queues/{vhost}/{name}/bindings", get(queue_bindings))
         .route("/api/exchanges", get(exchanges))
         .route("/api/exchanges/{vhost}", get(exchanges_of))
-        .route("/api/exchanges/{vhost}/{name}", get(exchange))
+        .route(
+            "/api/exchanges/{vhost}/{name}",
+            get(exchange)
+                .put(ops::put_exchange)
+                .delete(ops::delete_exchange),
+        )
+        .route(
+            "/api/exchanges/{vhost}/{name}/publish",
+            post(ops::publish),
+        )
         .route(
             "/api/exchanges/{vhost}/{name}/bindings/source",
             get(exchange_bindings_source),
@@ -53,10 +70,24 @@ pub fn router(m: Arc<Management>) -> Router {
         )
         .route("/api/bindings", get(bindings))
         .route("/api/bindings/{vhost}", get(bindings_of))
+        .route(
+            "/api/bindings/{vhost}/e/{source}/{kind}/{destination}",
+            get(ops::list_binding).post(ops::post_binding),
+        )
+        .route(
+            "/api/bindings/{vhost}/e/{source}/{kind}/{destination}/{props}",
+            get(ops::get_binding).delete(ops::delete_binding),
+        )
         .route("/api/connections", get(connections))
-        .route("/api/connections/{name}", get(connection))
+        .route(
+            "/api/connections/{name}",
+            get(connection).delete(ops::close_connection),
+        )
         .route("/api/connections/{name}/channels", get(connection_channels))
         .route("/api/channels", get(channels))
+        .route("/api/consumers", get(consumers::consumers))
+        .route("/api/consumers/{vhost}", get(consumers::consumers_of))
+        .route("/api/aliveness-test/{vhost}", get(ops::aliveness_test))
         .route("/api/health/checks/alarms", get(no_alarms))
         .route("/api/health/checks/local-alarms", get(no_alarms))
         .route(
@@ -76,19 +107,19 @@ pub fn router(m: Arc<Management>) -> Router {
         .with_state(m)
 }
 
-fn ok(v: Value) -> Api {
+pub(super) fn ok(v: Value) -> Api {
     Ok(Json(v).into_response())
 }
 
-fn details(rate: f64) -> Value {
+pub(super) fn details(rate: f64) -> Value {
     json!({ "rate": rate })
 }
 
-fn vhost_of(m: &Management, name: &str) -> Result<Arc<Vhost>, ApiError> {
+pub(super) fn vhost_of(m: &Management, name: &str) -> Result<Arc<Vhost>, ApiError> {
     m.registry.vhost(name).ok_or_else(ApiError::not_found)
 }
 
-fn ms_since_epoch(t: std::time::SystemTime) -> u64 {
+pub(super) fn ms_since_epoch(t: std::time::SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
@@ -215,7 +246,7 @@ async fn overview(State(m): M, Query(q): Params) -> Api {
     })
 }
 
-async fn whoami(Extension(User(name)): Extension<User>) -> Api {
+async fn whoami(Extension(User { name, .. }): Extension<User>) -> Api {
     ok(json!({ "name": name, "tags": ["administrator"] }))
 }
 
@@ -390,7 +421,7 @@ pub fn properties_key(key: &str, args: &amq_protocol::types::FieldTable) -> Stri
     out
 }
 
-fn quote(s: &str) -> String {
+pub(super) fn quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
@@ -402,7 +433,7 @@ fn quote(s: &str) -> String {
     out
 }
 
-fn binding_json(vhost: &str, b: &BindingView) -> Value {
+pub(super) fn binding_json(vhost: &str, b: &BindingView) -> Value {
     json!({
         "source": &*b.source,
         "vhost": vhost,
@@ -452,7 +483,7 @@ async fn bindings_of(State(m): M, Path(vhost): Path<String>, Query(q): Params) -
 }
 
 /// The default exchange is `amq.default` in paths, as in RabbitMQ's.
-fn exchange_name(name: &str) -> &str {
+pub(super) fn exchange_name(name: &str) -> &str {
     if name == "amq.default" {
         ""
     } else {
@@ -586,7 +617,7 @@ async fn connections(State(m): M, Query(q): Params) -> Api {
     ok(respond(all, &q)?)
 }
 
-fn find_connection(m: &Management, name: &str) -> Result<Arc<ConnectionInfo>, ApiError> {
+pub(super) fn find_connection(m: &Management, name: &str) -> Result<Arc<ConnectionInfo>, ApiError> {
     m.registry
         .connections()
         .into_iter()

@@ -10,7 +10,11 @@
 //! - [`metrics`]: `/metrics` in Prometheus' text format.
 
 pub mod api;
+pub mod client;
+pub mod consumers;
+pub mod definitions;
 pub mod list;
+pub mod ops;
 pub mod metrics;
 pub mod rates;
 
@@ -161,25 +165,45 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "Object Not Found", "Not Found")
     }
 
+    /// The HTTP status it answers with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// Its reason, as the body carries it.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// 500 with a reason: the broker failed to do what was asked.
+    pub fn internal(reason: impl Into<String>) -> Self {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_server_error",
+            reason,
+        )
+    }
+
+    /// 401 as RabbitMQ answers an operation the user may not do.
+    pub fn access_refused() -> Self {
+        ApiError::new(StatusCode::UNAUTHORIZED, "not_authorised", "Access refused.")
+    }
+
+    /// 400 for a field the request lacks, in RabbitMQ's words.
+    pub fn missing(key: &str) -> Self {
+        ApiError::bad_request(format!("[{{key_missing,{key}}}]"))
+    }
+
+    /// 404 for a request naming a vhost that does not exist.
+    pub fn no_vhost() -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", "vhost_not_found")
+    }
+
     /// 400 with a reason.
     pub fn bad_request(reason: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", reason)
     }
 
-    /// An AMQP error of the operation behind a request, mapped as RabbitMQ maps it: 404 for
-    /// not-found, 401 for access refused, 400 for the rest, the reason being the AMQP text.
-    pub fn amqp(e: &crate::error::AmqpError) -> Self {
-        use crate::error::ReplyCode;
-        match e.code {
-            ReplyCode::NotFound => ApiError::new(StatusCode::NOT_FOUND, "not_found", &*e.text),
-            ReplyCode::AccessRefused | ReplyCode::NotAllowed => ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "not_authorized",
-                "Access refused.",
-            ),
-            _ => ApiError::bad_request(&*e.text),
-        }
-    }
 }
 
 impl IntoResponse for ApiError {
@@ -192,9 +216,19 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The user a request authenticated as (its `Authorization: Basic` credentials).
-#[derive(Debug, Clone)]
-pub struct User(pub String);
+/// The user a request authenticated as (its `Authorization: Basic` credentials). The
+/// password is kept for the request's own AMQP connection ([`client`]), never logged.
+#[derive(Clone)]
+pub struct User {
+    pub name: String,
+    pub(crate) password: String,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User").field("name", &self.name).finish_non_exhaustive()
+    }
+}
 
 /// HTTP Basic authentication against the broker's users, as RabbitMQ's management API:
 /// 401 with `WWW-Authenticate` (and an empty body when no credentials came at all).
@@ -237,6 +271,9 @@ pub(crate) async fn authenticate(
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         return challenge(true);
     }
-    req.extensions_mut().insert(User(name.to_owned()));
+    req.extensions_mut().insert(User {
+        name: name.to_owned(),
+        password: password.to_owned(),
+    });
     next.run(req).await
 }

@@ -13,6 +13,7 @@ use crate::error::{AmqpError, AmqpResult};
 use crate::message::Message;
 use crate::protocol::{write_content_shared, write_method};
 use crate::queue::args::{as_int, parse_expiration};
+use crate::registry::ConsumerInfo;
 use crate::queue::{ConfirmToken, Consumer, QueueCmd, ReturnKind};
 use crate::util::random_token;
 
@@ -93,6 +94,7 @@ impl Connection {
                 let ch = self.ch(id)?;
                 let tag: Arc<str> = Arc::from(c.consumer_tag.as_str());
                 if let Some(consumer) = ch.consumers.remove(&tag) {
+                    ch.consumers_changed = true;
                     let (done, gone) = tokio::sync::oneshot::channel();
                     consumer.queue.send_internal(QueueCmd::Cancel {
                         conn_id: self.id,
@@ -190,14 +192,24 @@ impl Connection {
             .ask(|reply| QueueCmd::Consume { consumer, reply })
             .await??;
         let ch = self.ch(id)?;
+        let info = Arc::new(ConsumerInfo {
+            tag: tag.clone(),
+            queue: queue.name().clone(),
+            ack_required: !c.no_ack,
+            exclusive: c.exclusive,
+            prefetch_count: ch.consumer_prefetch,
+            arguments: c.arguments,
+        });
         ch.consumers.insert(
             tag.clone(),
             ChannelConsumer {
                 queue,
                 no_ack: c.no_ack,
                 in_flight,
+                info,
             },
         );
+        ch.consumers_changed = true;
         if !c.nowait {
             self.reply(
                 id,

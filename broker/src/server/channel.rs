@@ -17,7 +17,7 @@ use super::tx::TxState;
 use crate::error::{AmqpError, AmqpResult, ReplyCode};
 use crate::protocol::{write_content_shared, write_deliver, write_method, Frame};
 use crate::queue::{ChannelQos, ConnEvent, QueueCmd, QueueHandle, ReturnKind, DELIVERY_WINDOW};
-use crate::registry::{ChannelCounts, ChannelInfo};
+use crate::registry::{ChannelCounts, ChannelInfo, ConsumerInfo};
 
 static NEXT_EPOCH: AtomicU64 = AtomicU64::new(1);
 
@@ -34,6 +34,8 @@ pub(crate) struct ChannelConsumer {
     pub queue: QueueHandle,
     pub no_ack: bool,
     pub in_flight: Arc<AtomicU32>,
+    /// How observers see it.
+    pub info: Arc<ConsumerInfo>,
 }
 
 /// The state of one open channel.
@@ -52,6 +54,8 @@ pub(crate) struct Channel {
     pub unacked: BTreeMap<u64, Unacked>,
     /// Consumers by tag.
     pub consumers: HashMap<Arc<str>, ChannelConsumer>,
+    /// `consumers` changed since the registry's list of them was last rewritten.
+    pub consumers_changed: bool,
     /// basic.qos global=false: the prefetch given to consumers created afterwards.
     pub consumer_prefetch: u32,
     /// basic.qos global=true, shared with the queues.
@@ -84,6 +88,7 @@ impl Channel {
             last_tag: 0,
             unacked: BTreeMap::new(),
             consumers: HashMap::new(),
+            consumers_changed: false,
             consumer_prefetch: 0,
             qos: Arc::new(ChannelQos::default()),
             confirms: None,
@@ -121,6 +126,10 @@ impl Channel {
         };
         set(&info.unacked, self.unacked.len() as u32);
         set(&info.consumers, self.consumers.len() as u32);
+        if self.consumers_changed {
+            self.consumers_changed = false;
+            info.set_consumers(self.consumers.values().map(|c| c.info.clone()).collect());
+        }
         set(&info.prefetch_count, self.consumer_prefetch);
         set(
             &info.global_prefetch_count,
@@ -379,6 +388,7 @@ impl Connection {
         ch.body_parts.clear();
         ch.confirms = None;
         let consumers: Vec<_> = ch.consumers.drain().collect();
+        ch.consumers_changed = true;
         let unacked = std::mem::take(&mut ch.unacked);
         let qos = ch.qos.clone();
         for (tag, c) in consumers {
@@ -502,8 +512,9 @@ impl Connection {
                 let Some(ch) = self.channels.get_mut(&channel) else {
                     return;
                 };
-                if ch.consumers.remove(&consumer_tag).is_some() && self.cancel_notify && !ch.closing
-                {
+                let removed = ch.consumers.remove(&consumer_tag).is_some();
+                ch.consumers_changed |= removed;
+                if removed && self.cancel_notify && !ch.closing {
                     write_method(
                         &mut self.out,
                         channel,

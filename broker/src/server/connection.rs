@@ -196,6 +196,8 @@ impl Connection {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shutdown = self.ctx.shutdown.clone();
         let mut shutdown_seen = false;
+        let forced = self.registry.info().forced.clone();
+        let mut forced_seen = false;
         loop {
             if events_rx.is_none() {
                 events_rx = self.new_events.take();
@@ -274,6 +276,11 @@ impl Connection {
                         self.route_buf = Vec::new();
                         self.pending = Vec::new();
                     }
+                }
+                _ = forced.cancelled(), if !forced_seen => {
+                    forced_seen = true;
+                    let reason = self.registry.info().forced_reason();
+                    self.close_connection(AmqpError::new(ReplyCode::ConnectionForced, reason));
                 }
                 _ = shutdown.cancelled(), if !shutdown_seen => {
                     shutdown_seen = true;

@@ -1,0 +1,1 @@
+//! Definitions export and import (`/api/definitions`), in RabbitMQ's format.
