@@ -25,7 +25,12 @@ async fn queues_are_declared_purged_and_deleted_over_http() {
     let r = t.send("PUT", &q_path(&q), body, &[]).await;
     assert_eq!(r.status, 204, "the same declaration again: {}", r.body);
     let r = t
-        .send("PUT", &q_path(&q), r#"{"durable":false,"arguments":{"x-max-length":10}}"#, &[])
+        .send(
+            "PUT",
+            &q_path(&q),
+            r#"{"durable":false,"arguments":{"x-max-length":10}}"#,
+            &[],
+        )
         .await;
     assert_eq!(r.status, 400);
     assert_eq!(
@@ -35,8 +40,13 @@ async fn queues_are_declared_purged_and_deleted_over_http() {
     );
     let r = t.send("PUT", &q_path(&q), "{bad", &[]).await;
     assert_eq!(r.status, 400);
-    assert_eq!(r.json(), json!({"error": "bad_request", "reason": "not_json"}));
-    let r = t.send("PUT", "/api/queues/no-such-vhost/x", "{}", &[]).await;
+    assert_eq!(
+        r.json(),
+        json!({"error": "bad_request", "reason": "not_json"})
+    );
+    let r = t
+        .send("PUT", "/api/queues/no-such-vhost/x", "{}", &[])
+        .await;
     assert_eq!(r.status, 404, "{}", r.body);
 
     let got = t.get_json(&q_path(&q)).await;
@@ -49,18 +59,34 @@ async fn queues_are_declared_purged_and_deleted_over_http() {
     for i in 0..3 {
         publish_confirmed(&ch, "", &q, format!("m{i}").as_bytes()).await;
     }
-    let r = t.send("DELETE", &format!("{}?if-empty=true", q_path(&q)), "", &[]).await;
+    let r = t
+        .send("DELETE", &format!("{}?if-empty=true", q_path(&q)), "", &[])
+        .await;
     assert_eq!(r.status, 400);
-    assert_eq!(r.json()["reason"], format!("queue '{q}' in vhost '/' not empty"));
-    let r = t.send("DELETE", &format!("{}/contents", q_path(&q)), "", &[]).await;
+    assert_eq!(
+        r.json()["reason"],
+        format!("queue '{q}' in vhost '/' not empty")
+    );
+    let r = t
+        .send("DELETE", &format!("{}/contents", q_path(&q)), "", &[])
+        .await;
     assert_eq!(r.status, 204, "purge: {}", r.body);
-    assert_eq!(message_count(&ch, &q).await, 0, "the purge emptied the queue");
+    assert_eq!(
+        message_count(&ch, &q).await,
+        0,
+        "the purge emptied the queue"
+    );
 
     let ch2 = channel(&conn).await;
     let _consumer = consume(&ch2, &q, false).await;
-    let r = t.send("DELETE", &format!("{}?if-unused=true", q_path(&q)), "", &[]).await;
+    let r = t
+        .send("DELETE", &format!("{}?if-unused=true", q_path(&q)), "", &[])
+        .await;
     assert_eq!(r.status, 400);
-    assert_eq!(r.json()["reason"], format!("queue '{q}' in vhost '/' in use"));
+    assert_eq!(
+        r.json()["reason"],
+        format!("queue '{q}' in vhost '/' in use")
+    );
     let r = t.send("DELETE", &q_path(&q), "", &[]).await;
     assert_eq!(r.status, 204, "{}", r.body);
     let r = t.get(&q_path(&q)).await;
@@ -127,7 +153,10 @@ async fn messages_are_published_and_fetched_over_http() {
         .await;
     assert_eq!(
         (r.status, r.json()),
-        (400, json!({"error": "bad_request", "reason": "[{key_missing,payload_encoding}]"}))
+        (
+            400,
+            json!({"error": "bad_request", "reason": "[{key_missing,payload_encoding}]"})
+        )
     );
     let r = http_publish(&t, "no-such-exchange", "k", json!({})).await;
     assert_eq!(r.status, 400, "{}", r.body);
@@ -153,13 +182,19 @@ async fn messages_are_published_and_fetched_over_http() {
     assert_eq!(got[0]["exchange"], "");
     assert_eq!(got[0]["routing_key"], q.as_str());
     assert_eq!(got[0]["redelivered"], false);
-    assert_eq!(got[0]["properties"], json!([]), "no properties: an empty list");
+    assert_eq!(
+        got[0]["properties"],
+        json!([]),
+        "no properties: an empty list"
+    );
     assert_eq!(got[1]["payload"], "AAH+/w==", "not UTF-8: base64");
     assert_eq!(got[1]["payload_encoding"], "base64");
     assert_eq!(got[1]["properties"], props);
 
-    let r = get(json!({"count": 1, "ackmode": "ack_requeue_false", "encoding": "base64",
-        "truncate": 3}))
+    let r = get(
+        json!({"count": 1, "ackmode": "ack_requeue_false", "encoding": "base64",
+        "truncate": 3}),
+    )
     .await;
     let got = r.json();
     assert_eq!(got[0]["redelivered"], true, "requeued by the first get");
@@ -191,8 +226,15 @@ async fn exchanges_and_bindings_are_made_and_removed_over_http() {
         .send("PUT", &xp, r#"{"type":"topic","durable":true}"#, &[])
         .await;
     assert_eq!(r.status, 201, "{}", r.body);
-    assert_eq!(t.send("PUT", &xp, r#"{"type":"topic","durable":true}"#, &[]).await.status, 204);
-    let r = t.send("PUT", &xp, r#"{"type":"direct","durable":true}"#, &[]).await;
+    assert_eq!(
+        t.send("PUT", &xp, r#"{"type":"topic","durable":true}"#, &[])
+            .await
+            .status,
+        204
+    );
+    let r = t
+        .send("PUT", &xp, r#"{"type":"direct","durable":true}"#, &[])
+        .await;
     assert_eq!(r.status, 400);
     assert_eq!(
         r.json()["reason"],
@@ -200,14 +242,18 @@ async fn exchanges_and_bindings_are_made_and_removed_over_http() {
     );
     assert_eq!(t.get_json(&xp).await["type"], "topic");
     assert_eq!(
-        t.send("PUT", "/api/exchanges/%2F/amq.default", "{}", &[]).await.status,
+        t.send("PUT", "/api/exchanges/%2F/amq.default", "{}", &[])
+            .await
+            .status,
         401
     );
     assert_eq!(t.send("PUT", &q_path(&q), "{}", &[]).await.status, 201);
 
     // A binding: 201 with its address relative to the request, props key escaped again.
     let bp = format!("/api/bindings/%2F/e/{x}/q/{q}");
-    let r = t.send("POST", &bp, r#"{"routing_key":"k.#","arguments":{}}"#, &[]).await;
+    let r = t
+        .send("POST", &bp, r#"{"routing_key":"k.#","arguments":{}}"#, &[])
+        .await;
     assert_eq!(r.status, 201, "{}", r.body);
     assert!(
         r.headers.contains(&format!("location: {q}/k.%2523")),
@@ -215,7 +261,12 @@ async fn exchanges_and_bindings_are_made_and_removed_over_http() {
         r.headers
     );
     let r = t
-        .send("POST", &bp, r#"{"routing_key":"","arguments":{"x-a":1}}"#, &[])
+        .send(
+            "POST",
+            &bp,
+            r#"{"routing_key":"","arguments":{"x-a":1}}"#,
+            &[],
+        )
         .await;
     assert_eq!(r.status, 201);
     let listed = t.get_json(&bp).await;
@@ -229,19 +280,45 @@ async fn exchanges_and_bindings_are_made_and_removed_over_http() {
     let key = with_args["properties_key"].as_str().unwrap().to_owned();
     assert!(key.starts_with("~"), "{key}");
     // The props key works escaped once or twice.
-    assert_eq!(t.get_json(&format!("{bp}/k.%23")).await["routing_key"], "k.#");
-    assert_eq!(t.get_json(&format!("{bp}/k.%2523")).await["routing_key"], "k.#");
+    assert_eq!(
+        t.get_json(&format!("{bp}/k.%23")).await["routing_key"],
+        "k.#"
+    );
+    assert_eq!(
+        t.get_json(&format!("{bp}/k.%2523")).await["routing_key"],
+        "k.#"
+    );
 
     // It routes: a publish through the exchange reaches the queue.
     let r = http_publish(&t, &x, "k.anything", json!({})).await;
     assert_eq!(r.json(), json!({"routed": true}));
 
-    let r = t.send("DELETE", &format!("{xp}?if-unused=true"), "", &[]).await;
+    let r = t
+        .send("DELETE", &format!("{xp}?if-unused=true"), "", &[])
+        .await;
     assert_eq!(r.status, 400);
-    assert_eq!(r.json()["reason"], format!("exchange '{x}' in vhost '/' in use"));
-    assert_eq!(t.send("DELETE", &format!("{bp}/k.%23"), "", &[]).await.status, 204);
-    assert_eq!(t.send("DELETE", &format!("{bp}/k.%23"), "", &[]).await.status, 404);
-    assert_eq!(t.send("DELETE", &format!("{bp}/{key}"), "", &[]).await.status, 204);
+    assert_eq!(
+        r.json()["reason"],
+        format!("exchange '{x}' in vhost '/' in use")
+    );
+    assert_eq!(
+        t.send("DELETE", &format!("{bp}/k.%23"), "", &[])
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        t.send("DELETE", &format!("{bp}/k.%23"), "", &[])
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        t.send("DELETE", &format!("{bp}/{key}"), "", &[])
+            .await
+            .status,
+        204
+    );
     assert_eq!(t.get_json(&bp).await, json!([]));
     let r = http_publish(&t, &x, "k.anything", json!({})).await;
     assert_eq!(r.json(), json!({"routed": false}), "no binding left");
@@ -249,25 +326,42 @@ async fn exchanges_and_bindings_are_made_and_removed_over_http() {
     // Exchange to exchange.
     let x2 = unique("http-x2");
     assert_eq!(
-        t.send("PUT", &format!("/api/exchanges/%2F/{x2}"), r#"{"type":"fanout"}"#, &[])
-            .await
-            .status,
+        t.send(
+            "PUT",
+            &format!("/api/exchanges/%2F/{x2}"),
+            r#"{"type":"fanout"}"#,
+            &[]
+        )
+        .await
+        .status,
         201
     );
     let r = t
-        .send("POST", &format!("/api/bindings/%2F/e/{x}/e/{x2}"), r#"{"routing_key":"r"}"#, &[])
+        .send(
+            "POST",
+            &format!("/api/bindings/%2F/e/{x}/e/{x2}"),
+            r#"{"routing_key":"r"}"#,
+            &[],
+        )
         .await;
     assert_eq!(r.status, 201, "{}", r.body);
     let src = t.get_json(&format!("{xp}/bindings/source")).await;
     assert_eq!(src[0]["destination"], x2.as_str());
     assert_eq!(src[0]["destination_type"], "exchange");
 
-    assert_eq!(t.send("DELETE", &format!("/api/exchanges/%2F/{x2}"), "", &[]).await.status, 204);
+    assert_eq!(
+        t.send("DELETE", &format!("/api/exchanges/%2F/{x2}"), "", &[])
+            .await
+            .status,
+        204
+    );
     assert_eq!(t.send("DELETE", &xp, "", &[]).await.status, 204);
     assert_eq!(t.get(&xp).await.status, 404);
     assert_eq!(t.send("DELETE", &xp, "", &[]).await.status, 404);
     assert_eq!(
-        t.send("DELETE", "/api/exchanges/%2F/amq.direct", "", &[]).await.status,
+        t.send("DELETE", "/api/exchanges/%2F/amq.direct", "", &[])
+            .await
+            .status,
         401
     );
 }
@@ -343,12 +437,20 @@ async fn consumers_are_listed_with_their_channel_and_queue() {
     args.insert("x-priority".into(), AMQPValue::LongInt(3));
     let tag = unique("ctag");
     let _c = ch
-        .basic_consume(q.as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), args)
+        .basic_consume(
+            q.as_str().into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            args,
+        )
         .await
         .unwrap();
     let list = t
         .eventually("/api/consumers/%2F", "the consumer", |v| {
-            v.as_array().unwrap().iter().any(|c| c["consumer_tag"] == tag.as_str())
+            v.as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["consumer_tag"] == tag.as_str())
         })
         .await;
     let c = list
@@ -370,11 +472,22 @@ async fn consumers_are_listed_with_their_channel_and_queue() {
     assert_eq!(d["user"], "guest");
     assert_eq!(d["peer_host"], "127.0.0.1");
     assert!(d["name"].as_str().unwrap().ends_with(" (1)"), "{d}");
-    assert!(t.get_json("/api/consumers").await.as_array().unwrap().iter().any(|c| c["consumer_tag"] == tag.as_str()));
+    assert!(t
+        .get_json("/api/consumers")
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["consumer_tag"] == tag.as_str()));
 
-    ch.basic_cancel(tag.as_str().into(), Default::default()).await.unwrap();
+    ch.basic_cancel(tag.as_str().into(), Default::default())
+        .await
+        .unwrap();
     t.eventually("/api/consumers/%2F", "the consumer gone", |v| {
-        !v.as_array().unwrap().iter().any(|c| c["consumer_tag"] == tag.as_str())
+        !v.as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["consumer_tag"] == tag.as_str())
     })
     .await;
     assert_eq!(t.get("/api/consumers/no-such-vhost").await.status, 404);

@@ -98,7 +98,12 @@ impl Target {
         let url = format!("{}{path}", self.http);
         let mut args = vec!["-u", "guest:guest", "-X", method];
         if !body.is_empty() {
-            args.extend(["-H", "content-type: application/json", "--data-binary", body]);
+            args.extend([
+                "-H",
+                "content-type: application/json",
+                "--data-binary",
+                body,
+            ]);
         }
         args.extend(extra);
         args.push(&url);
@@ -113,7 +118,12 @@ impl Target {
 
     /// Waits until `check` holds for GET `path` (counters reach the API as queues update them;
     /// RabbitMQ's, every 5 s).
-    pub async fn eventually(&self, path: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    pub async fn eventually(
+        &self,
+        path: &str,
+        what: &str,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
         for _ in 0..300 {
             let v = self.get_json(path).await;
             if check(&v) {
@@ -135,4 +145,3 @@ pub fn find<'a>(list: &'a Value, name: &str) -> &'a Value {
         .find(|i| i["name"] == name)
         .unwrap_or_else(|| panic!("no {name:?} in {list}"))
 }
-

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::list::{self, respond};
 use super::rates::Sample;
-use super::{consumers, ops, ApiError, Management, User};
+use super::{consumers, definitions, ops, ApiError, Management, User};
 use crate::protocol::json::{base64, table_json};
 use crate::queue::QueueHandle;
 use crate::registry::{ChannelInfo, ConnectionInfo};
@@ -56,10 +56,7 @@ pub fn router(m: Arc<Management>) -> Router {
                 .put(ops::put_exchange)
                 .delete(ops::delete_exchange),
         )
-        .route(
-            "/api/exchanges/{vhost}/{name}/publish",
-            post(ops::publish),
-        )
+        .route("/api/exchanges/{vhost}/{name}/publish", post(ops::publish))
         .route(
             "/api/exchanges/{vhost}/{name}/bindings/source",
             get(exchange_bindings_source),
@@ -88,6 +85,14 @@ pub fn router(m: Arc<Management>) -> Router {
         .route("/api/consumers", get(consumers::consumers))
         .route("/api/consumers/{vhost}", get(consumers::consumers_of))
         .route("/api/aliveness-test/{vhost}", get(ops::aliveness_test))
+        .route(
+            "/api/definitions",
+            get(definitions::export).post(definitions::import),
+        )
+        .route(
+            "/api/definitions/{vhost}",
+            get(definitions::export_vhost).post(definitions::import_vhost_defs),
+        )
         .route("/api/health/checks/alarms", get(no_alarms))
         .route("/api/health/checks/local-alarms", get(no_alarms))
         .route(

@@ -14,8 +14,8 @@ pub mod client;
 pub mod consumers;
 pub mod definitions;
 pub mod list;
-pub mod ops;
 pub mod metrics;
+pub mod ops;
 pub mod rates;
 
 use std::net::SocketAddr;
@@ -186,7 +186,11 @@ impl ApiError {
 
     /// 401 as RabbitMQ answers an operation the user may not do.
     pub fn access_refused() -> Self {
-        ApiError::new(StatusCode::UNAUTHORIZED, "not_authorised", "Access refused.")
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "not_authorised",
+            "Access refused.",
+        )
     }
 
     /// 400 for a field the request lacks, in RabbitMQ's words.
@@ -203,7 +207,6 @@ impl ApiError {
     pub fn bad_request(reason: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", reason)
     }
-
 }
 
 impl IntoResponse for ApiError {
@@ -226,7 +229,9 @@ pub struct User {
 
 impl std::fmt::Debug for User {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("User").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("User")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 

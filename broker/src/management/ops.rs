@@ -59,8 +59,9 @@ fn arguments(b: &Map<String, Value>) -> Result<FieldTable, ApiError> {
         None | Some(Value::Null) => Ok(FieldTable::default()),
         // RabbitMQ writes empty arguments as [] in places; take it back.
         Some(Value::Array(a)) if a.is_empty() => Ok(FieldTable::default()),
-        Some(v) => json_table(v)
-            .ok_or_else(|| ApiError::bad_request("'arguments' must be a JSON object")),
+        Some(v) => {
+            json_table(v).ok_or_else(|| ApiError::bad_request("'arguments' must be a JSON object"))
+        }
     }
 }
 
@@ -298,7 +299,11 @@ pub async fn put_exchange(
     let kind = match b.get("type") {
         Some(Value::String(t)) => t.clone(),
         None | Some(Value::Null) => "direct".to_owned(),
-        Some(v) => return Err(ApiError::bad_request(format!("'type' must be a string, not {v}"))),
+        Some(v) => {
+            return Err(ApiError::bad_request(format!(
+                "'type' must be a string, not {v}"
+            )))
+        }
     };
     let options = ExchangeDeclareOptions {
         passive: false,
@@ -376,23 +381,29 @@ pub async fn publish(
         None => return Err(ApiError::bad_request("payload_encoding must be a string")),
     };
     let xname = short(&name, "the exchange name")?;
-    let routed = Session::run_as(m.amqp, &user, &vhost, |ch| async move {
-        ch.confirm_select(ConfirmSelectOptions::default()).await?;
-        let confirm = ch
-            .basic_publish(
-                xname,
-                routing_key,
-                BasicPublishOptions {
-                    mandatory: true,
-                    immediate: false,
-                },
-                &data,
-                properties,
-            )
-            .await?
-            .await?;
-        Ok(matches!(confirm, Confirmation::Ack(None)))
-    }, publish_error)
+    let routed = Session::run_as(
+        m.amqp,
+        &user,
+        &vhost,
+        |ch| async move {
+            ch.confirm_select(ConfirmSelectOptions::default()).await?;
+            let confirm = ch
+                .basic_publish(
+                    xname,
+                    routing_key,
+                    BasicPublishOptions {
+                        mandatory: true,
+                        immediate: false,
+                    },
+                    &data,
+                    properties,
+                )
+                .await?
+                .await?;
+            Ok(matches!(confirm, Confirmation::Ack(None)))
+        },
+        publish_error,
+    )
     .await?;
     Ok(Json(json!({ "routed": routed })).into_response())
 }
@@ -432,9 +443,7 @@ fn bindings_between(
     Ok(v.bindings()
         .into_iter()
         .filter(|b| {
-            *b.source == *source
-                && b.to_exchange == dest_exchange
-                && *b.destination == *destination
+            *b.source == *source && b.to_exchange == dest_exchange && *b.destination == *destination
         })
         .collect())
 }
@@ -451,7 +460,10 @@ pub async fn list_binding(
     Path((vhost, source, kind, destination)): Path<(String, String, String, String)>,
 ) -> Api {
     let bs = bindings_between(&m, &vhost, &source, to_exchange(&kind)?, &destination)?;
-    let all = bs.iter().map(|b| super::api::binding_json(&vhost, b)).collect();
+    let all = bs
+        .iter()
+        .map(|b| super::api::binding_json(&vhost, b))
+        .collect();
     Ok(Json(Value::Array(all)).into_response())
 }
 

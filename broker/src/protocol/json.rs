@@ -63,7 +63,9 @@ pub fn json_value(v: &Value) -> AMQPValue {
             None => AMQPValue::Double(n.as_f64().unwrap_or(0.0)),
         },
         Value::String(s) => AMQPValue::LongString(s.as_str().into()),
-        Value::Array(a) => AMQPValue::FieldArray(a.iter().map(json_value).collect::<Vec<_>>().into()),
+        Value::Array(a) => {
+            AMQPValue::FieldArray(a.iter().map(json_value).collect::<Vec<_>>().into())
+        }
         Value::Object(_) => AMQPValue::FieldTable(json_table(v).unwrap_or_default()),
     }
 }
@@ -117,7 +119,9 @@ pub fn json_properties(v: &Value) -> Result<BasicProperties, String> {
         let text = || -> Result<ShortString, String> {
             match v {
                 Value::String(s) if s.len() <= 255 => Ok(s.as_str().into()),
-                _ => Err(format!("property '{k}' must be a string of at most 255 bytes")),
+                _ => Err(format!(
+                    "property '{k}' must be a string of at most 255 bytes"
+                )),
             }
         };
         let small = || -> Result<u8, String> {
@@ -179,7 +183,10 @@ mod tests {
         let v = serde_json::json!({"x-max-length": 10, "ratio": 0.5, "name": "a", "on": true,
             "list": [1, "b"], "nested": {"k": -3}, "none": null});
         let t = json_table(&v).unwrap();
-        assert_eq!(t.inner().get("x-max-length"), Some(&AMQPValue::LongLongInt(10)));
+        assert_eq!(
+            t.inner().get("x-max-length"),
+            Some(&AMQPValue::LongLongInt(10))
+        );
         assert_eq!(t.inner().get("ratio"), Some(&AMQPValue::Double(0.5)));
         assert_eq!(table_json(&t), v);
         assert_eq!(json_table(&serde_json::json!([1])), None);

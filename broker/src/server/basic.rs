@@ -13,8 +13,8 @@ use crate::error::{AmqpError, AmqpResult};
 use crate::message::Message;
 use crate::protocol::{write_content_shared, write_method};
 use crate::queue::args::{as_int, parse_expiration};
-use crate::registry::ConsumerInfo;
 use crate::queue::{ConfirmToken, Consumer, QueueCmd, ReturnKind};
+use crate::registry::ConsumerInfo;
 use crate::util::random_token;
 
 /// How a client settles delivered messages.

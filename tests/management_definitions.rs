@@ -1,0 +1,211 @@
+//! Definitions export and import in RabbitMQ's format: a file RabbitMQ 3.10.8 exported
+//! (tests/data/rabbitmq-3.10.8-definitions.json) imports into Warren and works; Warren's
+//! export holds the same objects and imports back. With WARREN_TEST_RABBITMQ_HTTP set (a
+//! RabbitMQ management URL), Warren's export is also imported into that RabbitMQ.
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::http::*;
+use common::*;
+use serde_json::{json, Value};
+
+const RABBITMQ_EXPORT: &str = include_str!("data/rabbitmq-3.10.8-definitions.json");
+
+/// The objects of a definitions file, comparable whatever their order.
+fn objects(defs: &Value, key: &str) -> BTreeSet<String> {
+    defs[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {key} in {defs}"))
+        .iter()
+        .filter(|o| {
+            let name = o.get("name").or_else(|| o.get("source")).unwrap();
+            name.as_str().unwrap().starts_with("fixture-")
+        })
+        .map(|o| o.to_string())
+        .collect()
+}
+
+async fn post_definitions(t: &Target, path: &str, body: &str) -> Reply {
+    t.send("POST", path, body, &[]).await
+}
+
+#[tokio::test]
+async fn a_rabbitmq_export_imports_and_exports_back_the_same() {
+    let t = target().await;
+    let r = post_definitions(&t, "/api/definitions", RABBITMQ_EXPORT).await;
+    assert_eq!(r.status, 204, "importing RabbitMQ's export: {}", r.body);
+
+    // What it declared works: order.* through the topic exchange reaches fixture-orders;
+    // a headers match through the exchange-to-exchange binding too.
+    let conn = connect(&t.amqp).await;
+    let ch = confirm_channel(&conn).await;
+    publish_confirmed(&ch, "fixture-events", "order.new", b"o1").await;
+    let mut headers = lapin::types::FieldTable::default();
+    headers.insert(
+        "format".into(),
+        lapin::types::AMQPValue::LongString("pdf".into()),
+    );
+    publish_confirmed_with(
+        &ch,
+        "fixture-events",
+        "doc.a",
+        b"d1",
+        lapin::BasicProperties::default().with_headers(headers),
+    )
+    .await;
+    assert_eq!(drain(&ch, "fixture-orders").await, vec!["o1", "d1"]);
+    let q = t.get_json("/api/queues/%2F/fixture-orders").await;
+    assert_eq!(
+        q["arguments"],
+        json!({"x-dead-letter-exchange": "fixture-dlx", "x-max-length": 1000})
+    );
+
+    // The export holds exactly what RabbitMQ's did.
+    let r = t.get("/api/definitions").await;
+    assert_eq!(r.status, 200);
+    let exported = r.json();
+    let original: Value = serde_json::from_str(RABBITMQ_EXPORT).unwrap();
+    for key in ["queues", "exchanges", "bindings"] {
+        assert_eq!(objects(&exported, key), objects(&original, key), "{key}");
+    }
+    assert_eq!(exported["rabbit_version"], "3.10.8");
+    let guest = exported["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "guest")
+        .expect("guest is exported");
+    assert_eq!(guest["hashing_algorithm"], "rabbit_password_hashing_sha256");
+    assert!(guest["tags"].is_array(), "tags are a list, as RabbitMQ's");
+    assert!(exported["vhosts"]
+        .as_array()
+        .unwrap()
+        .contains(&json!({"name": "/"})));
+
+    // Importing it again changes nothing and is not an error; an inequivalent queue in a
+    // file is skipped, as RabbitMQ skips it.
+    let r = post_definitions(&t, "/api/definitions", &exported.to_string()).await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    let clash = json!({"queues": [{"name": "fixture-orders", "vhost": "/", "durable": false,
+        "auto_delete": false, "arguments": {}}]});
+    let r = post_definitions(&t, "/api/definitions", &clash.to_string()).await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert_eq!(
+        t.get_json("/api/queues/%2F/fixture-orders").await["durable"],
+        true
+    );
+
+    // Per vhost: no vhost fields, and it imports back into the vhost named by the path.
+    let v = t.get_json("/api/definitions/%2F").await;
+    assert!(v.get("users").is_none(), "{v}");
+    assert!(v["queues"][0].get("vhost").is_none(), "{v}");
+    assert_eq!(objects(&v, "exchanges").len(), 3);
+    let r = post_definitions(&t, "/api/definitions/%2F", &v.to_string()).await;
+    assert_eq!(r.status, 204, "{}", r.body);
+
+    if let Ok(rabbit) = std::env::var("WARREN_TEST_RABBITMQ_HTTP") {
+        let url = format!("{rabbit}/api/definitions");
+        let body = exported.to_string();
+        let r = curl(&[
+            "-u",
+            "guest:guest",
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            &body,
+            &url,
+        ])
+        .await;
+        assert_eq!(
+            r.status, 204,
+            "RabbitMQ importing Warren's export: {}",
+            r.body
+        );
+    }
+}
+
+#[tokio::test]
+async fn definitions_errors_are_answered_as_rabbitmq_answers_them() {
+    let t = target().await;
+    let r = t.send("POST", "/api/definitions", "{bad", &[]).await;
+    assert_eq!(
+        (r.status, r.json()),
+        (
+            400,
+            json!({"error": "bad_request", "reason": "failed_to_parse_json"})
+        )
+    );
+    let r = curl(&[
+        "-u",
+        "guest:guest",
+        "-X",
+        "POST",
+        "-H",
+        "content-type: text/plain",
+        "--data-binary",
+        "{}",
+        &format!("{}/api/definitions", t.http),
+    ])
+    .await;
+    assert_eq!(r.status, 415);
+    let r = t.get("/api/definitions/no-such-vhost").await;
+    assert_eq!(
+        (r.status, r.json()),
+        (
+            400,
+            json!({"error": "bad_request", "reason": "vhost_not_found"})
+        )
+    );
+    let r = t.get("/api/definitions?download=defs.json").await;
+    assert!(
+        r.headers
+            .contains("content-disposition: attachment; filename=defs.json"),
+        "{}",
+        r.headers
+    );
+}
+
+#[tokio::test]
+async fn what_warren_cannot_hold_yet_is_refused_by_name() {
+    let t = target().await;
+    let before = t.get_json("/api/queues").await;
+    for (defs, says) in [
+        (
+            json!({"users": [{"name": "alice", "password_hash": "", "tags": []}],
+                "queues": [{"name": "fixture-never", "vhost": "/", "durable": true}]}),
+            "user 'alice' does not exist",
+        ),
+        (
+            json!({"users": [{"name": "guest", "hashing_algorithm": "rabbit_password_hashing_sha256",
+                "password_hash": "CciT812XZXBdiq8XlKICTmR/zyPl9Rs7tycjG8QTyxKWDSrM"}]}),
+            "user 'guest' has another password here",
+        ),
+        (
+            json!({"vhosts": [{"name": "elsewhere"}]}),
+            "vhost 'elsewhere' does not exist",
+        ),
+        (
+            json!({"permissions": [{"user": "guest", "vhost": "/", "configure": "^x",
+                "write": ".*", "read": ".*"}]}),
+            "Warren grants every user everything",
+        ),
+        (
+            json!({"policies": [{"vhost": "/", "name": "p", "pattern": ".*",
+                "definition": {"max-length": 1}}]}),
+            "'policies' are not supported",
+        ),
+    ] {
+        let r = post_definitions(&t, "/api/definitions", &defs.to_string()).await;
+        assert_eq!(r.status, 400, "{defs}: {}", r.body);
+        let reason = r.json()["reason"].as_str().unwrap().to_owned();
+        assert!(reason.contains(says), "{reason:?} should say {says:?}");
+    }
+    assert_eq!(
+        t.get_json("/api/queues").await,
+        before,
+        "a refused import declares nothing"
+    );
+}
