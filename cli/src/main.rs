@@ -37,6 +37,7 @@ fn serve_with_allocator_options() {
     let _ = command.args(args).env(PURGE_DELAY, "1000").exec();
 }
 
+mod admin;
 mod client;
 mod cmd;
 mod output;
@@ -117,6 +118,18 @@ Examples:
         mut_subcommand("sink", |c: clap::Command| c.after_help(PERF_SINK_EXAMPLES))
     )]
     Perf(perf::PerfArgs),
+    /// List queues, exchanges, bindings, connections, channels, consumers, vhosts or users
+    /// through the management HTTP API (Warren's or RabbitMQ's).
+    List(admin::ListArgs),
+    /// Show the broker's overview through the management HTTP API.
+    Show(admin::ShowArgs),
+    /// Close a client connection through the management HTTP API.
+    Close(admin::CloseArgs),
+    /// Export or import definitions (RabbitMQ's JSON format) through the management HTTP API.
+    #[command(subcommand)]
+    Definitions(admin::DefinitionsCommand),
+    /// Is the broker up: version, listeners, alarms, counts (management HTTP API).
+    Status(admin::StatusArgs),
 }
 
 const PERF_THROUGHPUT_EXAMPLES: &str = "\
@@ -155,6 +168,11 @@ fn main() -> ExitCode {
         Command::Purge(args) => client::run(cmd::purge::run(args)),
         Command::Perf(args) => client::run(perf::run(args)),
         Command::Peer(cmd) => client::run(warren_peer::cli::run(cmd)),
+        Command::List(args) => client::run(admin::list(args)),
+        Command::Show(args) => client::run(admin::show(args)),
+        Command::Close(args) => client::run(admin::close(args)),
+        Command::Definitions(cmd) => client::run(admin::definitions(cmd)),
+        Command::Status(args) => client::run(admin::status(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
