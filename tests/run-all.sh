@@ -3,7 +3,7 @@
 #
 #  0. set-up, in the first seconds (before anything slow): a Python virtual environment in
 #     target/pyenv with pika and pytest (pip), Debian's amqp-tools, curl and promtool (apt-get, when running
-#     as root). What it cannot install is named with the exact command to run, and the script
+#     as root), rabbitmqadmin 2.x (cargo install). What it cannot install is named with the exact command to run, and the script
 #     stops there.
 #  1. cargo test --workspace              (the Rust integration tests embed their own brokers),
 #     then cargo test -p warren-broker --benches (each micro-benchmark run once, untimed)
@@ -167,6 +167,17 @@ for tool in curl:curl promtool:prometheus; do
   fi
 done
 echo "run-all: curl at $(command -v curl), promtool at $(command -v promtool)"
+
+# rabbitmqadmin 2.x, RabbitMQ's own CLI for its HTTP API (tests/rabbitmqadmin.rs drives
+# Warren's API with it). Built from crates.io: about 4 minutes on 2 cores, once per machine.
+RABBITMQADMIN_VERSION=2.35.0
+if ! rabbitmqadmin --version 2>/dev/null | grep -qF "$RABBITMQADMIN_VERSION"; then
+  banner "set-up: cargo install rabbitmqadmin --version $RABBITMQADMIN_VERSION --locked"
+  retry cargo install --quiet rabbitmqadmin --version "$RABBITMQADMIN_VERSION" --locked ||
+    missing "cargo could not install rabbitmqadmin" \
+      "cargo install rabbitmqadmin --version $RABBITMQADMIN_VERSION --locked"
+fi
+echo "run-all: $(rabbitmqadmin --version 2>/dev/null | head -1) at $(command -v rabbitmqadmin)"
 
 if [[ ${RUN_ALL_SETUP_ONLY:-} == 1 ]]; then
   echo "run-all: set-up done (RUN_ALL_SETUP_ONLY=1)"
