@@ -484,3 +484,93 @@ async fn prometheus_metrics_use_rabbitmqs_names_and_parse() {
     }
     let _ = std::fs::remove_file(&file);
 }
+
+/// The value of the sample of `metric` whose line starts with `prefix` (name and labels).
+fn sample(text: &str, prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(prefix) && !l.starts_with('#'))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix:?} sample in /metrics"))
+}
+
+#[tokio::test]
+async fn prometheus_counts_queues_routing_and_dead_letters() {
+    let t = target().await;
+    let Some(prom) = t.prometheus.clone() else {
+        eprintln!("SKIPPED: no Prometheus endpoint given (WARREN_TEST_PROMETHEUS)");
+        return;
+    };
+    let metrics = || async { curl(&[&format!("{prom}/metrics")]).await.body };
+    let rejected = "rabbitmq_global_messages_dead_lettered_rejected_total{queue_type=\"rabbit_classic_queue\",dead_letter_strategy=\"at_most_once\"}";
+    let read = |text: &str| {
+        [
+            sample(text, "rabbitmq_queues_declared_total "),
+            sample(text, "rabbitmq_queues_created_total "),
+            sample(text, "rabbitmq_queues_deleted_total "),
+            sample(text, "rabbitmq_global_messages_received_confirm_total{"),
+            sample(text, "rabbitmq_global_messages_routed_total{"),
+            sample(text, rejected),
+        ]
+    };
+    let before = read(&metrics().await);
+
+    let conn = connect(&t.amqp).await;
+    let ch = confirm_channel(&conn).await;
+    let dead = declare_queue(&ch, &unique("prom-dead")).await;
+    let q = unique("prom-work");
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        lapin::types::AMQPValue::LongString("".into()),
+    );
+    args.insert(
+        "x-dead-letter-routing-key".into(),
+        lapin::types::AMQPValue::LongString(dead.as_str().into()),
+    );
+    ch.queue_declare(
+        q.as_str().into(),
+        QueueDeclareOptions::default(),
+        args.clone(),
+    )
+    .await
+    .unwrap();
+    // Declared again, the same: declared, not created.
+    ch.queue_declare(q.as_str().into(), QueueDeclareOptions::default(), args)
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        publish_confirmed(&ch, "", &q, b"m").await;
+    }
+    publish_confirmed(&ch, "", &unique("prom-nowhere"), b"lost").await;
+    let got = ch
+        .basic_get(q.as_str().into(), Default::default())
+        .await
+        .unwrap()
+        .expect("a message");
+    got.delivery
+        .acker
+        .reject(lapin::options::BasicRejectOptions { requeue: false })
+        .await
+        .unwrap();
+    wait_message_count(&ch, &dead, 1).await;
+    ch.queue_delete(q.as_str().into(), Default::default())
+        .await
+        .unwrap();
+
+    // RabbitMQ's counters reach /metrics within its 5 s statistics interval.
+    let expected = [3.0, 2.0, 1.0, 4.0, 3.0, 1.0];
+    let mut delta = [0.0; 6];
+    for _ in 0..150 {
+        let now = read(&metrics().await);
+        delta = std::array::from_fn(|i| now[i] - before[i]);
+        if delta == expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        delta, expected,
+        "declared, created, deleted, received_confirm, routed, dead-lettered (rejected)"
+    );
+}

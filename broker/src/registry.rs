@@ -32,6 +32,31 @@ pub struct Registry {
     closed: ChannelCounters,
     /// Connections and channels opened and closed since the broker started.
     pub churn: Churn,
+    /// Broker-wide counts the vhosts and queues keep (queues declared, dead letters).
+    pub counters: Arc<BrokerCounters>,
+}
+
+/// Counts since start that outlive the queues they are about (RabbitMQ's global counters).
+#[derive(Debug, Default)]
+pub struct BrokerCounters {
+    /// queue.declare that succeeded (not passive), new queue or not.
+    pub queues_declared: AtomicU64,
+    /// Queues created.
+    pub queues_created: AtomicU64,
+    /// Queues deleted (by a client, auto-delete, expiry or their connection closing).
+    pub queues_deleted: AtomicU64,
+    /// Messages dead-lettered, by [`Reason::index`](crate::queue::dead_letter::Reason::index)
+    /// and then by whether the queue had a dead-letter exchange (1) or dropped them (0): RabbitMQ's
+    /// `dead_letter_strategy` "at_most_once" and "disabled".
+    pub dead_lettered: [[AtomicU64; 2]; 4],
+}
+
+impl BrokerCounters {
+    /// Counts one dead-lettered message.
+    pub fn dead_lettered(&self, reason: crate::queue::dead_letter::Reason, to_exchange: bool) {
+        self.dead_lettered[reason.index()][usize::from(to_exchange)]
+            .fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Connections and channels opened and closed since start (RabbitMQ's `churn_rates`).
@@ -51,6 +76,7 @@ impl Registry {
 
     /// Adds a virtual host (replacing one of the same name).
     pub fn add_vhost(&self, vhost: Arc<Vhost>) {
+        vhost.count_into(self.counters.clone());
         self.vhosts
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -322,6 +348,10 @@ pub struct ChannelCounters {
     pub get_empty: AtomicU64,
     pub ack: AtomicU64,
     pub redeliver: AtomicU64,
+    /// Publishes routed to at least one queue.
+    pub routed: AtomicU64,
+    /// Publishes on a channel in confirm mode.
+    pub received_confirm: AtomicU64,
 }
 
 /// A reading of [`ChannelCounters`], or a sum of several.
@@ -338,6 +368,8 @@ pub struct ChannelCounts {
     pub get_empty: u64,
     pub ack: u64,
     pub redeliver: u64,
+    pub routed: u64,
+    pub received_confirm: u64,
 }
 
 impl ChannelCounts {
@@ -346,7 +378,7 @@ impl ChannelCounts {
         self.deliver + self.deliver_no_ack + self.get + self.get_no_ack
     }
 
-    fn fields(&self) -> [u64; 11] {
+    fn fields(&self) -> [u64; 13] {
         [
             self.publish,
             self.confirm,
@@ -359,10 +391,12 @@ impl ChannelCounts {
             self.get_empty,
             self.ack,
             self.redeliver,
+            self.routed,
+            self.received_confirm,
         ]
     }
 
-    fn from_fields(f: [u64; 11]) -> Self {
+    fn from_fields(f: [u64; 13]) -> Self {
         ChannelCounts {
             publish: f[0],
             confirm: f[1],
@@ -375,6 +409,8 @@ impl ChannelCounts {
             get_empty: f[8],
             ack: f[9],
             redeliver: f[10],
+            routed: f[11],
+            received_confirm: f[12],
         }
     }
 
@@ -391,7 +427,7 @@ impl ChannelCounts {
 }
 
 impl ChannelCounters {
-    fn atomics(&self) -> [&AtomicU64; 11] {
+    fn atomics(&self) -> [&AtomicU64; 13] {
         [
             &self.publish,
             &self.confirm,
@@ -404,6 +440,8 @@ impl ChannelCounters {
             &self.get_empty,
             &self.ack,
             &self.redeliver,
+            &self.routed,
+            &self.received_confirm,
         ]
     }
 

@@ -129,6 +129,9 @@ pub struct Vhost {
     max_queues_per_connection: AtomicUsize,
     /// Definition changes on their way to the store.
     journal: DefJournal,
+    /// The broker's counters (queues declared, created, deleted; dead letters), once the
+    /// vhost is in a registry.
+    counters: std::sync::OnceLock<Arc<crate::registry::BrokerCounters>>,
 }
 
 fn inequivalent(
@@ -281,7 +284,20 @@ impl Vhost {
             disk,
             max_queues_per_connection: AtomicUsize::new(usize::MAX),
             journal: DefJournal::default(),
+            counters: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Counts into the registry's broker-wide counters from now on (the registry calls this
+    /// when the vhost joins it).
+    pub(crate) fn count_into(&self, counters: Arc<crate::registry::BrokerCounters>) {
+        let _ = self.counters.set(counters);
+    }
+
+    fn count(&self, f: impl FnOnce(&crate::registry::BrokerCounters)) {
+        if let Some(c) = self.counters.get() {
+            f(c);
+        }
     }
 
     /// Limits the queues one connection may have declared and not deleted (no limit until
@@ -644,6 +660,11 @@ impl Vhost {
     ) -> AmqpResult<(QueueHandle, QueueCounts)> {
         let (handle, wrote) = self.declare_queue_locked(d, conn_id)?;
         self.persisted(wrote, "the queue").await?;
+        if !d.passive {
+            self.count(|c| {
+                c.queues_declared.fetch_add(1, Ordering::Relaxed);
+            });
+        }
         // From the queue's counters: never waits behind its mailbox. They count this
         // connection's publishes still on their way, as RabbitMQ's declare-ok does.
         let stats = handle.counters().read();
@@ -749,6 +770,9 @@ impl Vhost {
         };
         let handle = queue::kind::create(spec, self.host(), disk.zip(disk_id));
         defs.queues.insert(name, handle.clone());
+        self.count(|c| {
+            c.queues_created.fetch_add(1, Ordering::Relaxed);
+        });
         *defs.declared.entry(conn_id).or_default() += 1;
         Ok((handle, disk_id.is_some()))
     }
@@ -852,6 +876,9 @@ impl Vhost {
         let mut defs = self.write();
         if defs.queues.get(q.name()).is_some_and(|h| h == q) {
             defs.queues.remove(q.name());
+            self.count(|c| {
+                c.queues_deleted.fetch_add(1, Ordering::Relaxed);
+            });
             if let Some(conn_id) = q.spec().declared_by {
                 let n = defs.declared.entry(conn_id).or_default();
                 *n = n.saturating_sub(1);
@@ -1143,5 +1170,9 @@ impl QueueHost for Vhost {
         out: &mut Vec<QueueHandle>,
     ) -> AmqpResult<()> {
         self.route_from_exchange(exchange, routing_key, headers, out, true)
+    }
+
+    fn dead_lettered(&self, reason: crate::queue::dead_letter::Reason, to_exchange: bool) {
+        self.count(|c| c.dead_lettered(reason, to_exchange));
     }
 }

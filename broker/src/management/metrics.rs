@@ -58,6 +58,12 @@ fn resident_bytes() -> Option<u64> {
     Some(pages * 4096)
 }
 
+/// Free space for an unprivileged writer on the file system of `dir`, in bytes.
+pub fn disk_free_bytes(dir: &std::path::Path) -> Option<u64> {
+    let s = nix::sys::statvfs::statvfs(dir).ok()?;
+    Some(s.blocks_available() as u64 * s.fragment_size() as u64)
+}
+
 fn open_fds() -> Option<u64> {
     Some(std::fs::read_dir("/proc/self/fd").ok()?.count() as u64)
 }
@@ -167,6 +173,26 @@ pub fn render(m: &Management, per_object: bool) -> String {
     ] {
         family(&mut out, name, "counter", help, &one(v.load(Relaxed)));
     }
+    let counters = &m.registry.counters;
+    for (name, help, v) in [
+        (
+            "rabbitmq_queues_declared_total",
+            "Total number of queues declared",
+            &counters.queues_declared,
+        ),
+        (
+            "rabbitmq_queues_created_total",
+            "Total number of queues created",
+            &counters.queues_created,
+        ),
+        (
+            "rabbitmq_queues_deleted_total",
+            "Total number of queues deleted",
+            &counters.queues_deleted,
+        ),
+    ] {
+        family(&mut out, name, "counter", help, &one(v.load(Relaxed)));
+    }
     let per_queue =
         |f: &dyn Fn(&crate::queue::counters::QueueCounts) -> u64| -> Vec<(String, u64)> {
             if per_object {
@@ -223,6 +249,8 @@ pub fn render(m: &Management, per_object: bool) -> String {
     let typed = "{protocol=\"amqp091\",queue_type=\"rabbit_classic_queue\"}".to_owned();
     for (name, help, labels, v) in [
         ("rabbitmq_global_messages_received_total", "Total number of messages received from publishers", &amqp, t.publish),
+        ("rabbitmq_global_messages_received_confirm_total", "Total number of messages received from publishers expecting confirmations", &amqp, t.received_confirm),
+        ("rabbitmq_global_messages_routed_total", "Total number of messages routed to queues or streams", &amqp, t.routed),
         ("rabbitmq_global_messages_unroutable_dropped_total", "Total number of messages published as non-mandatory into an exchange and dropped as unroutable", &amqp, t.drop_unroutable),
         ("rabbitmq_global_messages_unroutable_returned_total", "Total number of messages published as mandatory into an exchange and returned to the publisher as unroutable", &amqp, t.return_unroutable),
         ("rabbitmq_global_messages_confirmed_total", "Total number of messages confirmed to publishers", &amqp, t.confirm),
@@ -236,6 +264,40 @@ pub fn render(m: &Management, per_object: bool) -> String {
         ("rabbitmq_global_messages_acknowledged_total", "Total number of messages acknowledged by consumers", &typed, t.ack),
     ] {
         family(&mut out, name, "counter", help, &[(labels.clone(), v)]);
+    }
+    use crate::queue::dead_letter::Reason;
+    for (reason, help) in [
+        (Reason::DeliveryLimit, "Total number of messages dead-lettered due to delivery-limit exceeded"),
+        (Reason::Expired, "Total number of messages dead-lettered due to message TTL exceeded"),
+        (Reason::Maxlen, "Total number of messages dead-lettered due to overflow drop-head or reject-publish-dlx"),
+        (Reason::Rejected, "Total number of messages dead-lettered due to basic.reject or basic.nack"),
+    ] {
+        let by = &counters.dead_lettered[reason.index()];
+        let samples: Vec<(String, u64)> = [(1, "at_most_once"), (0, "disabled")]
+            .iter()
+            .map(|&(i, strategy)| {
+                (
+                    format!("{{queue_type=\"rabbit_classic_queue\",dead_letter_strategy=\"{strategy}\"}}"),
+                    by[i].load(Relaxed),
+                )
+            })
+            .collect();
+        family(
+            &mut out,
+            &format!("rabbitmq_global_messages_dead_lettered_{}_total", reason.as_str()),
+            "counter",
+            help,
+            &samples,
+        );
+    }
+    if let Some(free) = m.data_dir.as_deref().and_then(disk_free_bytes) {
+        family(
+            &mut out,
+            "rabbitmq_disk_space_available_bytes",
+            "gauge",
+            "Disk space available in bytes",
+            &one(free),
+        );
     }
     if let Some(rss) = resident_bytes() {
         family(

@@ -599,6 +599,9 @@ impl QueueActor {
     /// Republishes a message to the queue's dead-letter exchange, or drops it if there is none
     /// (or the exchange is missing, or every target would close a cycle).
     fn dead_letter(&mut self, msg: StoredMessage, reason: Reason) {
+        if let Some(host) = self.host.upgrade() {
+            host.dead_lettered(reason, self.args().dead_letter_exchange.is_some());
+        }
         let (Some(dlx), Some(host)) = (
             self.args().dead_letter_exchange.clone(),
             self.host.upgrade(),

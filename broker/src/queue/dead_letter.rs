@@ -23,6 +23,19 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, in the order of [`Reason::index`].
+    pub const ALL: [Reason; 4] = [
+        Reason::Rejected,
+        Reason::Expired,
+        Reason::Maxlen,
+        Reason::DeliveryLimit,
+    ];
+
+    /// Its place in [`Reason::ALL`], for counters kept per reason.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The name in `x-death`.
     pub fn as_str(self) -> &'static str {
         match self {

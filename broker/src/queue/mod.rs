@@ -35,6 +35,9 @@ pub trait QueueHost: Send + Sync {
         headers: Option<&FieldTable>,
         out: &mut Vec<QueueHandle>,
     ) -> AmqpResult<()>;
+    /// A message was dead-lettered (`to_exchange`: to the queue's dead-letter exchange; or
+    /// dropped, the queue having none), for the broker's counters.
+    fn dead_lettered(&self, reason: dead_letter::Reason, to_exchange: bool);
 }
 
 /// How many deliveries may sit between a queue and a connection that has not written them yet,

@@ -404,6 +404,8 @@ impl Connection {
         }
         let ch = self.ch(id)?;
         ch.counts.publish += 1;
+        ch.counts.received_confirm += u64::from(ch.confirms.is_some());
+        ch.counts.routed += u64::from(!targets.is_empty());
         if targets.is_empty() {
             if mandatory {
                 ch.counts.return_unroutable += 1;

@@ -67,6 +67,7 @@ impl BrokerContext {
             Arc::clone(&self.registry),
             self.users.clone(),
             amqp,
+            self.disk.as_ref().map(|d| d.path().to_owned()),
             self.shutdown.clone(),
         );
     }
