@@ -3,7 +3,8 @@
 #
 #  0. set-up, in the first seconds (before anything slow): a Python virtual environment in
 #     target/pyenv with pika and pytest (pip), Debian's amqp-tools, curl and promtool (apt-get, when running
-#     as root), rabbitmqadmin 2.x (cargo install). What it cannot install is named with the exact command to run, and the script
+#     as root), rabbitmqadmin 2.x (cargo install), Chromium (apt-get) and playwright-core
+#     (npm ci in tests/dashboard) for the dashboard test. What it cannot install is named with the exact command to run, and the script
 #     stops there.
 #  1. cargo test --workspace              (the Rust integration tests embed their own brokers),
 #     then cargo test -p warren-broker --benches (each micro-benchmark run once, untimed)
@@ -178,6 +179,26 @@ if ! rabbitmqadmin --version 2>/dev/null | grep -qF "$RABBITMQADMIN_VERSION"; th
       "cargo install rabbitmqadmin --version $RABBITMQADMIN_VERSION --locked"
 fi
 echo "run-all: $(rabbitmqadmin --version 2>/dev/null | head -1) at $(command -v rabbitmqadmin)"
+
+# The dashboard test: Debian's Chromium, driven by playwright-core from npm (node and npm
+# come with the machine; Debian's nodejs and npm otherwise).
+for tool in chromium:chromium node:nodejs npm:npm; do
+  cmd=${tool%%:*} pkg=${tool##*:}
+  if ! command -v "$cmd" >/dev/null 2>&1; then
+    if is_root; then
+      banner "set-up: apt-get install $pkg (for $cmd)"
+      apt_install "$pkg" || missing "apt-get could not install $pkg" "apt-get update && apt-get install -y $pkg"
+    else
+      missing "the dashboard test needs $cmd" "sudo apt-get install -y $pkg"
+    fi
+  fi
+done
+if [[ ! -d tests/dashboard/node_modules/playwright-core ]]; then
+  banner "set-up: npm ci in tests/dashboard (playwright-core)"
+  retry npm ci --prefix tests/dashboard --no-audit --no-fund --silent ||
+    missing "npm could not install playwright-core" "npm ci --prefix tests/dashboard"
+fi
+echo "run-all: $(chromium --version 2>/dev/null | head -1), node $(node --version)"
 
 if [[ ${RUN_ALL_SETUP_ONLY:-} == 1 ]]; then
   echo "run-all: set-up done (RUN_ALL_SETUP_ONLY=1)"

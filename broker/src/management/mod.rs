@@ -12,6 +12,7 @@
 pub mod api;
 pub mod client;
 pub mod consumers;
+pub mod dashboard;
 pub mod definitions;
 pub mod list;
 pub mod metrics;
@@ -124,7 +125,7 @@ pub fn spawn(
         if let Some(a) = m.http {
             tracing::info!(addr = %a, "management API listening");
         }
-        let app = api::router(Arc::clone(&m));
+        let app = api::router(Arc::clone(&m)).merge(dashboard::router());
         tokio::spawn(serve(l, app, shutdown.clone()));
     }
     if let Some(l) = listeners.prometheus {
@@ -250,6 +251,12 @@ pub(crate) async fn authenticate(
     mut req: Request,
     next: Next,
 ) -> Response {
+    // A script's request (the dashboard's) gets no challenge: a browser would answer one
+    // with its own login dialog over the page's.
+    let from_script = req
+        .headers()
+        .get("x-requested-with")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"XMLHttpRequest"));
     let challenge = |body: bool| {
         let mut r = if body {
             ApiError::new(StatusCode::UNAUTHORIZED, "not_authorized", "Login failed")
@@ -257,10 +264,12 @@ pub(crate) async fn authenticate(
         } else {
             StatusCode::UNAUTHORIZED.into_response()
         };
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"RabbitMQ Management\""),
-        );
+        if !from_script {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"RabbitMQ Management\""),
+            );
+        }
         r
     };
     let Some(auth) = req.headers().get(header::AUTHORIZATION) else {
