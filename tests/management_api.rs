@@ -574,3 +574,44 @@ async fn prometheus_counts_queues_routing_and_dead_letters() {
         "declared, created, deleted, received_confirm, routed, dead-lettered (rejected)"
     );
 }
+
+#[tokio::test]
+async fn detailed_metrics_give_the_families_and_vhosts_asked_for() {
+    let t = target().await;
+    let Some(prom) = t.prometheus.clone() else {
+        eprintln!("SKIPPED: no Prometheus endpoint given (WARREN_TEST_PROMETHEUS)");
+        return;
+    };
+    let conn = connect(&t.amqp).await;
+    let ch = confirm_channel(&conn).await;
+    let q = declare_queue(&ch, &unique("detailed")).await;
+    publish_confirmed(&ch, "", &q, b"1").await;
+    publish_confirmed(&ch, "", &q, b"2").await;
+    let url = format!(
+        "{prom}/metrics/detailed?family=queue_coarse_metrics&family=connection_churn_metrics&vhost=%2F"
+    );
+    let line = format!("rabbitmq_detailed_queue_messages_ready{{vhost=\"/\",queue=\"{q}\"}} 2");
+    let mut body = String::new();
+    for _ in 0..150 {
+        body = curl(&[&url]).await.body;
+        if body.contains(&line) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(body.contains(&line), "no {line:?} in {body}");
+    // connection_churn_metrics holds every churn counter, as RabbitMQ 3.10's does.
+    assert!(body.contains("# TYPE rabbitmq_detailed_connections_opened_total counter"));
+    assert!(body.contains("# TYPE rabbitmq_detailed_queues_declared_total counter"));
+    assert!(
+        !body.contains("rabbitmq_detailed_queue_consumers"),
+        "a family not asked for"
+    );
+    assert!(body.contains("rabbitmq_identity_info{"));
+    let other = curl(&[&format!(
+        "{prom}/metrics/detailed?family=queue_coarse_metrics&vhost=no-such-vhost"
+    )])
+    .await
+    .body;
+    assert!(!other.contains(&q), "another vhost's queue: {other}");
+}

@@ -20,6 +20,7 @@ pub fn router(m: Arc<Management>) -> Router {
     Router::new()
         .route("/metrics", get(aggregated))
         .route("/metrics/per-object", get(per_object))
+        .route("/metrics/detailed", get(detailed))
         .with_state(m)
 }
 
@@ -29,6 +30,183 @@ async fn aggregated(State(m): State<Arc<Management>>) -> impl IntoResponse {
 
 async fn per_object(State(m): State<Arc<Management>>) -> impl IntoResponse {
     text(render(&m, true))
+}
+
+/// `/metrics/detailed?family=...&vhost=...`: only the families asked for, per object, named
+/// `rabbitmq_detailed_*`, queues only of the vhosts asked for (all if none), as RabbitMQ's.
+/// Families Warren has: connection_churn_metrics, channel_churn_metrics,
+/// queue_churn_metrics, queue_coarse_metrics, queue_consumer_count; others are left out, as
+/// RabbitMQ leaves out families it does not know.
+async fn detailed(
+    State(m): State<Arc<Management>>,
+    axum::extract::Query(q): axum::extract::Query<Vec<(String, String)>>,
+) -> impl IntoResponse {
+    let families: Vec<&str> = q
+        .iter()
+        .filter(|(k, _)| k == "family")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let vhosts: Vec<&str> = q
+        .iter()
+        .filter(|(k, _)| k == "vhost")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    text(render_detailed(&m, &families, &vhosts))
+}
+
+/// The detailed exposition (see [`detailed`]).
+pub fn render_detailed(m: &Management, families: &[&str], vhosts: &[&str]) -> String {
+    let mut out = String::with_capacity(4096);
+    let one = |v: u64| vec![(String::new(), v)];
+    let churn = &m.registry.churn;
+    let counters = &m.registry.counters;
+    let has = |f: &str| families.contains(&f);
+    // RabbitMQ 3.10's connection_churn_metrics holds the channels' and queues' churn too.
+    let all_churn = has("connection_churn_metrics");
+    if all_churn {
+        family(
+            &mut out,
+            "rabbitmq_detailed_connections_opened_total",
+            "counter",
+            "Total number of connections opened",
+            &one(churn.connection_created.load(Relaxed)),
+        );
+        family(
+            &mut out,
+            "rabbitmq_detailed_connections_closed_total",
+            "counter",
+            "Total number of connections closed or terminated",
+            &one(churn.connection_closed.load(Relaxed)),
+        );
+    }
+    if all_churn || has("channel_churn_metrics") {
+        family(
+            &mut out,
+            "rabbitmq_detailed_channels_opened_total",
+            "counter",
+            "Total number of channels opened",
+            &one(churn.channel_created.load(Relaxed)),
+        );
+        family(
+            &mut out,
+            "rabbitmq_detailed_channels_closed_total",
+            "counter",
+            "Total number of channels closed",
+            &one(churn.channel_closed.load(Relaxed)),
+        );
+    }
+    if all_churn || has("queue_churn_metrics") {
+        family(
+            &mut out,
+            "rabbitmq_detailed_queues_declared_total",
+            "counter",
+            "Total number of queues declared",
+            &one(counters.queues_declared.load(Relaxed)),
+        );
+        family(
+            &mut out,
+            "rabbitmq_detailed_queues_created_total",
+            "counter",
+            "Total number of queues created",
+            &one(counters.queues_created.load(Relaxed)),
+        );
+        family(
+            &mut out,
+            "rabbitmq_detailed_queues_deleted_total",
+            "counter",
+            "Total number of queues deleted",
+            &one(counters.queues_deleted.load(Relaxed)),
+        );
+    }
+    if has("queue_coarse_metrics") || has("queue_consumer_count") {
+        let mut queues = Vec::new();
+        for v in m.registry.vhosts() {
+            if !vhosts.is_empty() && !vhosts.contains(&&*v.name) {
+                continue;
+            }
+            for q in v.queues() {
+                queues.push((v.name.clone(), q.name().clone(), q.counters().read()));
+            }
+        }
+        let per_queue =
+            |f: &dyn Fn(&crate::queue::counters::QueueCounts) -> u64| -> Vec<(String, u64)> {
+                queues
+                    .iter()
+                    .map(|(v, q, c)| {
+                        (
+                            format!("{{vhost=\"{}\",queue=\"{}\"}}", label(v), label(q)),
+                            f(c),
+                        )
+                    })
+                    .collect()
+            };
+        if has("queue_coarse_metrics") {
+            family(
+                &mut out,
+                "rabbitmq_detailed_queue_messages_ready",
+                "gauge",
+                "Messages ready to be delivered to consumers",
+                &per_queue(&|c| c.ready),
+            );
+            family(
+                &mut out,
+                "rabbitmq_detailed_queue_messages_unacked",
+                "gauge",
+                "Messages delivered to consumers but not yet acknowledged",
+                &per_queue(&|c| c.unacked),
+            );
+            family(
+                &mut out,
+                "rabbitmq_detailed_queue_messages",
+                "gauge",
+                "Sum of ready and unacknowledged messages - total queue depth",
+                &per_queue(&|c| c.ready + c.unacked),
+            );
+        }
+        if has("queue_consumer_count") {
+            family(
+                &mut out,
+                "rabbitmq_detailed_queue_consumers",
+                "gauge",
+                "Consumers on a queue",
+                &per_queue(&|c| u64::from(c.consumers)),
+            );
+        }
+    }
+    identity(&mut out, m, "detailed");
+    out
+}
+
+/// `rabbitmq_identity_info` and `rabbitmq_build_info`: every dashboard joins on them.
+fn identity(out: &mut String, m: &Management, endpoint: &str) {
+    family(
+        out,
+        "rabbitmq_identity_info",
+        "untyped",
+        "RabbitMQ node & cluster identity info",
+        &[(
+            format!(
+                "{{rabbitmq_node=\"{n}\",rabbitmq_cluster=\"{n}\",rabbitmq_endpoint=\"{endpoint}\"}}",
+                n = label(&m.node)
+            ),
+            1,
+        )],
+    );
+    let version = env!("CARGO_PKG_VERSION");
+    family(
+        out,
+        "rabbitmq_build_info",
+        "untyped",
+        "RabbitMQ & Erlang/OTP version info",
+        &[(
+            format!(
+                "{{rabbitmq_version=\"3.10.8\",prometheus_plugin_version=\"{version}\",\
+                 prometheus_client_version=\"{version}\",erlang_version=\"none\",\
+                 product_name=\"Warren\",product_version=\"{version}\"}}"
+            ),
+            1,
+        )],
+    );
 }
 
 fn text(body: String) -> impl IntoResponse {
@@ -78,38 +256,14 @@ fn max_fds() -> Option<u64> {
 pub fn render(m: &Management, per_object: bool) -> String {
     let mut out = String::with_capacity(8192);
     let one = |v: u64| vec![(String::new(), v)];
-    family(
+    identity(
         &mut out,
-        "rabbitmq_identity_info",
-        "untyped",
-        "RabbitMQ node & cluster identity info",
-        &[(
-            format!(
-                "{{rabbitmq_node=\"{n}\",rabbitmq_cluster=\"{n}\",rabbitmq_endpoint=\"{}\"}}",
-                if per_object {
-                    "per-object"
-                } else {
-                    "aggregated"
-                },
-                n = label(&m.node)
-            ),
-            1,
-        )],
-    );
-    let version = env!("CARGO_PKG_VERSION");
-    family(
-        &mut out,
-        "rabbitmq_build_info",
-        "untyped",
-        "RabbitMQ & Erlang/OTP version info",
-        &[(
-            format!(
-                "{{rabbitmq_version=\"3.10.8\",prometheus_plugin_version=\"{version}\",\
-                 prometheus_client_version=\"{version}\",erlang_version=\"none\",\
-                 product_name=\"Warren\",product_version=\"{version}\"}}"
-            ),
-            1,
-        )],
+        m,
+        if per_object {
+            "per-object"
+        } else {
+            "aggregated"
+        },
     );
     let conns = m.registry.connections();
     let channels: usize = conns.iter().map(|c| c.channels().len()).sum();
