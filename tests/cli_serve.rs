@@ -192,6 +192,47 @@ async fn serve_prints_and_answers_its_management_endpoints() {
         .expect("curl");
     assert!(String::from_utf8_lossy(&out.stdout).contains("# TYPE rabbitmq_queues gauge"));
 
+    // A persistent message on a durable queue: a group commit, bytes in a segment, and the
+    // exposition with the store's metrics still passes promtool.
+    let url = amqp.trim_start_matches("warren: listening on ");
+    let url = format!("amqp://guest:guest@{url}/%2f");
+    warren(&url, &["declare", "queue", "kept", "--durable"])
+        .await
+        .ok();
+    warren(&url, &["publish", "", "kept", "body", "--persistent"])
+        .await
+        .ok();
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", &metrics])
+        .output()
+        .await
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    };
+    assert!(value("warren_store_flush_seconds_count ") >= 1.0);
+    assert!(value("warren_store_flush_seconds_bucket{le=\"+Inf\"} ") >= 1.0);
+    assert!(value("warren_store_segment_bytes ") > 0.0);
+    assert!(value("rabbitmq_disk_space_available_bytes ") > 0.0);
+    let file = dir.join("metrics.prom");
+    std::fs::write(&file, &text).unwrap();
+    let checked = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&file).unwrap())
+        .output()
+        .expect("promtool (tests/run-all.sh installs it: apt prometheus)");
+    assert!(
+        checked.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+
     // Its HTTP port taken: a second broker says so and which flag moves it.
     let port = api
         .trim_start_matches("http://")

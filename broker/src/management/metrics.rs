@@ -444,7 +444,34 @@ pub fn render(m: &Management, per_object: bool) -> String {
             &samples,
         );
     }
-    if let Some(free) = m.data_dir.as_deref().and_then(disk_free_bytes) {
+    if let Some(disk) = &m.disk {
+        let (cumulative, sum) = disk.flush_times().read();
+        let name = "warren_store_flush_seconds";
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time a group commit took: segment files synced, then the store's index flushed"
+        );
+        let bounds = crate::store::disk::FlushTimes::BOUNDS;
+        for (i, n) in cumulative.iter().enumerate() {
+            let le = bounds.get(i).map_or("+Inf".to_owned(), |b| b.to_string());
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {n}");
+        }
+        let _ = writeln!(out, "{name}_sum {sum}");
+        let _ = writeln!(
+            out,
+            "{name}_count {}",
+            cumulative.last().copied().unwrap_or(0)
+        );
+        family(
+            &mut out,
+            "warren_store_segment_bytes",
+            "gauge",
+            "Bytes in message segment files on disk",
+            &one(disk.segment_bytes()),
+        );
+    }
+    if let Some(free) = m.disk.as_ref().and_then(|d| disk_free_bytes(d.path())) {
         family(
             &mut out,
             "rabbitmq_disk_space_available_bytes",

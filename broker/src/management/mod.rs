@@ -46,9 +46,9 @@ pub struct Management {
     pub(crate) prometheus: Option<SocketAddr>,
     pub(crate) rates: rates::Rates,
     pub(crate) started: Instant,
-    /// The store's directory (None: an in-memory broker), whose file system's free space
-    /// the metrics report.
-    pub(crate) data_dir: Option<std::path::PathBuf>,
+    /// The store (None: an in-memory broker): its file system's free space, flush times and
+    /// segment bytes are metrics.
+    pub(crate) disk: Option<Arc<crate::store::disk::Disk>>,
 }
 
 /// The management listeners, bound before the broker announces itself.
@@ -103,7 +103,7 @@ pub fn spawn(
     registry: Arc<Registry>,
     users: Vec<UserConfig>,
     amqp: SocketAddr,
-    data_dir: Option<std::path::PathBuf>,
+    disk: Option<Arc<crate::store::disk::Disk>>,
     shutdown: CancellationToken,
 ) {
     if listeners.http.is_none() && listeners.prometheus.is_none() {
@@ -118,7 +118,7 @@ pub fn spawn(
         prometheus: listeners.prometheus_addr(),
         rates: rates::Rates::default(),
         started: Instant::now(),
-        data_dir,
+        disk,
     });
     tokio::spawn(rates::run(Arc::clone(&m), shutdown.clone()));
     if let Some(l) = listeners.http {

@@ -67,7 +67,7 @@ impl BrokerContext {
             Arc::clone(&self.registry),
             self.users.clone(),
             amqp,
-            self.disk.as_ref().map(|d| d.path().to_owned()),
+            self.disk.clone(),
             self.shutdown.clone(),
         );
     }

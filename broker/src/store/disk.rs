@@ -142,6 +142,49 @@ fn parse_def_key(k: &[u8]) -> Option<(u8, &str)> {
 
 type Waiter = Box<dyn FnOnce(bool) + Send>;
 
+/// A histogram of group-commit durations (Prometheus buckets, in seconds).
+#[derive(Debug, Default)]
+pub struct FlushTimes {
+    /// Flushes that took at most [`FlushTimes::BOUNDS`]`[i]` seconds and more than the
+    /// bound before (not cumulative; the exposition sums them).
+    buckets: [std::sync::atomic::AtomicU64; FlushTimes::BOUNDS.len() + 1],
+    /// Total time, in microseconds.
+    sum_micros: std::sync::atomic::AtomicU64,
+}
+
+impl FlushTimes {
+    /// Upper bounds of the buckets, in seconds (a last one is +Inf).
+    pub const BOUNDS: [f64; 12] = [
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    ];
+
+    fn record(&self, took: std::time::Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let secs = took.as_secs_f64();
+        let i = Self::BOUNDS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(Self::BOUNDS.len());
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.sum_micros.fetch_add(took.as_micros() as u64, Relaxed);
+    }
+
+    /// Cumulative counts per bound (the last is +Inf, the total), and the sum in seconds.
+    pub fn read(&self) -> (Vec<u64>, f64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut total = 0;
+        let cumulative = self
+            .buckets
+            .iter()
+            .map(|b| {
+                total += b.load(Relaxed);
+                total
+            })
+            .collect();
+        (cumulative, self.sum_micros.load(Relaxed) as f64 / 1e6)
+    }
+}
+
 /// The open store of a data directory.
 pub struct Disk {
     path: PathBuf,
@@ -153,6 +196,8 @@ pub struct Disk {
     /// The bytes of message chunks (sled holds pointers to them).
     segments: Arc<Segments>,
     flusher: Option<mpsc::Sender<Waiter>>,
+    /// How long group commits took.
+    flush_times: Arc<FlushTimes>,
     /// The group-commit thread, joined on drop so the database is closed when `Disk` is.
     flush_thread: Option<std::thread::JoinHandle<()>>,
     /// Held for the life of the store: a second broker on the same directory fails to start.
@@ -318,6 +363,8 @@ impl Disk {
         let (tx, rx) = mpsc::channel::<Waiter>();
         let flush_db = db.clone();
         let flush_segments = Arc::clone(&segments);
+        let flush_times = Arc::new(FlushTimes::default());
+        let flush_recorded = Arc::clone(&flush_times);
         let flush_thread = std::thread::Builder::new()
             .name("warren-fsync".into())
             .spawn(move || {
@@ -326,8 +373,10 @@ impl Disk {
                     let mut batch = vec![first];
                     batch.extend(rx.try_iter());
                     // Chunks before the sled records that point at them.
+                    let started = std::time::Instant::now();
                     let synced = flush_segments.sync();
                     let flushed = flush_db.flush();
+                    flush_recorded.record(started.elapsed());
                     if let Err(e) = &flushed {
                         tracing::error!(error = %e, "cannot flush the store");
                     }
@@ -352,9 +401,27 @@ impl Disk {
             segments,
             flusher: Some(tx),
             flush_thread: Some(flush_thread),
+            flush_times,
             _lock: lock,
         });
         Ok((disk, recovered))
+    }
+
+    /// How long group commits (segment sync and engine flush) took, for the metrics.
+    pub fn flush_times(&self) -> &FlushTimes {
+        &self.flush_times
+    }
+
+    /// Bytes in segment files on disk (appended chunks, live or not yet reclaimed).
+    pub fn segment_bytes(&self) -> u64 {
+        let Ok(dir) = std::fs::read_dir(self.path.join("segments")) else {
+            return 0;
+        };
+        dir.filter_map(Result::ok)
+            .filter(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(".seg")))
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum()
     }
 
     /// The data directory.
