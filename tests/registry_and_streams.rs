@@ -104,6 +104,9 @@ async fn connections_channels_and_counters_are_listed() {
         deliver: 9,
         get: 1,
         ack: 10,
+        // Every publish went through the confirm channel; 10 reached the queue.
+        received_confirm: 12,
+        routed: 10,
         ..ChannelCounts::default()
     };
     until("the counts of both channels", || {
