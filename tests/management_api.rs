@@ -615,3 +615,44 @@ async fn detailed_metrics_give_the_families_and_vhosts_asked_for() {
     .body;
     assert!(!other.contains(&q), "another vhost's queue: {other}");
 }
+
+#[tokio::test]
+async fn messages_persistent_counts_persistent_messages_of_durable_queues() {
+    let t = target().await;
+    let conn = connect(&t.amqp).await;
+    let ch = confirm_channel(&conn).await;
+    let durable = unique("api-persistent");
+    declare_durable_queue(&ch, &durable).await;
+    let transient = declare_queue(&ch, &unique("api-transient")).await;
+    let persistent = lapin::BasicProperties::default().with_delivery_mode(2);
+    for q in [&durable, &transient] {
+        publish_confirmed_with(&ch, "", q, b"p1", persistent.clone()).await;
+        publish_confirmed(&ch, "", q, b"t1").await;
+        publish_confirmed_with(&ch, "", q, b"p2", persistent.clone()).await;
+    }
+    let path = format!("/api/queues/%2F/{durable}");
+    let has = |n: u64, unacked: u64| {
+        move |v: &Value| v["messages_persistent"] == n && v["messages_unacknowledged"] == unacked
+    };
+    t.eventually(&path, "2 persistent of 3", has(2, 0)).await;
+    t.eventually(
+        &format!("/api/queues/%2F/{transient}"),
+        "none in a transient queue",
+        |v| v["messages"] == 3 && v["messages_persistent"] == 0,
+    )
+    .await;
+    // Delivered and not acked: still held, still counted.
+    let got = ch
+        .basic_get(durable.as_str().into(), Default::default())
+        .await
+        .unwrap()
+        .expect("p1");
+    t.eventually(&path, "p1 unacked, still counted", has(2, 1))
+        .await;
+    got.delivery.acker.ack(Default::default()).await.unwrap();
+    t.eventually(&path, "p1 acked", has(1, 0)).await;
+    ch.queue_purge(durable.as_str().into(), Default::default())
+        .await
+        .unwrap();
+    t.eventually(&path, "purged", has(0, 0)).await;
+}

@@ -352,6 +352,7 @@ fn queue_json(m: &Management, vhost: &str, q: &QueueHandle) -> Value {
         "messages_ready_details": rate(4),
         "messages_unacknowledged": c.unacked,
         "messages_unacknowledged_details": rate(5),
+        "messages_persistent": c.persistent,
         "message_bytes": c.ready_bytes,
         "message_bytes_ready": c.ready_bytes,
         "policy": null,

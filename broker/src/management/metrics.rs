@@ -398,6 +398,13 @@ pub fn render(m: &Management, per_object: bool) -> String {
         "Size in bytes of ready and unacknowledged messages",
         &per_queue(&|c| c.ready_bytes),
     );
+    family(
+        &mut out,
+        "rabbitmq_queue_messages_persistent",
+        "gauge",
+        "Persistent messages",
+        &per_queue(&|c| c.persistent),
+    );
     let t = m.registry.message_totals();
     let amqp = "{protocol=\"amqp091\"}".to_owned();
     let typed = "{protocol=\"amqp091\",queue_type=\"rabbit_classic_queue\"}".to_owned();

@@ -64,12 +64,48 @@ struct Unacked {
     was_redelivered: bool,
 }
 
+/// Delivered, unsettled messages by sequence, with how many are persistent (a durable
+/// queue's `messages_persistent` counts them with its persistent ready messages).
+#[derive(Default)]
+struct UnackedMap {
+    map: HashMap<u64, Unacked>,
+    persistent: u64,
+}
+
+impl UnackedMap {
+    fn insert(&mut self, seq: u64, u: Unacked) {
+        self.persistent += u64::from(u.msg.message.is_persistent());
+        if let Some(old) = self.map.insert(seq, u) {
+            self.persistent -= u64::from(old.msg.message.is_persistent());
+        }
+    }
+
+    fn remove(&mut self, seq: &u64) -> Option<Unacked> {
+        let u = self.map.remove(seq)?;
+        self.persistent -= u64::from(u.msg.message.is_persistent());
+        Some(u)
+    }
+
+    fn clear(&mut self) {
+        self.map.clear();
+        self.persistent = 0;
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &u64> {
+        self.map.keys()
+    }
+}
+
 struct QueueActor {
     handle: QueueHandle,
     host: Weak<dyn QueueHost>,
     store: Box<dyn QueueStore>,
     next_seq: u64,
-    unacked: HashMap<u64, Unacked>,
+    unacked: UnackedMap,
     /// Returned messages waiting out their retry delay, by (due time, sequence).
     delayed: BTreeMap<(Instant, u64), StoredMessage>,
     consumers: Vec<Attached>,
@@ -109,7 +145,7 @@ pub(crate) fn spawn(
         host,
         store,
         next_seq,
-        unacked: HashMap::new(),
+        unacked: UnackedMap::default(),
         delayed: BTreeMap::new(),
         consumers: Vec::new(),
         next_consumer_id: 1,
@@ -211,10 +247,17 @@ impl QueueActor {
     fn update_counters(&mut self) {
         let c = self.handle.counters();
         c.set_consumers(self.consumers.len());
+        // RabbitMQ counts persistent messages of durable queues only.
+        let persistent = if self.handle.spec().durable {
+            self.store.persistent() + self.unacked.persistent
+        } else {
+            0
+        };
         c.update(
             self.store.len() as u64,
             self.store.bytes(),
             self.unacked.len() as u64,
+            persistent,
             &mut self.round,
         );
     }

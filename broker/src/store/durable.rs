@@ -196,6 +196,10 @@ impl QueueStore for DurableQueueStore {
         self.ready.bytes()
     }
 
+    fn persistent(&self) -> u64 {
+        self.ready.persistent()
+    }
+
     fn head_expiry(&self) -> Option<Instant> {
         self.ready.head_expiry()
     }

@@ -42,6 +42,10 @@ impl QueueStore for MemoryQueueStore {
         self.ready.bytes()
     }
 
+    fn persistent(&self) -> u64 {
+        self.ready.persistent()
+    }
+
     fn head_expiry(&self) -> Option<Instant> {
         self.ready.head_expiry()
     }

@@ -161,6 +161,11 @@ pub trait QueueStore: Send {
     fn len(&self) -> usize;
     /// Body bytes of the ready messages (`x-max-length-bytes`).
     fn bytes(&self) -> u64;
+    /// Ready messages that are persistent (a durable queue's `messages_persistent` counts
+    /// these and the unacked ones, as RabbitMQ's does).
+    fn persistent(&self) -> u64 {
+        0
+    }
     /// When the next message to be delivered expires, if it does.
     fn head_expiry(&self) -> Option<Instant>;
     /// Rewrites a stored message after its content changed (delivery count header).

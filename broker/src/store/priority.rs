@@ -19,6 +19,8 @@ pub struct PriorityQueueStore {
     log: Option<QueueLog>,
     len: usize,
     bytes: u64,
+    /// Persistent messages held.
+    persistent: u64,
 }
 
 impl PriorityQueueStore {
@@ -29,7 +31,13 @@ impl PriorityQueueStore {
             log: disk.map(|(disk, id)| QueueLog::new(disk, id)),
             len: 0,
             bytes: 0,
+            persistent: 0,
         }
+    }
+
+    /// 1 if `m` is persistent (the queue counts them; only a durable queue reports them).
+    fn counts_persistent(&self, m: &StoredMessage) -> u64 {
+        u64::from(m.message.is_persistent())
     }
 
     /// The store of a durable priority queue with the messages found on disk; returns the next
@@ -66,6 +74,7 @@ impl PriorityQueueStore {
         if let Some(m) = found {
             self.len -= 1;
             self.bytes -= m.message.body_len() as u64;
+            self.persistent -= self.counts_persistent(&m);
             if let Some(log) = self.log.as_mut() {
                 log.remove(seq);
             }
@@ -75,6 +84,7 @@ impl PriorityQueueStore {
     fn insert(&mut self, msg: StoredMessage, at_back: bool) {
         self.len += 1;
         self.bytes += msg.message.body_len() as u64;
+        self.persistent += self.counts_persistent(&msg);
         let level = self.level(&msg);
         let q = &mut self.levels[level];
         if at_back {
@@ -151,6 +161,7 @@ impl QueueStore for PriorityQueueStore {
         let m = self.levels.iter_mut().rev().find_map(|q| q.pop_front())?;
         self.len -= 1;
         self.bytes -= m.message.body_len() as u64;
+        self.persistent -= self.counts_persistent(&m);
         Some(m)
     }
 
@@ -193,6 +204,7 @@ impl QueueStore for PriorityQueueStore {
         let n = self.len;
         self.len = 0;
         self.bytes = 0;
+        self.persistent = 0;
         n
     }
 
@@ -202,6 +214,10 @@ impl QueueStore for PriorityQueueStore {
 
     fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    fn persistent(&self) -> u64 {
+        self.persistent
     }
 
     fn head_expiry(&self) -> Option<Instant> {
@@ -227,6 +243,7 @@ impl QueueStore for PriorityQueueStore {
         self.levels.iter_mut().for_each(VecDeque::clear);
         self.len = 0;
         self.bytes = 0;
+        self.persistent = 0;
     }
 }
 

@@ -42,6 +42,12 @@ pub struct Slot {
 }
 
 impl Slot {
+    /// A persistent message: its copy is on disk, or it is in memory marked persistent (its
+    /// write failed).
+    fn persistent(&self) -> bool {
+        self.on_disk || self.message.as_ref().is_some_and(|m| m.is_persistent())
+    }
+
     /// The slot of a message in memory; `on_disk` when the durable store has a copy.
     pub fn new(msg: StoredMessage, on_disk: bool) -> Slot {
         Slot {
@@ -332,6 +338,8 @@ pub struct Ready {
     staged: VecDeque<Slot>,
     /// Body bytes of every ready message, in memory or not.
     bytes: u64,
+    /// Persistent messages among them.
+    persistent: u64,
 }
 
 impl Ready {
@@ -350,10 +358,16 @@ impl Ready {
         self.bytes
     }
 
+    /// Persistent ready messages.
+    pub fn persistent(&self) -> u64 {
+        self.persistent
+    }
+
     /// Appends a newly arrived message. A message with a copy on disk that has to be packed is
     /// staged until [`unstage`](Self::unstage) says the copy can be read back.
     pub fn push(&mut self, s: Slot) {
         self.bytes += u64::from(s.size);
+        self.persistent += u64::from(s.persistent());
         if self.packed.len == 0
             && self.staged.is_empty()
             && self.hot.len() < HOT_MAX
@@ -399,6 +413,7 @@ impl Ready {
         match slot {
             Some(s) => {
                 self.bytes -= u64::from(s.size).min(self.bytes);
+                self.persistent -= u64::from(s.persistent()).min(self.persistent);
                 true
             }
             None => false,
@@ -430,6 +445,7 @@ impl Ready {
     /// Puts a delivered message back in its place by sequence.
     pub fn requeue(&mut self, s: Slot) {
         self.bytes += u64::from(s.size);
+        self.persistent += u64::from(s.persistent());
         self.hot_bytes += s.message.as_ref().map_or(0, |_| s.size as usize);
         super::insert_by_seq(&mut self.hot, s, |s| s.seq);
     }
@@ -451,6 +467,7 @@ impl Ready {
                 },
             };
             self.bytes -= u64::from(s.size).min(self.bytes);
+            self.persistent -= u64::from(s.persistent()).min(self.persistent);
             let message = match s.message {
                 Some(m) => m,
                 None => match load(s.seq) {
@@ -492,6 +509,7 @@ impl Ready {
         self.packed.clear();
         self.hot_bytes = 0;
         self.bytes = 0;
+        self.persistent = 0;
         n
     }
 
