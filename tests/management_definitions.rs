@@ -81,7 +81,8 @@ async fn a_rabbitmq_export_imports_and_exports_back_the_same() {
     assert!(exported["vhosts"]
         .as_array()
         .unwrap()
-        .contains(&json!({"name": "/"})));
+        .iter()
+        .any(|v| v["name"] == "/"));
 
     // Importing it again changes nothing and is not an error; an inequivalent queue in a
     // file is skipped, as RabbitMQ skips it.
@@ -169,43 +170,86 @@ async fn definitions_errors_are_answered_as_rabbitmq_answers_them() {
 }
 
 #[tokio::test]
-async fn what_warren_cannot_hold_yet_is_refused_by_name() {
+async fn users_vhosts_and_permissions_are_imported_and_policies_refused() {
     let t = target().await;
-    let before = t.get_json("/api/queues").await;
-    for (defs, says) in [
-        (
-            json!({"users": [{"name": "alice", "password_hash": "", "tags": []}],
-                "queues": [{"name": "fixture-never", "vhost": "/", "durable": true}]}),
-            "user 'alice' does not exist",
-        ),
-        (
-            json!({"users": [{"name": "guest", "hashing_algorithm": "rabbit_password_hashing_sha256",
-                "password_hash": "CciT812XZXBdiq8XlKICTmR/zyPl9Rs7tycjG8QTyxKWDSrM"}]}),
-            "user 'guest' has another password here",
-        ),
-        (
-            json!({"vhosts": [{"name": "elsewhere"}]}),
-            "vhost 'elsewhere' does not exist",
-        ),
-        (
-            json!({"permissions": [{"user": "guest", "vhost": "/", "configure": "^x",
-                "write": ".*", "read": ".*"}]}),
-            "Warren grants every user everything",
-        ),
-        (
-            json!({"policies": [{"vhost": "/", "name": "p", "pattern": ".*",
-                "definition": {"max-length": 1}}]}),
-            "'policies' are not supported",
-        ),
-    ] {
-        let r = post_definitions(&t, "/api/definitions", &defs.to_string()).await;
-        assert_eq!(r.status, 400, "{defs}: {}", r.body);
+    let vhost = unique("imported-v");
+    let user = unique("imported-u");
+    // guest's hash from RabbitMQ's export is of "guest": the same scheme logs in here.
+    let hash = "CciT812XZXBdiq8XlKICTmR/zyPl9Rs7tycjG8QTyxKWDSrL";
+    let defs = json!({
+        "users": [{"name": user, "password_hash": hash,
+            "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": ["management"],
+            "limits": {"max-connections": 3}}],
+        "vhosts": [{"name": vhost, "description": "imported", "tags": ["t"]}],
+        "permissions": [{"user": user, "vhost": vhost, "configure": "^mine-",
+            "write": ".*", "read": ".*"}],
+        "topic_permissions": [{"user": user, "vhost": vhost, "exchange": "amq.topic",
+            "write": "^a", "read": ".*"}],
+        "queues": [{"name": "mine-q", "vhost": vhost, "durable": true, "auto_delete": false,
+            "arguments": {}}],
+    });
+    let r = post_definitions(&t, "/api/definitions", &defs.to_string()).await;
+    assert_eq!(r.status, 204, "{defs}: {}", r.body);
+    let u = t.get_json(&format!("/api/users/{user}")).await;
+    assert_eq!(u["password_hash"], hash);
+    assert_eq!(u["tags"], json!(["management"]));
+    assert_eq!(u["limits"], json!({"max-connections": 3}));
+    let v = t.get_json(&format!("/api/vhosts/{vhost}")).await;
+    assert_eq!(v["description"], "imported");
+    let q = t.get_json(&format!("/api/queues/{vhost}/mine-q")).await;
+    assert_eq!(q["durable"], true);
+    // The imported user logs in with RabbitMQ's password for that hash, within its patterns.
+    let base = t
+        .amqp
+        .url
+        .replace("guest:guest@", &format!("{user}:guest@"));
+    let url = format!("{}/{vhost}", &base[..base.rfind('/').unwrap()]);
+    let conn = connect_url(&url).await;
+    let ch = channel(&conn).await;
+    declare_queue(&ch, "mine-2").await;
+    let (code, _) = expect_refused(
+        "outside the imported configure pattern",
+        ch.queue_declare("other".into(), Default::default(), Default::default()),
+    )
+    .await;
+    assert_eq!(code, 403);
+    drop(conn);
+    // Exported back as they were imported.
+    let all = t.get_json("/api/definitions").await;
+    let p = all["permissions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["user"] == user.as_str())
+        .expect("the imported permission is exported");
+    assert_eq!(p["configure"], "^mine-");
+    assert!(all["topic_permissions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["user"] == user.as_str() && t["write"] == "^a"));
+
+    // Warren has no policies yet: refused by name, and nothing of the file is declared.
+    if std::env::var("WARREN_TEST_URL").is_err() {
+        let before = t.get_json("/api/queues").await;
+        let policies = json!({"policies": [{"vhost": "/", "name": "p", "pattern": ".*",
+                "definition": {"max-length": 1}}],
+            "queues": [{"name": "fixture-never", "vhost": "/", "durable": true}]});
+        let r = post_definitions(&t, "/api/definitions", &policies.to_string()).await;
+        assert_eq!(r.status, 400, "{}", r.body);
         let reason = r.json()["reason"].as_str().unwrap().to_owned();
-        assert!(reason.contains(says), "{reason:?} should say {says:?}");
+        assert!(
+            reason.contains("'policies' are not supported"),
+            "{reason:?}"
+        );
+        assert_eq!(
+            t.get_json("/api/queues").await,
+            before,
+            "a refused import declares nothing"
+        );
     }
-    assert_eq!(
-        t.get_json("/api/queues").await,
-        before,
-        "a refused import declares nothing"
-    );
+    t.send("DELETE", &format!("/api/vhosts/{vhost}"), "", &[])
+        .await;
+    t.send("DELETE", &format!("/api/users/{user}"), "", &[])
+        .await;
 }

@@ -232,6 +232,7 @@ async fn users_replace_guest_and_loopback_only_false_lets_the_user_in() {
         name: "app".into(),
         password: "secret".into(),
         loopback_only: false,
+        tags: None,
     }];
     let (broker, addr) = start_with(config).await;
 

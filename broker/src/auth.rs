@@ -1,10 +1,11 @@
-//! Authentication: SASL PLAIN and AMQPLAIN against the configured users.
+//! Authentication: SASL PLAIN and AMQPLAIN against the broker's users ([`Access`]), and
+//! RabbitMQ's password hashes.
 
 use std::net::IpAddr;
 
 use amq_protocol::types::{parsing::parse_field_table, AMQPValue};
 
-use crate::config::UserConfig;
+use crate::access::{Access, UserRecord};
 
 /// The mechanisms offered in connection.start.
 pub const MECHANISMS: &str = "PLAIN AMQPLAIN";
@@ -65,7 +66,7 @@ pub fn rabbit_password_hash(name: &str, password: &str) -> String {
     hash_with_salt(&salt.as_ref()[..4], password)
 }
 
-fn hash_with_salt(salt: &[u8], password: &str) -> String {
+pub(crate) fn hash_with_salt(salt: &[u8], password: &str) -> String {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     ctx.update(salt);
     ctx.update(password.as_bytes());
@@ -102,28 +103,22 @@ pub fn verify_rabbit_hash(hash: &str, algorithm: &str, password: &str) -> Option
     Some(diff == 0)
 }
 
-/// Whether `user` with `password` may log in from `peer` (AMQP and the management API).
-pub fn password_ok(users: &[UserConfig], user: &str, password: &str, peer: IpAddr) -> bool {
-    users.iter().any(|u| {
-        u.name == user && u.password == password && (!u.loopback_only || is_loopback(peer))
-    })
-}
-
-/// Checks a login; returns the user name.
+/// Checks a login; returns the user.
 pub fn authenticate(
-    users: &[UserConfig],
+    access: &Access,
     mechanism: &str,
     response: &[u8],
     peer: IpAddr,
-) -> Result<String, AuthError> {
+) -> Result<UserRecord, AuthError> {
     let (user, pass) = credentials(mechanism, response)?;
-    if password_ok(users, &user, &pass, peer) {
-        Ok(user)
-    } else {
-        // The connection's span has a `user` field, so the "login refused" line names who
-        // tried (never the password), as RabbitMQ's log does.
-        tracing::Span::current().record("user", user.as_str());
-        Err(AuthError::Refused(mechanism.to_owned()))
+    match access.login(&user, &pass, peer) {
+        Ok(u) => Ok(u),
+        Err(why) => {
+            // RabbitMQ's log line: who tried and why, never the password.
+            tracing::Span::current().record("user", user.as_str());
+            tracing::warn!("{mechanism} login refused: user '{user}' - {why}");
+            Err(AuthError::Refused(mechanism.to_owned()))
+        }
     }
 }
 
@@ -177,26 +172,34 @@ mod tests {
     }
     use amq_protocol::auth::{Credentials, SASLMechanism};
 
-    fn guest() -> Vec<UserConfig> {
-        vec![UserConfig {
-            name: "guest".into(),
-            password: "guest".into(),
-            loopback_only: true,
-        }]
+    fn access(users: Vec<crate::config::UserConfig>) -> std::sync::Arc<Access> {
+        let config = crate::config::Config {
+            users,
+            ..crate::config::Config::ephemeral()
+        };
+        Access::open(&config, crate::registry::Registry::new(), None).unwrap()
+    }
+
+    fn guest() -> std::sync::Arc<Access> {
+        access(Vec::new())
     }
 
     const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
+    fn name(r: Result<UserRecord, AuthError>) -> Result<String, AuthError> {
+        r.map(|u| u.name)
+    }
+
     #[test]
     fn plain_and_amqplain_accept_guest() {
         let c = Credentials::default();
-        for (name, mech) in [
+        for (mech_name, mech) in [
             ("PLAIN", SASLMechanism::Plain),
             ("AMQPLAIN", SASLMechanism::AMQPlain),
         ] {
             let resp = c.sasl_auth_string(mech);
             assert_eq!(
-                authenticate(&guest(), name, resp.as_bytes(), LOCAL),
+                name(authenticate(&guest(), mech_name, resp.as_bytes(), LOCAL)),
                 Ok("guest".into())
             );
         }
@@ -215,14 +218,15 @@ mod tests {
 
     #[test]
     fn loopback_only_false_admits_a_remote_address() {
-        let users = vec![UserConfig {
+        let users = access(vec![crate::config::UserConfig {
             name: "app".into(),
             password: "secret".into(),
             loopback_only: false,
-        }];
+            tags: None,
+        }]);
         let remote = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
         assert_eq!(
-            authenticate(&users, "PLAIN", b"\0app\0secret", remote),
+            name(authenticate(&users, "PLAIN", b"\0app\0secret", remote)),
             Ok("app".into())
         );
         assert!(authenticate(&users, "PLAIN", b"\0app\0wrong", remote).is_err());
@@ -239,7 +243,7 @@ mod tests {
     #[test]
     fn unknown_mechanism_is_named() {
         assert_eq!(
-            authenticate(&guest(), "EXTERNAL", b"", LOCAL),
+            name(authenticate(&guest(), "EXTERNAL", b"", LOCAL)),
             Err(AuthError::UnknownMechanism("EXTERNAL".into()))
         );
     }

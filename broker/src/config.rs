@@ -18,6 +18,10 @@ pub struct UserConfig {
     /// `guest`).
     #[serde(default)]
     pub loopback_only: bool,
+    /// Tags (RabbitMQ's: `administrator`, `monitoring`, `management`, ...); none given:
+    /// `administrator`.
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
 }
 
 /// Every setting of a broker.
@@ -50,8 +54,13 @@ pub struct Config {
     /// Queues one connection may have declared and not yet deleted (until per-vhost and
     /// per-user limits exist); one more is refused as RabbitMQ refuses a vhost's max-queues.
     pub max_queues_per_connection: usize,
-    /// Users; when empty, `guest`/`guest` from loopback only.
+    /// Users that seed the user store on first start; when empty, `guest`/`guest`. Each is an
+    /// administrator with every permission on `/` unless `tags` says otherwise.
     pub users: Vec<UserConfig>,
+    /// Users that may only log in from a loopback address (RabbitMQ's `loopback_users`;
+    /// default `["guest"]`, `[]` lets guest in from anywhere). A `[[users]]` entry's
+    /// `loopback_only` adds or removes its user.
+    pub loopback_users: Vec<String>,
     /// Address of the management HTTP API (RabbitMQ's port 15672); `"off"` in the file (or
     /// the environment, or the flag) turns it off.
     #[serde(deserialize_with = "deserialize_optional_bind")]
@@ -76,6 +85,7 @@ impl Default for Config {
             handshake_timeout_ms: 10_000,
             max_queues_per_connection: 100_000,
             users: Vec::new(),
+            loopback_users: vec!["guest".into()],
             http_bind: Some(SocketAddr::from(([127, 0, 0, 1], 15672))),
             prometheus_bind: Some(SocketAddr::from(([127, 0, 0, 1], 15692))),
         }
@@ -205,6 +215,7 @@ impl Config {
                 name: "guest".into(),
                 password: "guest".into(),
                 loopback_only: true,
+                tags: None,
             }]
         } else {
             self.users.clone()

@@ -37,6 +37,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod access;
 pub mod auth;
 pub mod config;
 pub mod error;

@@ -83,6 +83,14 @@ impl Registry {
             .insert(vhost.name.clone(), vhost);
     }
 
+    /// Removes a virtual host from the registry (new connections to it are refused).
+    pub fn remove_vhost(&self, name: &str) -> Option<Arc<Vhost>> {
+        self.vhosts
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)
+    }
+
     /// The virtual host of that name.
     pub fn vhost(&self, name: &str) -> Option<Arc<Vhost>> {
         self.vhosts

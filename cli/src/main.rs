@@ -130,6 +130,18 @@ Examples:
     Definitions(admin::DefinitionsCommand),
     /// Is the broker up: version, listeners, alarms, counts (management HTTP API).
     Status(admin::StatusArgs),
+    /// Add, delete or list virtual hosts (management HTTP API).
+    #[command(subcommand)]
+    Vhost(admin::tenancy::VhostCommand),
+    /// Add, delete or list users, change passwords and tags (management HTTP API).
+    #[command(subcommand)]
+    User(admin::tenancy::UserCommand),
+    /// Set, clear or list permissions and topic permissions (management HTTP API).
+    #[command(subcommand)]
+    Permissions(admin::tenancy::PermissionsCommand),
+    /// Set, clear or list vhost and user limits (management HTTP API).
+    #[command(subcommand)]
+    Limits(admin::tenancy::LimitsCommand),
 }
 
 const PERF_THROUGHPUT_EXAMPLES: &str = "\
@@ -173,6 +185,10 @@ fn main() -> ExitCode {
         Command::Close(args) => client::run(admin::close(args)),
         Command::Definitions(cmd) => client::run(admin::definitions(cmd)),
         Command::Status(args) => client::run(admin::status(args)),
+        Command::Vhost(cmd) => client::run(admin::tenancy::vhost(cmd)),
+        Command::User(cmd) => client::run(admin::tenancy::user(cmd)),
+        Command::Permissions(cmd) => client::run(admin::tenancy::permissions(cmd)),
+        Command::Limits(cmd) => client::run(admin::tenancy::limits(cmd)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

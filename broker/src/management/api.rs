@@ -9,12 +9,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use super::list::{self, respond};
 use super::rates::Sample;
-use super::{consumers, definitions, ops, ApiError, Management, User};
+use super::{consumers, definitions, ops, ApiError, Management};
 use crate::protocol::json::{base64, table_json};
 use crate::queue::QueueHandle;
 use crate::registry::{ChannelInfo, ConnectionInfo};
@@ -30,12 +30,7 @@ type Read = fn(&Sample) -> u64;
 pub fn router(m: Arc<Management>) -> Router {
     Router::new()
         .route("/api/overview", get(overview))
-        .route("/api/whoami", get(whoami))
         .route("/api/vhosts", get(vhosts))
-        .route("/api/vhosts/{vhost}", get(vhost))
-        .route("/api/users", get(users))
-        .route("/api/users/{user}", get(user))
-        .route("/api/permissions", get(permissions))
         .route("/api/queues", get(queues))
         .route("/api/queues/{vhost}", get(queues_of))
         .route(
@@ -104,6 +99,7 @@ pub fn router(m: Arc<Management>) -> Router {
             "/api/health/checks/node-is-quorum-critical",
             get(not_quorum_critical),
         )
+        .merge(super::access::routes())
         .fallback(|| async { ApiError::not_found() })
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&m),
@@ -251,10 +247,6 @@ async fn overview(State(m): M, Query(q): Params) -> Api {
     })
 }
 
-async fn whoami(Extension(User { name, .. }): Extension<User>) -> Api {
-    ok(json!({ "name": name, "tags": ["administrator"] }))
-}
-
 fn vhost_json(v: &Vhost) -> Value {
     let (mut ready, mut unacked) = (0, 0);
     for q in v.queues() {
@@ -262,12 +254,17 @@ fn vhost_json(v: &Vhost) -> Value {
         ready += c.ready;
         unacked += c.unacked;
     }
+    let def = v.def();
+    let mut metadata = json!({"description": def.description, "tags": def.tags});
+    if let Some(t) = &def.default_queue_type {
+        metadata["default_queue_type"] = json!(t);
+    }
     json!({
         "name": &*v.name,
-        "description": "",
-        "tags": [],
-        "metadata": {"description": "", "tags": []},
-        "default_queue_type": "undefined",
+        "description": def.description,
+        "tags": def.tags,
+        "metadata": metadata,
+        "default_queue_type": def.default_queue_type.as_deref().unwrap_or("undefined"),
         "tracing": false,
         "cluster_state": {},
         "messages": ready + unacked,
@@ -284,45 +281,11 @@ async fn vhosts(State(m): M, Query(q): Params) -> Api {
     ok(respond(all, &q)?)
 }
 
-async fn vhost(State(m): M, Path(name): Path<String>) -> Api {
+pub(super) async fn vhost(State(m): M, Path(name): Path<String>) -> Api {
     let v = vhost_of(&m, &name)?;
     let mut v = vhost_json(&v);
     v["cluster_state"] = json!({ &m.node: "running" });
     ok(v)
-}
-
-fn user_json(u: &crate::config::UserConfig) -> Value {
-    json!({
-        "name": u.name,
-        "password_hash": crate::auth::rabbit_password_hash(&u.name, &u.password),
-        "hashing_algorithm": "rabbit_password_hashing_sha256",
-        // Until users have tags (the multi-tenancy issue) every user may do everything.
-        "tags": ["administrator"],
-        "limits": {},
-    })
-}
-
-async fn users(State(m): M, Query(q): Params) -> Api {
-    ok(respond(m.users.iter().map(user_json).collect(), &q)?)
-}
-
-async fn user(State(m): M, Path(name): Path<String>) -> Api {
-    let u = m.users.iter().find(|u| u.name == name);
-    ok(user_json(u.ok_or_else(ApiError::not_found)?))
-}
-
-async fn permissions(State(m): M, Query(q): Params) -> Api {
-    // What exists today: every user may configure, write and read everything.
-    let mut all = Vec::new();
-    for v in m.registry.vhosts() {
-        for u in &m.users {
-            all.push(json!({
-                "user": u.name, "vhost": &*v.name,
-                "configure": ".*", "write": ".*", "read": ".*",
-            }));
-        }
-    }
-    ok(respond(all, &q)?)
 }
 
 fn queue_json(m: &Management, vhost: &str, q: &QueueHandle) -> Value {

@@ -5,10 +5,9 @@
 //! Export writes what the broker has. Import declares exchanges, then queues, then bindings,
 //! over the API's own AMQP connection ([`Session`]); as RabbitMQ, an object that already
 //! exists with other properties, or a binding to something missing, is skipped (and logged),
-//! not an error. Users, vhosts and permissions must match what the broker already has until
-//! Warren stores its own (the multi-tenancy work): a user whose hash is not of its configured
-//! password, a vhost that does not exist or a permission narrower than everything is refused
-//! with 400, never silently dropped.
+//! not an error. Users (with their password hashes, tags and limits), vhosts, permissions
+//! and topic permissions are created or updated first, through [`Access`](crate::access::Access).
+//! Policies are refused with 400 until Warren has them, never silently dropped.
 
 use std::sync::Arc;
 
@@ -25,7 +24,7 @@ use serde_json::{json, Map, Value};
 
 use super::client::Session;
 use super::{ApiError, Management, User};
-use crate::auth::{rabbit_password_hash, verify_rabbit_hash};
+use crate::access::{parse_tags, PermissionRecord, TopicPermissionRecord};
 use crate::protocol::json::{json_table, table_json};
 use crate::vhost::Vhost;
 
@@ -109,26 +108,42 @@ fn download(q: &Params, body: Value) -> Response {
     r
 }
 
-pub async fn export(State(m): M, q: Params) -> Api {
+pub async fn export(State(m): M, Extension(u): Extension<User>, q: Params) -> Api {
+    u.admin()?;
     let vhosts = m.registry.vhosts();
     let users: Vec<Value> = m
-        .users
+        .access
+        .users()
         .iter()
-        .map(|u| {
-            // Until users have tags (the multi-tenancy work), every user is an administrator.
-            json!({"name": u.name, "password_hash": rabbit_password_hash(&u.name, &u.password),
-                "hashing_algorithm": "rabbit_password_hashing_sha256",
-                "tags": ["administrator"], "limits": {}})
-        })
+        .map(super::access::user_json)
         .collect();
     let permissions: Vec<Value> = m
-        .users
+        .access
+        .permissions()
         .iter()
-        .flat_map(|u| {
-            vhosts.iter().map(|v| {
-                json!({"user": u.name, "vhost": &*v.name, "configure": ".*", "write": ".*",
-                    "read": ".*"})
-            })
+        .map(|p| {
+            json!({"user": p.user, "vhost": p.vhost, "configure": p.configure,
+                "write": p.write, "read": p.read})
+        })
+        .collect();
+    let topic_permissions: Vec<Value> = m
+        .access
+        .topic_permissions()
+        .iter()
+        .map(|t| {
+            json!({"user": t.user, "vhost": t.vhost, "exchange": t.exchange,
+                "write": t.write, "read": t.read})
+        })
+        .collect();
+    let vhost_list: Vec<Value> = vhosts
+        .iter()
+        .map(|v| {
+            let d = v.def();
+            let mut metadata = json!({"description": d.description, "tags": d.tags});
+            if let Some(t) = &d.default_queue_type {
+                metadata["default_queue_type"] = json!(t);
+            }
+            json!({"name": &*v.name, "limits": d.limits, "metadata": metadata})
         })
         .collect();
     let (mut queues, mut exchanges, mut bindings) = (Vec::new(), Vec::new(), Vec::new());
@@ -144,9 +159,9 @@ pub async fn export(State(m): M, q: Params) -> Api {
         "product_name": "Warren",
         "product_version": env!("CARGO_PKG_VERSION"),
         "users": users,
-        "vhosts": vhosts.iter().map(|v| json!({"name": &*v.name})).collect::<Vec<_>>(),
+        "vhosts": vhost_list,
         "permissions": permissions,
-        "topic_permissions": [],
+        "topic_permissions": topic_permissions,
         "parameters": [],
         "global_parameters": [],
         "policies": [],
@@ -215,66 +230,79 @@ fn boolean(o: &Value, key: &str) -> bool {
     }
 }
 
-/// Checks what Warren cannot create yet (users, vhosts, permissions) against what it has:
-/// a mismatch is 400 naming it.
-fn check_tenancy(m: &Management, defs: &Map<String, Value>) -> Result<(), ApiError> {
-    for u in list(defs, "users")? {
-        let name = field(u, "name", "a user")?;
-        let Some(known) = m.users.iter().find(|k| k.name == name) else {
-            return Err(ApiError::bad_request(format!(
-                "user '{name}' does not exist: Warren's users come from its configuration \
-                 until it stores its own"
-            )));
-        };
-        let same = match (u.get("password_hash"), u.get("password")) {
-            (Some(Value::String(h)), _) => {
-                let algorithm = u
-                    .get("hashing_algorithm")
-                    .and_then(Value::as_str)
-                    .unwrap_or("rabbit_password_hashing_sha256");
-                match verify_rabbit_hash(h, algorithm, &known.password) {
-                    Some(same) => same,
-                    None => {
-                        return Err(ApiError::bad_request(format!(
-                            "user '{name}': password_hash is not a {algorithm} hash"
-                        )))
-                    }
-                }
-            }
-            (_, Some(Value::String(p))) => *p == known.password,
-            _ => false,
-        };
-        if !same {
-            return Err(ApiError::bad_request(format!(
-                "user '{name}' has another password here: Warren's users come from its \
-                 configuration until it stores its own"
-            )));
-        }
+fn text(o: &Value, key: &str) -> Option<String> {
+    o.get(key).and_then(Value::as_str).map(str::to_owned)
+}
+
+/// Refuses what Warren does not have yet (policies) with 400, before anything changes.
+fn check_supported(defs: &Map<String, Value>) -> Result<(), ApiError> {
+    if !list(defs, "policies")?.is_empty() {
+        return Err(ApiError::bad_request(
+            "'policies' are not supported by Warren yet",
+        ));
     }
+    Ok(())
+}
+
+/// Creates or updates the vhosts, users, permissions and topic permissions of `defs`, in
+/// that order (an administrator's import).
+fn import_tenancy(m: &Management, user: &User, defs: &Map<String, Value>) -> Result<(), ApiError> {
+    let access = &m.access;
     for v in list(defs, "vhosts")? {
         let name = field(v, "name", "a vhost")?;
-        if m.registry.vhost(name).is_none() {
-            return Err(ApiError::bad_request(format!(
-                "vhost '{name}' does not exist: Warren cannot create virtual hosts yet"
-            )));
+        let meta = v.get("metadata").cloned().unwrap_or(Value::Null);
+        let description = text(&meta, "description").or_else(|| text(v, "description"));
+        let tags = meta
+            .get("tags")
+            .or_else(|| v.get("tags"))
+            .and_then(parse_tags);
+        let dqt = text(&meta, "default_queue_type").or_else(|| text(v, "default_queue_type"));
+        access.put_vhost(name, description, tags, dqt, Some(&user.name))?;
+        if let Some(Value::Object(limits)) = v.get("limits") {
+            for (k, n) in limits {
+                if let Some(n) = n.as_i64() {
+                    access.set_vhost_limit(name, k, Some(n))?;
+                }
+            }
+        }
+    }
+    for u in list(defs, "users")? {
+        let name = field(u, "name", "a user")?;
+        let tags = u.get("tags").and_then(parse_tags).unwrap_or_default();
+        let hash = text(u, "password_hash");
+        let algorithm = text(u, "hashing_algorithm").unwrap_or_default();
+        let password = text(u, "password").filter(|_| hash.is_none());
+        access.put_user(
+            name,
+            password.as_deref(),
+            hash.as_deref().map(|h| (h, algorithm.as_str())),
+            tags,
+        )?;
+        if let Some(Value::Object(limits)) = u.get("limits") {
+            for (k, n) in limits {
+                if let Some(n) = n.as_i64() {
+                    access.set_user_limit(name, k, Some(n))?;
+                }
+            }
         }
     }
     for p in list(defs, "permissions")? {
-        let everything = ["configure", "write", "read"]
-            .iter()
-            .all(|k| p.get(*k).and_then(Value::as_str) == Some(".*"));
-        if !everything {
-            return Err(ApiError::bad_request(format!(
-                "permission {p}: Warren grants every user everything until it has permissions"
-            )));
-        }
+        access.set_permission(PermissionRecord {
+            user: field(p, "user", "a permission")?.to_owned(),
+            vhost: field(p, "vhost", "a permission")?.to_owned(),
+            configure: field(p, "configure", "a permission")?.to_owned(),
+            write: field(p, "write", "a permission")?.to_owned(),
+            read: field(p, "read", "a permission")?.to_owned(),
+        })?;
     }
-    for key in ["topic_permissions", "policies"] {
-        if !list(defs, key)?.is_empty() {
-            return Err(ApiError::bad_request(format!(
-                "'{key}' are not supported by Warren yet"
-            )));
-        }
+    for t in list(defs, "topic_permissions")? {
+        access.set_topic_permission(TopicPermissionRecord {
+            user: field(t, "user", "a topic permission")?.to_owned(),
+            vhost: field(t, "vhost", "a topic permission")?.to_owned(),
+            exchange: field(t, "exchange", "a topic permission")?.to_owned(),
+            write: field(t, "write", "a topic permission")?.to_owned(),
+            read: field(t, "read", "a topic permission")?.to_owned(),
+        })?;
     }
     Ok(())
 }
@@ -466,8 +494,10 @@ pub async fn import(
     headers: HeaderMap,
     body: Bytes,
 ) -> Api {
+    user.admin()?;
     let defs = definitions_body(&headers, &body)?;
-    check_tenancy(&m, &defs)?;
+    check_supported(&defs)?;
+    import_tenancy(&m, &user, &defs)?;
     import_into(&m, &user, &defs, None).await
 }
 
@@ -482,6 +512,6 @@ pub async fn import_vhost_defs(
         return Err(ApiError::no_vhost());
     }
     let defs = definitions_body(&headers, &body)?;
-    check_tenancy(&m, &defs)?;
+    check_supported(&defs)?;
     import_into(&m, &user, &defs, Some(&vhost)).await
 }

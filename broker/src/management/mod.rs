@@ -9,6 +9,7 @@
 //! - [`rates`]: counters sampled every 5 s into `*_details.rate`, as RabbitMQ does;
 //! - [`metrics`]: `/metrics` in Prometheus' text format.
 
+pub mod access;
 pub mod api;
 pub mod client;
 pub mod consumers;
@@ -31,14 +32,14 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::password_ok;
-use crate::config::UserConfig;
+use crate::access::Access;
 use crate::registry::Registry;
 
 /// What the management servers know of the broker.
 pub struct Management {
     pub(crate) registry: Arc<Registry>,
-    pub(crate) users: Vec<UserConfig>,
+    /// Users, permissions, vhosts.
+    pub(crate) access: Arc<Access>,
     /// The node's name, as RabbitMQ's `rabbit@host`: `warren@host`.
     pub(crate) node: String,
     pub(crate) amqp: SocketAddr,
@@ -101,7 +102,7 @@ fn node_name() -> String {
 pub fn spawn(
     listeners: Listeners,
     registry: Arc<Registry>,
-    users: Vec<UserConfig>,
+    access: Arc<Access>,
     amqp: SocketAddr,
     disk: Option<Arc<crate::store::disk::Disk>>,
     shutdown: CancellationToken,
@@ -111,7 +112,7 @@ pub fn spawn(
     }
     let m = Arc::new(Management {
         registry,
-        users,
+        access,
         node: node_name(),
         amqp,
         http: listeners.http_addr(),
@@ -155,6 +156,8 @@ pub struct ApiError {
     status: StatusCode,
     error: &'static str,
     reason: String,
+    /// A reason RabbitMQ gives as a JSON term rather than a string.
+    reason_value: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -163,6 +166,19 @@ impl ApiError {
             status,
             error,
             reason: reason.into(),
+            reason_value: None,
+        }
+    }
+
+    /// 400 with a reason that is a JSON term (`["no_such_user","x"]`), as RabbitMQ gives some.
+    pub fn bad_request_value(reason: serde_json::Value) -> Self {
+        match reason {
+            serde_json::Value::String(s) => ApiError::bad_request(s),
+            other => ApiError {
+                reason: other.to_string(),
+                reason_value: Some(other),
+                ..ApiError::bad_request("")
+            },
         }
     }
 
@@ -219,7 +235,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (
             self.status,
-            axum::Json(json!({"error": self.error, "reason": self.reason})),
+            axum::Json(json!({
+                "error": self.error,
+                "reason": self.reason_value.unwrap_or(serde_json::Value::String(self.reason)),
+            })),
         )
             .into_response()
     }
@@ -231,6 +250,33 @@ impl IntoResponse for ApiError {
 pub struct User {
     pub name: String,
     pub(crate) password: String,
+    /// Its tags when it logged in.
+    pub tags: Vec<String>,
+}
+
+impl User {
+    fn has(&self, tag: &str) -> bool {
+        self.tags.iter().any(|t| t == tag)
+    }
+
+    /// An administrator (401 "Not administrator user" otherwise, as RabbitMQ).
+    pub fn admin(&self) -> Result<(), ApiError> {
+        if self.has("administrator") {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "not_authorised",
+                "Not administrator user",
+            ))
+        }
+    }
+
+    /// Sees every vhost (administrator or monitoring); others see the vhosts they have
+    /// permissions in.
+    pub fn sees_all(&self) -> bool {
+        self.has("administrator") || self.has("monitoring")
+    }
 }
 
 impl std::fmt::Debug for User {
@@ -284,15 +330,129 @@ pub(crate) async fn authenticate(
     let Some((name, password)) = credentials.as_deref().and_then(|c| c.split_once(':')) else {
         return challenge(true);
     };
-    if !password_ok(&m.users, name, password, peer.ip()) {
-        // Named, never with the password, as the AMQP side logs a refused login.
-        tracing::info!(user = name, %peer, "management API login refused");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        return challenge(true);
-    }
-    req.extensions_mut().insert(User {
+    let record = match m.access.login(name, password, peer.ip()) {
+        Ok(r) => r,
+        Err(why) => {
+            // Named, never with the password, as the AMQP side logs a refused login.
+            tracing::warn!(%peer, "HTTP access denied: user '{name}' - {why}");
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            return challenge(true);
+        }
+    };
+    let user = User {
         name: name.to_owned(),
         password: password.to_owned(),
-    });
-    next.run(req).await
+        tags: record.tags,
+    };
+    if !["administrator", "monitoring", "policymaker", "management"]
+        .iter()
+        .any(|t| user.has(t))
+    {
+        tracing::warn!(%peer, "HTTP access denied: user '{name}' - Not management user");
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "not_authorised",
+            "Not management user",
+        )
+        .into_response();
+    }
+    if !user.sees_all() {
+        if let Some(v) = vhost_in_path(req.uri().path()) {
+            if m.access.permission(&v, name).is_none() {
+                return ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "not_authorised",
+                    "User not authorised to access virtual host",
+                )
+                .into_response();
+            }
+        }
+    }
+    let sees_all = user.sees_all();
+    req.extensions_mut().insert(user);
+    let response = next.run(req).await;
+    if sees_all {
+        return response;
+    }
+    only_own_vhosts(&m, name, response).await
+}
+
+/// The vhost a vhost-scoped path names (`/api/queues/{vhost}/...` and the like).
+fn vhost_in_path(path: &str) -> Option<String> {
+    let mut parts = path.trim_start_matches('/').split('/');
+    let (Some("api"), Some(kind), Some(v)) = (parts.next(), parts.next(), parts.next()) else {
+        return None;
+    };
+    let scoped = [
+        "queues",
+        "exchanges",
+        "bindings",
+        "consumers",
+        "definitions",
+        "aliveness-test",
+    ];
+    if !scoped.contains(&kind) || v.is_empty() {
+        return None;
+    }
+    percent_decode(v)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// For a user who does not see every vhost: a list answer keeps the objects of the vhosts
+/// it has permissions in (RabbitMQ filters its lists the same way).
+async fn only_own_vhosts(m: &Management, user: &str, response: Response) -> Response {
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !is_json || !response.status().is_success() {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 64 << 20).await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return Response::from_parts(parts, axum::body::Body::from(bytes));
+    };
+    let allowed = |item: &serde_json::Value| {
+        let vhost = item.get("vhost").or_else(|| {
+            item.get("name")
+                .filter(|_| item.get("cluster_state").is_some())
+        });
+        match vhost.and_then(|v| v.as_str()) {
+            Some(vh) => m.access.permission(vh, user).is_some(),
+            None => true,
+        }
+    };
+    match &mut v {
+        serde_json::Value::Array(items) => items.retain(allowed),
+        serde_json::Value::Object(o) => {
+            if let Some(serde_json::Value::Array(items)) = o.get_mut("items") {
+                items.retain(allowed);
+                let n = items.len();
+                o.insert("item_count".into(), n.into());
+            }
+        }
+        _ => {}
+    }
+    let mut r = axum::Json(v).into_response();
+    *r.status_mut() = parts.status;
+    r
 }

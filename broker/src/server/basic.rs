@@ -9,6 +9,7 @@ use amq_protocol::types::FieldTable;
 use super::assembly::Complete;
 use super::channel::{settle, Channel, ChannelConsumer, Unacked};
 use super::connection::Connection;
+use crate::access::grant::{Perm, Resource};
 use crate::error::{AmqpError, AmqpResult};
 use crate::message::Message;
 use crate::protocol::{write_content_shared, write_method};
@@ -153,8 +154,10 @@ impl Connection {
         let vhost = self.vhost.clone();
         let conn_id = self.id;
         let events = self.events();
+        let name = self.ch(id)?.queue_name(c.queue.as_str())?.to_owned();
+        self.check(Perm::Read, Resource::Queue, &name)?;
         let ch = self.ch(id)?;
-        let queue = vhost.queue(ch.queue_name(c.queue.as_str())?, conn_id)?;
+        let queue = vhost.queue(&name, conn_id)?;
         let tag: Arc<str> = if c.consumer_tag.as_str().is_empty() {
             Arc::from(format!("amq.ctag-{}", random_token(22)))
         } else {
@@ -225,7 +228,9 @@ impl Connection {
         let vhost = self.vhost.clone();
         let conn_id = self.id;
         let frame_max = self.frame_max;
-        let queue = vhost.queue(self.ch(id)?.queue_name(g.queue.as_str())?, conn_id)?;
+        let name = self.ch(id)?.queue_name(g.queue.as_str())?.to_owned();
+        self.check(Perm::Read, Resource::Queue, &name)?;
+        let queue = vhost.queue(&name, conn_id)?;
         let got = queue
             .ask(|reply| QueueCmd::Get {
                 no_ack: g.no_ack,
@@ -323,6 +328,19 @@ impl Connection {
     /// The last body frame of a publish arrived: build the message and route it (or hold it
     /// in the transaction).
     pub(crate) fn finish_publish(&mut self, id: u16, done: Complete) -> AmqpResult<()> {
+        if !self.grant().publishes_freely() {
+            let exchange = std::str::from_utf8(done.method.exchange()).unwrap_or_default();
+            let key = std::str::from_utf8(done.method.routing_key()).unwrap_or_default();
+            let allowed = self
+                .check(Perm::Write, Resource::Exchange, exchange)
+                .and_then(|()| self.check_topic(Perm::Write, exchange, key));
+            if let Err(e) = allowed {
+                if let Some(ch) = self.channels.get_mut(&id) {
+                    ch.body_parts.clear();
+                }
+                return Err(e.during(60, 40));
+            }
+        }
         let user = &self.user;
         let ch = self
             .channels

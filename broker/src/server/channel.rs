@@ -224,6 +224,12 @@ impl Connection {
                             ))
                             .during(20, 10));
                         }
+                        // The user's max-channels over all its connections: the whole
+                        // connection closes, with class and method 0, as in RabbitMQ.
+                        self.ctx
+                            .access
+                            .check_channel_limit(&self.user)
+                            .map_err(AmqpError::not_allowed)?;
                         let epoch = NEXT_EPOCH.fetch_add(1, Ordering::Relaxed);
                         let info = self.registry.open_channel(id);
                         self.channels

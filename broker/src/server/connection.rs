@@ -21,6 +21,7 @@ use super::channel::Channel;
 use super::handshake::{code_of, handshake, write_close};
 use super::transport::{Transport, TransportRead};
 use super::BrokerContext;
+use crate::access::grant::{Grant, Perm, Resource};
 use crate::error::{AmqpError, AmqpResult, ReplyCode};
 use crate::message::Message;
 use crate::protocol::{write_heartbeat, write_method, CodecError, Frame, FrameCodec, Output};
@@ -65,6 +66,11 @@ pub(crate) struct Connection {
     pub registry: ConnectionGuard,
     /// The authenticated user (checked against the user_id property).
     pub user: String,
+    /// What the user may do in the vhost, as of [`Access::generation`] `grant_gen`.
+    grant: Grant,
+    grant_gen: u64,
+    /// For `{client_id}` in topic permissions.
+    client_id: Option<String>,
     /// Negotiated frame_max.
     pub frame_max: u32,
     /// Negotiated channel_max.
@@ -139,6 +145,10 @@ pub(crate) async fn serve<T: Transport>(ctx: Arc<BrokerContext>, id: u64, stream
         frame_max: tuned.frame_max,
         channel_max: tuned.channel_max,
         user: tuned.user,
+        grant: tuned.grant,
+        // Refreshed on first use: permissions may have changed since the handshake.
+        grant_gen: 0,
+        client_id: tuned.client_id,
         out: Output::default(),
         channels: HashMap::new(),
         events: None,
@@ -162,6 +172,35 @@ pub(crate) async fn serve<T: Transport>(ctx: Arc<BrokerContext>, id: u64, stream
 }
 
 impl Connection {
+    /// What the user may do in the vhost, refreshed when permissions changed.
+    pub(crate) fn grant(&mut self) -> &Grant {
+        let generation = self.ctx.access.generation();
+        if generation != self.grant_gen {
+            let vhost = &self.vhost.name;
+            self.grant = self
+                .ctx
+                .access
+                .grant(&self.user, vhost, self.client_id.as_deref())
+                .unwrap_or_else(|| Grant::none(&self.user, vhost));
+            self.grant_gen = generation;
+        }
+        &self.grant
+    }
+
+    /// Checks a permission (403 ACCESS_REFUSED, with RabbitMQ's text).
+    pub(crate) fn check(&mut self, perm: Perm, kind: Resource, name: &str) -> AmqpResult<()> {
+        self.grant().check(perm, kind, name)
+    }
+
+    /// Checks a routing key against the topic permissions of `exchange`, if it is a topic
+    /// exchange (`Write` for a publish, `Read` for a binding from it).
+    pub(crate) fn check_topic(&mut self, perm: Perm, exchange: &str, key: &str) -> AmqpResult<()> {
+        if self.grant().topics.is_empty() || !self.vhost.is_topic_exchange(exchange) {
+            return Ok(());
+        }
+        self.grant().check_topic(perm, exchange, key)
+    }
+
     /// The connection's mailbox for queues, made on first use.
     pub(crate) fn events(&mut self) -> ConnSender {
         if let Some(tx) = &self.events {

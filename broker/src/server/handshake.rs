@@ -16,6 +16,8 @@ use tracing::info;
 
 use super::transport::TransportRead;
 use super::BrokerContext;
+use crate::access::grant::Grant;
+use crate::access::UserRecord;
 use crate::auth::{self, AuthError, MECHANISMS};
 use crate::error::{AmqpError, ReplyCode};
 use crate::protocol::{
@@ -26,11 +28,18 @@ use crate::vhost::Vhost;
 
 /// How long a refused client gets to answer connection.close with close-ok.
 const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+/// A refused login is answered after this long, which slows down password guessing over one
+/// connection (RabbitMQ answers at once).
+const FAILED_LOGIN_DELAY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// What the handshake settled.
 pub(super) struct Tuned {
     pub user: String,
     pub vhost: Arc<Vhost>,
+    /// What the user may do in the vhost.
+    pub grant: Grant,
+    /// The client's `client_id` property (or its connection name), for topic permissions.
+    pub client_id: Option<String>,
     pub client: ClientInfo,
     pub frame_max: u32,
     pub channel_max: u16,
@@ -133,7 +142,7 @@ impl<R: TransportRead, W: AsyncWrite + Unpin> Handshake<'_, R, W> {
             locales: "en_US".into(),
         }))
         .await?;
-        let (user, client, cancel_notify) = self.start_ok().await?;
+        let (user, client, client_id, cancel_notify) = self.start_ok().await?;
         let cfg = &self.ctx.config;
         self.send(conn::AMQPMethod::Tune(conn::Tune {
             channel_max: cfg.channel_max,
@@ -142,12 +151,14 @@ impl<R: TransportRead, W: AsyncWrite + Unpin> Handshake<'_, R, W> {
         }))
         .await?;
         let tune_ok = self.tune_ok().await?;
-        let vhost = self.open().await?;
+        let (vhost, grant) = self.open(&user, client_id.as_deref()).await?;
         self.send(conn::AMQPMethod::OpenOk(conn::OpenOk {})).await?;
         let cfg = &self.ctx.config;
         Ok(Tuned {
-            user,
+            user: user.name,
             vhost,
+            grant,
+            client_id,
             client,
             frame_max: tune_ok.frame_max,
             channel_max: if tune_ok.channel_max == 0 {
@@ -177,7 +188,7 @@ impl<R: TransportRead, W: AsyncWrite + Unpin> Handshake<'_, R, W> {
     }
 
     /// connection.start-ok: the login, and what the client says about itself.
-    async fn start_ok(&mut self) -> Result<(String, ClientInfo, bool), Stop> {
+    async fn start_ok(&mut self) -> Result<(UserRecord, ClientInfo, Option<String>, bool), Stop> {
         let start_ok = match self.method().await? {
             Some(AMQPClass::Connection(conn::AMQPMethod::StartOk(s))) => s,
             _ => {
@@ -200,6 +211,7 @@ impl<R: TransportRead, W: AsyncWrite + Unpin> Handshake<'_, R, W> {
             Some(AMQPValue::ShortString(s)) => Some(s.as_str().to_owned()),
             _ => None,
         };
+        let client_id = text("client_id").or_else(|| text("connection_name"));
         let client = ClientInfo {
             product: text("product"),
             version: text("version"),
@@ -210,7 +222,7 @@ impl<R: TransportRead, W: AsyncWrite + Unpin> Handshake<'_, R, W> {
         let cancel_notify = capability("consumer_cancel_notify");
         let mechanism = start_ok.mechanism.as_str();
         let user = match auth::authenticate(
-            &self.ctx.users,
+            &self.ctx.access,
             mechanism,
             start_ok.response.as_bytes(),
             self.peer.ip(),
@@ -226,21 +238,22 @@ impl<R: TransportRead, W: AsyncWrite + Unpin> Handshake<'_, R, W> {
             }
             Err(AuthError::Refused(m)) => {
                 info!(mechanism = %m, "login refused");
+                tokio::time::sleep(FAILED_LOGIN_DELAY).await;
                 // Like RabbitMQ: only clients that announce authentication_failure_close get
                 // a connection.close; others see the socket close.
                 if !failure_close {
                     return Err(Stop::Quiet);
                 }
                 return Err(Stop::Refuse(
+                    // Class and method 0, as RabbitMQ sends it.
                     AmqpError::access_refused(format_args!(
                         "Login was refused using authentication mechanism {m}. For details see the broker logfile."
-                    ))
-                    .during(10, 11),
+                    )),
                 ));
             }
         };
-        tracing::Span::current().record("user", user.as_str());
-        Ok((user, client, cancel_notify))
+        tracing::Span::current().record("user", user.name.as_str());
+        Ok((user, client, client_id, cancel_notify))
     }
 
     /// connection.tune-ok: the client's limits, within ours.
@@ -277,8 +290,14 @@ impl<R: TransportRead, W: AsyncWrite + Unpin> Handshake<'_, R, W> {
         Ok(tune_ok)
     }
 
-    /// connection.open: the virtual host, which must exist (530 otherwise, as RabbitMQ).
-    async fn open(&mut self) -> Result<Arc<Vhost>, Stop> {
+    /// connection.open: the virtual host, which must exist, the user must have permissions
+    /// in, and whose and the user's connection limits must allow one more (530 otherwise,
+    /// with RabbitMQ's texts).
+    async fn open(
+        &mut self,
+        user: &UserRecord,
+        client_id: Option<&str>,
+    ) -> Result<(Arc<Vhost>, Grant), Stop> {
         let open = match self.method().await? {
             Some(AMQPClass::Connection(conn::AMQPMethod::Open(o))) => o,
             _ => {
@@ -288,13 +307,25 @@ impl<R: TransportRead, W: AsyncWrite + Unpin> Handshake<'_, R, W> {
             }
         };
         let name = open.virtual_host.as_str();
-        let Some(vhost) = self.ctx.registry.vhost(name) else {
-            return Err(Stop::Refuse(
-                AmqpError::not_allowed(format_args!("vhost {name} not found")).during(10, 40),
-            ));
+        let refuse = |text: String| {
+            tracing::warn!(vhost = name, "connection refused: {text}");
+            Stop::Refuse(AmqpError::not_allowed(text).during(10, 40))
         };
+        let Some(vhost) = self.ctx.registry.vhost(name) else {
+            return Err(refuse(format!("vhost {name} not found")));
+        };
+        let Some(grant) = self.ctx.access.grant(&user.name, name, client_id) else {
+            return Err(refuse(format!(
+                "access to vhost '{name}' refused for user '{}'",
+                user.name
+            )));
+        };
+        self.ctx
+            .access
+            .check_connection_limits(user, &vhost)
+            .map_err(refuse)?;
         tracing::Span::current().record("vhost", name);
-        Ok(vhost)
+        Ok((vhost, grant))
     }
 
     /// Sends a connection method.

@@ -23,7 +23,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn, Instrument};
 
-use crate::config::{Config, UserConfig};
+use crate::access::Access;
+use crate::config::Config;
 use crate::management;
 use crate::registry::Registry;
 use crate::store::disk::{Disk, OpenError};
@@ -39,14 +40,17 @@ pub enum StartError {
     /// The data directory could not be used.
     #[error(transparent)]
     Store(#[from] OpenError),
+    /// The users and permissions in the store could not be read or seeded.
+    #[error("cannot load users and permissions: {0}")]
+    Access(String),
 }
 
 /// What every connection shares.
 pub(crate) struct BrokerContext {
     /// Settings.
     pub config: Config,
-    /// Users that may log in.
-    pub users: Vec<UserConfig>,
+    /// Users, permissions and vhost lifecycle.
+    pub access: Arc<Access>,
     /// Virtual hosts, connections and channels.
     pub registry: Arc<Registry>,
     /// The durable store, if any (shared by every vhost).
@@ -65,16 +69,21 @@ impl BrokerContext {
         management::spawn(
             mgmt,
             Arc::clone(&self.registry),
-            self.users.clone(),
+            Arc::clone(&self.access),
             amqp,
             self.disk.clone(),
             self.shutdown.clone(),
         );
     }
 
-    fn new(config: Config, registry: Arc<Registry>, disk: Option<Arc<Disk>>) -> Arc<Self> {
+    fn new(
+        config: Config,
+        registry: Arc<Registry>,
+        disk: Option<Arc<Disk>>,
+        access: Arc<Access>,
+    ) -> Arc<Self> {
         Arc::new(BrokerContext {
-            users: config.effective_users(),
+            access,
             registry,
             disk,
             next_conn_id: AtomicU64::new(1),
@@ -121,7 +130,7 @@ impl Broker {
     /// Opens the store (if `config.persistence`), binds `config.bind` and starts serving in
     /// the background.
     pub async fn start(config: Config) -> Result<Broker, StartError> {
-        let (registry, disk) = open_store(&config)?;
+        let (registry, disk, access) = open_store(&config)?;
         let faults = disk.as_ref().map(|d| Arc::clone(d.faults()));
         let listener = TcpListener::bind(config.bind).await?;
         let addr = listener.local_addr()?;
@@ -129,7 +138,7 @@ impl Broker {
         let (http_addr, prometheus_addr) = (mgmt.http_addr(), mgmt.prometheus_addr());
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
-        let ctx = BrokerContext::new(config, registry, disk);
+        let ctx = BrokerContext::new(config, registry, disk, access);
         ctx.spawn_management(mgmt, addr);
         let serving = ctx.clone();
         let task =
@@ -148,6 +157,11 @@ impl Broker {
     /// What exists in the broker: vhosts, connections, channels and their counters.
     pub fn registry(&self) -> &Arc<Registry> {
         &self.ctx.registry
+    }
+
+    /// Users, permissions and vhosts.
+    pub fn access(&self) -> &Arc<Access> {
+        &self.ctx.access
     }
 
     /// Serves an AMQP connection over any byte stream (an in-process pipe, a stream the
@@ -203,18 +217,19 @@ impl Broker {
 
 /// Opens the data directory and rebuilds what it holds (or an empty in-memory broker): the
 /// registry with the default vhost "/", and the store.
-fn open_store(config: &Config) -> Result<(Arc<Registry>, Option<Arc<Disk>>), OpenError> {
+type Opened = (Arc<Registry>, Option<Arc<Disk>>, Arc<Access>);
+
+fn open_store(config: &Config) -> Result<Opened, StartError> {
     let registry = Registry::new();
     if !config.persistence {
-        let vhost = Vhost::new("/", None);
-        vhost.set_max_queues_per_connection(config.max_queues_per_connection);
-        registry.add_vhost(vhost);
-        return Ok((registry, None));
+        // "/" comes with the users.
+        let access = Access::open(config, registry.clone(), None).map_err(StartError::Access)?;
+        return Ok((registry, None, access));
     }
     let started = std::time::Instant::now();
-    let (disk, mut recovered) = Disk::open(&config.data_dir, config.store_cache_mb * 1024 * 1024)?;
-    // "/" always exists; any other vhost exists because the store holds its definitions.
-    recovered.vhosts.entry("/".to_owned()).or_default();
+    let (disk, recovered) = Disk::open(&config.data_dir, config.store_cache_mb * 1024 * 1024)?;
+    // A vhost exists because the store holds its record or definitions ("/" is made on
+    // first start, see `Access::open`).
     for (name, defs) in recovered.vhosts {
         let vhost = Vhost::new(&name, Some(disk.clone()));
         vhost.set_max_queues_per_connection(config.max_queues_per_connection);
@@ -223,8 +238,10 @@ fn open_store(config: &Config) -> Result<(Arc<Registry>, Option<Arc<Disk>>), Ope
     }
     // Every queue counted the segments its chunks are in: the others go.
     disk.sweep_segments();
+    let access =
+        Access::open(config, registry.clone(), Some(disk.clone())).map_err(StartError::Access)?;
     info!(data_dir = %config.data_dir.display(), elapsed_ms = started.elapsed().as_millis() as u64, "store open");
-    Ok((registry, Some(disk)))
+    Ok((registry, Some(disk), access))
 }
 
 /// Opens the store, then serves AMQP on `listener` until `shutdown` completes, then closes
@@ -244,17 +261,19 @@ pub struct Prepared {
     config: Config,
     registry: Arc<Registry>,
     disk: Option<Arc<Disk>>,
+    access: Arc<Access>,
     mgmt: management::Listeners,
 }
 
 impl Prepared {
     /// Opens the data directory (if `config.persistence`) and rebuilds what it holds.
     pub fn open(config: Config) -> Result<Prepared, StartError> {
-        let (registry, disk) = open_store(&config)?;
+        let (registry, disk, access) = open_store(&config)?;
         Ok(Prepared {
             config,
             registry,
             disk,
+            access,
             mgmt: management::Listeners::default(),
         })
     }
@@ -283,7 +302,7 @@ impl Prepared {
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
-        let ctx = BrokerContext::new(self.config, self.registry, self.disk);
+        let ctx = BrokerContext::new(self.config, self.registry, self.disk, self.access);
         if let Ok(addr) = listener.local_addr() {
             ctx.spawn_management(self.mgmt, addr);
         }

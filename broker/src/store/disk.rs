@@ -99,9 +99,25 @@ pub struct BindingDef {
     pub arguments: FieldTable,
 }
 
+/// A vhost's own settings (RabbitMQ's vhost metadata and limits).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct VhostDef {
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub default_queue_type: Option<String>,
+    /// `max-connections`, `max-queues` (negative: unlimited).
+    #[serde(default)]
+    pub limits: BTreeMap<String, i64>,
+}
+
 /// The durable definitions of one vhost.
 #[derive(Debug, Default)]
 pub struct VhostDefs {
+    /// Its settings, if it has a record (vhosts created before records existed have none).
+    pub def: Option<VhostDef>,
     pub exchanges: Vec<ExchangeDef>,
     pub queues: Vec<QueueDef>,
     pub bindings: Vec<BindingDef>,
@@ -119,6 +135,7 @@ pub struct Recovered {
 const DEF_EXCHANGE: u8 = b'x';
 const DEF_QUEUE: u8 = b'q';
 const DEF_BINDING: u8 = b'b';
+const DEF_VHOST: u8 = b'v';
 
 /// The key of a definition: its kind (`x`, `q`, `b`), the length of its vhost's name (one
 /// byte: vhost names are short strings), that name, then its own name (for a binding, its
@@ -193,6 +210,8 @@ pub struct Disk {
     msgs: Arc<dyn Tree>,
     dlv: Arc<dyn Tree>,
     meta: Arc<dyn Tree>,
+    /// Users, permissions and topic permissions (see [`crate::access`]).
+    access: Arc<dyn Tree>,
     /// The bytes of message chunks (sled holds pointers to them).
     segments: Arc<Segments>,
     flusher: Option<mpsc::Sender<Waiter>>,
@@ -314,6 +333,7 @@ impl Disk {
         let unclean = !fresh && !meta.remove(b"clean").map_err(engine_err)?;
         let defs = db.tree("defs").map_err(engine_err)?;
         let dlv = db.tree("dlv").map_err(engine_err)?;
+        let access = db.tree("access").map_err(engine_err)?;
         db.flush().map_err(engine_err)?;
         if in_segments.store_id.is_none() {
             // After the database holds the id: a crash in between leaves a pair that the
@@ -350,6 +370,7 @@ impl Disk {
                 DEF_BINDING => defs
                     .bindings
                     .push(serde_json::from_slice(&v).map_err(json)?),
+                DEF_VHOST => defs.def = Some(serde_json::from_slice(&v).map_err(json)?),
                 _ => {}
             }
         }
@@ -398,6 +419,7 @@ impl Disk {
             msgs,
             dlv,
             meta,
+            access,
             segments,
             flusher: Some(tx),
             flush_thread: Some(flush_thread),
@@ -501,6 +523,32 @@ impl Disk {
     fn put_def(&self, key: &[u8], value: &impl Serialize) -> Result<(), StoreError> {
         let v = serde_json::to_vec(value).map_err(|e| StoreError::Encode(e.to_string()))?;
         self.defs.insert(key, &v)
+    }
+
+    /// Saves a vhost's settings (on disk after the next flush).
+    pub fn save_vhost(&self, vhost: &str, def: &VhostDef) -> Result<(), StoreError> {
+        self.put_def(&def_key(DEF_VHOST, vhost, ""), def)
+    }
+
+    /// Forgets every definition of a vhost (its queues' messages are gone already).
+    pub fn delete_vhost(&self, vhost: &str) -> Result<(), StoreError> {
+        for kind in [DEF_EXCHANGE, DEF_QUEUE, DEF_BINDING, DEF_VHOST] {
+            Self::remove_prefix(&*self.defs, &def_key(kind, vhost, ""))?;
+        }
+        Ok(())
+    }
+
+    /// Every record of the access tree.
+    pub fn access_records(&self) -> Result<Vec<super::kv::Entry>, StoreError> {
+        self.access.scan_prefix(b"").collect()
+    }
+
+    /// Writes (`Some`) or removes one access record (durable after [`flush`](Self::flush)).
+    pub fn put_access(&self, key: &[u8], value: Option<&[u8]>) -> Result<(), StoreError> {
+        match value {
+            Some(v) => self.access.insert(key, v),
+            None => self.access.remove(key).map(drop),
+        }
     }
 
     /// Saves a durable exchange of `vhost` (on disk after the next flush: see `synced`).

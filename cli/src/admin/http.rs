@@ -231,6 +231,8 @@ impl Api {
                 })
             })
             .unwrap_or_else(|| String::from_utf8_lossy(&a.body).trim().to_owned());
+        // One line, whatever the API put in it (RabbitMQ's validation texts have newlines).
+        let reason = reason.split_whitespace().collect::<Vec<_>>().join(" ");
         let what = match a.status {
             StatusCode::UNAUTHORIZED => format!(
                 "the management API at {} refused the credentials ({reason})",

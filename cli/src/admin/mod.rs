@@ -4,6 +4,7 @@
 
 pub mod http;
 pub mod render;
+pub mod tenancy;
 
 use std::io::Write;
 
