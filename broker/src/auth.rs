@@ -9,6 +9,9 @@ use crate::access::{Access, UserRecord};
 
 /// The mechanisms offered in connection.start.
 pub const MECHANISMS: &str = "PLAIN AMQPLAIN";
+/// Offered to a TLS client that sent a verified certificate: EXTERNAL logs in as the user
+/// named by its subject's common name (RabbitMQ's `rabbitmq_auth_mechanism_ssl`).
+pub const MECHANISMS_WITH_EXTERNAL: &str = "PLAIN AMQPLAIN EXTERNAL";
 
 /// Why a login failed.
 #[derive(Debug, PartialEq, Eq)]
@@ -109,7 +112,19 @@ pub fn authenticate(
     mechanism: &str,
     response: &[u8],
     peer: IpAddr,
+    identity: Option<&str>,
 ) -> Result<UserRecord, AuthError> {
+    if mechanism == "EXTERNAL" {
+        let Some(name) = identity else {
+            // Not offered without a client certificate.
+            return Err(AuthError::UnknownMechanism(mechanism.to_owned()));
+        };
+        return access.login_external(name, peer).map_err(|why| {
+            tracing::Span::current().record("user", name);
+            tracing::warn!("EXTERNAL login refused: user '{name}' - {why}");
+            AuthError::Refused(mechanism.to_owned())
+        });
+    }
     let (user, pass) = credentials(mechanism, response)?;
     match access.login(&user, &pass, peer) {
         Ok(u) => Ok(u),
@@ -199,7 +214,13 @@ mod tests {
         ] {
             let resp = c.sasl_auth_string(mech);
             assert_eq!(
-                name(authenticate(&guest(), mech_name, resp.as_bytes(), LOCAL)),
+                name(authenticate(
+                    &guest(),
+                    mech_name,
+                    resp.as_bytes(),
+                    LOCAL,
+                    None
+                )),
                 Ok("guest".into())
             );
         }
@@ -207,13 +228,13 @@ mod tests {
 
     #[test]
     fn wrong_password_is_refused() {
-        assert!(authenticate(&guest(), "PLAIN", b"\0guest\0nope", LOCAL).is_err());
+        assert!(authenticate(&guest(), "PLAIN", b"\0guest\0nope", LOCAL, None).is_err());
     }
 
     #[test]
     fn guest_is_refused_from_a_remote_address() {
         let remote = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
-        assert!(authenticate(&guest(), "PLAIN", b"\0guest\0guest", remote).is_err());
+        assert!(authenticate(&guest(), "PLAIN", b"\0guest\0guest", remote, None).is_err());
     }
 
     #[test]
@@ -226,16 +247,22 @@ mod tests {
         }]);
         let remote = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 1));
         assert_eq!(
-            name(authenticate(&users, "PLAIN", b"\0app\0secret", remote)),
+            name(authenticate(
+                &users,
+                "PLAIN",
+                b"\0app\0secret",
+                remote,
+                None
+            )),
             Ok("app".into())
         );
-        assert!(authenticate(&users, "PLAIN", b"\0app\0wrong", remote).is_err());
+        assert!(authenticate(&users, "PLAIN", b"\0app\0wrong", remote, None).is_err());
     }
 
     #[test]
     fn mapped_ipv4_loopback_is_loopback() {
         let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
-        assert!(authenticate(&guest(), "PLAIN", b"\0guest\0guest", mapped).is_ok());
+        assert!(authenticate(&guest(), "PLAIN", b"\0guest\0guest", mapped, None).is_ok());
         assert!(is_loopback("::1".parse().unwrap()));
         assert!(!is_loopback("::ffff:192.0.2.1".parse().unwrap()));
     }
@@ -243,7 +270,7 @@ mod tests {
     #[test]
     fn unknown_mechanism_is_named() {
         assert_eq!(
-            name(authenticate(&guest(), "EXTERNAL", b"", LOCAL)),
+            name(authenticate(&guest(), "EXTERNAL", b"", LOCAL, None)),
             Err(AuthError::UnknownMechanism("EXTERNAL".into()))
         );
     }

@@ -68,6 +68,13 @@ pub struct Config {
     /// Address of the Prometheus endpoint (RabbitMQ's port 15692); `"off"` turns it off.
     #[serde(deserialize_with = "deserialize_optional_bind")]
     pub prometheus_bind: Option<SocketAddr>,
+    /// TLS: certificate, key, CA, client certificates (the `[tls]` section). Without it there
+    /// is no `amqps` listener.
+    pub tls: Option<crate::tls::TlsConfig>,
+    /// Address of the `amqps` listener (RabbitMQ's port 5671), when `tls` is set; `"off"`
+    /// leaves only the plain listener.
+    #[serde(deserialize_with = "deserialize_optional_bind")]
+    pub amqps_bind: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -88,6 +95,8 @@ impl Default for Config {
             loopback_users: vec!["guest".into()],
             http_bind: Some(SocketAddr::from(([127, 0, 0, 1], 15672))),
             prometheus_bind: Some(SocketAddr::from(([127, 0, 0, 1], 15692))),
+            tls: None,
+            amqps_bind: Some(SocketAddr::from(([127, 0, 0, 1], 5671))),
         }
     }
 }
@@ -123,6 +132,7 @@ impl Config {
             // the API sets 127.0.0.1:0.
             http_bind: None,
             prometheus_bind: None,
+            amqps_bind: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             ..Config::default()
         }
     }
@@ -148,7 +158,8 @@ impl Config {
 
     /// Applies `WARREN_BIND`, `WARREN_DATA_DIR`, `WARREN_MAX_CONNECTIONS`, `WARREN_FRAME_MAX`,
     /// `WARREN_CHANNEL_MAX`, `WARREN_HEARTBEAT`, `WARREN_MAX_MESSAGE_SIZE`,
-    /// `WARREN_MAX_QUEUES_PER_CONNECTION`, `WARREN_HTTP_BIND`, `WARREN_PROMETHEUS_BIND`.
+    /// `WARREN_MAX_QUEUES_PER_CONNECTION`, `WARREN_HTTP_BIND`, `WARREN_PROMETHEUS_BIND`,
+    /// `WARREN_AMQPS_BIND`.
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         fn parse<T: std::str::FromStr>(var: &str, value: String) -> Result<T, ConfigError>
         where
@@ -170,6 +181,7 @@ impl Config {
         for (var, slot) in [
             ("WARREN_HTTP_BIND", &mut self.http_bind),
             ("WARREN_PROMETHEUS_BIND", &mut self.prometheus_bind),
+            ("WARREN_AMQPS_BIND", &mut self.amqps_bind),
         ] {
             if let Some(v) = get(var) {
                 *slot = parse_optional_bind(&v).map_err(|reason| ConfigError::Env {

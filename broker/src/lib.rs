@@ -49,6 +49,7 @@ pub mod queue;
 pub mod registry;
 mod server;
 pub mod store;
+pub mod tls;
 mod util;
 pub mod vhost;
 

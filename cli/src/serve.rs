@@ -42,6 +42,10 @@ pub struct ServeArgs {
     /// WARREN_PROMETHEUS_BIND].
     #[arg(long, value_name = "ADDR|off", value_parser = bind_or_off)]
     pub prometheus_bind: Option<BindOrOff>,
+    /// Address of the AMQP-over-TLS listener when the config file has a [tls] section, or
+    /// `off` [default: 127.0.0.1:5671, env WARREN_AMQPS_BIND].
+    #[arg(long, value_name = "ADDR|off", value_parser = bind_or_off)]
+    pub amqps_bind: Option<BindOrOff>,
 }
 
 /// A listen address, or `off`.
@@ -94,6 +98,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(BindOrOff(v)) = args.prometheus_bind {
         config.prometheus_bind = v;
     }
+    if let Some(BindOrOff(v)) = args.amqps_bind {
+        config.amqps_bind = v;
+    }
     if config.persistence && config.data_dir.exists() && !config.data_dir.is_dir() {
         return Err(Failure::new(format!(
             "data directory {} is a file, not a directory; point --data-dir (or WARREN_DATA_DIR) \
@@ -136,8 +143,37 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 );
             }
         }
+        let amqps = match (config.tls.is_some(), config.amqps_bind) {
+            (true, Some(addr)) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| listen_failure(addr, &e, "--amqps-bind or WARREN_AMQPS_BIND"))?,
+            ),
+            _ => None,
+        };
+        let amqps_addr = amqps.as_ref().and_then(|l| l.local_addr().ok());
+        let https = config.tls.as_ref().is_some_and(|t| t.management);
         let (http, prometheus) = (mgmt.http_addr(), mgmt.prometheus_addr());
-        let broker = warren_broker::Prepared::open(config)?.with_management(mgmt);
+        let mut broker = warren_broker::Prepared::open(config)?.with_management(mgmt);
+        if let Some(l) = amqps {
+            broker = broker.with_amqps(l);
+        }
+        if let Some(tls) = broker.tls() {
+            // SIGHUP: read the certificate, key and CA files again.
+            tokio::spawn(async move {
+                let Ok(mut hup) =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                else {
+                    return;
+                };
+                while hup.recv().await.is_some() {
+                    match tls.reload() {
+                        Ok(()) => tracing::info!("TLS certificates reloaded"),
+                        Err(e) => tracing::error!("{e}; the previous certificates stay in use"),
+                    }
+                }
+            });
+        }
         // One plain line on stdout, so scripts and tests that bind port 0 learn the address
         // (the management addresses follow on lines of their own).
         if let Ok(addr) = listener.local_addr() {
@@ -145,8 +181,12 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             use std::io::Write;
             let mut out = std::io::stdout();
             let mut text = format!("warren: listening on {addr}\n");
+            if let Some(a) = amqps_addr {
+                text.push_str(&format!("warren: listening for amqps on {a}\n"));
+            }
             if let Some(a) = http {
-                text.push_str(&format!("warren: management API on http://{a}/api/\n"));
+                let scheme = if https { "https" } else { "http" };
+                text.push_str(&format!("warren: management API on {scheme}://{a}/api/\n"));
             }
             if let Some(a) = prometheus {
                 text.push_str(&format!(

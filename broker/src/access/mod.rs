@@ -372,6 +372,16 @@ impl Access {
         Ok(record)
     }
 
+    /// Checks a SASL EXTERNAL login: the user named by the client certificate's common name
+    /// must exist (its password is not asked for), as RabbitMQ's `rabbitmq_auth_mechanism_ssl`.
+    pub fn login_external(&self, user: &str, peer: IpAddr) -> Result<UserRecord, LoginError> {
+        let record = self.user(user).ok_or(LoginError::InvalidCredentials)?;
+        if self.loopback_users.iter().any(|n| n == user) && !is_loopback(peer) {
+            return Err(LoginError::NotLoopback);
+        }
+        Ok(record)
+    }
+
     // ---- users ----
 
     /// One user.

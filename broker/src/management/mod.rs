@@ -105,6 +105,7 @@ pub fn spawn(
     access: Arc<Access>,
     amqp: SocketAddr,
     disk: Option<Arc<crate::store::disk::Disk>>,
+    tls: Option<Arc<crate::tls::Tls>>,
     shutdown: CancellationToken,
 ) {
     if listeners.http.is_none() && listeners.prometheus.is_none() {
@@ -127,7 +128,25 @@ pub fn spawn(
             tracing::info!(addr = %a, "management API listening");
         }
         let app = api::router(Arc::clone(&m)).merge(dashboard::router());
-        tokio::spawn(serve(l, app, shutdown.clone()));
+        match tls.filter(|t| t.for_management()) {
+            Some(tls) => {
+                let local = l.local_addr();
+                let accepted = tls.accept_loop(
+                    l,
+                    std::time::Duration::from_secs(10),
+                    1024,
+                    shutdown.clone(),
+                );
+                tokio::spawn(serve(
+                    TlsListener { accepted, local },
+                    app,
+                    shutdown.clone(),
+                ));
+            }
+            None => {
+                tokio::spawn(serve(l, app, shutdown.clone()));
+            }
+        }
     }
     if let Some(l) = listeners.prometheus {
         if let Some(a) = m.prometheus {
@@ -138,13 +157,56 @@ pub fn spawn(
     }
 }
 
-async fn serve(listener: TcpListener, app: axum::Router, shutdown: CancellationToken) {
-    let served = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.cancelled_owned())
-    .await;
+/// The client's address, as the authentication middleware sees it (over TCP or TLS).
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TcpListener>> for Peer {
+    fn connect_info(s: axum::serve::IncomingStream<'_, TcpListener>) -> Self {
+        Peer(*s.remote_addr())
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for Peer {
+    fn connect_info(s: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        Peer(*s.remote_addr())
+    }
+}
+
+/// HTTPS: the connections whose TLS handshake finished (see [`crate::tls::Tls::accept_loop`]).
+pub struct TlsListener {
+    accepted: tokio::sync::mpsc::Receiver<crate::tls::Accepted>,
+    local: std::io::Result<SocketAddr>,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, SocketAddr) {
+        match self.accepted.recv().await {
+            Some(a) => (a.stream, a.peer),
+            // The accept loop stopped (shutdown): nothing more will come.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match &self.local {
+            Ok(a) => Ok(*a),
+            Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+        }
+    }
+}
+
+async fn serve<L>(listener: L, app: axum::Router, shutdown: CancellationToken)
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+    Peer: for<'a> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
+    let served = axum::serve(listener, app.into_make_service_with_connect_info::<Peer>())
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await;
     if let Err(e) = served {
         tracing::error!(error = %e, "management server failed");
     }
@@ -293,7 +355,7 @@ impl std::fmt::Debug for User {
 /// (the multi-tenancy issue), every user may use the API as an administrator.
 pub(crate) async fn authenticate(
     State(m): State<Arc<Management>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     mut req: Request,
     next: Next,
 ) -> Response {

@@ -105,13 +105,14 @@ pub(crate) struct Connection {
 /// Runs a connection to its end, whatever the client does.
 pub(crate) async fn serve<T: Transport>(ctx: Arc<BrokerContext>, id: u64, stream: T) {
     let (peer, local) = stream.addrs();
+    let identity = stream.identity();
     let (mut rd, mut wr) = stream.split();
     // Small to start: an idle connection should cost a few KiB. Busy connections grow their
     // buffers (see READ_CHUNK) and keep them.
     let mut inbuf = BytesMut::with_capacity(READ_SMALL);
     let handshake = timeout(
         ctx.config.handshake_timeout(),
-        handshake(&ctx, &mut rd, &mut wr, &mut inbuf, peer),
+        handshake(&ctx, &mut rd, &mut wr, &mut inbuf, peer, identity),
     )
     .await;
     let tuned = match handshake {

@@ -18,7 +18,7 @@ use super::transport::TransportRead;
 use super::BrokerContext;
 use crate::access::grant::Grant;
 use crate::access::UserRecord;
-use crate::auth::{self, AuthError, MECHANISMS};
+use crate::auth::{self, AuthError, MECHANISMS, MECHANISMS_WITH_EXTERNAL};
 use crate::error::{AmqpError, ReplyCode};
 use crate::protocol::{
     write_method, CodecError, Frame, FrameCodec, FRAME_MIN_SIZE, PROTOCOL_HEADER,
@@ -97,6 +97,8 @@ struct Handshake<'a, R, W> {
     inbuf: &'a mut BytesMut,
     codec: FrameCodec,
     peer: SocketAddr,
+    /// The client certificate's common name (TLS), for SASL EXTERNAL.
+    identity: Option<String>,
 }
 
 /// Runs the handshake. `Ok(None)`: the client was turned away and the socket is done.
@@ -106,12 +108,14 @@ pub(super) async fn handshake<R: TransportRead, W: AsyncWrite + Unpin>(
     wr: &mut W,
     inbuf: &mut BytesMut,
     peer: SocketAddr,
+    identity: Option<String>,
 ) -> Result<Option<Tuned>, CodecError> {
     let mut h = Handshake {
         ctx,
         rd,
         wr,
         inbuf,
+        identity,
         codec: FrameCodec {
             frame_max: ctx.config.frame_max,
         },
@@ -138,7 +142,12 @@ impl<R: TransportRead, W: AsyncWrite + Unpin> Handshake<'_, R, W> {
             version_major: 0,
             version_minor: 9,
             server_properties: server_properties(),
-            mechanisms: MECHANISMS.into(),
+            mechanisms: if self.identity.is_some() {
+                MECHANISMS_WITH_EXTERNAL
+            } else {
+                MECHANISMS
+            }
+            .into(),
             locales: "en_US".into(),
         }))
         .await?;
@@ -226,6 +235,7 @@ impl<R: TransportRead, W: AsyncWrite + Unpin> Handshake<'_, R, W> {
             mechanism,
             start_ok.response.as_bytes(),
             self.peer.ip(),
+            self.identity.as_deref(),
         ) {
             Ok(user) => user,
             Err(AuthError::UnknownMechanism(m)) => {

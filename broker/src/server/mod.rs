@@ -29,6 +29,7 @@ use crate::management;
 use crate::registry::Registry;
 use crate::store::disk::{Disk, OpenError};
 use crate::store::faults::Faults;
+use crate::tls::Tls;
 use crate::vhost::Vhost;
 
 /// Why a broker could not start.
@@ -43,6 +44,9 @@ pub enum StartError {
     /// The users and permissions in the store could not be read or seeded.
     #[error("cannot load users and permissions: {0}")]
     Access(String),
+    /// The TLS files could not be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// What every connection shares.
@@ -61,6 +65,8 @@ pub(crate) struct BrokerContext {
     pub shutdown: CancellationToken,
     /// Every connection task, so shutdown waits for them.
     pub tracker: TaskTracker,
+    /// TLS settings, when configured (reloaded on request).
+    pub tls: Option<Arc<Tls>>,
 }
 
 impl BrokerContext {
@@ -72,6 +78,7 @@ impl BrokerContext {
             Arc::clone(&self.access),
             amqp,
             self.disk.clone(),
+            self.tls.clone(),
             self.shutdown.clone(),
         );
     }
@@ -81,6 +88,7 @@ impl BrokerContext {
         registry: Arc<Registry>,
         disk: Option<Arc<Disk>>,
         access: Arc<Access>,
+        tls: Option<Arc<Tls>>,
     ) -> Arc<Self> {
         Arc::new(BrokerContext {
             access,
@@ -89,8 +97,49 @@ impl BrokerContext {
             next_conn_id: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            tls,
             config,
         })
+    }
+
+    /// Serves `amqps` on `listener`: connections whose TLS handshake finished run as the
+    /// plain ones do, with the client certificate's common name for SASL EXTERNAL.
+    fn serve_tls(self: &Arc<Self>, listener: TcpListener) {
+        let Some(tls) = self.tls.clone() else {
+            return;
+        };
+        if let Ok(addr) = listener.local_addr() {
+            info!(%addr, "listening for AMQP 0-9-1 over TLS");
+        }
+        let mut accepted = tls.accept_loop(
+            listener,
+            self.config.handshake_timeout(),
+            1024,
+            self.shutdown.clone(),
+        );
+        let ctx = self.clone();
+        tokio::spawn(async move {
+            while let Some(a) = accepted.recv().await {
+                if ctx.shutdown.is_cancelled() {
+                    break;
+                }
+                let local = a
+                    .stream
+                    .get_ref()
+                    .0
+                    .local_addr()
+                    .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+                ctx.spawn_connection(
+                    transport::Stream {
+                        inner: a.stream,
+                        peer: a.peer,
+                        local,
+                        identity: a.common_name,
+                    },
+                    None,
+                );
+            }
+        });
     }
 
     /// Runs a connection over `stream` in its own task.
@@ -116,6 +165,8 @@ impl BrokerContext {
 /// A running broker embedded in this process.
 pub struct Broker {
     addr: SocketAddr,
+    /// The `amqps` listener's address, when TLS is configured.
+    amqps_addr: Option<SocketAddr>,
     /// The management API's and the Prometheus endpoint's addresses, when they are on.
     http_addr: Option<SocketAddr>,
     prometheus_addr: Option<SocketAddr>,
@@ -130,21 +181,31 @@ impl Broker {
     /// Opens the store (if `config.persistence`), binds `config.bind` and starts serving in
     /// the background.
     pub async fn start(config: Config) -> Result<Broker, StartError> {
+        let tls = config.tls.clone().map(Tls::new).transpose()?;
         let (registry, disk, access) = open_store(&config)?;
         let faults = disk.as_ref().map(|d| Arc::clone(d.faults()));
         let listener = TcpListener::bind(config.bind).await?;
         let addr = listener.local_addr()?;
+        let amqps = match (&tls, config.amqps_bind) {
+            (Some(_), Some(a)) => Some(TcpListener::bind(a).await?),
+            _ => None,
+        };
+        let amqps_addr = amqps.as_ref().and_then(|l| l.local_addr().ok());
         let mgmt = management::Listeners::bind(config.http_bind, config.prometheus_bind).await?;
         let (http_addr, prometheus_addr) = (mgmt.http_addr(), mgmt.prometheus_addr());
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
-        let ctx = BrokerContext::new(config, registry, disk, access);
+        let ctx = BrokerContext::new(config, registry, disk, access, tls);
         ctx.spawn_management(mgmt, addr);
+        if let Some(l) = amqps {
+            ctx.serve_tls(l);
+        }
         let serving = ctx.clone();
         let task =
             tokio::spawn(async move { serve(listener, serving, token.cancelled_owned()).await });
         Ok(Broker {
             addr,
+            amqps_addr,
             http_addr,
             prometheus_addr,
             shutdown,
@@ -177,6 +238,7 @@ impl Broker {
                 inner: stream,
                 peer,
                 local,
+                identity: None,
             },
             None,
         );
@@ -191,6 +253,19 @@ impl Broker {
     /// The address the broker listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The `amqps` listener's address, when TLS is configured.
+    pub fn amqps_addr(&self) -> Option<SocketAddr> {
+        self.amqps_addr
+    }
+
+    /// Reads the TLS certificate, key and CA files again (new connections use them).
+    pub fn reload_tls(&self) -> Result<(), crate::tls::TlsError> {
+        match &self.ctx.tls {
+            Some(t) => t.reload(),
+            None => Ok(()),
+        }
     }
 
     /// An AMQP URL for the default user and vhost.
@@ -262,18 +337,23 @@ pub struct Prepared {
     registry: Arc<Registry>,
     disk: Option<Arc<Disk>>,
     access: Arc<Access>,
+    tls: Option<Arc<Tls>>,
+    amqps: Option<TcpListener>,
     mgmt: management::Listeners,
 }
 
 impl Prepared {
     /// Opens the data directory (if `config.persistence`) and rebuilds what it holds.
     pub fn open(config: Config) -> Result<Prepared, StartError> {
+        let tls = config.tls.clone().map(Tls::new).transpose()?;
         let (registry, disk, access) = open_store(&config)?;
         Ok(Prepared {
             config,
             registry,
             disk,
             access,
+            tls,
+            amqps: None,
             mgmt: management::Listeners::default(),
         })
     }
@@ -296,15 +376,29 @@ impl Prepared {
         &self.registry
     }
 
+    /// Serves `amqps` on this listener (bound by the caller), when TLS is configured.
+    pub fn with_amqps(mut self, listener: TcpListener) -> Self {
+        self.amqps = Some(listener);
+        self
+    }
+
+    /// The TLS settings, to reload them (SIGHUP), when TLS is configured.
+    pub fn tls(&self) -> Option<Arc<Tls>> {
+        self.tls.clone()
+    }
+
     /// Serves AMQP on `listener` until `shutdown` completes.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
-        let ctx = BrokerContext::new(self.config, self.registry, self.disk, self.access);
+        let ctx = BrokerContext::new(self.config, self.registry, self.disk, self.access, self.tls);
         if let Ok(addr) = listener.local_addr() {
             ctx.spawn_management(self.mgmt, addr);
+        }
+        if let Some(l) = self.amqps {
+            ctx.serve_tls(l);
         }
         serve(listener, ctx, shutdown).await;
     }

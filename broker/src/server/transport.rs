@@ -25,6 +25,11 @@ pub(crate) trait Transport: Send + 'static {
     fn addrs(&self) -> (SocketAddr, SocketAddr);
     /// The two halves, to read and write independently.
     fn split(self) -> (Self::Reader, Self::Writer);
+    /// The common name of the client's verified TLS certificate, if it sent one (SASL
+    /// EXTERNAL logs in as that user).
+    fn identity(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The reading half of a transport.
@@ -69,6 +74,8 @@ pub(crate) struct Stream<S> {
     pub inner: S,
     pub peer: SocketAddr,
     pub local: SocketAddr,
+    /// See [`Transport::identity`].
+    pub identity: Option<String>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Send + 'static> Transport for Stream<S> {
@@ -77,6 +84,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Transport for Stream<S> {
 
     fn addrs(&self) -> (SocketAddr, SocketAddr) {
         (self.peer, self.local)
+    }
+
+    fn identity(&self) -> Option<String> {
+        self.identity.clone()
     }
 
     fn split(self) -> (StreamReader<S>, WriteHalf<S>) {
