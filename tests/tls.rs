@@ -3,6 +3,7 @@
 //! SASL EXTERNAL as the user its common name names; `fail_if_no_peer_cert` turns away clients
 //! without one; a plain-text client on the TLS port is refused and nothing else is disturbed;
 //! a reload picks up new certificates.
+mod cli_support;
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -331,4 +332,62 @@ async fn a_broker_with_unusable_tls_files_does_not_start() {
     });
     let err = warren::Broker::start(c).await.err().expect("refused");
     assert!(err.to_string().contains("/nonexistent/cert.pem"), "{err}");
+}
+
+/// The `warren` tools speak amqps too: publish and get (lapin), and perf (its own client),
+/// trusting the test CA through WARREN_CACERT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_and_perf_work_over_amqps() {
+    let dir = temp_dir("tls-cli");
+    let pki = make_pki(&dir, "Warren test CA", "nobody");
+    let broker = warren::Broker::start(tls_config(&pki, false, false))
+        .await
+        .unwrap();
+    let url = format!(
+        "amqps://guest:guest@localhost:{}/%2f",
+        broker.amqps_addr().unwrap().port()
+    );
+    let run = |args: Vec<String>| {
+        let ca = pki.ca.clone();
+        let url = url.clone();
+        async move {
+            let out = within(
+                "warren over amqps",
+                tokio::process::Command::new(cli_support::bin())
+                    .args(&args)
+                    .env("WARREN_URL", &url)
+                    .env("WARREN_CACERT", &ca)
+                    .output(),
+            )
+            .await
+            .unwrap();
+            let text = format!(
+                "warren {args:?}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(out.status.success(), "{text}");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+    };
+    let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+    run(s(&["declare", "queue", "cli-tls"])).await;
+    run(s(&["publish", "", "cli-tls", "over tls", "--confirm"])).await;
+    let got = run(s(&["get", "cli-tls"])).await;
+    assert!(got.contains("over tls"), "{got}");
+    let perf = run(s(&[
+        "perf",
+        "throughput",
+        "--duration",
+        "1",
+        "--warmup",
+        "0",
+        "--json",
+    ]))
+    .await;
+    let summary: serde_json::Value =
+        serde_json::from_str(perf.trim().lines().last().unwrap()).unwrap();
+    assert!(summary["received"].as_u64().unwrap() > 0, "{perf}");
+    broker.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -83,31 +83,36 @@ impl Session {
                 redact(&args.url)
             ))
         })?;
-        if uri.scheme == AMQPScheme::AMQPS {
-            // The AMQP library is built without TLS here and would quietly speak plain text.
-            return Err(Failure::new(
-                "amqps:// (TLS) is not supported by this build of warren; use amqp://",
-            )
-            .into());
-        }
+        // amqps://: the system's CAs, plus the PEM file WARREN_CACERT names.
+        let tls =
+            match std::env::var("WARREN_CACERT") {
+                Ok(path) if uri.scheme == AMQPScheme::AMQPS => lapin::tcp::OwnedTLSConfig {
+                    identity: None,
+                    cert_chain: Some(std::fs::read_to_string(&path).map_err(|e| {
+                        Failure::new(format!("cannot read WARREN_CACERT {path}: {e}"))
+                    })?),
+                },
+                _ => lapin::tcp::OwnedTLSConfig::default(),
+            };
         let address = format!("{}:{}", uri.authority.host, uri.authority.port);
         let empty_vhost = uri.vhost.is_empty();
         let properties = ConnectionProperties::default()
             .with_connection_name(format!("warren {command}").into());
-        let connection =
-            match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect_uri(uri, properties))
-                .await
-            {
-                Err(_) => {
-                    return Err(Failure::new(format!(
-                        "cannot connect to {address} (no answer within {}s)",
-                        CONNECT_TIMEOUT.as_secs()
-                    ))
-                    .into())
-                }
-                Ok(Err(e)) => return Err(connect_failure(&address, empty_vhost, &e).into()),
-                Ok(Ok(connection)) => connection,
-            };
+        let builder = lapin::DefaultConnectionBuilder::new()?
+            .with_uri(uri)
+            .with_properties(properties)
+            .with_tls_config(tls);
+        let connection = match tokio::time::timeout(CONNECT_TIMEOUT, builder.connect()).await {
+            Err(_) => {
+                return Err(Failure::new(format!(
+                    "cannot connect to {address} (no answer within {}s)",
+                    CONNECT_TIMEOUT.as_secs()
+                ))
+                .into())
+            }
+            Ok(Err(e)) => return Err(connect_failure(&address, empty_vhost, &e).into()),
+            Ok(Ok(connection)) => connection,
+        };
         let events = Box::pin(connection.events_listener());
         let channel = connection.create_channel().await?;
         Ok(Session {

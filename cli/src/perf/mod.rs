@@ -13,7 +13,6 @@ use amq_protocol::protocol::{exchange, queue, AMQPClass};
 use amq_protocol::types::FieldTable;
 use anyhow::{bail, Context};
 use serde_json::json;
-use tokio::io::AsyncWriteExt;
 
 use crate::table::{self, Entry};
 use wire::{ack_multiple, encode_publish, Confirms, Scan, Wire};

@@ -14,17 +14,99 @@ use amq_protocol::types::{AMQPValue, FieldTable, LongString};
 use amq_protocol::uri::AMQPUri;
 use anyhow::{anyhow, bail, Context};
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 use warren_broker::protocol::{
     decode_frame, encode_properties, write_content, write_method, Frame, PROTOCOL_HEADER,
 };
 
+/// The reading half of a connection: TCP, or TLS for `amqps://`.
+pub enum Reader {
+    Tcp(OwnedReadHalf),
+    Tls(ReadHalf<TlsStream<TcpStream>>),
+}
+
+/// The writing half.
+pub enum Writer {
+    Tcp(OwnedWriteHalf),
+    Tls(WriteHalf<TlsStream<TcpStream>>),
+}
+
+impl Reader {
+    async fn read_buf(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
+        match self {
+            Reader::Tcp(r) => r.read_buf(buf).await,
+            Reader::Tls(r) => r.read_buf(buf).await,
+        }
+    }
+
+    /// Whatever has arrived, without waiting (`WouldBlock` if nothing has).
+    fn try_read_buf(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
+        match self {
+            Reader::Tcp(r) => r.try_read_buf(buf),
+            Reader::Tls(r) => {
+                // One poll with a waker that does nothing: the next `read_buf` registers the
+                // real one.
+                use std::pin::Pin;
+                use std::task::{Context, Poll};
+                use tokio::io::AsyncRead;
+                let start = buf.len();
+                buf.resize(start + 64 * 1024, 0);
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                let mut rb = tokio::io::ReadBuf::new(&mut buf[start..]);
+                let r = match Pin::new(r).poll_read(&mut cx, &mut rb) {
+                    Poll::Ready(Ok(())) => Ok(rb.filled().len()),
+                    Poll::Ready(Err(e)) => Err(e),
+                    Poll::Pending => Err(std::io::ErrorKind::WouldBlock.into()),
+                };
+                buf.truncate(start + *r.as_ref().unwrap_or(&0));
+                r
+            }
+        }
+    }
+}
+
+impl Writer {
+    pub async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Writer::Tcp(w) => w.write_all(bytes).await,
+            Writer::Tls(w) => w.write_all(bytes).await,
+        }
+    }
+}
+
+/// TLS settings for `amqps://`: the system's CAs, plus the PEM file `WARREN_CACERT` names.
+fn tls_connector() -> anyhow::Result<tokio_rustls::TlsConnector> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if let Ok(path) = std::env::var("WARREN_CACERT") {
+        let pem = std::fs::read(&path).with_context(|| format!("reading WARREN_CACERT {path}"))?;
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+            roots
+                .add(cert.with_context(|| format!("{path}: not a PEM certificate"))?)
+                .with_context(|| format!("{path}: unusable CA certificate"))?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        config,
+    )))
+}
+
 /// One connection with channel 1 open.
 pub struct Wire {
-    pub rd: OwnedReadHalf,
-    pub wr: OwnedWriteHalf,
+    pub rd: Reader,
+    pub wr: Writer,
     pub buf: BytesMut,
     pub frame_max: u32,
 }
@@ -126,7 +208,19 @@ impl Wire {
             .await
             .with_context(|| format!("cannot connect to {addr}"))?;
         stream.set_nodelay(true)?;
-        let (rd, wr) = stream.into_split();
+        let (rd, wr) = if uri.scheme == amq_protocol::uri::AMQPScheme::AMQPS {
+            let name = rustls::pki_types::ServerName::try_from(uri.authority.host.clone())
+                .map_err(|e| anyhow!("{}: {e}", uri.authority.host))?;
+            let tls = tls_connector()?
+                .connect(name, stream)
+                .await
+                .with_context(|| format!("TLS handshake with {addr}"))?;
+            let (rd, wr) = tokio::io::split(tls);
+            (Reader::Tls(rd), Writer::Tls(wr))
+        } else {
+            let (rd, wr) = stream.into_split();
+            (Reader::Tcp(rd), Writer::Tcp(wr))
+        };
         let mut w = Wire {
             rd,
             wr,
