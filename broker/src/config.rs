@@ -75,6 +75,15 @@ pub struct Config {
     /// leaves only the plain listener.
     #[serde(deserialize_with = "deserialize_optional_bind")]
     pub amqps_bind: Option<SocketAddr>,
+    /// Resident memory, as a fraction of the machine's, above which publishers are blocked
+    /// (RabbitMQ's `vm_memory_high_watermark.relative`); 0 turns the memory alarm off.
+    pub memory_high_watermark: f64,
+    /// The same as an absolute number of bytes (`vm_memory_high_watermark.absolute`); wins
+    /// over the relative one when set.
+    pub memory_high_watermark_bytes: Option<u64>,
+    /// Free space on the data directory's file system below which publishers are blocked
+    /// (RabbitMQ's `disk_free_limit.absolute`, 50 MB by default).
+    pub disk_free_limit_bytes: u64,
 }
 
 impl Default for Config {
@@ -97,6 +106,9 @@ impl Default for Config {
             prometheus_bind: Some(SocketAddr::from(([127, 0, 0, 1], 15692))),
             tls: None,
             amqps_bind: Some(SocketAddr::from(([127, 0, 0, 1], 5671))),
+            memory_high_watermark: 0.6,
+            memory_high_watermark_bytes: None,
+            disk_free_limit_bytes: 50_000_000,
         }
     }
 }
@@ -213,6 +225,16 @@ impl Config {
             self.max_queues_per_connection = parse("WARREN_MAX_QUEUES_PER_CONNECTION", v)?;
         }
         Ok(())
+    }
+
+    /// The memory watermark in bytes (0: no memory alarm).
+    pub fn memory_limit(&self) -> u64 {
+        match self.memory_high_watermark_bytes {
+            Some(b) => b,
+            None => crate::alarms::total_memory_bytes().map_or(0, |t| {
+                (t as f64 * self.memory_high_watermark.max(0.0)) as u64
+            }),
+        }
     }
 
     /// The handshake timeout as a duration.

@@ -38,6 +38,7 @@
 //! ```
 
 pub mod access;
+pub mod alarms;
 pub mod auth;
 pub mod config;
 pub mod error;

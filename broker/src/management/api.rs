@@ -663,10 +663,20 @@ async fn connection_channels(State(m): M, Path(name): Path<String>, Query(q): Pa
     ok(respond(channels_of(&m, &[c]), &q)?)
 }
 
-async fn no_alarms() -> Api {
-    // Warren raises no resource alarms yet (the memory and disk alarms come with the
-    // multi-tenancy and security issue), so there is none in effect.
-    ok(json!({"status": "ok"}))
+/// RabbitMQ's `/api/health/checks/alarms`: 200 without alarms, 503 naming them.
+async fn no_alarms(State(m): M) -> Api {
+    let s = m.alarms.state();
+    if !s.any() {
+        return ok(json!({"status": "ok"}));
+    }
+    let alarms: Vec<Value> = [("memory", s.memory), ("disk", s.disk)]
+        .iter()
+        .filter(|(_, on)| *on)
+        .map(|(r, _)| json!({"node": m.node, "resource": r}))
+        .collect();
+    let body = json!({"status": "failed",
+        "reason": "resource alarm(s) in effect in the cluster", "alarms": alarms});
+    Ok((StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response())
 }
 
 async fn port_listener(State(m): M, Path(port): Path<String>) -> Api {

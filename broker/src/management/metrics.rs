@@ -229,18 +229,7 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Resident memory of this process, in bytes (Linux).
-fn resident_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
-}
-
-/// Free space for an unprivileged writer on the file system of `dir`, in bytes.
-pub fn disk_free_bytes(dir: &std::path::Path) -> Option<u64> {
-    let s = nix::sys::statvfs::statvfs(dir).ok()?;
-    Some(s.blocks_available() as u64 * s.fragment_size() as u64)
-}
+use crate::alarms::{disk_free_bytes, resident_bytes};
 
 fn open_fds() -> Option<u64> {
     Some(std::fs::read_dir("/proc/self/fd").ok()?.count() as u64)
@@ -487,6 +476,35 @@ pub fn render(m: &Management, per_object: bool) -> String {
             &one(free),
         );
     }
+    let alarms = m.alarms.state();
+    for (name, help, on) in [
+        (
+            "rabbitmq_alarms_memory_used_watermark",
+            "is set when a node hits the memory watermark",
+            alarms.memory,
+        ),
+        (
+            "rabbitmq_alarms_free_disk_space_watermark",
+            "is set when a node hits the free disk space watermark",
+            alarms.disk,
+        ),
+    ] {
+        family(&mut out, name, "gauge", help, &one(u64::from(on)));
+    }
+    family(
+        &mut out,
+        "rabbitmq_resident_memory_limit_bytes",
+        "gauge",
+        "Memory high watermark in bytes",
+        &one(m.alarms.memory_limit()),
+    );
+    family(
+        &mut out,
+        "rabbitmq_disk_space_available_limit_bytes",
+        "gauge",
+        "Free disk space low watermark in bytes",
+        &one(m.alarms.disk_free_limit()),
+    );
     if let Some(rss) = resident_bytes() {
         family(
             &mut out,

@@ -50,6 +50,8 @@ pub struct Management {
     /// The store (None: an in-memory broker): its file system's free space, flush times and
     /// segment bytes are metrics.
     pub(crate) disk: Option<Arc<crate::store::disk::Disk>>,
+    /// Memory and disk alarms (health checks, metrics).
+    pub(crate) alarms: Arc<crate::alarms::Alarms>,
 }
 
 /// The management listeners, bound before the broker announces itself.
@@ -98,19 +100,31 @@ fn node_name() -> String {
     format!("warren@{host}")
 }
 
+/// What the management servers are given of the broker.
+pub struct Parts {
+    pub registry: Arc<Registry>,
+    pub access: Arc<Access>,
+    /// The AMQP listener (the API's own connections go there).
+    pub amqp: SocketAddr,
+    pub disk: Option<Arc<crate::store::disk::Disk>>,
+    /// TLS, for HTTPS when its `management` setting asks for it.
+    pub tls: Option<Arc<crate::tls::Tls>>,
+    pub alarms: Arc<crate::alarms::Alarms>,
+}
+
 /// Starts the servers on `listeners` (and the rate sampler), until `shutdown`.
-pub fn spawn(
-    listeners: Listeners,
-    registry: Arc<Registry>,
-    access: Arc<Access>,
-    amqp: SocketAddr,
-    disk: Option<Arc<crate::store::disk::Disk>>,
-    tls: Option<Arc<crate::tls::Tls>>,
-    shutdown: CancellationToken,
-) {
+pub fn spawn(listeners: Listeners, parts: Parts, shutdown: CancellationToken) {
     if listeners.http.is_none() && listeners.prometheus.is_none() {
         return;
     }
+    let Parts {
+        registry,
+        access,
+        amqp,
+        disk,
+        tls,
+        alarms,
+    } = parts;
     let m = Arc::new(Management {
         registry,
         access,
@@ -121,6 +135,7 @@ pub fn spawn(
         rates: rates::Rates::default(),
         started: Instant::now(),
         disk,
+        alarms,
     });
     tokio::spawn(rates::run(Arc::clone(&m), shutdown.clone()));
     if let Some(l) = listeners.http {

@@ -328,6 +328,7 @@ impl Connection {
     /// The last body frame of a publish arrived: build the message and route it (or hold it
     /// in the transaction).
     pub(crate) fn finish_publish(&mut self, id: u16, done: Complete) -> AmqpResult<()> {
+        self.publishing = true;
         if !self.grant().publishes_freely() {
             let exchange = std::str::from_utf8(done.method.exchange()).unwrap_or_default();
             let key = std::str::from_utf8(done.method.routing_key()).unwrap_or_default();

@@ -87,6 +87,13 @@ pub(crate) struct Connection {
     new_events: Option<mpsc::UnboundedReceiver<ConnEvent>>,
     /// The client understands basic.cancel from the server.
     pub cancel_notify: bool,
+    /// The client understands connection.blocked / unblocked.
+    blocked_notify: bool,
+    /// It has published: a resource alarm stops reading it (RabbitMQ's "blocked"; one that
+    /// only consumes goes on).
+    pub publishing: bool,
+    /// It is blocked by an alarm now (and was told, if it understands connection.blocked).
+    blocked: bool,
     /// Queues to wake once the current batch is handled (capacity was freed).
     pub to_wake: Vec<QueueHandle>,
     /// Reused by every publish to collect the queues it routes to (no allocation per message).
@@ -155,6 +162,9 @@ pub(crate) async fn serve<T: Transport>(ctx: Arc<BrokerContext>, id: u64, stream
         events: None,
         new_events: None,
         cancel_notify: tuned.cancel_notify,
+        blocked_notify: tuned.blocked_notify,
+        publishing: false,
+        blocked: false,
         to_wake: Vec::new(),
         route_buf: Vec::new(),
         pending: Vec::new(),
@@ -173,6 +183,29 @@ pub(crate) async fn serve<T: Transport>(ctx: Arc<BrokerContext>, id: u64, stream
 }
 
 impl Connection {
+    /// Starts or ends a block by a resource alarm, telling the client if it understands
+    /// connection.blocked.
+    fn set_blocked(&mut self, blocked: bool) {
+        self.blocked = blocked;
+        let reason = self.ctx.alarms.state().reason();
+        if blocked {
+            info!(reason = %reason, "connection blocked by a resource alarm");
+        } else {
+            info!("connection unblocked");
+        }
+        if !self.blocked_notify {
+            return;
+        }
+        let m = if blocked {
+            conn::AMQPMethod::Blocked(conn::Blocked {
+                reason: reason.as_str().into(),
+            })
+        } else {
+            conn::AMQPMethod::Unblocked(conn::Unblocked {})
+        };
+        write_method(&mut self.out, 0, &AMQPClass::Connection(m));
+    }
+
     /// What the user may do in the vhost, refreshed when permissions changed.
     pub(crate) fn grant(&mut self) -> &Grant {
         let generation = self.ctx.access.generation();
@@ -238,18 +271,24 @@ impl Connection {
         let mut shutdown_seen = false;
         let forced = self.registry.info().forced.clone();
         let mut forced_seen = false;
+        let mut alarm_rx = self.ctx.alarms.subscribe();
         loop {
             if events_rx.is_none() {
                 events_rx = self.new_events.take();
             }
             let can_take = self.out.pending() < OUT_HIGH_WATER;
+            // A resource alarm stops reading a publisher (one atomic load otherwise).
+            let blocked = self.publishing && self.ctx.alarms.any();
+            if blocked != self.blocked {
+                self.set_blocked(blocked);
+            }
             tokio::select! {
                 r = async {
                     if input.unread {
                         return Ok(false);
                     }
                     rd.readable().await.map(|()| true)
-                }, if can_take => {
+                }, if can_take && !blocked => {
                     let Ok(fresh) = r else { return };
                     input.unread = false;
                     if fresh {
@@ -299,8 +338,18 @@ impl Connection {
                     // The client did not answer our connection.close in time.
                     return;
                 }
+                r = alarm_rx.changed(), if self.publishing => {
+                    if r.is_err() {
+                        return;
+                    }
+                }
                 _ = ticker.tick() => {
                     let now = Instant::now();
+                    if blocked {
+                        // Not reading: the client's heartbeats wait in the socket, as
+                        // RabbitMQ suspends its heartbeat monitor while blocked.
+                        input.last_read = now;
+                    }
                     if heartbeat != 0 {
                         if now - input.last_read > beat * 4 {
                             info!("missed heartbeats from client, closing");

@@ -45,7 +45,13 @@ pub(super) struct Tuned {
     pub channel_max: u16,
     pub heartbeat: u16,
     pub cancel_notify: bool,
+    /// The client understands connection.blocked / unblocked.
+    pub blocked_notify: bool,
 }
+
+/// What connection.start-ok settled: the user, the client's properties, its `client_id`,
+/// and whether it understands basic.cancel and connection.blocked from the server.
+type LoggedIn = (UserRecord, ClientInfo, Option<String>, bool, bool);
 
 /// Why a handshake step stopped.
 enum Stop {
@@ -151,7 +157,7 @@ impl<R: TransportRead, W: AsyncWrite + Unpin> Handshake<'_, R, W> {
             locales: "en_US".into(),
         }))
         .await?;
-        let (user, client, client_id, cancel_notify) = self.start_ok().await?;
+        let (user, client, client_id, cancel_notify, blocked_notify) = self.start_ok().await?;
         let cfg = &self.ctx.config;
         self.send(conn::AMQPMethod::Tune(conn::Tune {
             channel_max: cfg.channel_max,
@@ -177,6 +183,7 @@ impl<R: TransportRead, W: AsyncWrite + Unpin> Handshake<'_, R, W> {
             },
             heartbeat: tune_ok.heartbeat,
             cancel_notify,
+            blocked_notify,
         })
     }
 
@@ -197,7 +204,7 @@ impl<R: TransportRead, W: AsyncWrite + Unpin> Handshake<'_, R, W> {
     }
 
     /// connection.start-ok: the login, and what the client says about itself.
-    async fn start_ok(&mut self) -> Result<(UserRecord, ClientInfo, Option<String>, bool), Stop> {
+    async fn start_ok(&mut self) -> Result<LoggedIn, Stop> {
         let start_ok = match self.method().await? {
             Some(AMQPClass::Connection(conn::AMQPMethod::StartOk(s))) => s,
             _ => {
@@ -229,6 +236,7 @@ impl<R: TransportRead, W: AsyncWrite + Unpin> Handshake<'_, R, W> {
         };
         let failure_close = capability("authentication_failure_close");
         let cancel_notify = capability("consumer_cancel_notify");
+        let blocked_notify = capability("connection.blocked");
         let mechanism = start_ok.mechanism.as_str();
         let user = match auth::authenticate(
             &self.ctx.access,
@@ -263,7 +271,7 @@ impl<R: TransportRead, W: AsyncWrite + Unpin> Handshake<'_, R, W> {
             }
         };
         tracing::Span::current().record("user", user.name.as_str());
-        Ok((user, client, client_id, cancel_notify))
+        Ok((user, client, client_id, cancel_notify, blocked_notify))
     }
 
     /// connection.tune-ok: the client's limits, within ours.

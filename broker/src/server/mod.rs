@@ -67,6 +67,8 @@ pub(crate) struct BrokerContext {
     pub tracker: TaskTracker,
     /// TLS settings, when configured (reloaded on request).
     pub tls: Option<Arc<Tls>>,
+    /// Memory and disk alarms.
+    pub alarms: Arc<crate::alarms::Alarms>,
 }
 
 impl BrokerContext {
@@ -74,11 +76,14 @@ impl BrokerContext {
     fn spawn_management(&self, mgmt: management::Listeners, amqp: SocketAddr) {
         management::spawn(
             mgmt,
-            Arc::clone(&self.registry),
-            Arc::clone(&self.access),
-            amqp,
-            self.disk.clone(),
-            self.tls.clone(),
+            management::Parts {
+                registry: Arc::clone(&self.registry),
+                access: Arc::clone(&self.access),
+                amqp,
+                disk: self.disk.clone(),
+                tls: self.tls.clone(),
+                alarms: Arc::clone(&self.alarms),
+            },
             self.shutdown.clone(),
         );
     }
@@ -90,12 +95,20 @@ impl BrokerContext {
         access: Arc<Access>,
         tls: Option<Arc<Tls>>,
     ) -> Arc<Self> {
+        let shutdown = CancellationToken::new();
+        let alarms = crate::alarms::Alarms::new(
+            config.memory_limit(),
+            config.disk_free_limit_bytes,
+            disk.as_ref().map(|d| d.path().to_owned()),
+        );
+        alarms.spawn_monitor(shutdown.clone());
         Arc::new(BrokerContext {
+            alarms,
             access,
             registry,
             disk,
             next_conn_id: AtomicU64::new(1),
-            shutdown: CancellationToken::new(),
+            shutdown,
             tracker: TaskTracker::new(),
             tls,
             config,
@@ -223,6 +236,11 @@ impl Broker {
     /// Users, permissions and vhosts.
     pub fn access(&self) -> &Arc<Access> {
         &self.ctx.access
+    }
+
+    /// The memory and disk alarms (their limits can be changed while it runs).
+    pub fn alarms(&self) -> &Arc<crate::alarms::Alarms> {
+        &self.ctx.alarms
     }
 
     /// Serves an AMQP connection over any byte stream (an in-process pipe, a stream the
