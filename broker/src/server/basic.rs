@@ -329,6 +329,20 @@ impl Connection {
     /// in the transaction).
     pub(crate) fn finish_publish(&mut self, id: u16, done: Complete) -> AmqpResult<()> {
         self.publishing = true;
+        if done.method.exchange() == b"warren.signal" {
+            // A peer's signal or relayed message: its sender's name is its reply_to.
+            // Parsed here only (checked for nesting when the header arrived).
+            let props = amq_protocol::protocol::basic::parse_properties(&done.raw_properties[..])
+                .map(|(_, p)| p)
+                .unwrap_or_default();
+            let name = props.reply_to().as_ref().map_or("", |r| r.as_str());
+            if let Err(e) = self.check_peer_name(name) {
+                if let Some(ch) = self.channels.get_mut(&id) {
+                    ch.body_parts.clear();
+                }
+                return Err(e.during(60, 40));
+            }
+        }
         if !self.grant().publishes_freely() {
             let exchange = std::str::from_utf8(done.method.exchange()).unwrap_or_default();
             let key = std::str::from_utf8(done.method.routing_key()).unwrap_or_default();

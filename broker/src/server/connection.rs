@@ -71,6 +71,8 @@ pub(crate) struct Connection {
     grant_gen: u64,
     /// For `{client_id}` in topic permissions.
     client_id: Option<String>,
+    /// May claim any peer name (see [`check_peer_name`](Self::check_peer_name)).
+    impersonator: bool,
     /// Negotiated frame_max.
     pub frame_max: u32,
     /// Negotiated channel_max.
@@ -157,6 +159,7 @@ pub(crate) async fn serve<T: Transport>(ctx: Arc<BrokerContext>, id: u64, stream
         // Refreshed on first use: permissions may have changed since the handshake.
         grant_gen: 0,
         client_id: tuned.client_id,
+        impersonator: tuned.impersonator,
         out: Output::default(),
         channels: HashMap::new(),
         events: None,
@@ -219,6 +222,24 @@ impl Connection {
             self.grant_gen = generation;
         }
         &self.grant
+    }
+
+    /// A peer name (the `warren-peer` module's `warren.peer.<name>.*` queues and `reply_to`
+    /// on `warren.signal`) must belong to the login: the user's own name, or one that starts
+    /// with it and a dot; administrators and impersonators may use any (403 otherwise). So
+    /// one user cannot claim or speak for another's peer.
+    pub(crate) fn check_peer_name(&self, name: &str) -> AmqpResult<()> {
+        let own = name == self.user
+            || name
+                .strip_prefix(self.user.as_str())
+                .is_some_and(|rest| rest.starts_with('.'));
+        if own || self.impersonator {
+            return Ok(());
+        }
+        Err(AmqpError::access_refused(format_args!(
+            "peer name '{name}' does not belong to user '{}': a peer may use its login name, or names that start with '{}.'",
+            self.user, self.user
+        )))
     }
 
     /// Checks a permission (403 ACCESS_REFUSED, with RabbitMQ's text).

@@ -35,6 +35,8 @@ const FAILED_LOGIN_DELAY: std::time::Duration = std::time::Duration::from_millis
 /// What the handshake settled.
 pub(super) struct Tuned {
     pub user: String,
+    /// The user may speak for others: tagged `administrator` or `impersonator` (peer names).
+    pub impersonator: bool,
     pub vhost: Arc<Vhost>,
     /// What the user may do in the vhost.
     pub grant: Grant,
@@ -170,6 +172,7 @@ impl<R: TransportRead, W: AsyncWrite + Unpin> Handshake<'_, R, W> {
         self.send(conn::AMQPMethod::OpenOk(conn::OpenOk {})).await?;
         let cfg = &self.ctx.config;
         Ok(Tuned {
+            impersonator: user.has_tag("administrator") || user.has_tag("impersonator"),
             user: user.name,
             vhost,
             grant,

@@ -32,6 +32,12 @@ impl Connection {
                 };
                 if !d.passive {
                     self.check(Perm::Configure, Resource::Queue, &name)?;
+                    if let Some(peer) = name.strip_prefix("warren.peer.").and_then(|n| {
+                        n.strip_suffix(".signal")
+                            .or_else(|| n.strip_suffix(".relay"))
+                    }) {
+                        self.check_peer_name(peer)?;
+                    }
                     if let Some(dlx) = d.arguments.inner().get("x-dead-letter-exchange") {
                         // A new queue that dead-letters into an exchange: read on the queue
                         // and write on the exchange.
