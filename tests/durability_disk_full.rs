@@ -22,6 +22,18 @@ use tokio::process::{Child, Command};
 
 /// Starts `warren serve` with stderr going to `stderr` and returns it with its AMQP URL.
 async fn spawn(data_dir: &Path, stderr: std::fs::File, log: &str) -> (Child, String) {
+    // The store's own handling of a full disk: the disk alarm, which would block publishers
+    // before the disk fills, is off (see the alarm test below for it).
+    spawn_with(data_dir, stderr, log, "0").await
+}
+
+/// [`spawn`] with the disk alarm's limit in bytes.
+async fn spawn_with(
+    data_dir: &Path,
+    stderr: std::fs::File,
+    log: &str,
+    disk_free_limit: &str,
+) -> (Child, String) {
     let mut child = Command::new(warren_binary())
         .args([
             "serve",
@@ -35,6 +47,7 @@ async fn spawn(data_dir: &Path, stderr: std::fs::File, log: &str) -> (Child, Str
         ])
         .arg(data_dir)
         .env("WARREN_LOG", log)
+        .env("WARREN_DISK_FREE_LIMIT_BYTES", disk_free_limit)
         .stdout(Stdio::piped())
         .stderr(Stdio::from(stderr))
         .kill_on_drop(true)
@@ -265,6 +278,92 @@ async fn a_full_disk_loses_no_confirmed_message() {
         returned.len()
     );
     assert_eq!(back, acked, "exactly the acked messages come back");
+    conn.close(200, "bye".into()).await.ok();
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+}
+
+/// The disk alarm on a real small file system: as free space falls under the limit the
+/// publisher is blocked (connection.blocked "low on disk") before anything is refused; when
+/// the file system grows, it carries on; after a crash every acked message is back.
+#[tokio::test]
+async fn a_disk_alarm_blocks_publishers_before_the_disk_fills_and_releases_them() {
+    use futures_util::StreamExt;
+    let Some(fs) = Tmpfs::mount(48) else {
+        eprintln!(
+            "SKIPPED: cannot mount a tmpfs here (needs root); the disk alarm test did not run"
+        );
+        return;
+    };
+    let data = fs.0.join("data");
+    let log = std::fs::File::create(fs.0.join("warren.log")).expect("log on the tmpfs");
+    let (mut child, url) = spawn_with(&data, log, "info", "24000000").await;
+    let conn = connect_url(&url).await;
+    let mut events = conn.events_listener();
+    let ch = confirm_channel(&conn).await;
+    let q = "alarm-fills";
+    declare_durable_queue(&ch, q).await;
+    let total = 3000u32;
+    let publisher = tokio::spawn(async move {
+        let body = vec![b'x'; 10 * 1024];
+        let mut acked = BTreeSet::new();
+        for id in 0..total {
+            let mut payload = id.to_be_bytes().to_vec();
+            payload.extend_from_slice(&body);
+            let c = ch
+                .basic_publish(
+                    "".into(),
+                    q.into(),
+                    BasicPublishOptions::default(),
+                    &payload,
+                    BasicProperties::default().with_delivery_mode(2),
+                )
+                .await
+                .expect("basic.publish")
+                .await
+                .expect("confirm");
+            assert!(
+                c.is_ack(),
+                "message {id} was nacked: the alarm should have come first"
+            );
+            acked.insert(id);
+        }
+        acked
+    });
+    // 3,000 x 10 KiB is 30 MB: more than the 24 MB the tmpfs can give before the alarm.
+    let blocked = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match events.next().await {
+                Some(lapin::Event::ConnectionBlocked(reason)) => return reason,
+                Some(_) => continue,
+                None => panic!("the connection's events ended"),
+            }
+        }
+    })
+    .await
+    .expect("blocked before the disk filled");
+    assert_eq!(blocked, "low on disk");
+    assert!(
+        !publisher.is_finished(),
+        "the publisher finished while blocked"
+    );
+    // Room again: unblocked within the disk check's second, and the rest goes through.
+    fs.resize(200);
+    let acked = tokio::time::timeout(Duration::from_secs(60), publisher)
+        .await
+        .expect("the publisher finishes once space returns")
+        .expect("publisher task");
+    assert_eq!(acked.len(), total as usize);
+
+    // Crash and restart: every acked message is back.
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    drop(conn);
+    let log = std::fs::File::create(fs.0.join("warren-2.log")).expect("log");
+    let (mut child, url) = spawn(&data, log, "info").await;
+    let conn = connect_url(&url).await;
+    let ch = channel(&conn).await;
+    assert_eq!(declare_durable_queue(&ch, q).await, total);
     conn.close(200, "bye".into()).await.ok();
     let _ = child.start_kill();
     let _ = child.wait().await;

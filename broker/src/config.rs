@@ -171,7 +171,7 @@ impl Config {
     /// Applies `WARREN_BIND`, `WARREN_DATA_DIR`, `WARREN_MAX_CONNECTIONS`, `WARREN_FRAME_MAX`,
     /// `WARREN_CHANNEL_MAX`, `WARREN_HEARTBEAT`, `WARREN_MAX_MESSAGE_SIZE`,
     /// `WARREN_MAX_QUEUES_PER_CONNECTION`, `WARREN_HTTP_BIND`, `WARREN_PROMETHEUS_BIND`,
-    /// `WARREN_AMQPS_BIND`.
+    /// `WARREN_AMQPS_BIND`, `WARREN_MEMORY_HIGH_WATERMARK`, `WARREN_DISK_FREE_LIMIT_BYTES`.
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         fn parse<T: std::str::FromStr>(var: &str, value: String) -> Result<T, ConfigError>
         where
@@ -220,6 +220,12 @@ impl Config {
         }
         if let Some(v) = get("WARREN_MAX_MESSAGE_SIZE") {
             self.max_message_size = parse("WARREN_MAX_MESSAGE_SIZE", v)?;
+        }
+        if let Some(v) = get("WARREN_MEMORY_HIGH_WATERMARK") {
+            self.memory_high_watermark = parse("WARREN_MEMORY_HIGH_WATERMARK", v)?;
+        }
+        if let Some(v) = get("WARREN_DISK_FREE_LIMIT_BYTES") {
+            self.disk_free_limit_bytes = parse("WARREN_DISK_FREE_LIMIT_BYTES", v)?;
         }
         if let Some(v) = get("WARREN_MAX_QUEUES_PER_CONNECTION") {
             self.max_queues_per_connection = parse("WARREN_MAX_QUEUES_PER_CONNECTION", v)?;
