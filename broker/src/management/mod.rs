@@ -366,8 +366,9 @@ impl std::fmt::Debug for User {
 
 /// HTTP Basic authentication against the broker's users, as RabbitMQ's management API:
 /// 401 with `WWW-Authenticate` (and an empty body when no credentials came at all).
-/// `guest` (or any loopback-only user) only from a loopback address. Until users have tags
-/// (the multi-tenancy issue), every user may use the API as an administrator.
+/// `guest` (or any loopback-only user) only from a loopback address. Tags decide what a user
+/// may use (401 `Not management user`), and a user without `administrator` or `monitoring`
+/// sees only the vhosts it has permissions in.
 pub(crate) async fn authenticate(
     State(m): State<Arc<Management>>,
     ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
