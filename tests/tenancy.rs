@@ -810,9 +810,17 @@ async fn users_are_managed_as_rabbitmq_manages_them() {
     );
     // Permissions: read back, bad patterns refused.
     let got = t.get_json(&format!("/api/permissions/%2F/{name}")).await;
+    let entry = json!({"user": name, "vhost": "/", "configure": "", "write": "", "read": ".*"});
+    assert_eq!(got, entry);
     assert_eq!(
-        got,
-        json!({"user": name, "vhost": "/", "configure": "", "write": "", "read": ".*"})
+        t.get_json(&format!("/api/users/{name}/permissions")).await,
+        json!([entry])
+    );
+    let of_vhost = t.get_json("/api/vhosts/%2F/permissions").await;
+    assert!(of_vhost.as_array().unwrap().contains(&entry), "{of_vhost}");
+    assert_eq!(
+        t.get("/api/users/no-such-user/permissions").await.status,
+        404
     );
     let r = t
         .send(

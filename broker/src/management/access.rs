@@ -291,36 +291,71 @@ async fn permissions(State(m): M, Extension(u): Extension<User>, Query(q): Param
     )?)
 }
 
+/// Whose entries a per-vhost or per-user listing shows.
+enum Of {
+    Vhost(String),
+    User(String),
+}
+
+/// `GET /api/{vhosts,users}/{name}/{permissions,topic-permissions}`: the entries of one vhost
+/// (vhost first in each, as RabbitMQ writes them) or one user; 404 if it does not exist.
+fn listing(m: &Management, u: &User, of: &Of, topic: bool) -> Api {
+    u.admin()?;
+    match of {
+        Of::Vhost(v) => drop(super::api::vhost_of(m, v)?),
+        Of::User(n) => drop(m.access.user(n).ok_or_else(ApiError::not_found)?),
+    }
+    let vhost_first = matches!(of, Of::Vhost(_));
+    let keep = |vhost: &str, user: &str| match of {
+        Of::Vhost(v) => vhost == v,
+        Of::User(n) => user == n,
+    };
+    let list: Vec<Value> = if topic {
+        let all = m.access.topic_permissions();
+        all.iter()
+            .filter(|t| keep(&t.vhost, &t.user))
+            .map(|t| topic_json(t, vhost_first))
+            .collect()
+    } else {
+        let all = m.access.permissions();
+        all.iter()
+            .filter(|p| keep(&p.vhost, &p.user))
+            .map(|p| permission_json(p, vhost_first))
+            .collect()
+    };
+    ok(Value::Array(list))
+}
+
 async fn vhost_permissions(
     State(m): M,
     Extension(u): Extension<User>,
-    Path(vhost): Path<String>,
+    Path(v): Path<String>,
 ) -> Api {
-    u.admin()?;
-    super::api::vhost_of(&m, &vhost)?;
-    let all = m.access.permissions();
-    ok(Value::Array(
-        all.iter()
-            .filter(|p| p.vhost == vhost)
-            .map(|p| permission_json(p, true))
-            .collect(),
-    ))
+    listing(&m, &u, &Of::Vhost(v), false)
 }
 
 async fn user_permissions(
     State(m): M,
     Extension(u): Extension<User>,
-    Path(user): Path<String>,
+    Path(n): Path<String>,
 ) -> Api {
-    u.admin()?;
-    m.access.user(&user).ok_or_else(ApiError::not_found)?;
-    let all = m.access.permissions();
-    ok(Value::Array(
-        all.iter()
-            .filter(|p| p.user == user)
-            .map(|p| permission_json(p, false))
-            .collect(),
-    ))
+    listing(&m, &u, &Of::User(n), false)
+}
+
+async fn vhost_topic_permissions(
+    State(m): M,
+    Extension(u): Extension<User>,
+    Path(v): Path<String>,
+) -> Api {
+    listing(&m, &u, &Of::Vhost(v), true)
+}
+
+async fn user_topic_permissions(
+    State(m): M,
+    Extension(u): Extension<User>,
+    Path(n): Path<String>,
+) -> Api {
+    listing(&m, &u, &Of::User(n), true)
 }
 
 async fn permission(
@@ -376,38 +411,6 @@ async fn topic_permissions(State(m): M, Extension(u): Extension<User>, Query(q):
         all.iter().map(|t| topic_json(t, false)).collect(),
         &q,
     )?)
-}
-
-async fn vhost_topic_permissions(
-    State(m): M,
-    Extension(u): Extension<User>,
-    Path(vhost): Path<String>,
-) -> Api {
-    u.admin()?;
-    super::api::vhost_of(&m, &vhost)?;
-    let all = m.access.topic_permissions();
-    ok(Value::Array(
-        all.iter()
-            .filter(|t| t.vhost == vhost)
-            .map(|t| topic_json(t, true))
-            .collect(),
-    ))
-}
-
-async fn user_topic_permissions(
-    State(m): M,
-    Extension(u): Extension<User>,
-    Path(user): Path<String>,
-) -> Api {
-    u.admin()?;
-    m.access.user(&user).ok_or_else(ApiError::not_found)?;
-    let all = m.access.topic_permissions();
-    ok(Value::Array(
-        all.iter()
-            .filter(|t| t.user == user)
-            .map(|t| topic_json(t, false))
-            .collect(),
-    ))
 }
 
 async fn topic_permission(
