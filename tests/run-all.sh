@@ -13,8 +13,9 @@
 #  3. against that broker: every example (cargo run --example NAME), the pika client tests
 #     (tests/clients/pika_test.py, pika_x_death_test.py) and the amqp-tools test
 #     (tests/clients/amqp_tools_test.sh)
-#  4. stop the broker, print "run-all: N passed, M failed" for the steps of 3, and exit
-#     non-zero if anything (cargo steps included) failed.
+#  4. the cargo fuzz targets, a minute each (tests/fuzz.sh)
+#  5. stop the broker, print "run-all: N passed, M failed" for the steps of 3, and exit
+#     non-zero if anything (cargo and fuzz steps included) failed.
 #
 # Needs: cargo and python3 (with its venv module); step 0 installs the rest.
 #
@@ -23,6 +24,7 @@
 #   WARREN_TEST_URL=amqp://...   run step 3 against this broker instead of building and
 #                                starting Warren (e.g. a RabbitMQ to compare with)
 #   RUN_ALL_SKIP_CARGO_TEST=1    skip step 1
+#   RUN_ALL_SKIP_FUZZ=1          skip step 4 (FUZZ_SECONDS=N runs each target N seconds)
 #   EXAMPLES_CARGO_FLAGS="..."   which package the examples come from
 #                                (default "-p warren"; e.g. "--manifest-path other/Cargo.toml")
 #   STEP_TIMEOUT=seconds         limit for each step of 3 (default 300)
@@ -180,6 +182,20 @@ if ! rabbitmqadmin --version 2>/dev/null | grep -qF "$RABBITMQADMIN_VERSION"; th
 fi
 echo "run-all: $(rabbitmqadmin --version 2>/dev/null | head -1) at $(command -v rabbitmqadmin)"
 
+# cargo-fuzz, for the fuzz targets (step 4) with the nightly toolchain the machines have.
+CARGO_FUZZ_VERSION=0.13.2
+if ! cargo fuzz --version 2>/dev/null | grep -qF "$CARGO_FUZZ_VERSION"; then
+  banner "set-up: cargo install cargo-fuzz --version $CARGO_FUZZ_VERSION --locked"
+  retry cargo install --quiet cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked ||
+    missing "cargo could not install cargo-fuzz" \
+      "cargo install cargo-fuzz --version $CARGO_FUZZ_VERSION --locked"
+fi
+if ! cargo +nightly --version >/dev/null 2>&1; then
+  retry rustup toolchain install nightly --profile minimal ||
+    missing "the fuzz targets need the nightly toolchain" "rustup toolchain install nightly --profile minimal"
+fi
+echo "run-all: $(cargo fuzz --version), $(cargo +nightly --version)"
+
 # The dashboard test: Debian's Chromium, driven by playwright-core from npm (node and npm
 # come with the machine; Debian's nodejs and npm otherwise).
 for tool in chromium:chromium node:nodejs npm:npm; do
@@ -321,7 +337,17 @@ else
   skip_all "no broker"
 fi
 
-# ---- 4. summary
+# ---- 4. the fuzz targets, each for FUZZ_SECONDS (60 by default)
+if [[ ${RUN_ALL_SKIP_FUZZ:-} == 1 ]]; then
+  banner "fuzz targets: skipped (RUN_ALL_SKIP_FUZZ=1)"
+else
+  banner "fuzz targets (tests/fuzz.sh)"
+  if ! bash tests/fuzz.sh; then
+    cargo_failed+=("fuzz targets (tests/fuzz.sh)")
+  fi
+fi
+
+# ---- 5. summary
 if [[ -n $WARREN_PID ]]; then
   if ! kill -0 "$WARREN_PID" 2>/dev/null; then
     echo "warren (pid $WARREN_PID) died during the run; last lines of its log:"

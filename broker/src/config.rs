@@ -84,6 +84,18 @@ pub struct Config {
     /// Free space on the data directory's file system below which publishers are blocked
     /// (RabbitMQ's `disk_free_limit.absolute`, 50 MB by default).
     pub disk_free_limit_bytes: u64,
+    /// Vhost and user limits applied at every start (the `[limits.vhosts."/"]` and
+    /// `[limits.users.NAME]` tables): the API's vhost-limits and user-limits, publish rate
+    /// limits included. A limit set here wins over one set through the API at the next start.
+    pub limits: LimitsConfig,
+}
+
+/// Limits set in the config file, by vhost and by user: name to value (negative: none).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub vhosts: std::collections::BTreeMap<String, std::collections::BTreeMap<String, i64>>,
+    pub users: std::collections::BTreeMap<String, std::collections::BTreeMap<String, i64>>,
 }
 
 impl Default for Config {
@@ -109,6 +121,7 @@ impl Default for Config {
             memory_high_watermark: 0.6,
             memory_high_watermark_bytes: None,
             disk_free_limit_bytes: 50_000_000,
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -316,6 +329,18 @@ fn deserialize_bind<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_are_read_from_their_tables() {
+        let c: Config = toml::from_str(
+            "[limits.vhosts.\"/\"]\nmax-publish-rate = 300\n\
+             [limits.users.app]\nmax-publish-bytes-rate = 1000\nmax-channels = 5\n",
+        )
+        .unwrap();
+        assert_eq!(c.limits.vhosts["/"]["max-publish-rate"], 300);
+        assert_eq!(c.limits.users["app"]["max-channels"], 5);
+        assert!(toml::from_str::<Config>("[limits.queues]\n").is_err());
+    }
 
     #[test]
     fn management_listeners_default_to_rabbitmqs_ports_and_can_be_turned_off() {

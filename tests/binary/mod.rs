@@ -47,6 +47,18 @@ impl Server {
 
     /// Like `start`, but returns the process's stderr when it exits instead of listening.
     pub async fn try_start(data_dir: &Path) -> Result<Server, (String, String)> {
+        Self::try_start_with(data_dir, &[]).await
+    }
+
+    /// Like `start`, with more arguments for `warren serve` (a `--config` file, say).
+    pub async fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
+        match Self::try_start_with(data_dir, extra).await {
+            Ok(s) => s,
+            Err((msg, log)) => panic!("warren serve did not start: {msg}\n{log}"),
+        }
+    }
+
+    async fn try_start_with(data_dir: &Path, extra: &[&str]) -> Result<Server, (String, String)> {
         let stderr_log = data_dir.with_extension("stderr.log");
         let log = std::fs::File::create(&stderr_log).expect("creating the stderr log");
         let mut child = Command::new(warren_binary())
@@ -61,6 +73,7 @@ impl Server {
                 "--data-dir",
             ])
             .arg(data_dir)
+            .args(extra)
             .env("WARREN_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))

@@ -10,6 +10,7 @@
 //! connections at once.
 
 pub mod grant;
+pub mod rate;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -36,9 +37,19 @@ pub const TAGS: [&str; 5] = [
 /// Hashing algorithm of new passwords.
 pub const SHA256: &str = "rabbit_password_hashing_sha256";
 /// Names of per-user limits.
-pub const USER_LIMITS: [&str; 2] = ["max-connections", "max-channels"];
+pub const USER_LIMITS: [&str; 4] = [
+    "max-connections",
+    "max-channels",
+    rate::MAX_PUBLISH_RATE,
+    rate::MAX_PUBLISH_BYTES_RATE,
+];
 /// Names of per-vhost limits.
-pub const VHOST_LIMITS: [&str; 2] = ["max-connections", "max-queues"];
+pub const VHOST_LIMITS: [&str; 4] = [
+    "max-connections",
+    "max-queues",
+    rate::MAX_PUBLISH_RATE,
+    rate::MAX_PUBLISH_BYTES_RATE,
+];
 
 /// A user, as RabbitMQ exports one.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -159,6 +170,8 @@ pub struct Access {
     loopback_users: Vec<String>,
     /// Applied to vhosts created from now on.
     max_queues_per_connection: usize,
+    /// The publish rate limits' token buckets.
+    rates: rate::Buckets,
 }
 
 fn lock_read(l: &RwLock<State>) -> RwLockReadGuard<'_, State> {
@@ -233,6 +246,7 @@ impl Access {
             generation: AtomicU64::new(1),
             loopback_users,
             max_queues_per_connection: config.max_queues_per_connection,
+            rates: rate::Buckets::default(),
         });
         let seeded = match &access.disk {
             Some(disk) => {
@@ -246,7 +260,53 @@ impl Access {
         if !seeded {
             access.seed(config)?;
         }
+        access.apply_config_limits(&config.limits)?;
         Ok(access)
+    }
+
+    /// Sets the config file's vhost and user limits (at every start). An unknown limit name
+    /// is an error; a vhost or user that does not exist is skipped with a warning.
+    fn apply_config_limits(&self, limits: &crate::config::LimitsConfig) -> Result<(), String> {
+        for (vhost, set) in &limits.vhosts {
+            for (name, value) in set {
+                if !VHOST_LIMITS.contains(&name.as_str()) {
+                    return Err(format!(
+                        "unknown vhost limit {name:?} in [limits.vhosts.{vhost:?}] (known: {})",
+                        VHOST_LIMITS.join(", ")
+                    ));
+                }
+                match self.set_vhost_limit(vhost, name, Some(*value)) {
+                    Err(AccessError::NotFound) => {
+                        tracing::warn!(
+                            vhost,
+                            "config file sets limits on a vhost that does not exist"
+                        );
+                        break;
+                    }
+                    r => r.map_err(|e| format!("{e:?}"))?,
+                }
+            }
+        }
+        for (user, set) in &limits.users {
+            for (name, value) in set {
+                if !USER_LIMITS.contains(&name.as_str()) {
+                    return Err(format!(
+                        "unknown user limit {name:?} in [limits.users.{user:?}] (known: {})",
+                        USER_LIMITS.join(", ")
+                    ));
+                }
+                if self.user(user).is_none() {
+                    tracing::warn!(
+                        user,
+                        "config file sets limits on a user that does not exist"
+                    );
+                    break;
+                }
+                self.set_user_limit(user, name, Some(*value))
+                    .map_err(|e| format!("{e:?}"))?;
+            }
+        }
+        Ok(())
     }
 
     fn load(&self, records: Vec<crate::store::kv::Entry>) -> Result<(), String> {
@@ -761,6 +821,37 @@ impl Access {
             .map_err(|e| AccessError::Store(e.to_string()))?;
         self.changed();
         Ok(())
+    }
+
+    // ---- publish rate limits ----
+
+    /// The publish rate limits a connection of `user` to `vhost` is held to: its vhost's and
+    /// its user's buckets, those that exist (shared by all their connections).
+    pub fn publish_limits(&self, vhost: &Vhost, user: &str) -> Vec<Arc<rate::PublishLimits>> {
+        let u = self.user(user);
+        let user_limit = |n| u.as_ref().and_then(|u| u.limit(n));
+        [
+            self.rates.get(
+                rate::Scope::Vhost,
+                &vhost.name,
+                vhost.limit(rate::MAX_PUBLISH_RATE),
+                vhost.limit(rate::MAX_PUBLISH_BYTES_RATE),
+            ),
+            self.rates.get(
+                rate::Scope::User,
+                user,
+                user_limit(rate::MAX_PUBLISH_RATE),
+                user_limit(rate::MAX_PUBLISH_BYTES_RATE),
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    /// Every publish rate limit in use, for the metrics.
+    pub fn rate_limits(&self) -> Vec<(rate::Scope, String, Arc<rate::PublishLimits>)> {
+        self.rates.all()
     }
 
     // ---- limits at connection time ----

@@ -476,6 +476,7 @@ pub fn render(m: &Management, per_object: bool) -> String {
             &one(free),
         );
     }
+    publish_rate_limits(&mut out, m);
     let alarms = m.alarms.state();
     for (name, help, on) in [
         (
@@ -540,4 +541,55 @@ pub fn render(m: &Management, per_object: bool) -> String {
         &one(m.started.elapsed().as_secs()),
     );
     out
+}
+
+/// The publish rate limits in use (Warren's own; RabbitMQ has none): each limit, and how
+/// often and how long its connections were held back by it.
+fn publish_rate_limits(out: &mut String, m: &Management) {
+    let limits = m.access.rate_limits();
+    if limits.is_empty() {
+        return;
+    }
+    let labels = |scope: crate::access::rate::Scope, name: &str| {
+        format!("scope=\"{}\",name=\"{}\"", scope.as_str(), label(name))
+    };
+    let mut rates = Vec::new();
+    let mut throttles = Vec::new();
+    let mut seconds = Vec::new();
+    for (scope, name, l) in &limits {
+        let at = labels(*scope, name);
+        for (limit, bucket) in [
+            (crate::access::rate::MAX_PUBLISH_RATE, &l.messages),
+            (crate::access::rate::MAX_PUBLISH_BYTES_RATE, &l.bytes),
+        ] {
+            if let Some(b) = bucket {
+                rates.push((format!("{{{at},limit=\"{limit}\"}}"), b.rate()));
+            }
+        }
+        throttles.push((format!("{{{at}}}"), l.throttles.load(Relaxed)));
+        seconds.push((at, l.throttled_micros.load(Relaxed)));
+    }
+    family(
+        out,
+        "warren_publish_rate_limit",
+        "gauge",
+        "A publish rate limit: messages or body bytes a second, per vhost or user",
+        &rates,
+    );
+    family(
+        out,
+        "warren_publish_throttles_total",
+        "counter",
+        "Times a publishing connection stopped reading to keep to a rate limit",
+        &throttles,
+    );
+    let name = "warren_publish_throttled_seconds_total";
+    let _ = writeln!(out, "# TYPE {name} counter");
+    let _ = writeln!(
+        out,
+        "# HELP {name} Time publishing connections spent not reading to keep to a rate limit"
+    );
+    for (at, micros) in seconds {
+        let _ = writeln!(out, "{name}{{{at}}} {}", micros as f64 / 1e6);
+    }
 }

@@ -361,6 +361,12 @@ impl Connection {
             .channels
             .get_mut(&id)
             .ok_or_else(|| AmqpError::channel_error(format_args!("channel {id} is not open")))?;
+        if !self.rate.is_empty() {
+            // Charged to the publish rate limits after this read batch (see `run`).
+            let bytes: usize = ch.body_parts.iter().map(|b| b.len()).sum();
+            self.rate_owed.0 += 1;
+            self.rate_owed.1 += bytes as u64;
+        }
         let Complete {
             method,
             properties,

@@ -22,6 +22,7 @@ use super::handshake::{code_of, handshake, write_close};
 use super::transport::{Transport, TransportRead};
 use super::BrokerContext;
 use crate::access::grant::{Grant, Perm, Resource};
+use crate::access::rate::PublishLimits;
 use crate::error::{AmqpError, AmqpResult, ReplyCode};
 use crate::message::Message;
 use crate::protocol::{write_heartbeat, write_method, CodecError, Frame, FrameCodec, Output};
@@ -69,6 +70,10 @@ pub(crate) struct Connection {
     /// What the user may do in the vhost, as of [`Access::generation`] `grant_gen`.
     grant: Grant,
     grant_gen: u64,
+    /// The publish rate limits of its vhost and user (refreshed with the grant).
+    pub rate: Vec<Arc<PublishLimits>>,
+    /// Messages and body bytes published since they were last charged to `rate`.
+    pub rate_owed: (u64, u64),
     /// For `{client_id}` in topic permissions.
     client_id: Option<String>,
     /// May claim any peer name (see [`check_peer_name`](Self::check_peer_name)).
@@ -158,6 +163,8 @@ pub(crate) async fn serve<T: Transport>(ctx: Arc<BrokerContext>, id: u64, stream
         grant: tuned.grant,
         // Refreshed on first use: permissions may have changed since the handshake.
         grant_gen: 0,
+        rate: Vec::new(),
+        rate_owed: (0, 0),
         client_id: tuned.client_id,
         impersonator: tuned.impersonator,
         out: Output::default(),
@@ -209,6 +216,19 @@ impl Connection {
         write_method(&mut self.out, 0, &AMQPClass::Connection(m));
     }
 
+    /// Charges what was published since the last charge to the publish rate limits; until
+    /// when to stop reading, if one is in debt.
+    fn charge_rate(&mut self) -> Option<Instant> {
+        let (messages, bytes) = std::mem::take(&mut self.rate_owed);
+        let wait = self
+            .rate
+            .iter()
+            .map(|l| l.take(messages, bytes))
+            .max()
+            .unwrap_or_default();
+        (!wait.is_zero()).then(|| Instant::now() + wait)
+    }
+
     /// What the user may do in the vhost, refreshed when permissions changed.
     pub(crate) fn grant(&mut self) -> &Grant {
         let generation = self.ctx.access.generation();
@@ -219,6 +239,7 @@ impl Connection {
                 .access
                 .grant(&self.user, vhost, self.client_id.as_deref())
                 .unwrap_or_else(|| Grant::none(&self.user, vhost));
+            self.rate = self.ctx.access.publish_limits(&self.vhost, &self.user);
             self.grant_gen = generation;
         }
         &self.grant
@@ -293,6 +314,8 @@ impl Connection {
         let forced = self.registry.info().forced.clone();
         let mut forced_seen = false;
         let mut alarm_rx = self.ctx.alarms.subscribe();
+        // Until when a publish rate limit stops reading.
+        let mut throttle: Option<Instant> = None;
         loop {
             if events_rx.is_none() {
                 events_rx = self.new_events.take();
@@ -309,7 +332,7 @@ impl Connection {
                         return Ok(false);
                     }
                     rd.readable().await.map(|()| true)
-                }, if can_take && !blocked => {
+                }, if can_take && !blocked && throttle.is_none() => {
                     let Ok(fresh) = r else { return };
                     input.unread = false;
                     if fresh {
@@ -324,6 +347,13 @@ impl Connection {
                     if !self.handle_input(&mut input).await {
                         return;
                     }
+                    if self.rate_owed != (0, 0) {
+                        throttle = self.charge_rate();
+                    }
+                }
+                _ = tokio::time::sleep_until(throttle.unwrap_or_else(Instant::now)), if throttle.is_some() => {
+                    // A publish rate limit's debt is paid: read again.
+                    throttle = None;
                 }
                 n = async {
                     match events_rx.as_mut() {
@@ -366,7 +396,7 @@ impl Connection {
                 }
                 _ = ticker.tick() => {
                     let now = Instant::now();
-                    if blocked {
+                    if blocked || throttle.is_some() {
                         // Not reading: the client's heartbeats wait in the socket, as
                         // RabbitMQ suspends its heartbeat monitor while blocked.
                         input.last_read = now;

@@ -396,13 +396,16 @@ Examples:
   warren limits set --vhost orders max-connections 100
   warren limits set --vhost orders max-queues 500
   warren limits set --user app max-channels 20
+  warren limits set --vhost orders max-publish-rate 5000        # messages a second
+  warren limits set --user app max-publish-bytes-rate 10485760  # body bytes a second
   warren limits clear --vhost orders max-queues
   warren limits list
 
 A negative value means no limit; 0 refuses everything.")]
 pub enum LimitsCommand {
     /// Set a vhost limit (max-connections, max-queues) or a user limit (max-connections,
-    /// max-channels).
+    /// max-channels); on Warren, either also takes max-publish-rate (messages a second) and
+    /// max-publish-bytes-rate (body bytes a second), enforced by pausing the publisher.
     Set {
         #[command(flatten)]
         http: HttpArgs,

@@ -687,6 +687,200 @@ function admin(main) {
   );
 }
 
+// ---- tenancy: virtual hosts, users, permissions (administrators only, as in RabbitMQ)
+
+const LIMITS = {
+  vhost: ["max-connections", "max-queues", "max-publish-rate", "max-publish-bytes-rate"],
+  user: ["max-connections", "max-channels", "max-publish-rate", "max-publish-bytes-rate"],
+};
+
+// A form of labelled inputs; `submit` gets the values by name and says whether it worked.
+function form(id, fields, button, submit) {
+  const inputs = {};
+  const f = h("form", {
+    class: "card form",
+    id,
+    onsubmit: async (ev) => {
+      ev.preventDefault();
+      const values = Object.fromEntries(Object.entries(inputs).map(([k, el]) => [k, el.value]));
+      if (await submit(values)) for (const el of Object.values(inputs)) if (el.tagName === "INPUT" && !el.dataset.keep) el.value = "";
+    },
+  });
+  for (const { name, label, options, value, placeholder, type, required } of fields) {
+    const el = options
+      ? h("select", { id: `${id}-${name}` }, options.map((o) => h("option", {}, o)))
+      : h("input", { id: `${id}-${name}`, placeholder: placeholder || "", type: type || "text" });
+    if (value !== undefined) { el.value = value; el.dataset.keep = "1"; }
+    if (required) el.required = true;
+    inputs[name] = el;
+    f.append(h("label", {}, label, el));
+  }
+  f.append(h("button", { type: "submit", id: `${id}-submit` }, button));
+  return f;
+}
+
+const deleteButton = (what, path, reload, attr) =>
+  h("button", {
+    class: "danger",
+    [attr[0]]: attr[1],
+    onclick: async () => {
+      if (!confirm(`Delete ${what}?`)) return;
+      const ok = await attempt(`deleting ${what}`, () => api("DELETE", path));
+      if (ok !== undefined) { toast(`Deleted ${what}`); reload(); }
+    },
+  }, "Delete");
+
+// The limits of every vhost or user as rows: {owner, limit, value}.
+function limitsTable(kind) {
+  return listTable({
+    id: `${kind}-limits`,
+    path: `/${kind}-limits`,
+    paged: false,
+    nameKey: kind,
+    columns: [
+      { key: kind, label: kind === "vhost" ? "Vhost" : "User" },
+      { key: "value", label: "Limits", wrap: true, fmt: (v) => Object.entries(v || {}).map(([k, n]) => `${k} = ${fmtNum(n)}`).join(", ") },
+    ],
+    actions: (row, reload) => h("span", {}, Object.keys(row.value || {}).map((name) =>
+      deleteButton(`${kind} limit ${name} of ${row[kind]}`, `/${kind}-limits/${enc(row[kind])}/${enc(name)}`, reload, ["data-limit", `${row[kind]}/${name}`]))),
+  });
+}
+
+function limitForm(kind, reload) {
+  return form(`${kind}-limit-form`, [
+    { name: "owner", label: kind === "vhost" ? "Virtual host" : "User", required: true },
+    { name: "name", label: "Limit", options: LIMITS[kind] },
+    { name: "value", label: "Value (negative: none)", type: "number", required: true },
+  ], "Set limit", async (v) => {
+    const ok = await attempt("setting the limit", () => api("PUT", `/${kind}-limits/${enc(v.owner)}/${enc(v.name)}`, { value: Number(v.value) }));
+    if (ok !== undefined) { toast(`Limit ${v.name} set`); reload(); }
+    return ok !== undefined;
+  });
+}
+
+function vhostsView(main) {
+  main.append(h("h1", {}, "Virtual hosts"));
+  const t = listTable({
+    id: "vhosts",
+    path: "/vhosts",
+    paged: false,
+    columns: [
+      { key: "name", label: "Name" },
+      { key: "description", label: "Description", wrap: true },
+      { key: "tags", label: "Tags", fmt: (v) => (v || []).join(", ") },
+      { key: "default_queue_type", label: "Default queue type" },
+      { key: "messages", label: "Messages", num: true },
+    ],
+    actions: (v, reload) => deleteButton(`virtual host ${v.name}`, `/vhosts/${enc(v.name)}`, reload, ["data-delete-vhost", v.name]),
+  });
+  const add = form("new-vhost", [
+    { name: "name", label: "Name", required: true },
+    { name: "description", label: "Description" },
+    { name: "tags", label: "Tags (comma-separated)" },
+  ], "Add virtual host", async (v) => {
+    const ok = await attempt("adding the virtual host", () =>
+      api("PUT", `/vhosts/${enc(v.name)}`, { description: v.description, tags: v.tags }));
+    if (ok !== undefined) { toast(`Virtual host '${v.name}' added`); t.load(); }
+    return ok !== undefined;
+  });
+  const limits = limitsTable("vhost");
+  main.append(t.el, h("h2", {}, "Add a virtual host"), add,
+    h("h2", {}, "Limits"), limits.el, limitForm("vhost", limits.load));
+  t.load();
+  limits.load();
+}
+
+function usersView(main) {
+  main.append(h("h1", {}, "Users"));
+  const t = listTable({
+    id: "users",
+    path: "/users",
+    paged: false,
+    columns: [
+      { key: "name", label: "Name" },
+      { key: "tags", label: "Tags", fmt: (v) => (Array.isArray(v) ? v.join(", ") : v || "") },
+      { key: "hashing_algorithm", label: "Password hash" },
+    ],
+    actions: (u, reload) => deleteButton(`user ${u.name}`, `/users/${enc(u.name)}`, reload, ["data-delete-user", u.name]),
+  });
+  const add = form("new-user", [
+    { name: "name", label: "Name", required: true },
+    { name: "password", label: "Password", type: "password" },
+    { name: "tags", label: "Tags", placeholder: "management, monitoring" },
+  ], "Add or update user", async (v) => {
+    const body = { tags: v.tags };
+    if (v.password) body.password = v.password;
+    const ok = await attempt("saving the user", () => api("PUT", `/users/${enc(v.name)}`, body));
+    if (ok !== undefined) { toast(`User '${v.name}' saved`); t.load(); }
+    return ok !== undefined;
+  });
+  const limits = limitsTable("user");
+  main.append(t.el, h("h2", {}, "Add or update a user"), add,
+    h("h2", {}, "Limits"), limits.el, limitForm("user", limits.load));
+  t.load();
+  limits.load();
+}
+
+function permissionsView(main) {
+  main.append(h("h1", {}, "Permissions"));
+  const perms = listTable({
+    id: "permissions",
+    path: "/permissions",
+    paged: false,
+    nameKey: "user",
+    columns: [
+      { key: "user", label: "User" },
+      { key: "vhost", label: "Vhost" },
+      { key: "configure", label: "Configure" },
+      { key: "write", label: "Write" },
+      { key: "read", label: "Read" },
+    ],
+    actions: (p, reload) => deleteButton(`permissions of ${p.user} in ${p.vhost}`, `/permissions/${enc(p.vhost)}/${enc(p.user)}`, reload, ["data-clear-permission", `${p.vhost}/${p.user}`]),
+  });
+  const set = form("set-permission", [
+    { name: "vhost", label: "Virtual host", value: "/" },
+    { name: "user", label: "User", required: true },
+    { name: "configure", label: "Configure", value: ".*" },
+    { name: "write", label: "Write", value: ".*" },
+    { name: "read", label: "Read", value: ".*" },
+  ], "Set permissions", async (v) => {
+    const ok = await attempt("setting permissions", () =>
+      api("PUT", `/permissions/${enc(v.vhost)}/${enc(v.user)}`, { configure: v.configure, write: v.write, read: v.read }));
+    if (ok !== undefined) { toast(`Permissions of '${v.user}' set`); perms.load(); }
+    return ok !== undefined;
+  });
+  const topics = listTable({
+    id: "topic-permissions",
+    path: "/topic-permissions",
+    paged: false,
+    nameKey: "user",
+    columns: [
+      { key: "user", label: "User" },
+      { key: "vhost", label: "Vhost" },
+      { key: "exchange", label: "Exchange" },
+      { key: "write", label: "Write" },
+      { key: "read", label: "Read" },
+    ],
+    actions: (p, reload) => deleteButton(`topic permissions of ${p.user} in ${p.vhost}`, `/topic-permissions/${enc(p.vhost)}/${enc(p.user)}`, reload, ["data-clear-topic", `${p.vhost}/${p.user}`]),
+  });
+  const setTopic = form("set-topic-permission", [
+    { name: "vhost", label: "Virtual host", value: "/" },
+    { name: "user", label: "User", required: true },
+    { name: "exchange", label: "Topic exchange", value: "amq.topic" },
+    { name: "write", label: "Write (routing keys)", value: ".*" },
+    { name: "read", label: "Read (routing keys)", value: ".*" },
+  ], "Set topic permissions", async (v) => {
+    const ok = await attempt("setting topic permissions", () =>
+      api("PUT", `/topic-permissions/${enc(v.vhost)}/${enc(v.user)}`, { exchange: v.exchange, write: v.write, read: v.read }));
+    if (ok !== undefined) { toast(`Topic permissions of '${v.user}' set`); topics.load(); }
+    return ok !== undefined;
+  });
+  main.append(perms.el, h("h2", {}, "Set permissions"), set,
+    h("h2", {}, "Topic permissions"), topics.el, setTopic);
+  perms.load();
+  topics.load();
+}
+
 // ---- routing
 
 const views = {
@@ -697,6 +891,9 @@ const views = {
   connections: connectionsView,
   channels: channelsView,
   consumers: consumersView,
+  vhosts: vhostsView,
+  users: usersView,
+  permissions: permissionsView,
   admin,
 };
 
