@@ -133,8 +133,11 @@ async fn run() -> Result<(), Error> {
         .collect();
 
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
-    let worker = tokio::spawn(worker(conn.create_channel().await?, tx.clone()));
-    let dead_letters = tokio::spawn(dead_letter_reader(conn.create_channel().await?, tx));
+    // The consumers' channels are kept here too, to be closed in order at the end (a channel
+    // dropped with its task would be closing while `conn.close` closes it again).
+    let (worker_ch, dead_ch) = (conn.create_channel().await?, conn.create_channel().await?);
+    let worker = tokio::spawn(worker(worker_ch.clone(), tx.clone()));
+    let dead_letters = tokio::spawn(dead_letter_reader(dead_ch.clone(), tx));
 
     let producer = conn.create_channel().await?;
     producer
@@ -188,6 +191,9 @@ async fn run() -> Result<(), Error> {
     }
     worker.abort();
     dead_letters.abort();
+    for c in [worker_ch, dead_ch] {
+        c.close(200, "done".into()).await?;
+    }
 
     println!("\nsummary:");
     for (name, outcome) in &outcomes {

@@ -616,6 +616,157 @@ async fn detailed_metrics_give_the_families_and_vhosts_asked_for() {
     assert!(!other.contains(&q), "another vhost's queue: {other}");
 }
 
+/// promtool's verdict on an exposition (`check metrics`, lint included).
+fn promtool_accepts(text: &str) {
+    let file = std::env::temp_dir().join(format!("{}.prom", unique("metrics")));
+    std::fs::write(&file, text).unwrap();
+    let out = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&file).unwrap())
+        .output()
+        .expect("promtool (tests/run-all.sh installs it: apt prometheus)");
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn detailed_metrics_have_the_per_object_families() {
+    let t = target().await;
+    let Some(prom) = t.prometheus.clone() else {
+        eprintln!("SKIPPED: no Prometheus endpoint given (WARREN_TEST_PROMETHEUS)");
+        return;
+    };
+    let conn = connect(&t.amqp).await;
+    let ch = confirm_channel(&conn).await;
+    let q = unique("detailed-objects");
+    declare_durable_queue(&ch, &q).await;
+    let x = unique("detailed-x");
+    declare_exchange(&ch, &x, ExchangeKind::Direct).await;
+    bind(&ch, &q, &x, "k").await;
+    let persistent = lapin::BasicProperties::default().with_delivery_mode(2);
+    for _ in 0..3 {
+        publish_confirmed_with(&ch, &x, "k", &[b'b'; 100], persistent.clone()).await;
+    }
+    // Two of the three go to a consumer with prefetch 2 and stay unacknowledged.
+    let consumer_ch = channel(&conn).await;
+    consumer_ch
+        .basic_qos(2, BasicQosOptions::default())
+        .await
+        .unwrap();
+    let mut consumer = consume(&consumer_ch, &q, false).await;
+    next_delivery(&mut consumer).await;
+    next_delivery(&mut consumer).await;
+
+    let families = [
+        "queue_metrics",
+        "connection_coarse_metrics",
+        "connection_metrics",
+        "channel_metrics",
+        "exchange_names",
+        "exchange_bindings",
+        "vhost_status",
+        "node_coarse_metrics",
+        "node_metrics",
+    ];
+    let url = format!(
+        "{prom}/metrics/detailed?{}",
+        families.map(|f| format!("family={f}")).join("&")
+    );
+    let at = format!("{{vhost=\"/\",queue=\"{q}\"}}");
+    let expected = [
+        format!("rabbitmq_detailed_queue_consumers{at} 1"),
+        format!("rabbitmq_detailed_queue_messages_ready_bytes{at} 100"),
+        format!("rabbitmq_detailed_queue_messages_unacked_bytes{at} 200"),
+        format!("rabbitmq_detailed_queue_messages_bytes{at} 300"),
+        format!("rabbitmq_detailed_queue_messages_persistent{at} 3"),
+        format!(
+            "rabbitmq_cluster_exchange_bindings{{vhost=\"/\",exchange=\"{x}\",type=\"direct\"}} 1"
+        ),
+        format!("rabbitmq_cluster_exchange_name{{vhost=\"/\",exchange=\"{x}\",type=\"direct\"}} 1"),
+        "rabbitmq_cluster_vhost_status{vhost=\"/\"} 1".to_owned(),
+    ];
+    // What is missing from an exposition, if anything. Per connection and per channel, the
+    // samples are labelled `channel`, as RabbitMQ labels both.
+    let missing = |body: &str| -> Option<String> {
+        if let Some(l) = expected
+            .iter()
+            .find(|l| !body.lines().any(|b| b == l.as_str()))
+        {
+            return Some(format!("no {l:?}"));
+        }
+        if body.contains("exchange=\"\"") {
+            return Some("the default exchange is listed".into());
+        }
+        let samples = |name: &str| -> Vec<f64> {
+            body.lines()
+                .filter(|l| l.starts_with(&format!("{name}{{channel=")))
+                .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+                .collect()
+        };
+        let checks: [(&str, bool); 6] = [
+            (
+                "incoming bytes",
+                samples("rabbitmq_detailed_connection_incoming_bytes_total")
+                    .iter()
+                    .any(|&v| v > 0.0),
+            ),
+            (
+                "outgoing bytes",
+                !samples("rabbitmq_detailed_connection_outgoing_bytes_total").is_empty(),
+            ),
+            (
+                "2 channels",
+                samples("rabbitmq_detailed_connection_channels").contains(&2.0),
+            ),
+            (
+                "a consumer",
+                samples("rabbitmq_detailed_channel_consumers").contains(&1.0),
+            ),
+            (
+                "2 unacked",
+                samples("rabbitmq_detailed_channel_messages_unacked").contains(&2.0),
+            ),
+            (
+                "prefetch 2",
+                samples("rabbitmq_detailed_consumer_prefetch").contains(&2.0),
+            ),
+        ];
+        checks
+            .iter()
+            .find(|(_, ok)| !ok)
+            .map(|(what, _)| format!("no sample with {what}"))
+    };
+    // RabbitMQ refreshes its statistics every 5 s.
+    let mut body = String::new();
+    for _ in 0..150 {
+        body = curl(&[&url]).await.body;
+        if missing(&body).is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if let Some(what) = missing(&body) {
+        panic!("{what} in {body}");
+    }
+    for node in [
+        "rabbitmq_detailed_process_open_fds ",
+        "rabbitmq_detailed_process_resident_memory_bytes ",
+        "rabbitmq_detailed_process_max_fds ",
+        "rabbitmq_detailed_resident_memory_limit_bytes ",
+        "rabbitmq_detailed_disk_space_available_limit_bytes ",
+    ] {
+        assert!(body.contains(node), "no {node:?} in {body}");
+    }
+    if body.contains("product_name=\"Warren\"") {
+        promtool_accepts(&body);
+    }
+}
+
 #[tokio::test]
 async fn messages_persistent_counts_persistent_messages_of_durable_queues() {
     let t = target().await;

@@ -307,8 +307,8 @@ fn queue_json(m: &Management, vhost: &str, q: &QueueHandle) -> Value {
         // Warren does not measure how often consumers could not take a message: with
         // consumers and nothing waiting, every message went straight to one (1.0).
         "consumer_utilisation": if c.consumers > 0 && c.ready == 0 { 1.0 } else { 0.0 },
-        // The bodies of the ready messages the queue holds (its other memory is not counted).
-        "memory": c.ready_bytes,
+        // The bodies of the messages the queue holds (its other memory is not counted).
+        "memory": c.ready_bytes + c.unacked_bytes,
         "messages": c.ready + c.unacked,
         "messages_details": details(m.rates.rate(|s| s.queues.get(&key).map(|v| v[4] + v[5]))),
         "messages_ready": c.ready,
@@ -316,8 +316,9 @@ fn queue_json(m: &Management, vhost: &str, q: &QueueHandle) -> Value {
         "messages_unacknowledged": c.unacked,
         "messages_unacknowledged_details": rate(5),
         "messages_persistent": c.persistent,
-        "message_bytes": c.ready_bytes,
+        "message_bytes": c.ready_bytes + c.unacked_bytes,
         "message_bytes_ready": c.ready_bytes,
+        "message_bytes_unacknowledged": c.unacked_bytes,
         "policy": null,
         "effective_policy_definition": {},
         "exclusive_consumer_tag": null,

@@ -118,60 +118,213 @@ pub fn render_detailed(m: &Management, families: &[&str], vhosts: &[&str]) -> St
             &one(counters.queues_deleted.load(Relaxed)),
         );
     }
-    if has("queue_coarse_metrics") || has("queue_consumer_count") {
-        let mut queues = Vec::new();
-        for v in m.registry.vhosts() {
-            if !vhosts.is_empty() && !vhosts.contains(&&*v.name) {
+    let in_vhost = |v: &str| vhosts.is_empty() || vhosts.contains(&v);
+    if has("queue_coarse_metrics") || has("queue_consumer_count") || has("queue_metrics") {
+        queue_families(&mut out, m, &has, &in_vhost);
+    }
+    if has("connection_coarse_metrics") || has("connection_metrics") {
+        // RabbitMQ 3.10 labels a connection's metrics `channel` (with the connection
+        // process's pid); Warren's value is the connection's name in the API.
+        let conns: Vec<_> = m
+            .registry
+            .connections()
+            .into_iter()
+            .filter(|c| in_vhost(&c.vhost))
+            .collect();
+        let per_conn = |f: &dyn Fn(&crate::registry::ConnectionInfo) -> u64| -> Vec<(String, u64)> {
+            conns
+                .iter()
+                .map(|c| {
+                    let name = super::api::connection_name(c);
+                    (format!("{{channel=\"{}\"}}", label(&name)), f(c))
+                })
+                .collect()
+        };
+        if has("connection_coarse_metrics") {
+            family(
+                &mut out,
+                "rabbitmq_detailed_connection_incoming_bytes_total",
+                "counter",
+                "Total number of bytes received on a connection",
+                &per_conn(&|c| c.counters.recv_oct.load(Relaxed)),
+            );
+            family(
+                &mut out,
+                "rabbitmq_detailed_connection_outgoing_bytes_total",
+                "counter",
+                "Total number of bytes sent on a connection",
+                &per_conn(&|c| c.counters.send_oct.load(Relaxed)),
+            );
+        }
+        if has("connection_metrics") {
+            family(
+                &mut out,
+                "rabbitmq_detailed_connection_channels",
+                "gauge",
+                "Channels on a connection",
+                &per_conn(&|c| c.channels().len() as u64),
+            );
+        }
+    }
+    if has("channel_metrics") {
+        let mut rows = Vec::new();
+        for c in m.registry.connections() {
+            if !in_vhost(&c.vhost) {
                 continue;
             }
-            for q in v.queues() {
-                queues.push((v.name.clone(), q.name().clone(), q.counters().read()));
+            let conn = super::api::connection_name(&c);
+            for ch in c.channels() {
+                rows.push((
+                    format!("{{channel=\"{} ({})\"}}", label(&conn), ch.number),
+                    ch,
+                ));
             }
         }
-        let per_queue =
-            |f: &dyn Fn(&crate::queue::counters::QueueCounts) -> u64| -> Vec<(String, u64)> {
-                queues
-                    .iter()
-                    .map(|(v, q, c)| {
-                        (
-                            format!("{{vhost=\"{}\",queue=\"{}\"}}", label(v), label(q)),
-                            f(c),
-                        )
-                    })
-                    .collect()
-            };
-        if has("queue_coarse_metrics") {
+        let per_channel = |f: &dyn Fn(&crate::registry::ChannelInfo) -> u64| -> Vec<(String, u64)> {
+            rows.iter().map(|(l, ch)| (l.clone(), f(ch))).collect()
+        };
+        family(
+            &mut out,
+            "rabbitmq_detailed_channel_consumers",
+            "gauge",
+            "Consumers on a channel",
+            &per_channel(&|ch| u64::from(ch.consumers.load(Relaxed))),
+        );
+        family(
+            &mut out,
+            "rabbitmq_detailed_channel_messages_unacked",
+            "gauge",
+            "Delivered but not yet acknowledged messages",
+            &per_channel(&|ch| ch.unacked.load(Relaxed) as u64),
+        );
+        family(
+            &mut out,
+            "rabbitmq_detailed_consumer_prefetch",
+            "gauge",
+            "Limit of unacknowledged messages for each consumer",
+            &per_channel(&|ch| u64::from(ch.prefetch_count.load(Relaxed))),
+        );
+        family(
+            &mut out,
+            "rabbitmq_detailed_channel_prefetch",
+            "gauge",
+            "Total limit of unacknowledged messages for all consumers on a channel",
+            &per_channel(&|ch| u64::from(ch.global_prefetch_count.load(Relaxed))),
+        );
+    }
+    if has("exchange_names") || has("exchange_bindings") {
+        let mut names = Vec::new();
+        let mut bindings = Vec::new();
+        for v in m.registry.vhosts() {
+            if !in_vhost(&v.name) {
+                continue;
+            }
+            let mut count: std::collections::HashMap<Arc<str>, u64> = Default::default();
+            for b in v.bindings() {
+                *count.entry(b.source).or_default() += 1;
+            }
+            let mut xs = v.exchanges();
+            xs.sort_by(|a, b| a.name.cmp(&b.name));
+            // As RabbitMQ: the default exchange is not listed.
+            for x in xs.iter().filter(|x| !x.name.is_empty()) {
+                let l = format!(
+                    "{{vhost=\"{}\",exchange=\"{}\",type=\"{}\"}}",
+                    label(&v.name),
+                    label(&x.name),
+                    x.kind
+                );
+                bindings.push((l.clone(), count.get(&x.name).copied().unwrap_or(0)));
+                names.push((l, 1));
+            }
+        }
+        if has("exchange_names") {
             family(
                 &mut out,
-                "rabbitmq_detailed_queue_messages_ready",
+                "rabbitmq_cluster_exchange_name",
                 "gauge",
-                "Messages ready to be delivered to consumers",
-                &per_queue(&|c| c.ready),
-            );
-            family(
-                &mut out,
-                "rabbitmq_detailed_queue_messages_unacked",
-                "gauge",
-                "Messages delivered to consumers but not yet acknowledged",
-                &per_queue(&|c| c.unacked),
-            );
-            family(
-                &mut out,
-                "rabbitmq_detailed_queue_messages",
-                "gauge",
-                "Sum of ready and unacknowledged messages - total queue depth",
-                &per_queue(&|c| c.ready + c.unacked),
+                "Enumerates exchanges without any additional info. This value is cluster-wide. A cheaper alternative to `exchange_bindings`",
+                &names,
             );
         }
-        if has("queue_consumer_count") {
+        if has("exchange_bindings") {
             family(
                 &mut out,
-                "rabbitmq_detailed_queue_consumers",
+                "rabbitmq_cluster_exchange_bindings",
                 "gauge",
-                "Consumers on a queue",
-                &per_queue(&|c| u64::from(c.consumers)),
+                "Number of bindings for an exchange. This value is cluster-wide.",
+                &bindings,
             );
         }
+    }
+    if has("vhost_status") {
+        let rows: Vec<(String, u64)> = m
+            .registry
+            .vhosts()
+            .iter()
+            .filter(|v| in_vhost(&v.name))
+            .map(|v| (format!("{{vhost=\"{}\"}}", label(&v.name)), 1))
+            .collect();
+        family(
+            &mut out,
+            "rabbitmq_cluster_vhost_status",
+            "gauge",
+            "Whether a given vhost is running",
+            &rows,
+        );
+    }
+    if has("node_coarse_metrics") {
+        if let Some(n) = open_fds() {
+            family(
+                &mut out,
+                "rabbitmq_detailed_process_open_fds",
+                "gauge",
+                "Open file descriptors",
+                &one(n),
+            );
+        }
+        if let Some(n) = resident_bytes() {
+            family(
+                &mut out,
+                "rabbitmq_detailed_process_resident_memory_bytes",
+                "gauge",
+                "Memory used in bytes",
+                &one(n),
+            );
+        }
+        if let Some(n) = m.disk.as_ref().and_then(|d| disk_free_bytes(d.path())) {
+            family(
+                &mut out,
+                "rabbitmq_detailed_disk_space_available_bytes",
+                "gauge",
+                "Disk space available in bytes",
+                &one(n),
+            );
+        }
+    }
+    if has("node_metrics") {
+        if let Some(n) = max_fds() {
+            family(
+                &mut out,
+                "rabbitmq_detailed_process_max_fds",
+                "gauge",
+                "Open file descriptors limit",
+                &one(n),
+            );
+        }
+        family(
+            &mut out,
+            "rabbitmq_detailed_resident_memory_limit_bytes",
+            "gauge",
+            "Memory high watermark in bytes",
+            &one(m.alarms.memory_limit()),
+        );
+        family(
+            &mut out,
+            "rabbitmq_detailed_disk_space_available_limit_bytes",
+            "gauge",
+            "Free disk space low watermark in bytes",
+            &one(m.alarms.disk_free_limit()),
+        );
     }
     identity(&mut out, m, "detailed");
     out
@@ -591,5 +744,103 @@ fn publish_rate_limits(out: &mut String, m: &Management) {
     );
     for (at, micros) in seconds {
         let _ = writeln!(out, "{name}{{{at}}} {}", micros as f64 / 1e6);
+    }
+}
+
+/// The per-queue families of the detailed endpoint: `queue_coarse_metrics`,
+/// `queue_consumer_count` and `queue_metrics` (those of its metrics Warren has).
+fn queue_families(
+    out: &mut String,
+    m: &Management,
+    has: &dyn Fn(&str) -> bool,
+    in_vhost: &dyn Fn(&str) -> bool,
+) {
+    let mut queues = Vec::new();
+    for v in m.registry.vhosts() {
+        if !in_vhost(&v.name) {
+            continue;
+        }
+        for q in v.queues() {
+            queues.push((v.name.clone(), q.name().clone(), q.counters().read()));
+        }
+    }
+    type Counts = crate::queue::counters::QueueCounts;
+    let per_queue = |f: &dyn Fn(&Counts) -> u64| -> Vec<(String, u64)> {
+        queues
+            .iter()
+            .map(|(v, q, c)| {
+                (
+                    format!("{{vhost=\"{}\",queue=\"{}\"}}", label(v), label(q)),
+                    f(c),
+                )
+            })
+            .collect()
+    };
+    let mut gauge = |name: &str, help: &str, f: &dyn Fn(&Counts) -> u64| {
+        family(out, name, "gauge", help, &per_queue(f));
+    };
+    if has("queue_coarse_metrics") {
+        gauge(
+            "rabbitmq_detailed_queue_messages_ready",
+            "Messages ready to be delivered to consumers",
+            &|c| c.ready,
+        );
+        gauge(
+            "rabbitmq_detailed_queue_messages_unacked",
+            "Messages delivered to consumers but not yet acknowledged",
+            &|c| c.unacked,
+        );
+        gauge(
+            "rabbitmq_detailed_queue_messages",
+            "Sum of ready and unacknowledged messages - total queue depth",
+            &|c| c.ready + c.unacked,
+        );
+    }
+    if has("queue_consumer_count") || has("queue_metrics") {
+        gauge(
+            "rabbitmq_detailed_queue_consumers",
+            "Consumers on a queue",
+            &|c| u64::from(c.consumers),
+        );
+    }
+    if has("queue_metrics") {
+        // As the API's consumer_utilisation: with consumers and nothing waiting, every
+        // message went straight to one.
+        let utilised = |c: &Counts| u64::from(c.consumers > 0 && c.ready == 0);
+        gauge(
+            "rabbitmq_detailed_queue_consumer_capacity",
+            "Consumer capacity",
+            &utilised,
+        );
+        gauge(
+            "rabbitmq_detailed_queue_consumer_utilisation",
+            "Same as consumer capacity",
+            &utilised,
+        );
+        gauge(
+            "rabbitmq_detailed_queue_process_memory_bytes",
+            "Memory in bytes used by the queue (Warren: the bodies of its messages)",
+            &|c| c.ready_bytes + c.unacked_bytes,
+        );
+        gauge(
+            "rabbitmq_detailed_queue_messages_bytes",
+            "Size in bytes of ready and unacknowledged messages",
+            &|c| c.ready_bytes + c.unacked_bytes,
+        );
+        gauge(
+            "rabbitmq_detailed_queue_messages_ready_bytes",
+            "Size in bytes of ready messages",
+            &|c| c.ready_bytes,
+        );
+        gauge(
+            "rabbitmq_detailed_queue_messages_unacked_bytes",
+            "Size in bytes of all unacknowledged messages",
+            &|c| c.unacked_bytes,
+        );
+        gauge(
+            "rabbitmq_detailed_queue_messages_persistent",
+            "Persistent messages",
+            &|c| c.persistent,
+        );
     }
 }

@@ -70,25 +70,31 @@ struct Unacked {
 struct UnackedMap {
     map: HashMap<u64, Unacked>,
     persistent: u64,
+    /// Body bytes of the messages in the map.
+    bytes: u64,
 }
 
 impl UnackedMap {
     fn insert(&mut self, seq: u64, u: Unacked) {
         self.persistent += u64::from(u.msg.message.is_persistent());
+        self.bytes += u.msg.message.body_len() as u64;
         if let Some(old) = self.map.insert(seq, u) {
             self.persistent -= u64::from(old.msg.message.is_persistent());
+            self.bytes -= old.msg.message.body_len() as u64;
         }
     }
 
     fn remove(&mut self, seq: &u64) -> Option<Unacked> {
         let u = self.map.remove(seq)?;
         self.persistent -= u64::from(u.msg.message.is_persistent());
+        self.bytes -= u.msg.message.body_len() as u64;
         Some(u)
     }
 
     fn clear(&mut self) {
         self.map.clear();
         self.persistent = 0;
+        self.bytes = 0;
     }
 
     fn len(&self) -> usize {
@@ -257,6 +263,7 @@ impl QueueActor {
             self.store.len() as u64,
             self.store.bytes(),
             self.unacked.len() as u64,
+            self.unacked.bytes,
             persistent,
             &mut self.round,
         );

@@ -26,6 +26,7 @@ pub struct QueueCounters {
     unacked: AtomicU64,
     /// Persistent messages held (ready or unacked), in a durable queue.
     persistent: AtomicU64,
+    unacked_bytes: AtomicU64,
     /// Consumers attached.
     consumers: AtomicU32,
     /// Messages enqueued, since the queue started.
@@ -47,6 +48,8 @@ pub struct QueueCounts {
     pub ready_bytes: u64,
     /// Delivered and not yet acknowledged.
     pub unacked: u64,
+    /// Body bytes of the unacknowledged messages.
+    pub unacked_bytes: u64,
     /// Persistent messages held (ready or unacked); 0 in a transient queue.
     pub persistent: u64,
     /// Consumers attached.
@@ -90,6 +93,7 @@ impl QueueCounters {
         ready: u64,
         ready_bytes: u64,
         unacked: u64,
+        unacked_bytes: u64,
         persistent: u64,
         round: &mut RoundCounts,
     ) {
@@ -101,6 +105,7 @@ impl QueueCounters {
         self.version.fetch_add(1, Ordering::AcqRel);
         self.ready_bytes.store(ready_bytes, Ordering::Relaxed);
         self.unacked.store(unacked, Ordering::Relaxed);
+        self.unacked_bytes.store(unacked_bytes, Ordering::Relaxed);
         self.persistent.store(persistent, Ordering::Relaxed);
         for (counter, n) in [
             (&self.published, round.published),
@@ -138,6 +143,7 @@ impl QueueCounters {
             ready,
             ready_bytes: self.ready_bytes.load(Ordering::Relaxed),
             unacked: self.unacked.load(Ordering::Relaxed),
+            unacked_bytes: self.unacked_bytes.load(Ordering::Relaxed),
             persistent: self.persistent.load(Ordering::Relaxed),
             consumers: self.consumers.load(Ordering::Acquire),
             published: self.published.load(Ordering::Relaxed),
@@ -162,16 +168,19 @@ mod tests {
             published: 3,
             ..Default::default()
         };
-        c.update(3, 48, 0, 0, &mut round);
+        c.update(3, 48, 0, 0, 0, &mut round);
         let r = c.read();
         assert_eq!((r.ready, r.published, r.ready_bytes), (3, 3, 48));
         let mut round = RoundCounts {
             delivered: 2,
             ..Default::default()
         };
-        c.update(1, 16, 2, 0, &mut round);
+        c.update(1, 16, 2, 32, 0, &mut round);
         let r = c.read();
-        assert_eq!((r.ready, r.unacked, r.delivered), (1, 2, 2));
+        assert_eq!(
+            (r.ready, r.unacked, r.unacked_bytes, r.delivered),
+            (1, 2, 32, 2)
+        );
     }
 
     #[test]
@@ -186,7 +195,7 @@ mod tests {
                         handled: 1,
                         ..Default::default()
                     };
-                    c.update(ready, 0, 0, 0, &mut round);
+                    c.update(ready, 0, 0, 0, 0, &mut round);
                 }
             })
         };
