@@ -768,6 +768,69 @@ async fn detailed_metrics_have_the_per_object_families() {
 }
 
 #[tokio::test]
+async fn channels_show_what_a_transaction_holds() {
+    let t = target().await;
+    let conn = connect(&t.amqp).await;
+    let plain = confirm_channel(&conn).await;
+    let q = declare_queue(&plain, &unique("api-tx")).await;
+    publish_confirmed(&plain, "", &q, b"to ack").await;
+    let tx = channel(&conn).await;
+    tx.tx_select().await.unwrap();
+    for body in [b"held 1", b"held 2"] {
+        publish(&tx, "", &q, body).await;
+    }
+    let got = tx
+        .basic_get(
+            q.as_str().into(),
+            lapin::options::BasicGetOptions::default(),
+        )
+        .await
+        .unwrap()
+        .expect("the committed message");
+    got.ack(lapin::options::BasicAckOptions::default())
+        .await
+        .unwrap();
+    let holds = |c: &Value, publishes: u64, acks: u64| {
+        c["transactional"] == true
+            && c["messages_uncommitted"] == publishes
+            && c["acks_uncommitted"] == acks
+    };
+    // RabbitMQ's channel statistics arrive every 5 s.
+    t.eventually(
+        "/api/channels",
+        "the channel's uncommitted publishes and acks",
+        |list: &Value| list.as_array().unwrap().iter().any(|c| holds(c, 2, 1)),
+    )
+    .await;
+    if let Some(prom) = &t.prometheus {
+        let body = curl(&[&format!("{prom}/metrics/detailed?family=channel_metrics")])
+            .await
+            .body;
+        for name in [
+            "rabbitmq_detailed_channel_messages_uncommitted",
+            "rabbitmq_detailed_channel_acks_uncommitted",
+            "rabbitmq_detailed_channel_messages_unconfirmed",
+        ] {
+            assert!(
+                body.contains(&format!("# TYPE {name} gauge")),
+                "{name}: {body}"
+            );
+        }
+    }
+    tx.tx_commit().await.unwrap();
+    t.eventually(
+        "/api/channels",
+        "nothing held after commit",
+        |list: &Value| {
+            let list = list.as_array().unwrap();
+            !list.iter().any(|c| holds(c, 2, 1)) && list.iter().any(|c| holds(c, 0, 0))
+        },
+    )
+    .await;
+    assert_eq!(message_count(&plain, &q).await, 2, "the two held publishes");
+}
+
+#[tokio::test]
 async fn messages_persistent_counts_persistent_messages_of_durable_queues() {
     let t = target().await;
     let conn = connect(&t.amqp).await;

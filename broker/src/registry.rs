@@ -309,6 +309,11 @@ pub struct ChannelInfo {
     consumer_list: Mutex<Vec<Arc<ConsumerInfo>>>,
     /// Delivered and not yet settled.
     pub unacked: AtomicU32,
+    /// Published in confirm mode and not yet confirmed to the client.
+    pub unconfirmed: AtomicU32,
+    /// Publishes and settlements held by an open transaction.
+    pub uncommitted: AtomicU32,
+    pub acks_uncommitted: AtomicU32,
     /// In confirm mode.
     pub confirm: AtomicBool,
     /// In a transaction (tx.select).

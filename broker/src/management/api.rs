@@ -621,9 +621,9 @@ fn channel_json(m: &Management, c: &ConnectionInfo, ch: &ChannelInfo) -> Value {
         "global_prefetch_count": ch.global_prefetch_count.load(Relaxed),
         "consumer_count": ch.consumers.load(Relaxed),
         "messages_unacknowledged": ch.unacked.load(Relaxed),
-        "messages_unconfirmed": 0,
-        "messages_uncommitted": 0,
-        "acks_uncommitted": 0,
+        "messages_unconfirmed": ch.unconfirmed.load(Relaxed),
+        "messages_uncommitted": ch.uncommitted.load(Relaxed),
+        "acks_uncommitted": ch.acks_uncommitted.load(Relaxed),
         "confirm": ch.confirm.load(Relaxed),
         "transactional": ch.transactional.load(Relaxed),
         "message_stats": {

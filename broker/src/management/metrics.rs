@@ -199,6 +199,27 @@ pub fn render_detailed(m: &Management, families: &[&str], vhosts: &[&str]) -> St
         );
         family(
             &mut out,
+            "rabbitmq_detailed_channel_messages_unconfirmed",
+            "gauge",
+            "Published but not yet confirmed messages",
+            &per_channel(&|ch| u64::from(ch.unconfirmed.load(Relaxed))),
+        );
+        family(
+            &mut out,
+            "rabbitmq_detailed_channel_messages_uncommitted",
+            "gauge",
+            "Messages received in a transaction but not yet committed",
+            &per_channel(&|ch| u64::from(ch.uncommitted.load(Relaxed))),
+        );
+        family(
+            &mut out,
+            "rabbitmq_detailed_channel_acks_uncommitted",
+            "gauge",
+            "Message acknowledgements in a transaction not yet committed",
+            &per_channel(&|ch| u64::from(ch.acks_uncommitted.load(Relaxed))),
+        );
+        family(
+            &mut out,
             "rabbitmq_detailed_consumer_prefetch",
             "gauge",
             "Limit of unacknowledged messages for each consumer",

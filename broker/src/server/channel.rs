@@ -125,6 +125,16 @@ impl Channel {
             }
         };
         set(&info.unacked, self.unacked.len() as u32);
+        set(
+            &info.unconfirmed,
+            self.confirms.as_ref().map_or(0, |c| c.pending() as u32),
+        );
+        let (uncommitted, acks) = self
+            .tx
+            .as_ref()
+            .map_or((0, 0), |t| (t.publishes.len(), t.settles.len()));
+        set(&info.uncommitted, uncommitted as u32);
+        set(&info.acks_uncommitted, acks as u32);
         set(&info.consumers, self.consumers.len() as u32);
         if self.consumers_changed {
             self.consumers_changed = false;

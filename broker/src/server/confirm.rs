@@ -42,6 +42,11 @@ impl Confirms {
         self.last
     }
 
+    /// Publishes not yet confirmed to the client.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
     /// A queue finished with publish `seq`.
     pub fn resolve(&mut self, seq: u64, ok: bool) {
         let Some(idx) = seq.checked_sub(self.base) else {
