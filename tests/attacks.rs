@@ -70,6 +70,23 @@ impl Target {
         kib * 1024
     }
 
+    /// After an attack: the broker grew by less than 64 MiB since `before` (its RSS then),
+    /// and a real client still works.
+    async fn held_up(&self, before: u64, attack: &str) {
+        let after = self.rss();
+        eprintln!(
+            "[observed] {attack}: RSS {} -> {} MiB",
+            before / MIB,
+            after / MIB
+        );
+        assert!(
+            after < before + 64 * MIB,
+            "{attack}: {} MiB more",
+            (after - before) / MIB
+        );
+        self.still_serves().await;
+    }
+
     /// A real client declares, publishes and gets its message back.
     async fn still_serves(&self) {
         assert_broker_alive(&TestBroker {
@@ -162,13 +179,7 @@ async fn a_burst_of_65535_channel_opens_stops_at_channel_max() {
         close.reply_text,
         "NOT_ALLOWED - number of channels opened (2047) has reached the negotiated channel_max (2047)"
     );
-    let after = target.rss();
-    assert!(
-        after < before + 64 * MIB,
-        "{} MiB more",
-        (after - before) / MIB
-    );
-    target.still_serves().await;
+    target.held_up(before, "65535 channel.open").await;
 }
 
 #[tokio::test]
@@ -189,17 +200,7 @@ async fn frames_announcing_4_gib_are_refused_before_they_are_buffered() {
         let close = raw.expect_connection_close().await;
         assert_eq!(close.reply_code, 501, "{close:?}");
     }
-    let after = target.rss();
-    eprintln!(
-        "[observed] 100 x 4 GiB frame headers: 501, RSS +{} MiB",
-        after.saturating_sub(before) / MIB
-    );
-    assert!(
-        after < before + 64 * MIB,
-        "{} MiB more",
-        (after - before) / MIB
-    );
-    target.still_serves().await;
+    target.held_up(before, "100 x 4 GiB frame headers").await;
 }
 
 #[tokio::test]
@@ -239,13 +240,7 @@ async fn truncated_frames_are_dropped_or_reaped_by_the_heartbeat() {
         reaped.is_ok(),
         "a silent half frame kept its connection open"
     );
-    let after = target.rss();
-    assert!(
-        after < before + 64 * MIB,
-        "{} MiB more",
-        (after - before) / MIB
-    );
-    target.still_serves().await;
+    target.held_up(before, "truncated frames").await;
 }
 
 fn publish_frame(channel: u16, routing_key: &str) -> Vec<u8> {
@@ -296,13 +291,7 @@ async fn bodies_larger_than_declared_or_absurdly_declared_are_refused() {
     assert_eq!(close.reply_code, 406, "{close:?}");
     // The connection itself is still usable.
     raw.open_channel(2).await;
-    let after = target.rss();
-    assert!(
-        after < before + 64 * MIB,
-        "{} MiB more",
-        (after - before) / MIB
-    );
-    target.still_serves().await;
+    target.held_up(before, "bodies").await;
 }
 
 #[tokio::test]

@@ -43,7 +43,7 @@ try {
   await page.fill("#login-user", "guest");
   await page.fill("#login-password", "wrong");
   await page.click("#login-submit");
-  await page.waitForFunction(() => document.querySelector("#login-error").textContent.includes("Login failed"));
+  await page.waitForFunction(() => (document.querySelector("#login-error")?.textContent ?? "").includes("Login failed"));
   step("a wrong password is refused");
   await page.fill("#login-password", "guest");
   await page.click("#login-submit");
@@ -71,7 +71,7 @@ try {
   await page.waitForSelector("#queue-ready");
   await page.fill("#publish-payload", payload);
   await page.click("#publish-submit");
-  await page.waitForFunction(() => document.querySelector("#publish-result").textContent.includes("routed"));
+  await page.waitForFunction(() => (document.querySelector("#publish-result")?.textContent ?? "").includes("routed"));
   step("published, routed");
 
   step("the count changes in the list");
@@ -96,14 +96,14 @@ try {
   const got = await page.textContent("#got .payload");
   if (got !== payload) fail(`got ${JSON.stringify(got)}, published ${JSON.stringify(payload)}`);
   await shot("queue");
-  await page.waitForFunction(() => document.querySelector("#queue-ready").textContent === "0", null, { timeout: 30000 });
+  await page.waitForFunction(() => (document.querySelector("#queue-ready")?.textContent ?? "") === "0", null, { timeout: 30000 });
   step("got it; the queue is empty again");
 
   if (manyQueues) {
     step(`the queues table pages ${manyQueues} queues`);
     const t0 = Date.now();
     await page.click('nav a[data-view="queues"]');
-    await page.waitForFunction(() => /page 1 of/.test(document.querySelector("#queues-count").textContent));
+    await page.waitForFunction(() => /page 1 of/.test((document.querySelector("#queues-count")?.textContent ?? "")));
     const info = await page.textContent("#queues-count");
     const rows = await page.$$eval("#queues tbody tr", (r) => r.length);
     console.log(`queues table: "${info}", ${rows} rows, shown in ${Date.now() - t0} ms`);
@@ -113,7 +113,7 @@ try {
     await page.click("#queues th:nth-child(7)");
     await page.waitForSelector("#queues th.sorted");
     await page.click(".pager button:last-child");
-    await page.waitForFunction(() => /page 2 of/.test(document.querySelector("#queues-count").textContent));
+    await page.waitForFunction(() => /page 2 of/.test((document.querySelector("#queues-count")?.textContent ?? "")));
     step("sorted and paged");
   }
 
@@ -135,7 +135,7 @@ try {
   await page.click("#export");
   const file = await download;
   if (!(await file.suggestedFilename()).endsWith(".json")) fail("no JSON download");
-  await page.waitForFunction(() => document.querySelector("#definitions-result").textContent.includes("Exported"));
+  await page.waitForFunction(() => (document.querySelector("#definitions-result")?.textContent ?? "").includes("Exported"));
 
   // Tenancy: a vhost with a limit, a user, their permissions, then all of it removed again.
   const vhost = `dash-v-${Date.now()}`;
