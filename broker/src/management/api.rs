@@ -291,8 +291,7 @@ pub(super) async fn vhost(State(m): M, Path(name): Path<String>) -> Api {
 fn queue_json(m: &Management, vhost: &str, q: &QueueHandle) -> Value {
     let spec = q.spec();
     let c = q.counters().read();
-    let key = (Arc::<str>::from(vhost), q.name().clone());
-    let rate = |i: usize| details(m.rates.rate(|s: &Sample| s.queues.get(&key).map(|v| v[i])));
+    let rate = |i: usize| details(m.rates.queue_rate(q.counters(), |v| v[i]));
     json!({
         "name": &**q.name(),
         "vhost": vhost,
@@ -310,7 +309,7 @@ fn queue_json(m: &Management, vhost: &str, q: &QueueHandle) -> Value {
         // The bodies of the messages the queue holds (its other memory is not counted).
         "memory": c.ready_bytes + c.unacked_bytes,
         "messages": c.ready + c.unacked,
-        "messages_details": details(m.rates.rate(|s| s.queues.get(&key).map(|v| v[4] + v[5]))),
+        "messages_details": details(m.rates.queue_rate(q.counters(), |v| v[4] + v[5])),
         "messages_ready": c.ready,
         "messages_ready_details": rate(4),
         "messages_unacknowledged": c.unacked,

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::Management;
+use crate::queue::counters::QueueCounters;
 use crate::registry::ChannelCounts;
 
 /// RabbitMQ's `collect_statistics_interval`.
@@ -19,13 +20,14 @@ pub const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, Default)]
 pub struct Sample {
     pub at: Option<Instant>,
+    /// The sampling round, from 1. Each queue keeps its own last two readings, tagged with the
+    /// round ([`Readings`](crate::queue::counters::Readings)).
+    pub round: u64,
     /// Broker-wide message counters (every channel, open or closed).
     pub messages: ChannelCounts,
     /// Ready and unacked messages in all queues.
     pub ready: u64,
     pub unacked: u64,
-    /// Per queue (vhost, name): published, delivered, acked, redelivered, ready, unacked.
-    pub queues: HashMap<(Arc<str>, Arc<str>), [u64; 6]>,
     /// Per connection id: bytes received, bytes sent.
     pub connections: HashMap<u64, [u64; 2]>,
 }
@@ -51,9 +53,25 @@ impl Rates {
         }
     }
 
+    /// The per-second rate of reading `i` of a queue's counters (published, delivered, acked,
+    /// redelivered, ready, unacked), between the last two rounds, with `f` combining them.
+    pub fn queue_rate(&self, q: &QueueCounters, f: impl Fn([u64; 6]) -> u64) -> f64 {
+        self.rate(|s| q.readings.get(s.round).map(&f))
+    }
+
     fn push(&self, sample: Sample) {
         let mut s = self.samples.lock().unwrap_or_else(|e| e.into_inner());
         s.0 = std::mem::replace(&mut s.1, sample);
+        // Connections closed since the round before are of no use to a rate any more.
+        let (prev, last) = &mut *s;
+        prev.connections
+            .retain(|id, _| last.connections.contains_key(id));
+    }
+
+    /// The number the next round gets.
+    fn next_round(&self) -> u64 {
+        let s = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        s.1.round + 1
     }
 }
 
@@ -61,6 +79,7 @@ impl Rates {
 pub fn sample(m: &Management) -> Sample {
     let mut s = Sample {
         at: Some(Instant::now()),
+        round: m.rates.next_round(),
         messages: m.registry.message_totals(),
         ..Sample::default()
     };
@@ -69,8 +88,8 @@ pub fn sample(m: &Management) -> Sample {
             let c = q.counters().read();
             s.ready += c.ready;
             s.unacked += c.unacked;
-            s.queues.insert(
-                (vhost.name.clone(), q.name().clone()),
+            q.counters().readings.record(
+                s.round,
                 [
                     c.published,
                     c.delivered,

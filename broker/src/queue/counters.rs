@@ -37,6 +37,33 @@ pub struct QueueCounters {
     redelivered: AtomicU64,
     /// Messages acknowledged.
     acked: AtomicU64,
+    /// The management API's last readings, for its rates. Kept here, not in a map the
+    /// sampler owns, so that they go when the queue does: a map keyed by queue held every
+    /// deleted queue's name for two more sampling rounds (10 s), megabytes after a mass delete.
+    pub readings: Readings,
+}
+
+/// The last three readings an observer took of a queue's counters, each tagged with the number
+/// of the observer's round (from 1) that took it. Three, not two: while a round records its
+/// readings, readers still use the two rounds before it.
+#[derive(Debug, Default)]
+pub struct Readings(std::sync::Mutex<[(u64, [u64; 6]); 3]>);
+
+impl Readings {
+    /// Records round `round`'s reading, forgetting the oldest.
+    pub fn record(&self, round: u64, values: [u64; 6]) {
+        let mut r = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        r.rotate_left(1);
+        r[2] = (round, values);
+    }
+
+    /// Round `round`'s reading, if it is one of the last three taken.
+    pub fn get(&self, round: u64) -> Option<[u64; 6]> {
+        let r = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        r.iter()
+            .find(|(n, _)| *n == round && round > 0)
+            .map(|(_, v)| *v)
+    }
 }
 
 /// A consistent reading of a queue's counters.
@@ -157,6 +184,20 @@ impl QueueCounters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn readings_keep_the_last_three_rounds() {
+        let r = Readings::default();
+        assert_eq!(r.get(0), None, "round 0 is never taken");
+        assert_eq!(r.get(1), None);
+        for round in 1..=4 {
+            r.record(round, [round; 6]);
+        }
+        assert_eq!(r.get(1), None, "forgotten");
+        assert_eq!(r.get(2), Some([2; 6]));
+        assert_eq!(r.get(4), Some([4; 6]));
+        assert_eq!(r.get(5), None, "not taken yet");
+    }
 
     #[test]
     fn a_message_is_counted_once_from_mailbox_to_queue() {
