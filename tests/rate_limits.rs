@@ -196,6 +196,42 @@ async fn a_user_message_rate_from_the_cli_pauses_that_user_only() {
         !m.iter().any(|(k, _)| k.contains(r#"name="guest""#)),
         "guest has no limit: {m:?}"
     );
+
+    // Cleared, the limit's series go at once; set again and the user deleted, they go too.
+    let ours = |m: &[(String, f64)]| m.iter().any(|(k, _)| k.contains(&at));
+    let limit = |args: &[&str]| cli(args.iter().map(|s| s.to_string()).collect());
+    limit(&["limits", "clear", "--user", &user, "max-publish-rate"]).await;
+    let m = rate_metrics(&prometheus).await;
+    assert!(!ours(&m), "a cleared limit is still reported: {m:?}");
+    limit(&["limits", "set", "--user", &user, "max-publish-rate", "200"]).await;
+    let m = rate_metrics(&prometheus).await;
+    assert!(ours(&m), "a limit set again is not reported: {m:?}");
+    limit(&["user", "delete", &user]).await;
+    let m = rate_metrics(&prometheus).await;
+    assert!(!ours(&m), "a deleted user's limit is still reported: {m:?}");
+
+    // The same for a vhost that is deleted.
+    let vhost = unique("rate-vhost");
+    let at = format!(r#"scope="vhost",name="{vhost}""#);
+    let ours = |m: &[(String, f64)]| m.iter().any(|(k, _)| k.contains(&at));
+    let r = t
+        .send("PUT", &format!("/api/vhosts/{vhost}"), "", &[])
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let path = format!("/api/vhost-limits/{vhost}/max-publish-rate");
+    let r = t.send("PUT", &path, r#"{"value": 100}"#, &[]).await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    let m = rate_metrics(&prometheus).await;
+    assert!(ours(&m), "a vhost's limit is not reported: {m:?}");
+    let r = t
+        .send("DELETE", &format!("/api/vhosts/{vhost}"), "", &[])
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    let m = rate_metrics(&prometheus).await;
+    assert!(
+        !ours(&m),
+        "a deleted vhost's limit is still reported: {m:?}"
+    );
 }
 
 fn limits(

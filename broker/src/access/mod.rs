@@ -539,6 +539,7 @@ impl Access {
         self.persist(key(KIND_USER, &[name]), None)?;
         lock_write(&self.state).users.remove(name);
         self.changed();
+        self.rates.get(rate::Scope::User, name, None, None);
         for c in self.registry.connections() {
             if c.user == name {
                 c.force_close(&format!("user '{name}' is deleted"));
@@ -564,7 +565,13 @@ impl Access {
             Some(v) => u.limits.insert(name.to_owned(), v),
             None => u.limits.remove(name),
         };
-        self.save_user(u)
+        let rates = (
+            u.limit(rate::MAX_PUBLISH_RATE),
+            u.limit(rate::MAX_PUBLISH_BYTES_RATE),
+        );
+        self.save_user(u)?;
+        self.rates.get(rate::Scope::User, user, rates.0, rates.1);
+        Ok(())
     }
 
     // ---- permissions ----
@@ -801,6 +808,7 @@ impl Access {
             self.clear_permission(name, &u)?;
             self.clear_topic_permissions(name, &u, None)?;
         }
+        self.rates.get(rate::Scope::Vhost, name, None, None);
         Ok(true)
     }
 
@@ -820,6 +828,12 @@ impl Access {
         v.set_def(def)
             .map_err(|e| AccessError::Store(e.to_string()))?;
         self.changed();
+        self.rates.get(
+            rate::Scope::Vhost,
+            vhost,
+            v.limit(rate::MAX_PUBLISH_RATE),
+            v.limit(rate::MAX_PUBLISH_BYTES_RATE),
+        );
         Ok(())
     }
 

@@ -58,65 +58,18 @@ async fn detailed(
 pub fn render_detailed(m: &Management, families: &[&str], vhosts: &[&str]) -> String {
     let mut out = String::with_capacity(4096);
     let one = |v: u64| vec![(String::new(), v)];
-    let churn = &m.registry.churn;
-    let counters = &m.registry.counters;
     let has = |f: &str| families.contains(&f);
     // RabbitMQ 3.10's connection_churn_metrics holds the channels' and queues' churn too.
-    let all_churn = has("connection_churn_metrics");
-    if all_churn {
-        family(
-            &mut out,
-            "rabbitmq_detailed_connections_opened_total",
-            "counter",
-            "Total number of connections opened",
-            &one(churn.connection_created.load(Relaxed)),
-        );
-        family(
-            &mut out,
-            "rabbitmq_detailed_connections_closed_total",
-            "counter",
-            "Total number of connections closed or terminated",
-            &one(churn.connection_closed.load(Relaxed)),
-        );
-    }
-    if all_churn || has("channel_churn_metrics") {
-        family(
-            &mut out,
-            "rabbitmq_detailed_channels_opened_total",
-            "counter",
-            "Total number of channels opened",
-            &one(churn.channel_created.load(Relaxed)),
-        );
-        family(
-            &mut out,
-            "rabbitmq_detailed_channels_closed_total",
-            "counter",
-            "Total number of channels closed",
-            &one(churn.channel_closed.load(Relaxed)),
-        );
-    }
-    if all_churn || has("queue_churn_metrics") {
-        family(
-            &mut out,
-            "rabbitmq_detailed_queues_declared_total",
-            "counter",
-            "Total number of queues declared",
-            &one(counters.queues_declared.load(Relaxed)),
-        );
-        family(
-            &mut out,
-            "rabbitmq_detailed_queues_created_total",
-            "counter",
-            "Total number of queues created",
-            &one(counters.queues_created.load(Relaxed)),
-        );
-        family(
-            &mut out,
-            "rabbitmq_detailed_queues_deleted_total",
-            "counter",
-            "Total number of queues deleted",
-            &one(counters.queues_deleted.load(Relaxed)),
-        );
+    for (family_name, name, help, v) in churn(m) {
+        if has("connection_churn_metrics") || has(family_name) {
+            family(
+                &mut out,
+                &format!("rabbitmq_detailed_{name}"),
+                "counter",
+                help,
+                &one(v),
+            );
+        }
     }
     let in_vhost = |v: &str| vhosts.is_empty() || vhosts.contains(&v);
     if has("queue_coarse_metrics") || has("queue_consumer_count") || has("queue_metrics") {
@@ -293,59 +246,16 @@ pub fn render_detailed(m: &Management, families: &[&str], vhosts: &[&str]) -> St
             &rows,
         );
     }
-    if has("node_coarse_metrics") {
-        if let Some(n) = open_fds() {
+    for (family_name, name, help, v) in node_gauges(m) {
+        if has(family_name) {
             family(
                 &mut out,
-                "rabbitmq_detailed_process_open_fds",
+                &format!("rabbitmq_detailed_{name}"),
                 "gauge",
-                "Open file descriptors",
-                &one(n),
+                help,
+                &one(v),
             );
         }
-        if let Some(n) = resident_bytes() {
-            family(
-                &mut out,
-                "rabbitmq_detailed_process_resident_memory_bytes",
-                "gauge",
-                "Memory used in bytes",
-                &one(n),
-            );
-        }
-        if let Some(n) = m.disk.as_ref().and_then(|d| disk_free_bytes(d.path())) {
-            family(
-                &mut out,
-                "rabbitmq_detailed_disk_space_available_bytes",
-                "gauge",
-                "Disk space available in bytes",
-                &one(n),
-            );
-        }
-    }
-    if has("node_metrics") {
-        if let Some(n) = max_fds() {
-            family(
-                &mut out,
-                "rabbitmq_detailed_process_max_fds",
-                "gauge",
-                "Open file descriptors limit",
-                &one(n),
-            );
-        }
-        family(
-            &mut out,
-            "rabbitmq_detailed_resident_memory_limit_bytes",
-            "gauge",
-            "Memory high watermark in bytes",
-            &one(m.alarms.memory_limit()),
-        );
-        family(
-            &mut out,
-            "rabbitmq_detailed_disk_space_available_limit_bytes",
-            "gauge",
-            "Free disk space low watermark in bytes",
-            &one(m.alarms.disk_free_limit()),
-        );
     }
     identity(&mut out, m, "detailed");
     out
@@ -430,13 +340,8 @@ pub fn render(m: &Management, per_object: bool) -> String {
     );
     let conns = m.registry.connections();
     let channels: usize = conns.iter().map(|c| c.channels().len()).sum();
-    let mut queues = Vec::new();
-    for v in m.registry.vhosts() {
-        for q in v.queues() {
-            queues.push((v.name.clone(), q.name().clone(), q.counters().read()));
-        }
-    }
-    let consumers: u64 = queues.iter().map(|q| u64::from(q.2.consumers)).sum();
+    let queues = queue_rows(m, &|_| true);
+    let consumers: u64 = queues.iter().map(|q| u64::from(q.1.consumers)).sum();
     family(
         &mut out,
         "rabbitmq_connections",
@@ -465,109 +370,30 @@ pub fn render(m: &Management, per_object: bool) -> String {
         "Queues available",
         &one(queues.len() as u64),
     );
-    let churn = &m.registry.churn;
-    for (name, help, v) in [
-        (
-            "rabbitmq_connections_opened_total",
-            "Total number of connections opened",
-            &churn.connection_created,
-        ),
-        (
-            "rabbitmq_connections_closed_total",
-            "Total number of connections closed or terminated",
-            &churn.connection_closed,
-        ),
-        (
-            "rabbitmq_channels_opened_total",
-            "Total number of channels opened",
-            &churn.channel_created,
-        ),
-        (
-            "rabbitmq_channels_closed_total",
-            "Total number of channels closed",
-            &churn.channel_closed,
-        ),
-    ] {
-        family(&mut out, name, "counter", help, &one(v.load(Relaxed)));
+    for (_, name, help, v) in churn(m) {
+        family(
+            &mut out,
+            &format!("rabbitmq_{name}"),
+            "counter",
+            help,
+            &one(v),
+        );
     }
-    let counters = &m.registry.counters;
-    for (name, help, v) in [
-        (
-            "rabbitmq_queues_declared_total",
-            "Total number of queues declared",
-            &counters.queues_declared,
-        ),
-        (
-            "rabbitmq_queues_created_total",
-            "Total number of queues created",
-            &counters.queues_created,
-        ),
-        (
-            "rabbitmq_queues_deleted_total",
-            "Total number of queues deleted",
-            &counters.queues_deleted,
-        ),
-    ] {
-        family(&mut out, name, "counter", help, &one(v.load(Relaxed)));
-    }
-    let per_queue =
-        |f: &dyn Fn(&crate::queue::counters::QueueCounts) -> u64| -> Vec<(String, u64)> {
-            if per_object {
-                queues
-                    .iter()
-                    .map(|(v, q, c)| {
-                        (
-                            format!("{{vhost=\"{}\",queue=\"{}\"}}", label(v), label(q)),
-                            f(c),
-                        )
-                    })
-                    .collect()
-            } else {
-                one(queues.iter().map(|q| f(&q.2)).sum())
-            }
+    // `/metrics` sums each queue gauge over every queue, as RabbitMQ's aggregated endpoint.
+    for (_, name, help, f) in QUEUE_GAUGES {
+        let samples = if per_object {
+            queues.iter().map(|(l, c)| (l.clone(), f(c))).collect()
+        } else {
+            one(queues.iter().map(|(_, c)| f(c)).sum())
         };
-    family(
-        &mut out,
-        "rabbitmq_queue_messages_ready",
-        "gauge",
-        "Messages ready to be delivered to consumers",
-        &per_queue(&|c| c.ready),
-    );
-    family(
-        &mut out,
-        "rabbitmq_queue_messages_unacked",
-        "gauge",
-        "Messages delivered to consumers but not yet acknowledged",
-        &per_queue(&|c| c.unacked),
-    );
-    family(
-        &mut out,
-        "rabbitmq_queue_messages",
-        "gauge",
-        "Sum of ready and unacknowledged messages - total queue depth",
-        &per_queue(&|c| c.ready + c.unacked),
-    );
-    family(
-        &mut out,
-        "rabbitmq_queue_consumers",
-        "gauge",
-        "Consumers on a queue",
-        &per_queue(&|c| u64::from(c.consumers)),
-    );
-    family(
-        &mut out,
-        "rabbitmq_queue_messages_bytes",
-        "gauge",
-        "Size in bytes of ready and unacknowledged messages",
-        &per_queue(&|c| c.ready_bytes),
-    );
-    family(
-        &mut out,
-        "rabbitmq_queue_messages_persistent",
-        "gauge",
-        "Persistent messages",
-        &per_queue(&|c| c.persistent),
-    );
+        family(
+            &mut out,
+            &format!("rabbitmq_{name}"),
+            "gauge",
+            help,
+            &samples,
+        );
+    }
     let t = m.registry.message_totals();
     let amqp = "{protocol=\"amqp091\"}".to_owned();
     let typed = "{protocol=\"amqp091\",queue_type=\"rabbit_classic_queue\"}".to_owned();
@@ -596,7 +422,7 @@ pub fn render(m: &Management, per_object: bool) -> String {
         (Reason::Maxlen, "Total number of messages dead-lettered due to overflow drop-head or reject-publish-dlx"),
         (Reason::Rejected, "Total number of messages dead-lettered due to basic.reject or basic.nack"),
     ] {
-        let by = &counters.dead_lettered[reason.index()];
+        let by = &m.registry.counters.dead_lettered[reason.index()];
         let samples: Vec<(String, u64)> = [(1, "at_most_once"), (0, "disabled")]
             .iter()
             .map(|&(i, strategy)| {
@@ -641,15 +467,6 @@ pub fn render(m: &Management, per_object: bool) -> String {
             &one(disk.segment_bytes()),
         );
     }
-    if let Some(free) = m.disk.as_ref().and_then(|d| disk_free_bytes(d.path())) {
-        family(
-            &mut out,
-            "rabbitmq_disk_space_available_bytes",
-            "gauge",
-            "Disk space available in bytes",
-            &one(free),
-        );
-    }
     publish_rate_limits(&mut out, m);
     let alarms = m.alarms.state();
     for (name, help, on) in [
@@ -666,45 +483,13 @@ pub fn render(m: &Management, per_object: bool) -> String {
     ] {
         family(&mut out, name, "gauge", help, &one(u64::from(on)));
     }
-    family(
-        &mut out,
-        "rabbitmq_resident_memory_limit_bytes",
-        "gauge",
-        "Memory high watermark in bytes",
-        &one(m.alarms.memory_limit()),
-    );
-    family(
-        &mut out,
-        "rabbitmq_disk_space_available_limit_bytes",
-        "gauge",
-        "Free disk space low watermark in bytes",
-        &one(m.alarms.disk_free_limit()),
-    );
-    if let Some(rss) = resident_bytes() {
+    for (_, name, help, v) in node_gauges(m) {
         family(
             &mut out,
-            "rabbitmq_process_resident_memory_bytes",
+            &format!("rabbitmq_{name}"),
             "gauge",
-            "Memory used in bytes",
-            &one(rss),
-        );
-    }
-    if let Some(n) = open_fds() {
-        family(
-            &mut out,
-            "rabbitmq_process_open_fds",
-            "gauge",
-            "Open file descriptors",
-            &one(n),
-        );
-    }
-    if let Some(n) = max_fds() {
-        family(
-            &mut out,
-            "rabbitmq_process_max_fds",
-            "gauge",
-            "Open file descriptors limit",
-            &one(n),
+            help,
+            &one(v),
         );
     }
     family(
@@ -768,100 +553,225 @@ fn publish_rate_limits(out: &mut String, m: &Management) {
     }
 }
 
-/// The per-queue families of the detailed endpoint: `queue_coarse_metrics`,
-/// `queue_consumer_count` and `queue_metrics` (those of its metrics Warren has).
+type Counts = crate::queue::counters::QueueCounts;
+
+/// The queue gauges, in `/metrics` (summed), `/metrics/per-object` and `/metrics/detailed`:
+/// (the detailed families that hold it, name after `rabbitmq_` or `rabbitmq_detailed_`, help,
+/// reading).
+#[allow(clippy::type_complexity)]
+const QUEUE_GAUGES: &[(&[&str], &str, &str, fn(&Counts) -> u64)] = &[
+    (
+        &["queue_coarse_metrics"],
+        "queue_messages_ready",
+        "Messages ready to be delivered to consumers",
+        |c| c.ready,
+    ),
+    (
+        &["queue_coarse_metrics"],
+        "queue_messages_unacked",
+        "Messages delivered to consumers but not yet acknowledged",
+        |c| c.unacked,
+    ),
+    (
+        &["queue_coarse_metrics"],
+        "queue_messages",
+        "Sum of ready and unacknowledged messages - total queue depth",
+        |c| c.ready + c.unacked,
+    ),
+    (
+        &["queue_consumer_count", "queue_metrics"],
+        "queue_consumers",
+        "Consumers on a queue",
+        |c| u64::from(c.consumers),
+    ),
+    // As the API's consumer_utilisation: with consumers and nothing waiting, every message
+    // went straight to one.
+    (
+        &["queue_metrics"],
+        "queue_consumer_capacity",
+        "Consumer capacity",
+        |c| u64::from(c.consumers > 0 && c.ready == 0),
+    ),
+    (
+        &["queue_metrics"],
+        "queue_consumer_utilisation",
+        "Same as consumer capacity",
+        |c| u64::from(c.consumers > 0 && c.ready == 0),
+    ),
+    (
+        &["queue_metrics"],
+        "queue_process_memory_bytes",
+        "Memory in bytes used by the queue (Warren: the bodies of its messages)",
+        |c| c.ready_bytes + c.unacked_bytes,
+    ),
+    (
+        &["queue_metrics"],
+        "queue_messages_bytes",
+        "Size in bytes of ready and unacknowledged messages",
+        |c| c.ready_bytes + c.unacked_bytes,
+    ),
+    (
+        &["queue_metrics"],
+        "queue_messages_ready_bytes",
+        "Size in bytes of ready messages",
+        |c| c.ready_bytes,
+    ),
+    (
+        &["queue_metrics"],
+        "queue_messages_unacked_bytes",
+        "Size in bytes of all unacknowledged messages",
+        |c| c.unacked_bytes,
+    ),
+    (
+        &["queue_metrics"],
+        "queue_messages_persistent",
+        "Persistent messages",
+        |c| c.persistent,
+    ),
+];
+
+/// Every queue of the vhosts `in_vhost` takes, with its labels and counts.
+fn queue_rows(m: &Management, in_vhost: &dyn Fn(&str) -> bool) -> Vec<(String, Counts)> {
+    let mut rows = Vec::new();
+    for v in m.registry.vhosts() {
+        if !in_vhost(&v.name) {
+            continue;
+        }
+        for q in v.queues() {
+            rows.push((
+                format!(
+                    "{{vhost=\"{}\",queue=\"{}\"}}",
+                    label(&v.name),
+                    label(q.name())
+                ),
+                q.counters().read(),
+            ));
+        }
+    }
+    rows
+}
+
+/// The queue gauges of the detailed families asked for, one sample per queue.
 fn queue_families(
     out: &mut String,
     m: &Management,
     has: &dyn Fn(&str) -> bool,
     in_vhost: &dyn Fn(&str) -> bool,
 ) {
-    let mut queues = Vec::new();
-    for v in m.registry.vhosts() {
-        if !in_vhost(&v.name) {
-            continue;
+    let queues = queue_rows(m, in_vhost);
+    for (families, name, help, f) in QUEUE_GAUGES {
+        if families.iter().any(|f| has(f)) {
+            let samples: Vec<_> = queues.iter().map(|(l, c)| (l.clone(), f(c))).collect();
+            family(
+                out,
+                &format!("rabbitmq_detailed_{name}"),
+                "gauge",
+                help,
+                &samples,
+            );
         }
-        for q in v.queues() {
-            queues.push((v.name.clone(), q.name().clone(), q.counters().read()));
-        }
     }
-    type Counts = crate::queue::counters::QueueCounts;
-    let per_queue = |f: &dyn Fn(&Counts) -> u64| -> Vec<(String, u64)> {
-        queues
-            .iter()
-            .map(|(v, q, c)| {
-                (
-                    format!("{{vhost=\"{}\",queue=\"{}\"}}", label(v), label(q)),
-                    f(c),
-                )
-            })
-            .collect()
-    };
-    let mut gauge = |name: &str, help: &str, f: &dyn Fn(&Counts) -> u64| {
-        family(out, name, "gauge", help, &per_queue(f));
-    };
-    if has("queue_coarse_metrics") {
-        gauge(
-            "rabbitmq_detailed_queue_messages_ready",
-            "Messages ready to be delivered to consumers",
-            &|c| c.ready,
-        );
-        gauge(
-            "rabbitmq_detailed_queue_messages_unacked",
-            "Messages delivered to consumers but not yet acknowledged",
-            &|c| c.unacked,
-        );
-        gauge(
-            "rabbitmq_detailed_queue_messages",
-            "Sum of ready and unacknowledged messages - total queue depth",
-            &|c| c.ready + c.unacked,
-        );
-    }
-    if has("queue_consumer_count") || has("queue_metrics") {
-        gauge(
-            "rabbitmq_detailed_queue_consumers",
-            "Consumers on a queue",
-            &|c| u64::from(c.consumers),
-        );
-    }
-    if has("queue_metrics") {
-        // As the API's consumer_utilisation: with consumers and nothing waiting, every
-        // message went straight to one.
-        let utilised = |c: &Counts| u64::from(c.consumers > 0 && c.ready == 0);
-        gauge(
-            "rabbitmq_detailed_queue_consumer_capacity",
-            "Consumer capacity",
-            &utilised,
-        );
-        gauge(
-            "rabbitmq_detailed_queue_consumer_utilisation",
-            "Same as consumer capacity",
-            &utilised,
-        );
-        gauge(
-            "rabbitmq_detailed_queue_process_memory_bytes",
-            "Memory in bytes used by the queue (Warren: the bodies of its messages)",
-            &|c| c.ready_bytes + c.unacked_bytes,
-        );
-        gauge(
-            "rabbitmq_detailed_queue_messages_bytes",
-            "Size in bytes of ready and unacknowledged messages",
-            &|c| c.ready_bytes + c.unacked_bytes,
-        );
-        gauge(
-            "rabbitmq_detailed_queue_messages_ready_bytes",
-            "Size in bytes of ready messages",
-            &|c| c.ready_bytes,
-        );
-        gauge(
-            "rabbitmq_detailed_queue_messages_unacked_bytes",
-            "Size in bytes of all unacknowledged messages",
-            &|c| c.unacked_bytes,
-        );
-        gauge(
-            "rabbitmq_detailed_queue_messages_persistent",
-            "Persistent messages",
-            &|c| c.persistent,
-        );
-    }
+}
+
+/// The broker-wide churn counters: (the detailed family that holds it besides
+/// connection_churn_metrics, name after `rabbitmq_` or `rabbitmq_detailed_`, help, value).
+fn churn(m: &Management) -> [(&'static str, &'static str, &'static str, u64); 7] {
+    let churn = &m.registry.churn;
+    let counters = &m.registry.counters;
+    let (c, ch, q) = (
+        "connection_churn_metrics",
+        "channel_churn_metrics",
+        "queue_churn_metrics",
+    );
+    [
+        (
+            c,
+            "connections_opened_total",
+            "Total number of connections opened",
+            churn.connection_created.load(Relaxed),
+        ),
+        (
+            c,
+            "connections_closed_total",
+            "Total number of connections closed or terminated",
+            churn.connection_closed.load(Relaxed),
+        ),
+        (
+            ch,
+            "channels_opened_total",
+            "Total number of channels opened",
+            churn.channel_created.load(Relaxed),
+        ),
+        (
+            ch,
+            "channels_closed_total",
+            "Total number of channels closed",
+            churn.channel_closed.load(Relaxed),
+        ),
+        (
+            q,
+            "queues_declared_total",
+            "Total number of queues declared",
+            counters.queues_declared.load(Relaxed),
+        ),
+        (
+            q,
+            "queues_created_total",
+            "Total number of queues created",
+            counters.queues_created.load(Relaxed),
+        ),
+        (
+            q,
+            "queues_deleted_total",
+            "Total number of queues deleted",
+            counters.queues_deleted.load(Relaxed),
+        ),
+    ]
+}
+
+/// The node's gauges this platform can read: (the detailed family that holds it, name after
+/// `rabbitmq_` or `rabbitmq_detailed_`, help, value).
+fn node_gauges(m: &Management) -> Vec<(&'static str, &'static str, &'static str, u64)> {
+    let (coarse, node) = ("node_coarse_metrics", "node_metrics");
+    [
+        (
+            coarse,
+            "process_open_fds",
+            "Open file descriptors",
+            open_fds(),
+        ),
+        (
+            coarse,
+            "process_resident_memory_bytes",
+            "Memory used in bytes",
+            resident_bytes(),
+        ),
+        (
+            coarse,
+            "disk_space_available_bytes",
+            "Disk space available in bytes",
+            m.disk.as_ref().and_then(|d| disk_free_bytes(d.path())),
+        ),
+        (
+            node,
+            "process_max_fds",
+            "Open file descriptors limit",
+            max_fds(),
+        ),
+        (
+            node,
+            "resident_memory_limit_bytes",
+            "Memory high watermark in bytes",
+            Some(m.alarms.memory_limit()),
+        ),
+        (
+            node,
+            "disk_space_available_limit_bytes",
+            "Free disk space low watermark in bytes",
+            Some(m.alarms.disk_free_limit()),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(f, name, help, v)| Some((f, name, help, v?)))
+    .collect()
 }
