@@ -842,7 +842,8 @@ impl Vhost {
             rejects_publishes: rejects_publishes(&args),
             args,
         };
-        let handle = queue::kind::create(spec, self.host(), disk.zip(disk_id));
+        let pager = self.disk.as_ref().map(|d| d.pager());
+        let handle = queue::kind::create(spec, self.host(), disk.zip(disk_id), pager);
         defs.queues.insert(name, handle.clone());
         self.count(|c| {
             c.queues_created.fetch_add(1, Ordering::Relaxed);

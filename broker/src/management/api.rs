@@ -306,8 +306,8 @@ fn queue_json(m: &Management, vhost: &str, q: &QueueHandle) -> Value {
         // Warren does not measure how often consumers could not take a message: with
         // consumers and nothing waiting, every message went straight to one (1.0).
         "consumer_utilisation": if c.consumers > 0 && c.ready == 0 { 1.0 } else { 0.0 },
-        // The bodies of the messages the queue holds (its other memory is not counted).
-        "memory": c.ready_bytes + c.unacked_bytes,
+        // The bodies of the messages the queue holds in memory (its other memory is not counted).
+        "memory": (c.ready_bytes + c.unacked_bytes).saturating_sub(c.paged_out_bytes),
         "messages": c.ready + c.unacked,
         "messages_details": details(m.rates.queue_rate(q.counters(), |v| v[4] + v[5])),
         "messages_ready": c.ready,
@@ -318,6 +318,8 @@ fn queue_json(m: &Management, vhost: &str, q: &QueueHandle) -> Value {
         "message_bytes": c.ready_bytes + c.unacked_bytes,
         "message_bytes_ready": c.ready_bytes,
         "message_bytes_unacknowledged": c.unacked_bytes,
+        "messages_paged_out": c.paged_out,
+        "message_bytes_paged_out": c.paged_out_bytes,
         "policy": null,
         "effective_policy_definition": {},
         "exclusive_consumer_tag": null,

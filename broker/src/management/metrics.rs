@@ -466,6 +466,20 @@ pub fn render(m: &Management, per_object: bool) -> String {
             "Bytes in message segment files on disk",
             &one(disk.segment_bytes()),
         );
+        family(
+            &mut out,
+            "warren_store_paged_bytes",
+            "gauge",
+            "Bytes in page files: deep queues' messages paged out of memory",
+            &one(disk.pager().bytes()),
+        );
+        family(
+            &mut out,
+            "warren_store_page_write_failures_total",
+            "counter",
+            "Blocks of messages that could not be paged out (they stayed in memory)",
+            &one(disk.pager().failed_writes()),
+        );
     }
     publish_rate_limits(&mut out, m);
     let alarms = m.alarms.state();
@@ -627,6 +641,18 @@ const QUEUE_GAUGES: &[(&[&str], &str, &str, fn(&Counts) -> u64)] = &[
         "queue_messages_persistent",
         "Persistent messages",
         |c| c.persistent,
+    ),
+    (
+        &["queue_metrics"],
+        "queue_messages_paged_out",
+        "Messages paged out to disk",
+        |c| c.paged_out,
+    ),
+    (
+        &["queue_metrics"],
+        "queue_messages_paged_out_bytes",
+        "Size in bytes of messages paged out to disk",
+        |c| c.paged_out_bytes,
     ),
 ];
 

@@ -253,6 +253,7 @@ impl QueueActor {
     fn update_counters(&mut self) {
         let c = self.handle.counters();
         c.set_consumers(self.consumers.len());
+        c.set_paged(self.store.paged());
         // RabbitMQ counts persistent messages of durable queues only.
         let persistent = if self.handle.spec().durable {
             self.store.persistent() + self.unacked.persistent

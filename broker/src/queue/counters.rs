@@ -27,6 +27,9 @@ pub struct QueueCounters {
     /// Persistent messages held (ready or unacked), in a durable queue.
     persistent: AtomicU64,
     unacked_bytes: AtomicU64,
+    /// Ready messages paged out to disk, and their body bytes.
+    paged: AtomicU64,
+    paged_bytes: AtomicU64,
     /// Consumers attached.
     consumers: AtomicU32,
     /// Messages enqueued, since the queue started.
@@ -77,6 +80,10 @@ pub struct QueueCounts {
     pub unacked: u64,
     /// Body bytes of the unacknowledged messages.
     pub unacked_bytes: u64,
+    /// Ready messages paged out to disk (RabbitMQ's `messages_paged_out`).
+    pub paged_out: u64,
+    /// Their body bytes (`message_bytes_paged_out`).
+    pub paged_out_bytes: u64,
     /// Persistent messages held (ready or unacked); 0 in a transient queue.
     pub persistent: u64,
     /// Consumers attached.
@@ -147,6 +154,12 @@ impl QueueCounters {
         *round = RoundCounts::default();
     }
 
+    /// The owner's paged-out messages and their bytes.
+    pub(crate) fn set_paged(&self, (messages, bytes): (u64, u64)) {
+        self.paged.store(messages, Ordering::Relaxed);
+        self.paged_bytes.store(bytes, Ordering::Relaxed);
+    }
+
     /// The owner's consumer count changed.
     pub(crate) fn set_consumers(&self, n: usize) {
         self.consumers.store(n as u32, Ordering::Release);
@@ -171,6 +184,8 @@ impl QueueCounters {
             ready_bytes: self.ready_bytes.load(Ordering::Relaxed),
             unacked: self.unacked.load(Ordering::Relaxed),
             unacked_bytes: self.unacked_bytes.load(Ordering::Relaxed),
+            paged_out: self.paged.load(Ordering::Relaxed),
+            paged_out_bytes: self.paged_bytes.load(Ordering::Relaxed),
             persistent: self.persistent.load(Ordering::Relaxed),
             consumers: self.consumers.load(Ordering::Acquire),
             published: self.published.load(Ordering::Relaxed),

@@ -10,6 +10,7 @@ use std::sync::{Arc, Weak};
 use super::args::QueueArgs;
 use super::{QueueHandle, QueueHost, QueueSpec};
 use crate::store::disk::Disk;
+use crate::store::paging::Pager;
 use crate::store::{DurableQueueStore, MemoryQueueStore, PriorityQueueStore, QueueStore};
 
 /// The kinds of queue Warren runs.
@@ -40,16 +41,19 @@ impl QueueKind {
     }
 }
 
-/// Starts a new queue: `disk` is the store and the queue's id in it, for a durable queue.
+/// Starts a new queue: `disk` is the store and the queue's id in it, for a durable queue;
+/// `pager` where a transient queue pages its messages out when it is deep (a priority queue
+/// keeps them all in memory).
 pub(crate) fn create(
     spec: QueueSpec,
     host: Weak<dyn QueueHost>,
     disk: Option<(Arc<Disk>, u64)>,
+    pager: Option<&Arc<Pager>>,
 ) -> QueueHandle {
     let store: Box<dyn QueueStore> = match (disk, spec.args.max_priority) {
         (disk, Some(max)) => Box::new(PriorityQueueStore::new(max, disk)),
         (Some((disk, id)), None) => Box::new(DurableQueueStore::new(disk, id)),
-        (None, None) => Box::<MemoryQueueStore>::default(),
+        (None, None) => Box::new(MemoryQueueStore::new(pager)),
     };
     super::spawn(spec, host, store, 1)
 }

@@ -214,6 +214,8 @@ pub struct Disk {
     access: Arc<dyn Tree>,
     /// The bytes of message chunks (sled holds pointers to them).
     segments: Arc<Segments>,
+    /// Where deep queues page their messages out (`paged/`, emptied at open).
+    pager: Arc<super::paging::Pager>,
     flusher: Option<mpsc::Sender<Waiter>>,
     /// How long group commits took.
     flush_times: Arc<FlushTimes>,
@@ -288,6 +290,7 @@ impl Disk {
                                 && n != "segments"
                                 && n != "conf"
                                 && n != "blobs"
+                                && n != "paged"
                                 && !n.starts_with("snap.")
                         })
                         .collect()
@@ -412,7 +415,14 @@ impl Disk {
                 source,
             })?;
 
+        let paged_dir = path.join("paged");
+        let pager =
+            super::paging::Pager::open(&paged_dir).map_err(|source| OpenError::CreateDir {
+                path: paged_dir,
+                source,
+            })?;
         let disk = Arc::new(Disk {
+            pager,
             path: path.to_owned(),
             db,
             defs,
@@ -444,6 +454,11 @@ impl Disk {
             .filter_map(|e| e.metadata().ok())
             .map(|m| m.len())
             .sum()
+    }
+
+    /// Where deep queues page their messages out.
+    pub fn pager(&self) -> &Arc<super::paging::Pager> {
+        &self.pager
     }
 
     /// The data directory.

@@ -26,8 +26,8 @@ impl DurableQueueStore {
     /// An empty store for queue `id`.
     pub fn new(disk: Arc<Disk>, id: u64) -> Self {
         DurableQueueStore {
+            ready: Ready::with_pages(disk.pager().page_file()),
             log: QueueLog::new(disk, id),
-            ready: Ready::default(),
             flushes: VecDeque::new(),
         }
     }
@@ -35,7 +35,7 @@ impl DurableQueueStore {
     /// The store of queue `id` with the messages found on disk; returns the next sequence
     /// number to use. Only the first messages are decoded; the others stay on disk.
     pub fn recover(disk: Arc<Disk>, id: u64, unclean: bool) -> (Self, u64) {
-        let mut ready = Ready::default();
+        let mut ready = Ready::with_pages(disk.pager().page_file());
         let mut next = 1;
         let log = QueueLog::recover(disk, id, unclean, |found| {
             next = found.seq + 1;
@@ -169,8 +169,8 @@ impl QueueStore for DurableQueueStore {
     fn snapshot_delivered(&mut self, unacked: &[u64]) {
         self.commit(&[], false);
         let mut seqs = unacked.to_vec();
-        self.ready.for_each(|seq, on_disk, redelivered| {
-            if on_disk && redelivered {
+        self.ready.for_each_on_disk(|seq, redelivered| {
+            if redelivered {
                 seqs.push(seq);
             }
         });
@@ -179,11 +179,7 @@ impl QueueStore for DurableQueueStore {
 
     fn purge(&mut self) -> usize {
         let log = &mut self.log;
-        let n = self.ready.drain(|seq, on_disk, _| {
-            if on_disk {
-                log.remove(seq);
-            }
-        });
+        let n = self.ready.drain(|seq, _| log.remove(seq));
         self.commit(&[], false);
         n
     }
@@ -204,6 +200,10 @@ impl QueueStore for DurableQueueStore {
         self.ready.head_expiry()
     }
 
+    fn paged(&self) -> (u64, u64) {
+        self.ready.paged()
+    }
+
     fn rewrite(&mut self, msg: &StoredMessage) {
         if msg.message.is_persistent() {
             self.log.rewrite(msg);
@@ -215,7 +215,7 @@ impl QueueStore for DurableQueueStore {
     }
 
     fn destroy(&mut self) {
-        self.ready.drain(|_, _, _| {});
+        self.ready.clear();
         self.log.destroy();
     }
 }
@@ -304,7 +304,9 @@ mod tests {
         // seq -> expectation, for messages that are ready or unacked.
         let mut model: BTreeMap<u64, Expect> = BTreeMap::new();
         let mut unacked: HashMap<u64, StoredMessage> = HashMap::new();
+        let mut paged = false;
         for step in 0..steps {
+            paged |= store.paged().0 > 0;
             match rng.below(10) {
                 0..=3 => {
                     for _ in 0..burst {
@@ -442,6 +444,10 @@ mod tests {
             let ready = model.len() - unacked.len();
             assert_eq!(store.len(), ready, "step {step}: ready count");
         }
+        assert!(
+            paged || burst < 400,
+            "a deep run pages (PAGE_AFTER is small in tests)"
+        );
         // Delete: nothing of the queue is left on disk.
         store.destroy();
         let d = disk.take().unwrap();
@@ -666,6 +672,13 @@ mod tests {
     fn deep_store_matches_a_simple_model_across_restarts() {
         for seed in 1..=3 {
             run(seed * 104_729, 300, 60);
+        }
+    }
+
+    #[test]
+    fn a_paging_store_matches_a_simple_model_across_restarts() {
+        for seed in 1..=2 {
+            run(seed * 15_485_863, 200, 400);
         }
     }
 }

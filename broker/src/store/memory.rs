@@ -6,10 +6,20 @@ use std::time::Instant;
 use super::ready::{Ready, Slot};
 use super::{QueueStore, StoredMessage};
 
-/// Ready messages kept in RAM.
+/// Ready messages kept in RAM, those of a deep queue paged out to disk when there is a data
+/// directory (see [`paging`](super::paging)).
 #[derive(Default)]
 pub struct MemoryQueueStore {
     ready: Ready,
+}
+
+impl MemoryQueueStore {
+    /// A store that pages a deep queue's messages out through `pager`, if given.
+    pub fn new(pager: Option<&std::sync::Arc<super::paging::Pager>>) -> Self {
+        MemoryQueueStore {
+            ready: pager.map_or_else(Ready::default, |p| Ready::with_pages(p.page_file())),
+        }
+    }
 }
 
 impl QueueStore for MemoryQueueStore {
@@ -31,7 +41,9 @@ impl QueueStore for MemoryQueueStore {
     fn settle(&mut self, _msg: &StoredMessage) {}
 
     fn purge(&mut self) -> usize {
-        self.ready.drain(|_, _, _| {})
+        let n = self.ready.len();
+        self.ready.clear();
+        n
     }
 
     fn len(&self) -> usize {
@@ -48,6 +60,10 @@ impl QueueStore for MemoryQueueStore {
 
     fn head_expiry(&self) -> Option<Instant> {
         self.ready.head_expiry()
+    }
+
+    fn paged(&self) -> (u64, u64) {
+        self.ready.paged()
     }
 }
 
@@ -132,9 +148,6 @@ mod tests {
         }
         assert!(s.ready.packed_capacity() > 0, "a deep queue packs");
         assert_eq!(s.len(), seqs.len());
-        let mut seen = Vec::new();
-        s.ready.for_each(|seq, _, _| seen.push(seq));
-        assert_eq!(seen, seqs);
         for &seq in &seqs {
             let want = rich(seq, base);
             let got = s.pop().expect("a message");
@@ -200,6 +213,110 @@ mod tests {
             Some(6001),
             "purge dropped every shared body"
         );
+    }
+
+    /// A store that pages to a fresh directory.
+    fn paging_store() -> (
+        MemoryQueueStore,
+        std::sync::Arc<crate::store::paging::Pager>,
+        std::path::PathBuf,
+    ) {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "warren-memory-paging-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let pager = crate::store::paging::Pager::open(&dir).unwrap();
+        (MemoryQueueStore::new(Some(&pager)), pager, dir)
+    }
+
+    #[test]
+    fn a_deep_queue_pages_out_and_gives_every_message_back_in_order() {
+        let (mut s, pager, dir) = paging_store();
+        let base = Instant::now();
+        // 64 MiB of bodies, some larger than INLINE_BODY, some with everything a record carries.
+        let n = 40_000u64;
+        let make = |seq: u64| {
+            if seq.is_multiple_of(10) {
+                rich(seq, base)
+            } else {
+                let size = if seq.is_multiple_of(7) { 9000 } else { 1500 };
+                msg_with_body(seq, bytes::Bytes::from(vec![seq as u8; size]))
+            }
+        };
+        let mut most_in_memory = 0;
+        for seq in 1..=n {
+            s.push(make(seq));
+            most_in_memory = most_in_memory.max(s.ready.packed_capacity());
+        }
+        let (paged, paged_bytes) = s.paged();
+        assert!(
+            paged > n / 2 && paged_bytes > 32 << 20,
+            "{paged} {paged_bytes}"
+        );
+        assert!(pager.bytes() >= paged_bytes);
+        assert!(
+            most_in_memory < super::super::ready::PAGE_AFTER + (1 << 20),
+            "{most_in_memory} bytes of blocks in memory"
+        );
+        // A requeue in the middle keeps its place.
+        let first = s.pop().unwrap();
+        s.requeue(first);
+        for seq in 1..=n {
+            let want = make(seq);
+            let got = s
+                .pop()
+                .unwrap_or_else(|| panic!("message {seq} is missing"));
+            assert_eq!(got.seq, seq);
+            assert_eq!(got.message.body(), want.message.body(), "seq {seq}");
+            assert_eq!(got.message.raw_properties(), want.message.raw_properties());
+            assert_eq!(got.message.routing_key(), want.message.routing_key());
+            assert_eq!(got.redelivered, want.redelivered);
+            assert_eq!(got.delivery_count, want.delivery_count);
+        }
+        assert!(s.pop().is_none());
+        assert_eq!((s.len(), s.bytes(), s.paged()), (0, 0, (0, 0)));
+        assert_eq!(pager.bytes(), 0, "every page file read is deleted");
+        drop(s);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_purged_paged_queue_deletes_its_files_and_a_lost_page_loses_only_its_messages() {
+        let (mut s, pager, dir) = paging_store();
+        let body = |seq: u64| bytes::Bytes::from(vec![seq as u8; 2000]);
+        for seq in 1..=20_000 {
+            s.push(msg_with_body(seq, body(seq)));
+        }
+        assert!(pager.bytes() > 0);
+        assert_eq!(s.purge(), 20_000);
+        assert_eq!(pager.bytes(), 0);
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+
+        for seq in 20_001..=40_000 {
+            s.push(msg_with_body(seq, body(seq)));
+        }
+        // Page files emptied behind Warren's back: those blocks are lost, nothing else.
+        for f in std::fs::read_dir(&dir).unwrap() {
+            let f = std::fs::File::options().write(true).open(f.unwrap().path());
+            f.unwrap().set_len(0).unwrap();
+        }
+        let before = s.len();
+        let mut popped = 0;
+        let mut last = 0;
+        while let Some(m) = s.pop() {
+            assert!(m.seq > last, "in order");
+            assert_eq!(m.message.body(), &body(m.seq)[..]);
+            last = m.seq;
+            popped += 1;
+        }
+        assert!(popped < before, "the paged messages were lost");
+        assert!(popped > 0, "the ones in memory were not");
+        assert_eq!((s.len(), s.bytes()), (0, 0), "the counts follow the loss");
+        drop(s);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

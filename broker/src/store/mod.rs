@@ -7,6 +7,7 @@ mod durable;
 pub mod faults;
 pub mod kv;
 mod memory;
+pub mod paging;
 mod priority;
 pub mod queue_log;
 pub mod ready;
@@ -161,6 +162,11 @@ pub trait QueueStore: Send {
     fn len(&self) -> usize;
     /// Body bytes of the ready messages (`x-max-length-bytes`).
     fn bytes(&self) -> u64;
+    /// Ready messages paged out to disk, and their body bytes (RabbitMQ's
+    /// `messages_paged_out` and `message_bytes_paged_out`).
+    fn paged(&self) -> (u64, u64) {
+        (0, 0)
+    }
     /// Ready messages that are persistent (a durable queue's `messages_persistent` counts
     /// these and the unacked ones, as RabbitMQ's does).
     fn persistent(&self) -> u64 {

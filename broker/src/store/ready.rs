@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use super::paging::{Page, PageFile};
 use crate::message::{Message, INLINE_BODY};
 use crate::store::StoredMessage;
 
@@ -21,6 +22,15 @@ pub const HOT_MAX: usize = 2048;
 pub const HOT_BYTES: usize = 4 << 20;
 /// Size of a packing block (a larger record gets a block of its own).
 const BLOCK: usize = 64 * 1024;
+/// Packed bytes a queue keeps in memory (blocks, and the large bodies it shares) before it
+/// pages the blocks it fills next out to its page file, when it has one (see
+/// [`paging`](super::paging)). With [`HOT_BYTES`], a deep queue holds about 12 MiB of RAM
+/// however deep it is.
+#[cfg(not(test))]
+pub const PAGE_AFTER: usize = 8 << 20;
+/// Small in unit tests, so that the stores' model tests page.
+#[cfg(test)]
+pub const PAGE_AFTER: usize = 256 << 10;
 
 /// A ready message as its queue holds it at the head.
 #[derive(Debug, Clone)]
@@ -114,10 +124,39 @@ struct Header {
     size: u32,
 }
 
-/// Packed records in blocks, read from the front, written at the back.
+/// A block of packed records, in memory or paged out.
+#[derive(Default)]
+struct Block {
+    /// The records; empty while the block is paged out.
+    data: Vec<u8>,
+    /// Where the block is in the page file, while it is paged out.
+    page: Option<Page>,
+    /// Records written to it.
+    records: u32,
+    /// Of those, the ones with a copy in the durable store.
+    on_disk: u32,
+    /// Of those, the `F_SHARED` ones.
+    shared: u32,
+    /// Of those, the persistent ones.
+    persistent: u32,
+    /// Body bytes of its records.
+    bytes: u64,
+    /// Sequence number of its last record.
+    last_seq: u64,
+}
+
+/// Records lost with a paged block that could not be read back.
+#[derive(Debug, Default, Clone, Copy)]
+struct Lost {
+    bytes: u64,
+    persistent: u64,
+}
+
+/// Packed records in blocks, read from the front, written at the back. The front block is
+/// always in memory; blocks behind it may be paged out.
 #[derive(Default)]
 struct Packed {
-    blocks: VecDeque<Vec<u8>>,
+    blocks: VecDeque<Block>,
     /// Read position in the front block.
     read_at: usize,
     /// Records held.
@@ -135,16 +174,30 @@ struct Packed {
     /// queue it was routed to). Copying such a body into a block and back out would cost
     /// two copies of it to save a few dozen bytes of entry.
     shared: VecDeque<Arc<Message>>,
+    /// Body bytes of `shared`.
+    shared_bytes: usize,
+    /// Where blocks are paged out to, if anywhere.
+    pages: Option<PageFile>,
+    /// Bytes held in memory: blocks in memory, and `shared`.
+    mem: usize,
+    /// Records and body bytes paged out.
+    paged: (u64, u64),
+    /// Not yet reported to [`Ready`].
+    lost: Lost,
 }
 
 impl Packed {
     fn push(&mut self, s: &Slot) {
         let in_memory = s.message.as_ref().filter(|_| !s.on_disk);
-        let shared = in_memory.filter(|m| m.body_len() > INLINE_BODY);
+        // Once the queue pages, large bodies are packed too: shared ones would stay in RAM.
+        let may_share = self.pages.is_none() || self.mem < PAGE_AFTER;
+        let shared = in_memory.filter(|m| may_share && m.body_len() > INLINE_BODY);
         let m = in_memory.filter(|_| shared.is_none()).map(|m| &**m);
         let mut flags = 0;
         if let Some(arc) = shared {
             flags |= F_SHARED;
+            self.shared_bytes += arc.body_len();
+            self.mem += arc.body_len();
             self.shared.push_back(Arc::clone(arc));
         }
         let mut set = |on: bool, f: u16| {
@@ -173,11 +226,31 @@ impl Packed {
         if self
             .blocks
             .back()
-            .is_none_or(|b| b.capacity() - b.len() < bound)
+            .is_none_or(|b| b.data.capacity() - b.data.len() < bound)
         {
-            self.blocks.push_back(Vec::with_capacity(bound.max(BLOCK)));
+            self.page_out_back();
+            let data = Vec::with_capacity(bound.max(BLOCK));
+            self.mem += data.capacity();
+            self.blocks.push_back(Block {
+                data,
+                ..Block::default()
+            });
+            // A block's first record names its route, so a block can be read without the
+            // one before it.
+            self.write_route.0.clear();
+            self.write_route.1 = usize::MAX;
+            if m.is_some() {
+                flags |= F_ROUTE;
+            }
         }
-        let out = self.blocks.back_mut().expect("a block with room");
+        let block = self.blocks.back_mut().expect("a block with room");
+        block.records += 1;
+        block.on_disk += u32::from(s.on_disk);
+        block.shared += u32::from(flags & F_SHARED != 0);
+        block.persistent += u32::from(s.persistent());
+        block.bytes += u64::from(s.size);
+        block.last_seq = s.seq;
+        let out = &mut block.data;
         out.extend_from_slice(&flags.to_le_bytes());
         if flags & F_SEQ_GAP != 0 {
             put_varint(out, s.seq.wrapping_sub(self.write_seq + 1));
@@ -218,7 +291,97 @@ impl Packed {
     }
 
     fn header(&self, at: &mut usize) -> Header {
-        header_in(&self.blocks[0], at, self.read_seq)
+        header_in(&self.blocks[0].data, at, self.read_seq)
+    }
+
+    /// Pages the back block out, if the queue pages, holds more than [`PAGE_AFTER`] in memory,
+    /// and the back block is not the front one (which is being read).
+    fn page_out_back(&mut self) {
+        if self.mem <= PAGE_AFTER || self.blocks.len() < 2 {
+            return;
+        }
+        let Some(pages) = self.pages.as_mut() else {
+            return;
+        };
+        let Some(b) = self.blocks.back_mut().filter(|b| b.page.is_none()) else {
+            return;
+        };
+        if let Some(page) = pages.write(&b.data) {
+            self.mem -= b.data.capacity();
+            b.data = Vec::new();
+            b.page = Some(page);
+            self.paged.0 += u64::from(b.records);
+            self.paged.1 += b.bytes;
+        }
+    }
+
+    /// The front block was read: drops it (or keeps the last one for reuse) and reads the
+    /// next one back if it is paged out.
+    fn next_block(&mut self) {
+        self.read_at = 0;
+        if self.blocks.len() == 1 {
+            // The last block: reuse it.
+            let b = &mut self.blocks[0];
+            b.data.clear();
+            let data = std::mem::take(&mut b.data);
+            *b = Block {
+                data,
+                ..Block::default()
+            };
+            return;
+        }
+        if let Some(b) = self.blocks.pop_front() {
+            self.mem -= b.data.capacity();
+        }
+        self.load_front();
+    }
+
+    /// Reads the front block back if it is paged out. A block that cannot be read (its file
+    /// damaged or deleted behind Warren's back) is dropped with its records, and logged.
+    fn load_front(&mut self) {
+        while let Some(b) = self.blocks.front_mut() {
+            let Some(page) = b.page else {
+                return;
+            };
+            let pages = self.pages.as_mut().expect("a paged block has a page file");
+            let read = pages.read(page);
+            pages.read_up_to(page);
+            self.paged.0 -= u64::from(b.records).min(self.paged.0);
+            self.paged.1 -= b.bytes.min(self.paged.1);
+            match read {
+                Ok(data) => {
+                    self.mem += data.capacity();
+                    b.data = data;
+                    b.page = None;
+                    if self.paged.0 == 0 {
+                        // Nothing left out there: the last file goes too.
+                        pages.clear();
+                    }
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(
+                        error = %e,
+                        messages = b.records,
+                        "a paged-out block of queued transient messages cannot be read back; they are lost"
+                    );
+                    self.len -= b.records as usize;
+                    self.read_seq = b.last_seq;
+                    self.lost.bytes += b.bytes;
+                    self.lost.persistent += u64::from(b.persistent);
+                    for _ in 0..b.shared {
+                        if let Some(m) = self.shared.pop_front() {
+                            self.shared_bytes -= m.body_len();
+                            self.mem -= m.body_len();
+                        }
+                    }
+                    self.blocks.pop_front();
+                    if self.paged.0 == 0 {
+                        pages.clear();
+                    }
+                }
+            }
+        }
     }
 
     /// The expiry of the first record.
@@ -237,7 +400,12 @@ impl Packed {
         let mut at = self.read_at;
         let h = self.header(&mut at);
         let message = if h.flags & F_SHARED != 0 {
-            self.shared.pop_front()
+            let m = self.shared.pop_front();
+            if let Some(m) = &m {
+                self.shared_bytes -= m.body_len();
+                self.mem -= m.body_len();
+            }
+            m
         } else if h.flags & F_CONTENT != 0 {
             Some(self.unpack(&h, &mut at))
         } else {
@@ -245,14 +413,8 @@ impl Packed {
         };
         self.read_seq = h.seq;
         self.len -= 1;
-        if at >= self.blocks[0].len() {
-            if self.blocks.len() == 1 {
-                // The last block: reuse it.
-                self.blocks[0].clear();
-            } else {
-                self.blocks.pop_front();
-            }
-            self.read_at = 0;
+        if at >= self.blocks[0].data.len() {
+            self.next_block();
         } else {
             self.read_at = at;
         }
@@ -269,7 +431,7 @@ impl Packed {
 
     /// Decodes the message of the record whose header was just read, its content at `*at`.
     fn unpack(&mut self, h: &Header, at: &mut usize) -> Arc<Message> {
-        let buf = &self.blocks[0];
+        let buf = &self.blocks[0].data;
         if h.flags & F_ROUTE != 0 {
             let xl = buf[*at] as usize;
             let x = *at + 1;
@@ -311,16 +473,21 @@ impl Packed {
     }
 
     fn clear(&mut self) {
+        let mut pages = self.pages.take();
+        if let Some(p) = &mut pages {
+            p.clear();
+        }
         *self = Packed {
             write_seq: self.write_seq,
             read_seq: self.write_seq,
+            pages,
             ..Packed::default()
         };
     }
 
-    /// Bytes held by the blocks.
+    /// Bytes held by the blocks in memory.
     fn capacity(&self) -> usize {
-        self.blocks.iter().map(|s| s.capacity()).sum()
+        self.blocks.iter().map(|b| b.data.capacity()).sum()
     }
 }
 
@@ -343,6 +510,30 @@ pub struct Ready {
 }
 
 impl Ready {
+    /// Ready messages that page their packed blocks out to `pages` once the queue holds more
+    /// than [`PAGE_AFTER`] of them in memory.
+    pub fn with_pages(pages: PageFile) -> Ready {
+        Ready {
+            packed: Packed {
+                pages: Some(pages),
+                ..Packed::default()
+            },
+            ..Ready::default()
+        }
+    }
+
+    /// Messages paged out to disk, and their body bytes.
+    pub fn paged(&self) -> (u64, u64) {
+        self.packed.paged
+    }
+
+    /// Counts out the messages of a paged block that could not be read back.
+    fn count_lost(&mut self) {
+        let lost = std::mem::take(&mut self.packed.lost);
+        self.bytes -= lost.bytes.min(self.bytes);
+        self.persistent -= lost.persistent.min(self.persistent);
+    }
+
     /// Ready messages.
     pub fn len(&self) -> usize {
         self.hot.len() + self.packed.len + self.staged.len()
@@ -461,10 +652,14 @@ impl Ready {
                     }
                     s
                 }
-                None => match self.packed.pop() {
-                    Some(s) => s,
-                    None => self.staged.pop_front()?,
-                },
+                None => {
+                    let s = self.packed.pop();
+                    self.count_lost();
+                    match s {
+                        Some(s) => s,
+                        None => self.staged.pop_front()?,
+                    }
+                }
             };
             self.bytes -= u64::from(s.size).min(self.bytes);
             self.persistent -= u64::from(s.persistent()).min(self.persistent);
@@ -494,33 +689,34 @@ impl Ready {
         }
     }
 
-    /// Removes every message; calls `f(seq, on_disk, redelivered)` for each, in order.
-    pub fn drain(&mut self, mut f: impl FnMut(u64, bool, bool)) -> usize {
+    /// Removes every message; calls `f(seq, redelivered)` for each that has a copy in the
+    /// durable store, in order.
+    pub fn drain(&mut self, f: impl FnMut(u64, bool)) -> usize {
+        self.for_each_on_disk(f);
         let n = self.len();
-        for s in self.hot.drain(..) {
-            f(s.seq, s.on_disk, s.redelivered);
-        }
-        while let Some(s) = self.packed.pop_header() {
-            f(s.0, s.1, s.2);
-        }
-        for s in self.staged.drain(..) {
-            f(s.seq, s.on_disk, s.redelivered);
-        }
+        self.clear();
+        n
+    }
+
+    /// Removes every message.
+    pub fn clear(&mut self) {
+        self.hot.clear();
+        self.staged.clear();
         self.packed.clear();
         self.hot_bytes = 0;
         self.bytes = 0;
         self.persistent = 0;
-        n
     }
 
-    /// Calls `f(seq, on_disk, redelivered)` for each message, in order, keeping them.
-    pub fn for_each(&self, mut f: impl FnMut(u64, bool, bool)) {
-        for s in &self.hot {
-            f(s.seq, s.on_disk, s.redelivered);
+    /// Calls `f(seq, redelivered)` for each message that has a copy in the durable store, in
+    /// order, keeping them.
+    pub fn for_each_on_disk(&self, mut f: impl FnMut(u64, bool)) {
+        for s in self.hot.iter().filter(|s| s.on_disk) {
+            f(s.seq, s.redelivered);
         }
-        self.packed.for_each(&mut f);
-        for s in &self.staged {
-            f(s.seq, s.on_disk, s.redelivered);
+        self.packed.for_each_on_disk(&mut f);
+        for s in self.staged.iter().filter(|s| s.on_disk) {
+            f(s.seq, s.redelivered);
         }
     }
 
@@ -531,48 +727,37 @@ impl Ready {
 }
 
 impl Packed {
-    /// Pops a record's (seq, on_disk, redelivered) without decoding its message.
-    fn pop_header(&mut self) -> Option<(u64, bool, bool)> {
-        if self.len == 0 {
-            return None;
-        }
-        let mut at = self.read_at;
-        let h = self.header(&mut at);
-        skip_content_in(&self.blocks[0], &h, &mut at);
-        if h.flags & F_SHARED != 0 {
-            self.shared.pop_front();
-        }
-        self.read_seq = h.seq;
-        self.len -= 1;
-        if at >= self.blocks[0].len() {
-            self.blocks.pop_front();
-            self.read_at = 0;
-        } else {
-            self.read_at = at;
-        }
-        Some((
-            h.seq,
-            h.flags & F_ON_DISK != 0,
-            h.flags & F_REDELIVERED != 0,
-        ))
-    }
-
-    /// Calls `f(seq, on_disk, redelivered)` for every record, in order.
-    fn for_each(&self, f: &mut impl FnMut(u64, bool, bool)) {
-        let (mut seg, mut at, mut seq) = (0, self.read_at, self.read_seq);
-        for _ in 0..self.len {
-            let buf = &self.blocks[seg];
-            let h = header_in(buf, &mut at, seq);
-            skip_content_in(buf, &h, &mut at);
-            f(
-                h.seq,
-                h.flags & F_ON_DISK != 0,
-                h.flags & F_REDELIVERED != 0,
-            );
-            seq = h.seq;
-            if at >= buf.len() {
-                seg += 1;
-                at = 0;
+    /// Calls `f(seq, redelivered)` for every record with a copy in the durable store, in
+    /// order. Paged blocks without such records are not read back.
+    fn for_each_on_disk(&self, f: &mut impl FnMut(u64, bool)) {
+        let mut seq = self.read_seq;
+        for (i, b) in self.blocks.iter().enumerate() {
+            if b.on_disk == 0 {
+                seq = b.last_seq;
+                continue;
+            }
+            let read;
+            let buf = match (b.page, &self.pages) {
+                (Some(page), Some(pages)) => match pages.read(page) {
+                    Ok(data) => {
+                        read = data;
+                        &read[..]
+                    }
+                    Err(_) => {
+                        seq = b.last_seq;
+                        continue;
+                    }
+                },
+                _ => &b.data[..],
+            };
+            let mut at = if i == 0 { self.read_at } else { 0 };
+            while at < buf.len() {
+                let h = header_in(buf, &mut at, seq);
+                skip_content_in(buf, &h, &mut at);
+                if h.flags & F_ON_DISK != 0 {
+                    f(h.seq, h.flags & F_REDELIVERED != 0);
+                }
+                seq = h.seq;
             }
         }
     }
