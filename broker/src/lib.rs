@@ -50,6 +50,7 @@ pub mod queue;
 pub mod registry;
 mod server;
 pub mod store;
+pub mod stream;
 pub mod tls;
 mod util;
 pub mod vhost;

@@ -417,9 +417,16 @@ impl Vhost {
                 rejects_publishes: rejects_publishes(&args),
                 args,
             };
-            let (handle, n) = queue::kind::recover(spec, self.host(), disk.clone(), q.id, unclean);
-            messages += n;
-            defs.queues.insert(name, handle);
+            match queue::kind::recover(spec, self.host(), disk.clone(), q.id, unclean) {
+                Ok((handle, n)) => {
+                    messages += n;
+                    defs.queues.insert(name, handle);
+                }
+                Err(e) => {
+                    // Its files stay as they are, for an operator to look at.
+                    tracing::error!(vhost = %self.name, queue = %name, error = %e, "cannot recover a stream; it is left out");
+                }
+            }
         }
         let mut bindings = 0usize;
         for b in rec.bindings {
@@ -809,6 +816,21 @@ impl Vhost {
             )));
         }
         let args = QueueArgs::parse(&d.arguments, &QueueRef::new(&self.name, &name))?;
+        if args.stream {
+            let queue = QueueRef::new(&self.name, &name);
+            crate::stream::check_declare(
+                &queue,
+                d.durable,
+                d.exclusive,
+                d.auto_delete,
+                &d.arguments,
+            )?;
+            if self.disk.is_none() {
+                return Err(AmqpError::not_implemented(format_args!(
+                    "{queue}: streams need a data directory, and this broker runs without one"
+                )));
+            }
+        }
         let name: Arc<str> = Arc::from(name);
         // Exclusive queues die with their connection, so they are never stored.
         let disk = self.disk.clone().filter(|_| d.durable && !d.exclusive);
@@ -843,7 +865,17 @@ impl Vhost {
             args,
         };
         let pager = self.disk.as_ref().map(|d| d.pager());
-        let handle = queue::kind::create(spec, self.host(), disk.zip(disk_id), pager);
+        let handle = match queue::kind::create(spec, self.host(), disk.zip(disk_id), pager) {
+            Ok(h) => h,
+            Err(e) => {
+                self.log_def(DefOp::DeleteQueue(name.to_string()));
+                let _ = self.write_defs();
+                return Err(AmqpError::internal(format_args!(
+                    "cannot create the files of queue '{name}' in vhost '{}': {e}",
+                    self.name
+                )));
+            }
+        };
         defs.queues.insert(name, handle.clone());
         self.count(|c| {
             c.queues_created.fetch_add(1, Ordering::Relaxed);

@@ -295,7 +295,7 @@ fn queue_json(m: &Management, vhost: &str, q: &QueueHandle) -> Value {
     json!({
         "name": &**q.name(),
         "vhost": vhost,
-        "type": if spec.args.quorum { "quorum" } else { "classic" },
+        "type": crate::queue::kind::QueueKind::of(&spec.args).as_str(),
         "durable": spec.durable,
         "auto_delete": spec.auto_delete,
         "exclusive": spec.exclusive_owner.is_some(),

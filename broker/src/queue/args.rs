@@ -51,6 +51,12 @@ pub struct QueueArgs {
     pub single_active_consumer: bool,
     /// `x-queue-type: quorum` (see [`QueueKind`](super::kind::QueueKind)).
     pub quorum: bool,
+    /// `x-queue-type: stream`.
+    pub stream: bool,
+    /// A stream's `x-max-age`, in milliseconds.
+    pub max_age_ms: Option<u64>,
+    /// A stream's `x-stream-max-segment-size-bytes`.
+    pub stream_segment_bytes: Option<u64>,
 }
 
 fn invalid(arg: &str, queue: &QueueRef, why: impl std::fmt::Display) -> AmqpError {
@@ -216,15 +222,33 @@ impl QueueArgs {
                 "x-queue-type" => match string(k, queue, v)?.as_str() {
                     "classic" => a.quorum = false,
                     "quorum" => a.quorum = true,
+                    "stream" => a.stream = true,
                     other => {
                         return Err(invalid(
                             k,
                             queue,
-                            format_args!("queue type '{other}' is not supported by Warren (classic and quorum are)"),
+                            format_args!("queue type '{other}' is not supported by Warren (classic, quorum and stream are)"),
                         ))
                     }
                 },
                 _ => {}
+            }
+        }
+        if a.stream {
+            // Read only on streams, as RabbitMQ (a classic queue ignores them).
+            if let Some(v) = table.inner().get("x-max-age") {
+                let s = string("x-max-age", queue, v)?;
+                a.max_age_ms = Some(crate::stream::parse_interval(&s).ok_or_else(|| {
+                    invalid(
+                        "x-max-age",
+                        queue,
+                        format_args!("'{s}' is not a number followed by one of Y, M, D, h, m, s"),
+                    )
+                })?);
+            }
+            if let Some(v) = table.inner().get("x-stream-max-segment-size-bytes") {
+                let n = int("x-stream-max-segment-size-bytes", queue, v, 1)?;
+                a.stream_segment_bytes = Some(n);
             }
         }
         if a.dead_letter_routing_key.is_some() && a.dead_letter_exchange.is_none() {

@@ -1,9 +1,9 @@
-//! Kinds of queue, and the one place where queues are made. Today both kinds RabbitMQ
-//! clients declare (`x-queue-type` classic and quorum; quorum on one node is a classic queue
-//! that counts deliveries) run as the same owner task over a store picked from the queue's
-//! arguments and durability: in memory, on disk, with priorities. A stream (an append-only log
-//! whose messages stay after they are read) will be a third kind with an owner of its own;
-//! the vhost does not change when it comes.
+//! Kinds of queue, and the one place where queues are made. Classic and quorum queues
+//! (`x-queue-type` classic and quorum; quorum on one node is a classic queue that counts
+//! deliveries) run as the same owner task over a store picked from the queue's arguments and
+//! durability: in memory, on disk, with priorities. A stream (`x-queue-type: stream`, an
+//! append-only log whose messages stay after they are read) has an owner of its own
+//! ([`crate::stream`]); the vhost treats all three alike.
 
 use std::sync::{Arc, Weak};
 
@@ -12,6 +12,7 @@ use super::{QueueHandle, QueueHost, QueueSpec};
 use crate::store::disk::Disk;
 use crate::store::paging::Pager;
 use crate::store::{DurableQueueStore, MemoryQueueStore, PriorityQueueStore, QueueStore};
+use crate::stream::log::{Retention, StreamLog};
 
 /// The kinds of queue Warren runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,12 +21,16 @@ pub enum QueueKind {
     Classic,
     /// `x-queue-type: quorum`: a classic queue here, whose deliveries are counted.
     Quorum,
+    /// `x-queue-type: stream`: an append-only log with an owner of its own ([`crate::stream`]).
+    Stream,
 }
 
 impl QueueKind {
     /// The kind a queue's arguments ask for.
     pub fn of(args: &QueueArgs) -> Self {
-        if args.quorum {
+        if args.stream {
+            QueueKind::Stream
+        } else if args.quorum {
             QueueKind::Quorum
         } else {
             QueueKind::Classic
@@ -37,6 +42,7 @@ impl QueueKind {
         match self {
             QueueKind::Classic => "classic",
             QueueKind::Quorum => "quorum",
+            QueueKind::Stream => "stream",
         }
     }
 }
@@ -49,13 +55,31 @@ pub(crate) fn create(
     host: Weak<dyn QueueHost>,
     disk: Option<(Arc<Disk>, u64)>,
     pager: Option<&Arc<Pager>>,
-) -> QueueHandle {
+) -> std::io::Result<QueueHandle> {
+    if spec.args.stream {
+        // The vhost refuses a stream without a data directory before it gets here.
+        let (disk, id) =
+            disk.ok_or_else(|| std::io::Error::other("a stream needs a data directory"))?;
+        let log = StreamLog::open(&disk.stream_dir(id), retention(&spec.args))?;
+        return Ok(crate::stream::spawn(spec, log));
+    }
     let store: Box<dyn QueueStore> = match (disk, spec.args.max_priority) {
         (disk, Some(max)) => Box::new(PriorityQueueStore::new(max, disk)),
         (Some((disk, id)), None) => Box::new(DurableQueueStore::new(disk, id)),
         (None, None) => Box::new(MemoryQueueStore::new(pager)),
     };
-    super::spawn(spec, host, store, 1)
+    Ok(super::spawn(spec, host, store, 1))
+}
+
+/// A stream's retention, from its arguments.
+fn retention(args: &QueueArgs) -> Retention {
+    Retention {
+        max_bytes: args.max_length_bytes,
+        max_age_ms: args.max_age_ms,
+        segment_bytes: args
+            .stream_segment_bytes
+            .unwrap_or(crate::stream::log::DEFAULT_SEGMENT_BYTES),
+    }
 }
 
 /// Starts a durable queue found in the store at start, with its messages. Returns it and how
@@ -66,7 +90,12 @@ pub(crate) fn recover(
     disk: Arc<Disk>,
     id: u64,
     unclean: bool,
-) -> (QueueHandle, usize) {
+) -> std::io::Result<(QueueHandle, usize)> {
+    if spec.args.stream {
+        let log = StreamLog::open(&disk.stream_dir(id), retention(&spec.args))?;
+        let messages = log.len() as usize;
+        return Ok((crate::stream::spawn(spec, log), messages));
+    }
     let (store, next_seq): (Box<dyn QueueStore>, u64) = match spec.args.max_priority {
         Some(max) => {
             let (s, n) = PriorityQueueStore::recover(max, disk, id, unclean);
@@ -78,5 +107,5 @@ pub(crate) fn recover(
         }
     };
     let messages = store.len();
-    (super::spawn(spec, host, store, next_seq), messages)
+    Ok((super::spawn(spec, host, store, next_seq), messages))
 }

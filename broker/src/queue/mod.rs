@@ -6,7 +6,7 @@ pub mod args;
 pub mod counters;
 pub mod dead_letter;
 pub mod kind;
-mod mailbox;
+pub(crate) mod mailbox;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -221,6 +221,12 @@ pub struct Consumer {
     pub in_flight: Arc<AtomicU32>,
     /// `x-priority`: higher-priority consumers get messages first while they have capacity.
     pub priority: i64,
+    /// Where a stream consumer starts (`x-stream-offset`; `None` if not given, and on other
+    /// queues).
+    pub offset: Option<crate::stream::OffsetSpec>,
+    /// The name a stream tracks this consumer's acked offset under (`x-stream-consumer-name`,
+    /// else a consumer tag the client chose).
+    pub tracking: Option<Arc<str>>,
 }
 
 /// How a delivered message came back to its queue.

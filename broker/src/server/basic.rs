@@ -13,7 +13,7 @@ use crate::access::grant::{Perm, Resource};
 use crate::error::{AmqpError, AmqpResult};
 use crate::message::Message;
 use crate::protocol::{write_content_shared, write_method};
-use crate::queue::args::{as_int, parse_expiration};
+use crate::queue::args::{as_int, as_str, parse_expiration};
 use crate::queue::{ConfirmToken, Consumer, QueueCmd, ReturnKind};
 use crate::registry::ConsumerInfo;
 use crate::util::random_token;
@@ -178,8 +178,41 @@ impl Connection {
                     ))
                 })?,
         };
+        let mut tracking = None;
+        let offset = if queue.spec().args.stream {
+            // RabbitMQ's checks, in its order and words.
+            if ch.consumer_prefetch == 0 {
+                return Err(AmqpError::precondition(format_args!(
+                    "consumer prefetch count is not set for '{}'",
+                    queue.queue_ref()
+                )));
+            }
+            if c.no_ack {
+                return Err(AmqpError::not_implemented(format_args!(
+                    "automatic acknowledgement not supported by stream queues {}",
+                    queue.queue_ref()
+                )));
+            }
+            tracking = match c.arguments.inner().get("x-stream-consumer-name") {
+                Some(v) => Some(Arc::from(as_str(v).ok_or_else(|| {
+                    AmqpError::precondition(format_args!(
+                        "invalid arg 'x-stream-consumer-name' for consumer '{tag}': a string is expected"
+                    ))
+                })?)),
+                None if !c.consumer_tag.as_str().is_empty() => Some(tag.clone()),
+                None => None,
+            };
+            match c.arguments.inner().get("x-stream-offset") {
+                None => None,
+                Some(v) => Some(crate::stream::OffsetSpec::parse(Some(v), &tag)?),
+            }
+        } else {
+            None
+        };
         let in_flight = Arc::new(AtomicU32::new(0));
         let consumer = Consumer {
+            offset,
+            tracking,
             priority,
             tag: tag.clone(),
             conn_id,
@@ -231,6 +264,12 @@ impl Connection {
         let name = self.ch(id)?.queue_name(g.queue.as_str())?.to_owned();
         self.check(Perm::Read, Resource::Queue, &name)?;
         let queue = vhost.queue(&name, conn_id)?;
+        if queue.spec().args.stream {
+            return Err(AmqpError::not_implemented(format_args!(
+                "basic.get not supported by stream queues {}",
+                queue.queue_ref()
+            )));
+        }
         let got = queue
             .ask(|reply| QueueCmd::Get {
                 no_ack: g.no_ack,
@@ -292,6 +331,14 @@ impl Connection {
     ) -> AmqpResult<()> {
         let ch = self.ch(id)?;
         let taken = take_tags(ch, tag, multiple)?;
+        if matches!(how, Settle::Reject { .. }) {
+            if let Some((_, u)) = taken.iter().find(|(_, u)| u.queue.spec().args.stream) {
+                return Err(AmqpError::not_implemented(format_args!(
+                    "basic.nack and basic.reject not supported by stream queues {}",
+                    u.queue.queue_ref()
+                )));
+            }
+        }
         if let Some(tx) = ch.tx.as_mut() {
             tx.settles
                 .extend(taken.into_iter().map(|(tag, u)| (tag, u, how)));

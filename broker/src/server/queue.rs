@@ -118,6 +118,12 @@ impl Connection {
                 let name = self.ch(id)?.queue_name(p.queue.as_str())?.to_owned();
                 self.check(Perm::Read, Resource::Queue, &name)?;
                 let queue = vhost.queue(&name, conn_id)?;
+                if queue.spec().args.stream {
+                    return Err(AmqpError::not_implemented(format_args!(
+                        "queue.purge not supported by stream queues {}",
+                        queue.queue_ref()
+                    )));
+                }
                 let n = queue.ask(QueueCmd::Purge).await?;
                 (!p.nowait).then_some(q::AMQPMethod::PurgeOk(q::PurgeOk { message_count: n }))
             }

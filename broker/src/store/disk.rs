@@ -291,6 +291,7 @@ impl Disk {
                                 && n != "conf"
                                 && n != "blobs"
                                 && n != "paged"
+                                && n != "streams"
                                 && !n.starts_with("snap.")
                         })
                         .collect()
@@ -459,6 +460,11 @@ impl Disk {
     /// Where deep queues page their messages out.
     pub fn pager(&self) -> &Arc<super::paging::Pager> {
         &self.pager
+    }
+
+    /// Where the stream with queue id `id` keeps its segment files.
+    pub fn stream_dir(&self, id: u64) -> PathBuf {
+        self.path.join("streams").join(id.to_string())
     }
 
     /// The data directory.

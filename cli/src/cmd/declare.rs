@@ -10,7 +10,8 @@ use crate::table::{self, Entry};
 #[command(after_help = "\
 Examples:
   warren declare queue orders --durable --arg x-max-length=100
-  warren declare exchange events --type topic")]
+  warren declare exchange events --type topic
+  warren declare stream events --max-age 7D --max-bytes 10GB")]
 pub struct DeclareArgs {
     #[command(subcommand)]
     what: What,
@@ -22,6 +23,62 @@ enum What {
     Queue(QueueArgs),
     /// Declare an exchange (or, with --passive, check that it exists).
     Exchange(ExchangeArgs),
+    /// Declare a stream: a durable queue with x-queue-type stream (an append-only log).
+    Stream(StreamArgs),
+}
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = "\
+Examples:
+  warren declare stream events
+  warren declare stream events --max-age 7D --max-bytes 10GB --segment-bytes 100MB
+  warren subscribe events --offset first
+
+Retention drops whole segments from the head of the stream once it holds more than --max-bytes
+or a segment's newest message is older than --max-age.")]
+struct StreamArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// Stream name.
+    name: String,
+    /// Keep messages this long (x-max-age): a number and Y, M, D, h, m or s, e.g. 7D.
+    #[arg(long, value_name = "AGE")]
+    max_age: Option<String>,
+    /// Keep at most this many bytes (x-max-length-bytes): e.g. 10GB, 500MB, 1000000.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_bytes: Option<u64>,
+    /// Size of a segment file (x-stream-max-segment-size-bytes; RabbitMQ's default 500MB).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    segment_bytes: Option<u64>,
+}
+
+/// A size with an optional unit (RabbitMQ's: kB, MB, GB, TB are powers of 1000; KiB, MiB,
+/// GiB, TiB powers of 1024).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &s[digits.len()..];
+    let n: u64 = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size such as 10GB or 1000000"))?;
+    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        _ => {
+            return Err(format!(
+                "unknown unit '{unit}' (kB, MB, GB, TB, KiB, MiB, GiB, TiB)"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("'{s}' is too large"))
 }
 
 #[derive(clap::Args, Debug)]
@@ -99,7 +156,55 @@ pub async fn run(args: DeclareArgs) -> anyhow::Result<()> {
     match args.what {
         What::Queue(q) => queue(q).await,
         What::Exchange(x) => exchange(x).await,
+        What::Stream(s) => stream(s).await,
     }
+}
+
+async fn stream(args: StreamArgs) -> anyhow::Result<()> {
+    use lapin::types::{AMQPValue, FieldTable};
+    let name = short(&args.name, "the stream name")?;
+    let mut t = FieldTable::default();
+    t.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("stream".into()),
+    );
+    if let Some(age) = &args.max_age {
+        t.insert(
+            "x-max-age".into(),
+            AMQPValue::LongString(age.as_str().into()),
+        );
+    }
+    if let Some(n) = args.max_bytes {
+        t.insert(
+            "x-max-length-bytes".into(),
+            AMQPValue::LongLongInt(n as i64),
+        );
+    }
+    if let Some(n) = args.segment_bytes {
+        t.insert(
+            "x-stream-max-segment-size-bytes".into(),
+            AMQPValue::LongLongInt(n as i64),
+        );
+    }
+    let session = Session::open(&args.conn, "declare").await?;
+    let q = session
+        .channel
+        .queue_declare(
+            name,
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            t,
+        )
+        .await?;
+    session.close().await?;
+    println!(
+        "declared stream '{}' ({} messages)",
+        q.name(),
+        q.message_count()
+    );
+    Ok(())
 }
 
 async fn queue(args: QueueArgs) -> anyhow::Result<()> {

@@ -28,6 +28,9 @@ Examples:
   warren subscribe --exchange amq.topic --binding-key 'eu.#'
   warren subscribe orders --nack --count 1         # dead-letter one message (if the queue has a DLX)
   warren subscribe orders --requeue --count 3      # watch a message come back, redelivered=true
+  warren subscribe events --offset first           # a stream, from its first message
+  warren subscribe events --offset 1h              # a stream, what was written in the last hour
+  warren subscribe events --offset 2026-12-01T00:00:00Z --count 10
 
 With --count and plain acks, printed messages are acknowledged together at the end (or whenever
 --prefetch of them are waiting), so when --count is at most --prefetch the broker sends exactly
@@ -61,6 +64,66 @@ pub struct SubscribeArgs {
     /// Exit after N messages.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     count: Option<u64>,
+    /// Where to start reading a stream (x-stream-offset): first, last (the last chunk), next
+    /// (the default: only new messages), an offset N, a time (2026-12-01T00:00:00Z) or an
+    /// interval back from now (7D, 1h, 30m, 10s).
+    #[arg(long, value_name = "WHERE", value_parser = parse_offset)]
+    offset: Option<OffsetArg>,
+}
+
+/// A parsed `--offset`.
+#[derive(Debug, Clone)]
+struct OffsetArg(lapin::types::AMQPValue);
+
+fn parse_offset(s: &str) -> Result<OffsetArg, String> {
+    use lapin::types::AMQPValue;
+    let v = match s {
+        "first" | "last" | "next" => AMQPValue::LongString(s.into()),
+        _ if s.bytes().all(|b| b.is_ascii_digit()) && !s.is_empty() => AMQPValue::LongLongInt(
+            s.parse()
+                .map_err(|_| format!("offset '{s}' is too large"))?,
+        ),
+        _ if s.len() > 1
+            && s[..s.len() - 1].bytes().all(|b| b.is_ascii_digit())
+            && s.ends_with(['Y', 'M', 'D', 'h', 'm', 's']) =>
+        {
+            AMQPValue::LongString(s.into())
+        }
+        _ => AMQPValue::Timestamp(rfc3339_seconds(s).ok_or_else(|| {
+            format!("'{s}' is not first, last, next, an offset, a time such as 2026-12-01T00:00:00Z or an interval such as 1h")
+        })?),
+    };
+    Ok(OffsetArg(v))
+}
+
+/// Seconds since the Unix epoch of `YYYY-MM-DDTHH:MM:SSZ` (UTC).
+fn rfc3339_seconds(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    if b.len() != 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'Z'
+    {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, m, d) = (n(0..4)?, n(5..7)?, n(8..10)?);
+    let (hh, mm, ss) = (n(11..13)?, n(14..16)?, n(17..19)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
 }
 
 /// Why consuming stopped.
@@ -73,6 +136,14 @@ enum End {
     ReaderGone,
     /// The broker cancelled the consumer (the queue was deleted, say).
     Cancelled,
+}
+
+fn consume_args(args: &SubscribeArgs) -> FieldTable {
+    let mut t = FieldTable::default();
+    if let Some(OffsetArg(v)) = &args.offset {
+        t.insert("x-stream-offset".into(), v.clone());
+    }
+    t
 }
 
 pub async fn run(args: SubscribeArgs) -> anyhow::Result<()> {
@@ -102,7 +173,7 @@ pub async fn run(args: SubscribeArgs) -> anyhow::Result<()> {
                 no_ack,
                 ..BasicConsumeOptions::default()
             },
-            FieldTable::default(),
+            consume_args(&args),
         )
         .await?;
     if std::io::stderr().is_terminal() {

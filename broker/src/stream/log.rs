@@ -1,0 +1,664 @@
+//! A stream's append-only log: segment files of chunks, one chunk per round of publishes.
+//!
+//! A stream lives in its own directory (`data_dir/streams/<queue id>/`), as files named by the
+//! offset of their first message (`00000000000000000000.seg`). A chunk is a 36-byte header
+//! (magic `WSC1`, first offset, message count, timestamp in Unix milliseconds, data length,
+//! CRC-32 of the data, 4 reserved bytes) and its messages, each a length-prefixed record
+//! (exchange, routing key, encoded properties, body). Nothing per message stays in memory:
+//! the log keeps one entry per segment file, and readers seek by reading chunk headers.
+//! Retention drops whole segments from the head.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, Write as _};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::message::Message;
+use crate::protocol::scan_properties;
+
+const MAGIC: &[u8; 4] = b"WSC1";
+/// Bytes of a chunk header.
+pub const HEADER: usize = 36;
+/// RabbitMQ's default `x-stream-max-segment-size-bytes`: 500 MB.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 500_000_000;
+
+/// A chunk's header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkHeader {
+    pub first_offset: u64,
+    pub count: u32,
+    pub timestamp_ms: i64,
+    pub data_len: u32,
+    pub crc: u32,
+}
+
+impl ChunkHeader {
+    fn encode(&self) -> [u8; HEADER] {
+        let mut h = [0u8; HEADER];
+        h[0..4].copy_from_slice(MAGIC);
+        h[4..12].copy_from_slice(&self.first_offset.to_le_bytes());
+        h[12..16].copy_from_slice(&self.count.to_le_bytes());
+        h[16..24].copy_from_slice(&self.timestamp_ms.to_le_bytes());
+        h[24..28].copy_from_slice(&self.data_len.to_le_bytes());
+        h[28..32].copy_from_slice(&self.crc.to_le_bytes());
+        h
+    }
+
+    fn decode(h: &[u8]) -> Option<ChunkHeader> {
+        if h.len() < HEADER || &h[0..4] != MAGIC {
+            return None;
+        }
+        let u32_at = |i: usize| u32::from_le_bytes(h[i..i + 4].try_into().unwrap_or_default());
+        let u64_at = |i: usize| u64::from_le_bytes(h[i..i + 8].try_into().unwrap_or_default());
+        Some(ChunkHeader {
+            first_offset: u64_at(4),
+            count: u32_at(12),
+            timestamp_ms: u64_at(16) as i64,
+            data_len: u32_at(24),
+            crc: u32_at(28),
+        })
+    }
+
+    /// The offset after its last message.
+    pub fn end(&self) -> u64 {
+        self.first_offset + u64::from(self.count)
+    }
+
+    fn size(&self) -> u64 {
+        HEADER as u64 + u64::from(self.data_len)
+    }
+}
+
+/// One segment file.
+#[derive(Debug)]
+struct Segment {
+    first_offset: u64,
+    /// The offset after its last message.
+    end: u64,
+    /// Timestamp of its last chunk (retention by age).
+    last_ts_ms: i64,
+    /// Bytes of whole chunks in it.
+    len: u64,
+    path: PathBuf,
+    file: Arc<File>,
+}
+
+/// Retention: how much of the stream is kept.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Retention {
+    /// `x-max-length-bytes`.
+    pub max_bytes: Option<u64>,
+    /// `x-max-age`, in milliseconds.
+    pub max_age_ms: Option<u64>,
+    /// `x-stream-max-segment-size-bytes`.
+    pub segment_bytes: u64,
+}
+
+/// A stream's log.
+#[derive(Debug)]
+pub struct StreamLog {
+    dir: PathBuf,
+    segments: VecDeque<Segment>,
+    next_offset: u64,
+    /// First offset of the last chunk (`x-stream-offset: last`).
+    last_chunk: u64,
+    retention: Retention,
+    /// Files whose data a confirm must see synced besides the last one (a rolled segment).
+    unsynced: Vec<Arc<File>>,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn segment_path(dir: &Path, first: u64) -> PathBuf {
+    dir.join(format!("{first:020}.seg"))
+}
+
+/// Reads the chunk header at `pos`, if a whole and valid chunk is there.
+fn header_at(file: &File, pos: u64, file_len: u64) -> Option<ChunkHeader> {
+    if pos + HEADER as u64 > file_len {
+        return None;
+    }
+    let mut h = [0u8; HEADER];
+    file.read_exact_at(&mut h, pos).ok()?;
+    let h = ChunkHeader::decode(&h)?;
+    (pos + h.size() <= file_len).then_some(h)
+}
+
+impl StreamLog {
+    /// Opens (or creates) the log in `dir`: scans its segments, drops a torn last chunk (a
+    /// crash during a write: it was never confirmed), and applies retention.
+    pub fn open(dir: &Path, retention: Retention) -> io::Result<StreamLog> {
+        std::fs::create_dir_all(dir)?;
+        let mut names: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)?
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let name = e.file_name().to_str()?.to_owned();
+                let first = name.strip_suffix(".seg")?.parse().ok()?;
+                Some((first, e.path()))
+            })
+            .collect();
+        names.sort();
+        let mut log = StreamLog {
+            dir: dir.to_owned(),
+            segments: VecDeque::new(),
+            next_offset: 0,
+            last_chunk: 0,
+            retention,
+            unsynced: Vec::new(),
+        };
+        for (first, path) in names {
+            let file = File::options().read(true).append(true).open(&path)?;
+            let file_len = file.metadata()?.len();
+            let (mut pos, mut end, mut last_ts) = (0, first, 0);
+            while let Some(h) = header_at(&file, pos, file_len) {
+                let mut data = vec![0; h.data_len as usize];
+                if h.first_offset != end
+                    || file.read_exact_at(&mut data, pos + HEADER as u64).is_err()
+                    || crc32fast::hash(&data) != h.crc
+                {
+                    break;
+                }
+                log.last_chunk = h.first_offset;
+                end = h.end();
+                last_ts = h.timestamp_ms;
+                pos += h.size();
+            }
+            if pos < file_len {
+                tracing::warn!(
+                    path = %path.display(),
+                    kept = pos,
+                    dropped = file_len - pos,
+                    "a stream segment ends in a torn or damaged chunk; it is cut there"
+                );
+                file.set_len(pos)?;
+                file.sync_all()?;
+            }
+            log.next_offset = end;
+            log.segments.push_back(Segment {
+                first_offset: first,
+                end,
+                last_ts_ms: last_ts,
+                len: pos,
+                path,
+                file: Arc::new(file),
+            });
+        }
+        log.apply_retention();
+        Ok(log)
+    }
+
+    /// The stream's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The offset the next message gets.
+    pub fn next_offset(&self) -> u64 {
+        self.next_offset
+    }
+
+    /// The first offset still in the log.
+    pub fn first_offset(&self) -> u64 {
+        self.segments
+            .front()
+            .map_or(self.next_offset, |s| s.first_offset.min(self.next_offset))
+    }
+
+    /// First offset of the last chunk written.
+    pub fn last_chunk(&self) -> u64 {
+        self.last_chunk.max(self.first_offset())
+    }
+
+    /// Messages in the log.
+    pub fn len(&self) -> u64 {
+        self.next_offset - self.first_offset()
+    }
+
+    /// No messages.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes in the log's segment files.
+    pub fn bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.len).sum()
+    }
+
+    /// Appends one chunk holding `messages`; returns its first offset. The data is written
+    /// (to the page cache), not synced: see [`to_sync`](Self::to_sync).
+    pub fn append(&mut self, messages: &[Arc<Message>]) -> io::Result<u64> {
+        let mut data = Vec::with_capacity(
+            messages
+                .iter()
+                .map(|m| 10 + m.raw_properties().len() + m.body_len() + 64)
+                .sum(),
+        );
+        for m in messages {
+            let (x, rk, p, b) = (
+                m.exchange_bytes(),
+                m.routing_key_bytes(),
+                m.raw_properties(),
+                m.body(),
+            );
+            let len = 2 + x.len() + rk.len() + 4 + p.len() + b.len();
+            data.extend_from_slice(&(len as u32).to_le_bytes());
+            data.push(x.len() as u8);
+            data.extend_from_slice(x);
+            data.push(rk.len() as u8);
+            data.extend_from_slice(rk);
+            data.extend_from_slice(&(p.len() as u32).to_le_bytes());
+            data.extend_from_slice(p);
+            data.extend_from_slice(b);
+        }
+        let h = ChunkHeader {
+            first_offset: self.next_offset,
+            count: messages.len() as u32,
+            timestamp_ms: now_ms(),
+            data_len: data.len() as u32,
+            crc: crc32fast::hash(&data),
+        };
+        if self
+            .segments
+            .back()
+            .is_none_or(|s| s.len > 0 && s.len + h.size() > self.retention.segment_bytes)
+        {
+            self.roll()?;
+        }
+        let seg = self.segments.back_mut().expect("a segment to write to");
+        let mut f = &*seg.file;
+        let written = f.write_all(&h.encode()).and_then(|()| f.write_all(&data));
+        if let Err(e) = written {
+            // Cut what was written of the chunk: the log stays whole.
+            let _ = seg.file.set_len(seg.len);
+            return Err(e);
+        }
+        seg.len += h.size();
+        seg.end = h.end();
+        seg.last_ts_ms = h.timestamp_ms;
+        self.last_chunk = h.first_offset;
+        self.next_offset = h.end();
+        Ok(h.first_offset)
+    }
+
+    /// Starts a new segment file (its directory entry synced), and applies retention.
+    fn roll(&mut self) -> io::Result<()> {
+        let path = segment_path(&self.dir, self.next_offset);
+        let file = File::options()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&path)?;
+        // Left by an earlier roll that failed after creating it: nothing in it counts.
+        file.set_len(0)?;
+        File::open(&self.dir)?.sync_all()?;
+        if let Some(prev) = self.segments.back() {
+            self.unsynced.push(prev.file.clone());
+        }
+        self.segments.push_back(Segment {
+            first_offset: self.next_offset,
+            end: self.next_offset,
+            last_ts_ms: now_ms(),
+            len: 0,
+            path,
+            file: Arc::new(file),
+        });
+        self.apply_retention();
+        Ok(())
+    }
+
+    /// Drops whole segments from the head while the log is over `x-max-length-bytes` or a
+    /// segment's newest message is older than `x-max-age`; the segment being written stays.
+    pub fn apply_retention(&mut self) {
+        let now = now_ms();
+        while self.segments.len() > 1 {
+            let total = self.bytes();
+            let front = &self.segments[0];
+            let too_big = self.retention.max_bytes.is_some_and(|max| total > max);
+            let too_old = self
+                .retention
+                .max_age_ms
+                .is_some_and(|age| front.last_ts_ms < now - age as i64);
+            if !(too_big || too_old) {
+                break;
+            }
+            if let Some(s) = self.segments.pop_front() {
+                if let Err(e) = std::fs::remove_file(&s.path) {
+                    tracing::warn!(path = %s.path.display(), error = %e, "cannot delete a stream segment");
+                }
+            }
+        }
+    }
+
+    /// The files a confirm of what was appended so far waits for: synced, they hold it.
+    pub fn to_sync(&mut self) -> Vec<Arc<File>> {
+        let mut files = std::mem::take(&mut self.unsynced);
+        if let Some(s) = self.segments.back() {
+            files.push(s.file.clone());
+        }
+        files
+    }
+
+    /// Deletes the log and its directory.
+    pub fn destroy(&mut self) {
+        self.segments.clear();
+        if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "cannot delete a stream's files");
+        }
+    }
+
+    /// The first offset of the first chunk whose timestamp is at or after `ts_ms` (the next
+    /// offset if none is).
+    pub fn offset_at_time(&self, ts_ms: i64) -> u64 {
+        let Some(seg) = self
+            .segments
+            .iter()
+            .find(|s| s.last_ts_ms >= ts_ms && s.len > 0)
+        else {
+            return self.next_offset;
+        };
+        let mut pos = 0;
+        while let Some(h) = header_at(&seg.file, pos, seg.len) {
+            if h.timestamp_ms >= ts_ms {
+                return h.first_offset;
+            }
+            pos += h.size();
+        }
+        seg.end
+    }
+
+    /// A reader positioned at `offset` (clamped to the log).
+    pub fn reader(&self, offset: u64) -> Reader {
+        Reader {
+            next: offset.clamp(self.first_offset(), self.next_offset),
+            at: None,
+            chunk: None,
+        }
+    }
+
+    /// The segment holding `offset`, by index.
+    fn segment_of(&self, offset: u64) -> Option<&Segment> {
+        let i = self.segments.partition_point(|s| s.end <= offset);
+        self.segments
+            .get(i)
+            .filter(|s| s.first_offset <= offset || s.len > 0)
+    }
+}
+
+/// Where a reader is in a segment file.
+#[derive(Debug)]
+struct Position {
+    file: Arc<File>,
+    /// The segment's first offset (tells segments apart).
+    segment: u64,
+    /// Byte position of the next chunk.
+    pos: u64,
+}
+
+/// One consumer's place in a log. It holds no messages: each [`read`](Reader::read) reads
+/// whole chunks from the file and hands out what the consumer may take.
+#[derive(Debug)]
+pub struct Reader {
+    /// The next offset to hand out.
+    next: u64,
+    at: Option<Position>,
+    /// The chunk last read, while the reader is inside it (a consumer with little credit
+    /// takes a chunk in several reads).
+    chunk: Option<(ChunkHeader, Bytes)>,
+}
+
+/// A message read back, with its offset.
+pub struct ReadMessage {
+    pub offset: u64,
+    pub message: Message,
+}
+
+impl Reader {
+    /// The offset this reader hands out next.
+    pub fn next_offset(&self) -> u64 {
+        self.next
+    }
+
+    /// Reads up to `max` messages from the reader's position (fewer at the end of the log).
+    /// A chunk that cannot be read is skipped, logged.
+    pub fn read(&mut self, log: &StreamLog, max: usize, out: &mut Vec<ReadMessage>) {
+        let start = out.len();
+        while out.len() - start < max && self.next < log.next_offset {
+            if self.next < log.first_offset() {
+                // Retention took what this reader had not read yet.
+                self.next = log.first_offset();
+                self.at = None;
+            }
+            let Some(seg) = log.segment_of(self.next) else {
+                return;
+            };
+            let fresh = match &self.at {
+                Some(p) => p.segment != seg.first_offset,
+                None => true,
+            };
+            if fresh {
+                self.at = Some(Position {
+                    file: seg.file.clone(),
+                    segment: seg.first_offset,
+                    pos: 0,
+                });
+            }
+            let p = self.at.as_mut().expect("a position");
+            // Skip chunks before the wanted offset by their headers.
+            let Some(h) = header_at(&p.file, p.pos, seg.len) else {
+                // The end of this segment: the next one starts at its end.
+                self.next = self.next.max(seg.end);
+                self.at = None;
+                if seg.end >= log.next_offset {
+                    return;
+                }
+                continue;
+            };
+            if h.end() <= self.next {
+                p.pos += h.size();
+                continue;
+            }
+            let data = match self.chunk.take() {
+                Some((ch, data)) if ch == h => data,
+                _ => {
+                    let mut data = vec![0u8; h.data_len as usize];
+                    if p.file
+                        .read_exact_at(&mut data, p.pos + HEADER as u64)
+                        .is_err()
+                        || crc32fast::hash(&data) != h.crc
+                    {
+                        tracing::error!(
+                            offset = h.first_offset,
+                            messages = h.count,
+                            "a stream chunk cannot be read back; it is skipped"
+                        );
+                        p.pos += h.size();
+                        self.next = h.end();
+                        continue;
+                    }
+                    Bytes::from(data)
+                }
+            };
+            let mut at = 0usize;
+            let mut offset = h.first_offset;
+            while at + 4 <= data.len() {
+                let len =
+                    u32::from_le_bytes(data[at..at + 4].try_into().unwrap_or_default()) as usize;
+                let rec = data.slice(at + 4..(at + 4 + len).min(data.len()));
+                at += 4 + len;
+                if offset >= self.next && out.len() - start < max {
+                    if let Some(message) = decode(&rec) {
+                        out.push(ReadMessage { offset, message });
+                    }
+                    self.next = offset + 1;
+                }
+                offset += 1;
+            }
+            if self.next >= h.end() {
+                p.pos += h.size();
+            } else {
+                self.chunk = Some((h, data));
+            }
+        }
+    }
+}
+
+/// A record back to a message; the body stays a slice of the chunk it was read in.
+fn decode(rec: &Bytes) -> Option<Message> {
+    let xl = *rec.first()? as usize;
+    let x = rec.get(1..1 + xl)?;
+    let rl = *rec.get(1 + xl)? as usize;
+    let rk_at = 2 + xl;
+    let rk = rec.get(rk_at..rk_at + rl)?;
+    let pl_at = rk_at + rl;
+    let pl = u32::from_le_bytes(rec.get(pl_at..pl_at + 4)?.try_into().ok()?) as usize;
+    let props = rec.get(pl_at + 4..pl_at + 4 + pl)?;
+    let body = rec.slice(pl_at + 4 + pl..);
+    let scanned = scan_properties(props);
+    Some(Message::from_parts(
+        x,
+        rk,
+        scanned.as_ref().is_some_and(|p| p.delivery_mode == Some(2)),
+        scanned.as_ref().and_then(|p| p.priority).unwrap_or(0),
+        None,
+        props,
+        std::slice::from_ref(&body),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::encode_properties;
+    use amq_protocol::protocol::BasicProperties;
+
+    fn msg(i: u64, size: usize) -> Arc<Message> {
+        let props = BasicProperties::default();
+        let mut body = vec![(i % 251) as u8; size];
+        body[..8].copy_from_slice(&i.to_be_bytes());
+        Arc::new(Message::new(
+            "".into(),
+            "s".into(),
+            &props,
+            encode_properties(&props),
+            Bytes::from(body),
+        ))
+    }
+
+    fn dir(tag: &str) -> PathBuf {
+        std::env::temp_dir().join(format!(
+            "warren-stream-{tag}-{}",
+            crate::util::random_token(8)
+        ))
+    }
+
+    fn read_all(log: &StreamLog, from: u64) -> Vec<u64> {
+        let mut r = log.reader(from);
+        let mut out = Vec::new();
+        r.read(log, usize::MAX, &mut out);
+        out.iter()
+            .map(|m| {
+                assert_eq!(&m.message.body()[..8], &m.offset.to_be_bytes());
+                m.offset
+            })
+            .collect()
+    }
+
+    #[test]
+    fn appends_read_back_from_any_offset_across_segments_and_restarts() {
+        let d = dir("rw");
+        let retention = Retention {
+            segment_bytes: 64 << 10,
+            ..Retention::default()
+        };
+        let mut log = StreamLog::open(&d, retention).unwrap();
+        let mut next = 0;
+        for round in 0..200u64 {
+            let batch: Vec<_> = (0..(round % 7 + 1))
+                .map(|_| {
+                    next += 1;
+                    msg(next - 1, 100 + (next as usize % 3) * 2000)
+                })
+                .collect();
+            assert_eq!(log.append(&batch).unwrap(), next - batch.len() as u64);
+        }
+        assert!(log.segments.len() > 3, "{} segments", log.segments.len());
+        assert_eq!(read_all(&log, 0), (0..next).collect::<Vec<_>>());
+        assert_eq!(read_all(&log, 37), (37..next).collect::<Vec<_>>());
+        // In small steps, as a consumer with little credit reads.
+        let mut r = log.reader(5);
+        let mut got = Vec::new();
+        loop {
+            let mut out = Vec::new();
+            r.read(&log, 3, &mut out);
+            if out.is_empty() {
+                break;
+            }
+            got.extend(out.iter().map(|m| m.offset));
+        }
+        assert_eq!(got, (5..next).collect::<Vec<_>>());
+        // A torn chunk at the end (a crash mid-write) is cut at open.
+        let last = log.segments.back().unwrap().path.clone();
+        drop(log);
+        let mut f = File::options().append(true).open(&last).unwrap();
+        f.write_all(b"WSC1 and then nothing").unwrap();
+        let log = StreamLog::open(&d, retention).unwrap();
+        assert_eq!(log.next_offset(), next);
+        assert_eq!(read_all(&log, 0), (0..next).collect::<Vec<_>>());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn retention_drops_whole_segments_from_the_head() {
+        let d = dir("retention");
+        let retention = Retention {
+            segment_bytes: 10_000,
+            max_bytes: Some(50_000),
+            ..Retention::default()
+        };
+        let mut log = StreamLog::open(&d, retention).unwrap();
+        for i in 0..200 {
+            log.append(&[msg(i, 1000)]).unwrap();
+        }
+        assert!(log.bytes() <= 50_000 + 10_000, "{} bytes", log.bytes());
+        let first = log.first_offset();
+        assert!(first > 100, "first offset {first}");
+        assert_eq!(read_all(&log, 0), (first..200).collect::<Vec<_>>());
+        assert_eq!(
+            std::fs::read_dir(&d).unwrap().count(),
+            log.segments.len(),
+            "dropped segments are deleted"
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn offsets_by_time_find_the_first_chunk_at_or_after() {
+        let d = dir("time");
+        let mut log = StreamLog::open(
+            &d,
+            Retention {
+                segment_bytes: DEFAULT_SEGMENT_BYTES,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        log.append(&[msg(0, 10), msg(1, 10)]).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let t = now_ms();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        log.append(&[msg(2, 10)]).unwrap();
+        assert_eq!(log.offset_at_time(0), 0);
+        assert_eq!(log.offset_at_time(t), 2);
+        assert_eq!(log.offset_at_time(now_ms() + 1000), 3);
+        assert_eq!(log.last_chunk(), 2);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
