@@ -32,16 +32,18 @@
 # bodies, 8 latency at 10,000 msg/s, 9 backlog of 1M messages (broker RSS per message, drain
 # rate), 10 10,000 idle connections (held, broker RSS per connection), 11 latency at 10,000
 # msg/s while another connection declares, binds and deletes a durable queue in a loop (the
-# stream's p99, and the churn's cycles per second).
+# stream's p99, and the churn's cycles per second), 12 the same at a fixed churn rate, 13 a
+# stream queue: 1M x 1 KiB appended with confirms, then replayed by 10 consumers from first
+# (append and replay rates, broker RSS per stored message and its growth while replaying).
 #
 # Environment:
 #   RUNS=3                 runs per broker and scenario
 #   DURATION=5             measured seconds per throughput and latency run
 #   WARMUP=1               seconds before that, left out of the figures
-#   SCENARIOS="1 2 ... 12" which scenarios, in that order
+#   SCENARIOS="1 2 ... 13" which scenarios, in that order
 #   WRITE=1                same as --write
 #   WARREN_PORT=5680       RABBITMQ_PORT=5673
-#   BACKLOG_COUNT=1000000  CONNECTIONS=10000
+#   BACKLOG_COUNT=1000000  CONNECTIONS=10000  STREAM_COUNT=1000000
 #   RUN_TIMEOUT=60         extra seconds a throughput/latency run may take beyond DURATION
 #   LONG_TIMEOUT=300       limit for one backlog or connections run
 #   STALL=10               a connections run whose broker accepts nothing new for this many
@@ -54,7 +56,7 @@ cd "$ROOT"
 
 # The command as given, with the settings that came from the environment.
 COMMAND=""
-for var in RUNS DURATION WARMUP SCENARIOS WRITE WARREN_PORT RABBITMQ_PORT BACKLOG_COUNT CONNECTIONS; do
+for var in RUNS DURATION WARMUP SCENARIOS WRITE WARREN_PORT RABBITMQ_PORT BACKLOG_COUNT CONNECTIONS STREAM_COUNT; do
   if [[ -n ${!var:-} ]]; then
     if [[ ${!var} == *[[:space:]]* ]]; then
       COMMAND+="$var=\"${!var}\" "
@@ -83,10 +85,11 @@ done
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-5}
 WARMUP=${WARMUP:-1}
-SCENARIOS=${SCENARIOS:-1 2 3 4 5 6 7 8 9 10 11 12}
+SCENARIOS=${SCENARIOS:-1 2 3 4 5 6 7 8 9 10 11 12 13}
 WARREN_PORT=${WARREN_PORT:-5680}
 RABBITMQ_PORT=${RABBITMQ_PORT:-5673}
 BACKLOG_COUNT=${BACKLOG_COUNT:-1000000}
+STREAM_COUNT=${STREAM_COUNT:-1000000}
 CONNECTIONS=${CONNECTIONS:-10000}
 RUN_TIMEOUT=${RUN_TIMEOUT:-60}
 LONG_TIMEOUT=${LONG_TIMEOUT:-300}
@@ -106,6 +109,7 @@ SCENARIO_DEFS=(
   "10|connections -n $CONNECTIONS|$CONNECTIONS idle connections, one channel each"
   "11|latency --rate 10000 -s 16 --churn|latency at 10,000 msg/s while another connection declares, binds and deletes a durable queue in a loop"
   "12|latency --rate 10000 -s 16 --churn --churn-rate 100|latency at 10,000 msg/s under 100 definition-churn cycles per second (the same load on both brokers)"
+  "13|stream -n $STREAM_COUNT -s 1024 -y 10|a stream (x-queue-type stream): $STREAM_COUNT x 1 KiB appended with confirms, then replayed from first by 10 consumers at once"
 )
 
 # Rows of the table: id|label|JSON key|better (higher, lower, or all: every run held all)|
@@ -132,6 +136,10 @@ ROWS=(
   "11|11. latency at 10k msg/s under definition churn, p99|p99_ms|lower|-|ms"
   "11|11. definition churn (durable declare, bind, delete)|churn_per_sec|higher|-|cycles/s"
   "12|12. latency at 10k msg/s under 100 churn cycles/s, p99|p99_ms|lower|-|ms"
+  "13|13. stream: append 1 KiB with confirms|append_per_sec|higher|4|msg/s"
+  "13|13. stream: 10 consumers replaying from first (total)|replay_per_sec|higher|5|msg/s"
+  "13|13. stream: broker RSS growth while replaying|rss_replay_growth|lower|-|B"
+  "13|13. stream: broker RSS per stored message|rss_bytes_per_message|lower|-|B"
 )
 
 scenario_field() { # scenario_field ID FIELD(1: args, 2: title)
@@ -338,7 +346,7 @@ run_one() {
   # Memory runs get a fresh broker process: a reused one may hand out memory an earlier run
   # freed without its RSS growing.
   local fresh=0
-  [[ $kind == backlog || $kind == connections ]] && fresh=1
+  [[ $kind == backlog || $kind == connections || $kind == stream ]] && fresh=1
   if ((fresh)) && [[ $broker == warren ]]; then
     if ! start_warren; then
       record "$id" "$broker" "$run" 0 "Warren did not restart" /dev/null

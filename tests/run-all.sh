@@ -33,7 +33,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-EXAMPLES=(hello_world work_queues publish_subscribe routing topics rpc retry_dlq)
+EXAMPLES=(hello_world work_queues publish_subscribe routing topics rpc retry_dlq event_log)
 read -r -a EXAMPLES_CARGO_FLAGS <<<"${EXAMPLES_CARGO_FLAGS:--p warren}"
 STEP_TIMEOUT=${STEP_TIMEOUT:-300}
 

@@ -28,6 +28,7 @@ use wire::{ack_multiple, encode_publish, Confirms, Scan, Wire};
   warren perf throughput -y 0 --confirm 100 --queue-arg x-max-length=1000 --queue-arg x-overflow=reject-publish
   warren perf connections -n 10000 --broker-pid $(pgrep -n warren)
   warren perf backlog -n 1000000 -s 16 --broker-pid $(pgrep -n warren)
+  warren perf stream -n 1000000 -s 1024 --consumers 10 --broker-pid $(pgrep -n warren)
   warren perf sink --bind 127.0.0.1:5699   # a broker that discards everything: the client's ceiling
   warren perf sink --echo                  # publishes sent straight back: the latency floor
 
@@ -50,6 +51,8 @@ pub enum Scenario {
     Connections(ConnectionsArgs),
     /// Publish N messages with no consumer, report the broker's memory, then drain them.
     Backlog(BacklogArgs),
+    /// Append N messages to a stream with confirms, then replay them to several consumers.
+    Stream(StreamArgs),
     /// Run a fake broker that accepts and discards everything, to measure this client's ceiling.
     Sink(sink::SinkArgs),
 }
@@ -194,6 +197,30 @@ pub struct BacklogArgs {
     pub queue_args: Vec<Entry>,
 }
 
+#[derive(clap::Args, Clone)]
+pub struct StreamArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Messages to append.
+    #[arg(short = 'n', long, default_value_t = 1_000_000)]
+    pub count: u64,
+    /// Body size in bytes.
+    #[arg(short = 's', long, default_value_t = 1024)]
+    pub size: usize,
+    /// Consumers replaying the stream at once, each from the start (one connection each).
+    #[arg(short = 'y', long, default_value_t = 10)]
+    pub consumers: usize,
+    /// Each consumer's prefetch (its credit).
+    #[arg(long, default_value_t = 1000)]
+    pub prefetch: u16,
+    /// Publisher confirm window while appending.
+    #[arg(long, default_value_t = 5000)]
+    pub confirm: u64,
+    /// The broker's process id, to read its memory.
+    #[arg(long)]
+    pub broker_pid: Option<u32>,
+}
+
 /// Runs a scenario.
 pub async fn run(args: PerfArgs) -> anyhow::Result<()> {
     match args.scenario {
@@ -201,6 +228,7 @@ pub async fn run(args: PerfArgs) -> anyhow::Result<()> {
         Scenario::Latency(a) => latency(a).await,
         Scenario::Connections(a) => connections(a).await,
         Scenario::Backlog(a) => backlog(a).await,
+        Scenario::Stream(a) => stream(a).await,
         Scenario::Sink(a) => sink::run(a).await,
     }
 }
@@ -1165,6 +1193,158 @@ async fn backlog(a: BacklogArgs) -> anyhow::Result<()> {
                 _ => String::new(),
             },
             fmt_rate(scan.deliveries as f64 / drain_secs)
+        );
+        println!("{}", outcome.line());
+    }
+    outcome.verdict()
+}
+
+/// Appends `count` messages to a new stream with confirms (the append rate), then has
+/// `consumers` consumers replay all of it from `first` at once (the total delivery rate), with
+/// the broker's resident memory before, after appending and at its highest while replaying.
+async fn stream(a: StreamArgs) -> anyhow::Result<()> {
+    use lapin::types::AMQPValue;
+    let url = a.common.url.clone();
+    let q = format!("perf-{}-stream", tag());
+    let rss0 = a.broker_pid.and_then(rss_bytes);
+    let mut p = Wire::connect(&url).await?;
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("stream".into()),
+    );
+    p.declare_queue(&q, true, args).await?;
+    p.confirm_select().await?;
+    let frame = encode_publish("", &q, true, &vec![b'x'; a.size], p.frame_max);
+    let started = Instant::now();
+    let mut scan = Scan::default();
+    let mut out = Vec::with_capacity(256 * 1024);
+    loop {
+        let (sent, outstanding) = (scan.confirms.published, scan.confirms.outstanding());
+        if sent == a.count && outstanding == 0 {
+            break;
+        }
+        if sent < a.count && outstanding < a.confirm {
+            let n = (a.confirm - outstanding).min(a.count - sent).min(512);
+            out.clear();
+            for _ in 0..n {
+                out.extend_from_slice(&frame);
+            }
+            p.wr.write_all(&out).await?;
+            scan.confirms.publish(n, 0);
+        } else {
+            match tokio::time::timeout(CONFIRM_GRACE, p.read_scan(&mut scan, |_| {})).await {
+                Ok(r) => r?,
+                Err(_) => break,
+            }
+        }
+    }
+    let append_secs = started.elapsed().as_secs_f64();
+    let confirms = Confirmed::of(&scan.confirms);
+    let sent = scan.confirms.published;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss1 = a.broker_pid.and_then(rss_bytes);
+
+    // Replay: every consumer reads every stored message from the start.
+    let stored = confirms.acked;
+    let received = Arc::new(AtomicU64::new(0));
+    let peak = Arc::new(AtomicU64::new(rss1.unwrap_or(0)));
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = a.broker_pid.map(|pid| {
+        let (peak, done) = (peak.clone(), done.clone());
+        tokio::spawn(async move {
+            while !done.load(Ordering::Relaxed) {
+                if let Some(r) = rss_bytes(pid) {
+                    peak.fetch_max(r, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    });
+    let replay_started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..a.consumers {
+        let (url, q, received) = (url.clone(), q.clone(), received.clone());
+        let prefetch = a.prefetch;
+        tasks.push(tokio::spawn(async move {
+            let mut c = Wire::connect(&url).await?;
+            let mut args = FieldTable::default();
+            args.insert(
+                "x-stream-offset".into(),
+                AMQPValue::LongString("first".into()),
+            );
+            c.consume_with(&q, prefetch, false, args).await?;
+            let mut scan = Scan::default();
+            let mut unacked = 0;
+            let ack_every = (u64::from(prefetch) / 2).max(1);
+            while scan.deliveries < stored {
+                let before = scan.deliveries;
+                match tokio::time::timeout(DRAIN_QUIET, c.read_scan(&mut scan, |_| {})).await {
+                    Ok(r) => r?,
+                    Err(_) => break,
+                }
+                received.fetch_add(scan.deliveries - before, Ordering::Relaxed);
+                unacked += scan.deliveries - before;
+                if unacked >= ack_every {
+                    c.cast(ack_multiple(scan.last_tag)).await?;
+                    unacked = 0;
+                }
+            }
+            c.close().await;
+            anyhow::Ok(())
+        }));
+    }
+    join_all(tasks, Duration::from_secs(3600)).await?;
+    let replay_secs = replay_started.elapsed().as_secs_f64().max(1e-9);
+    done.store(true, Ordering::Relaxed);
+    if let Some(s) = sampler {
+        let _ = s.await;
+    }
+    delete_queue(&mut p, &q).await;
+    p.close().await;
+    let received = received.load(Ordering::Relaxed);
+    let expected = stored * a.consumers as u64;
+    // A stream keeps its messages: none is "left" to account for; every consumer must have
+    // seen every stored one.
+    let outcome = Outcome {
+        sent,
+        confirms: Some(confirms),
+        expected,
+        received,
+        left: 0,
+    };
+    let peak = a.broker_pid.map(|_| peak.load(Ordering::Relaxed));
+    let growth = match (rss1, peak) {
+        (Some(a1), Some(p1)) => Some(p1.saturating_sub(a1)),
+        _ => None,
+    };
+    let per_msg = match (rss0, rss1) {
+        (Some(b), Some(a1)) => Some(a1.saturating_sub(b) as f64 / a.count.max(1) as f64),
+        _ => None,
+    };
+    if a.common.json {
+        let summary = json!({"scenario": "stream", "count": a.count, "size": a.size,
+            "consumers": a.consumers, "append_per_sec": sent as f64 / append_secs,
+            "replay_per_sec": received as f64 / replay_secs, "rss_before": rss0,
+            "rss_appended": rss1, "rss_bytes_per_message": per_msg,
+            "rss_replay_peak": peak, "rss_replay_growth": growth});
+        println!("{}", with_outcome(summary, &outcome));
+    } else {
+        println!(
+            "stream: {} messages of {} bytes appended at {}/s with confirms{}; {} consumers replayed them at {}/s in total{}",
+            a.count,
+            a.size,
+            fmt_rate(sent as f64 / append_secs),
+            match (rss1, per_msg) {
+                (Some(r), Some(m)) => format!(", broker RSS {:.1} MB ({m:.1} B per message)", r as f64 / 1e6),
+                _ => String::new(),
+            },
+            a.consumers,
+            fmt_rate(received as f64 / replay_secs),
+            match growth {
+                Some(g) => format!(", broker RSS +{:.1} MB at most while replaying", g as f64 / 1e6),
+                None => String::new(),
+            }
         );
         println!("{}", outcome.line());
     }

@@ -441,6 +441,18 @@ impl Wire {
         prefetch: u16,
         no_ack: bool,
     ) -> anyhow::Result<()> {
+        self.consume_with(queue, prefetch, no_ack, FieldTable::default())
+            .await
+    }
+
+    /// [`consume`](Self::consume) with consumer arguments (a stream's `x-stream-offset`).
+    pub async fn consume_with(
+        &mut self,
+        queue: &str,
+        prefetch: u16,
+        no_ack: bool,
+        arguments: FieldTable,
+    ) -> anyhow::Result<()> {
         self.rpc(AMQPClass::Basic(basic::AMQPMethod::Qos(basic::Qos {
             prefetch_count: prefetch,
             global: false,
@@ -454,7 +466,7 @@ impl Wire {
                 no_ack,
                 exclusive: false,
                 nowait: false,
-                arguments: FieldTable::default(),
+                arguments,
             },
         )))
         .await?;
