@@ -227,6 +227,8 @@ pub struct Consumer {
     /// The name a stream tracks this consumer's acked offset under (`x-stream-consumer-name`,
     /// else a consumer tag the client chose).
     pub tracking: Option<Arc<str>>,
+    /// A stream consumer's `x-stream-filter` (and `x-stream-match-unfiltered`).
+    pub stream_filter: Option<crate::stream::log::StreamFilter>,
 }
 
 /// How a delivered message came back to its queue.

@@ -179,6 +179,7 @@ impl Connection {
                 })?,
         };
         let mut tracking = None;
+        let mut stream_filter = None;
         let offset = if queue.spec().args.stream {
             // RabbitMQ's checks, in its order and words.
             if ch.consumer_prefetch == 0 {
@@ -202,6 +203,7 @@ impl Connection {
                 None if !c.consumer_tag.as_str().is_empty() => Some(tag.clone()),
                 None => None,
             };
+            stream_filter = crate::stream::parse_filter(&c.arguments, &tag)?;
             match c.arguments.inner().get("x-stream-offset") {
                 None => None,
                 Some(v) => Some(crate::stream::OffsetSpec::parse(Some(v), &tag)?),
@@ -213,6 +215,7 @@ impl Connection {
         let consumer = Consumer {
             offset,
             tracking,
+            stream_filter,
             priority,
             tag: tag.clone(),
             conn_id,

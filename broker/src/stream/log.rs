@@ -3,8 +3,10 @@
 //! A stream lives in its own directory (`data_dir/streams/<queue id>/`), as files named by the
 //! offset of their first message (`00000000000000000000.seg`). A chunk is a 36-byte header
 //! (magic `WSC1`, first offset, message count, timestamp in Unix milliseconds, data length,
-//! CRC-32 of the data, 4 reserved bytes) and its messages, each a length-prefixed record
-//! (exchange, routing key, encoded properties, body). Nothing per message stays in memory:
+//! CRC-32 of the data, length of the chunk's filter) and its data: the filter (empty when no
+//! message has an `x-stream-filter-value`; else a flags byte and a 128-bit Bloom filter of the
+//! values), then each message as a length-prefixed record (its filter value, exchange, routing
+//! key, encoded properties, body). Nothing per message stays in memory:
 //! the log keeps one entry per segment file, and readers seek by reading chunk headers.
 //! Retention drops whole segments from the head.
 
@@ -34,6 +36,8 @@ pub struct ChunkHeader {
     pub timestamp_ms: i64,
     pub data_len: u32,
     pub crc: u32,
+    /// Bytes of filter at the start of the data.
+    pub filter_len: u32,
 }
 
 impl ChunkHeader {
@@ -45,6 +49,7 @@ impl ChunkHeader {
         h[16..24].copy_from_slice(&self.timestamp_ms.to_le_bytes());
         h[24..28].copy_from_slice(&self.data_len.to_le_bytes());
         h[28..32].copy_from_slice(&self.crc.to_le_bytes());
+        h[32..36].copy_from_slice(&self.filter_len.to_le_bytes());
         h
     }
 
@@ -60,6 +65,7 @@ impl ChunkHeader {
             timestamp_ms: u64_at(16) as i64,
             data_len: u32_at(24),
             crc: u32_at(28),
+            filter_len: u32_at(32),
         })
     }
 
@@ -235,21 +241,28 @@ impl StreamLog {
     /// Appends one chunk holding `messages`; returns its first offset. The data is written
     /// (to the page cache), not synced: see [`to_sync`](Self::to_sync).
     pub fn append(&mut self, messages: &[Arc<Message>]) -> io::Result<u64> {
+        let values: Vec<Option<Vec<u8>>> = messages.iter().map(|m| filter_value(m)).collect();
+        let filter = ChunkFilter::of(&values);
         let mut data = Vec::with_capacity(
-            messages
-                .iter()
-                .map(|m| 10 + m.raw_properties().len() + m.body_len() + 64)
-                .sum(),
+            filter.len()
+                + messages
+                    .iter()
+                    .map(|m| 10 + m.raw_properties().len() + m.body_len() + 64)
+                    .sum::<usize>(),
         );
-        for m in messages {
+        filter.write(&mut data);
+        for (m, fv) in messages.iter().zip(&values) {
             let (x, rk, p, b) = (
                 m.exchange_bytes(),
                 m.routing_key_bytes(),
                 m.raw_properties(),
                 m.body(),
             );
-            let len = 2 + x.len() + rk.len() + 4 + p.len() + b.len();
+            let fv = fv.as_deref().unwrap_or_default();
+            let len = 3 + fv.len() + x.len() + rk.len() + 4 + p.len() + b.len();
             data.extend_from_slice(&(len as u32).to_le_bytes());
+            data.push(fv.len() as u8);
+            data.extend_from_slice(fv);
             data.push(x.len() as u8);
             data.extend_from_slice(x);
             data.push(rk.len() as u8);
@@ -264,6 +277,7 @@ impl StreamLog {
             timestamp_ms: now_ms(),
             data_len: data.len() as u32,
             crc: crc32fast::hash(&data),
+            filter_len: filter.len() as u32,
         };
         if self
             .segments
@@ -380,6 +394,7 @@ impl StreamLog {
             next: offset.clamp(self.first_offset(), self.next_offset),
             at: None,
             chunk: None,
+            skipped_chunks: 0,
         }
     }
 
@@ -412,6 +427,8 @@ pub struct Reader {
     /// The chunk last read, while the reader is inside it (a consumer with little credit
     /// takes a chunk in several reads).
     chunk: Option<(ChunkHeader, Bytes)>,
+    /// Chunks passed over whole by the filter, without reading their messages.
+    pub skipped_chunks: u64,
 }
 
 /// A message read back, with its offset.
@@ -426,18 +443,33 @@ impl Reader {
         self.next
     }
 
-    /// Reads up to `max` messages from the reader's position (fewer at the end of the log).
-    /// A chunk that cannot be read is skipped, logged.
-    pub fn read(&mut self, log: &StreamLog, max: usize, out: &mut Vec<ReadMessage>) {
+    /// Reads up to `max` messages from the reader's position (fewer at the end of the log),
+    /// those `filter` takes if there is one: a chunk whose filter says none of its messages
+    /// can match is skipped without reading its messages. A chunk that cannot be read is
+    /// skipped, logged.
+    pub fn read(
+        &mut self,
+        log: &StreamLog,
+        max: usize,
+        filter: Option<&StreamFilter>,
+        out: &mut Vec<ReadMessage>,
+    ) -> bool {
         let start = out.len();
+        // Chunks examined in one call: a selective filter over a long log must not hold the
+        // stream's task for long. Returns true when it stopped there, with more to read.
+        let mut budget = 512u32;
         while out.len() - start < max && self.next < log.next_offset {
+            if budget == 0 {
+                return true;
+            }
+            budget -= 1;
             if self.next < log.first_offset() {
                 // Retention took what this reader had not read yet.
                 self.next = log.first_offset();
                 self.at = None;
             }
             let Some(seg) = log.segment_of(self.next) else {
-                return;
+                return false;
             };
             let fresh = match &self.at {
                 Some(p) => p.segment != seg.first_offset,
@@ -457,13 +489,26 @@ impl Reader {
                 self.next = self.next.max(seg.end);
                 self.at = None;
                 if seg.end >= log.next_offset {
-                    return;
+                    return false;
                 }
                 continue;
             };
             if h.end() <= self.next {
                 p.pos += h.size();
                 continue;
+            }
+            if let Some(f) = filter {
+                let mut bytes = vec![0u8; h.filter_len as usize];
+                let read = p
+                    .file
+                    .read_exact_at(&mut bytes, p.pos + HEADER as u64)
+                    .is_ok();
+                if read && !f.may_match(&bytes) {
+                    self.skipped_chunks += 1;
+                    p.pos += h.size();
+                    self.next = h.end();
+                    continue;
+                }
             }
             let data = match self.chunk.take() {
                 Some((ch, data)) if ch == h => data,
@@ -486,16 +531,23 @@ impl Reader {
                     Bytes::from(data)
                 }
             };
-            let mut at = 0usize;
+            let mut at = h.filter_len as usize;
             let mut offset = h.first_offset;
             while at + 4 <= data.len() {
                 let len =
                     u32::from_le_bytes(data[at..at + 4].try_into().unwrap_or_default()) as usize;
                 let rec = data.slice(at + 4..(at + 4 + len).min(data.len()));
                 at += 4 + len;
-                if offset >= self.next && out.len() - start < max {
-                    if let Some(message) = decode(&rec) {
-                        out.push(ReadMessage { offset, message });
+                if offset >= self.next {
+                    if out.len() - start >= max {
+                        break;
+                    }
+                    let fl = rec.first().map_or(0, |&l| l as usize);
+                    let fv = rec.get(1..1 + fl).filter(|v| !v.is_empty());
+                    if filter.is_none_or(|f| f.takes(fv)) {
+                        if let Some(message) = decode(&rec.slice((1 + fl).min(rec.len())..)) {
+                            out.push(ReadMessage { offset, message });
+                        }
                     }
                     self.next = offset + 1;
                 }
@@ -506,6 +558,114 @@ impl Reader {
             } else {
                 self.chunk = Some((h, data));
             }
+        }
+        false
+    }
+}
+
+/// The `x-stream-filter-value` header of a message (a string), if it has one. Properties
+/// without the name are not parsed.
+fn filter_value(m: &Message) -> Option<Vec<u8>> {
+    const NAME: &[u8] = b"x-stream-filter-value";
+    let raw = m.raw_properties();
+    if !raw.windows(NAME.len()).any(|w| w == NAME) {
+        return None;
+    }
+    let props = m.properties();
+    let v = props.headers().as_ref()?.inner().get(NAME_STR)?.clone();
+    let s = crate::queue::args::as_str(&v)?;
+    let mut b = s.into_bytes();
+    b.truncate(255);
+    Some(b)
+}
+
+const NAME_STR: &str = "x-stream-filter-value";
+
+/// Bits in a chunk's Bloom filter.
+const BLOOM_BITS: usize = 128;
+
+/// The two bit positions of a filter value.
+fn bloom_bits(v: &[u8]) -> [usize; 2] {
+    let a = crc32fast::hash(v) as usize;
+    let mut h = crc32fast::Hasher::new_with_initial(0x9e37_79b9);
+    h.update(v);
+    [a % BLOOM_BITS, h.finalize() as usize % BLOOM_BITS]
+}
+
+/// A chunk's filter: which values its messages have (probably), and whether any has none.
+struct ChunkFilter {
+    bloom: Option<[u8; BLOOM_BITS / 8]>,
+    unfiltered: bool,
+}
+
+impl ChunkFilter {
+    fn of(values: &[Option<Vec<u8>>]) -> ChunkFilter {
+        let mut f = ChunkFilter {
+            bloom: None,
+            unfiltered: false,
+        };
+        for v in values {
+            match v {
+                None => f.unfiltered = true,
+                Some(v) => {
+                    let bloom = f.bloom.get_or_insert([0; BLOOM_BITS / 8]);
+                    for bit in bloom_bits(v) {
+                        bloom[bit / 8] |= 1 << (bit % 8);
+                    }
+                }
+            }
+        }
+        f
+    }
+
+    /// Bytes it takes in the chunk: none when no message has a value.
+    fn len(&self) -> usize {
+        if self.bloom.is_some() {
+            1 + BLOOM_BITS / 8
+        } else {
+            0
+        }
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        if let Some(bloom) = &self.bloom {
+            out.push(u8::from(self.unfiltered));
+            out.extend_from_slice(bloom);
+        }
+    }
+}
+
+/// What a consumer's `x-stream-filter` and `x-stream-match-unfiltered` ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamFilter {
+    pub values: Vec<Vec<u8>>,
+    pub match_unfiltered: bool,
+}
+
+impl StreamFilter {
+    /// Whether a chunk with this filter may hold a message the consumer takes.
+    fn may_match(&self, chunk_filter: &[u8]) -> bool {
+        let Some((&flags, bloom)) = chunk_filter.split_first() else {
+            // No message of the chunk has a filter value.
+            return self.match_unfiltered;
+        };
+        if self.match_unfiltered && flags & 1 != 0 {
+            return true;
+        }
+        self.values.iter().any(|v| {
+            bloom_bits(v).iter().all(|&bit| {
+                bloom
+                    .get(bit / 8)
+                    .is_some_and(|b| b & (1 << (bit % 8)) != 0)
+            })
+        })
+    }
+
+    /// Whether the consumer takes a message with this filter value (exactly).
+    fn takes(&self, value: Option<&[u8]>) -> bool {
+        match value {
+            None => self.match_unfiltered,
+            Some(v) => self.values.iter().any(|w| w == v),
         }
     }
 }
@@ -562,7 +722,7 @@ mod tests {
     fn read_all(log: &StreamLog, from: u64) -> Vec<u64> {
         let mut r = log.reader(from);
         let mut out = Vec::new();
-        r.read(log, usize::MAX, &mut out);
+        r.read(log, usize::MAX, None, &mut out);
         out.iter()
             .map(|m| {
                 assert_eq!(&m.message.body()[..8], &m.offset.to_be_bytes());
@@ -597,7 +757,7 @@ mod tests {
         let mut got = Vec::new();
         loop {
             let mut out = Vec::new();
-            r.read(&log, 3, &mut out);
+            r.read(&log, 3, None, &mut out);
             if out.is_empty() {
                 break;
             }
@@ -612,6 +772,89 @@ mod tests {
         let log = StreamLog::open(&d, retention).unwrap();
         assert_eq!(log.next_offset(), next);
         assert_eq!(read_all(&log, 0), (0..next).collect::<Vec<_>>());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    fn with_filter(i: u64, value: Option<&str>) -> Arc<Message> {
+        use amq_protocol::types::{AMQPValue, FieldTable};
+        let mut props = BasicProperties::default();
+        if let Some(v) = value {
+            let mut h = FieldTable::default();
+            h.insert(
+                "x-stream-filter-value".into(),
+                AMQPValue::LongString(v.into()),
+            );
+            props = props.with_headers(h);
+        }
+        Arc::new(Message::new(
+            "".into(),
+            "s".into(),
+            &props,
+            encode_properties(&props),
+            Bytes::from(i.to_be_bytes().to_vec()),
+        ))
+    }
+
+    #[test]
+    fn filters_skip_whole_chunks_and_take_exactly_the_values_asked_for() {
+        let d = dir("filter");
+        let mut log = StreamLog::open(
+            &d,
+            Retention {
+                segment_bytes: DEFAULT_SEGMENT_BYTES,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        // Chunks of 10: "eu" only, "us" only, mixed with unfiltered ones, unfiltered only.
+        let mut i = 0;
+        let mut chunk = |log: &mut StreamLog, f: &dyn Fn(u64) -> Option<&'static str>| {
+            let batch: Vec<_> = (0..10)
+                .map(|k| {
+                    i += 1;
+                    with_filter(i - 1, f(k))
+                })
+                .collect();
+            log.append(&batch).unwrap();
+        };
+        for _ in 0..5 {
+            chunk(&mut log, &|_| Some("eu"));
+            chunk(&mut log, &|_| Some("us"));
+            chunk(&mut log, &|k| if k % 2 == 0 { Some("eu") } else { None });
+            chunk(&mut log, &|_| None);
+        }
+        let read = |filter: StreamFilter| {
+            let mut r = log.reader(0);
+            let mut out = Vec::new();
+            while r.read(&log, 1000, Some(&filter), &mut out) {}
+            let offsets: Vec<u64> = out.iter().map(|m| m.offset).collect();
+            (offsets, r.skipped_chunks)
+        };
+        let eu = StreamFilter {
+            values: vec![b"eu".to_vec()],
+            match_unfiltered: false,
+        };
+        let (got, skipped) = read(eu.clone());
+        let want: Vec<u64> = (0..200)
+            .filter(|o| matches!((o / 10) % 4, 0) || ((o / 10) % 4 == 2 && o % 2 == 0))
+            .collect();
+        assert_eq!(got, want);
+        assert!(
+            skipped >= 10,
+            "the us-only and unfiltered-only chunks were not read: {skipped}"
+        );
+        let (got, _) = read(StreamFilter {
+            match_unfiltered: true,
+            ..eu
+        });
+        let want: Vec<u64> = (0..200).filter(|o| (o / 10) % 4 != 1).collect();
+        assert_eq!(got, want, "with unfiltered messages");
+        let (got, skipped) = read(StreamFilter {
+            values: vec![b"asia".to_vec()],
+            match_unfiltered: false,
+        });
+        assert!(got.is_empty());
+        assert!(skipped >= 15, "{skipped}");
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -101,6 +101,43 @@ impl OffsetSpec {
     }
 }
 
+/// A consumer's `x-stream-filter` (a string or an array of strings) and
+/// `x-stream-match-unfiltered` (a boolean), as RabbitMQ 3.13 reads them; `None` without a
+/// filter.
+pub fn parse_filter(
+    args: &amq_protocol::types::FieldTable,
+    tag: &str,
+) -> AmqpResult<Option<log::StreamFilter>> {
+    let bad = |arg: &str, what: &str| {
+        AmqpError::precondition(format_args!(
+            "invalid arg '{arg}' for consumer '{tag}': {what} expected"
+        ))
+    };
+    let Some(v) = args.inner().get("x-stream-filter") else {
+        return Ok(None);
+    };
+    let values: Vec<Vec<u8>> = match v {
+        AMQPValue::FieldArray(a) => a
+            .as_slice()
+            .iter()
+            .map(|v| crate::queue::args::as_str(v).map(String::into_bytes))
+            .collect::<Option<_>>()
+            .ok_or_else(|| bad("x-stream-filter", "a string or an array of strings"))?,
+        v => vec![crate::queue::args::as_str(v)
+            .ok_or_else(|| bad("x-stream-filter", "a string or an array of strings"))?
+            .into_bytes()],
+    };
+    let match_unfiltered = match args.inner().get("x-stream-match-unfiltered") {
+        None => false,
+        Some(AMQPValue::Boolean(b)) => *b,
+        Some(_) => return Err(bad("x-stream-match-unfiltered", "a boolean")),
+    };
+    Ok(Some(log::StreamFilter {
+        values,
+        match_unfiltered,
+    }))
+}
+
 /// The queue arguments RabbitMQ refuses on a stream.
 pub const UNSUPPORTED_ARGS: &[&str] = &[
     "x-message-ttl",
@@ -501,7 +538,12 @@ impl StreamActor {
                 continue;
             }
             read.clear();
-            c.reader.read(&self.log, max, &mut read);
+            if c.reader
+                .read(&self.log, max, k.stream_filter.as_ref(), &mut read)
+            {
+                // Stopped partway through a long filtered scan: go on next round.
+                self.handle.wake();
+            }
             if read.is_empty() {
                 continue;
             }
