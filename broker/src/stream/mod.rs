@@ -32,7 +32,8 @@ const MAILBOX: usize = 256;
 /// Published messages taken in per round (whole commands).
 const PUBLISH_MESSAGES: usize = 4096;
 /// A chunk holds at most this many bytes of messages (a round's publishes may make several).
-const CHUNK_BYTES: usize = 1 << 20;
+/// Each consumer keeps the chunk it is in: small chunks keep replaying consumers lean.
+const CHUNK_BYTES: usize = 256 << 10;
 
 /// Where a consumer starts (`x-stream-offset`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
