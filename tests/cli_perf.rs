@@ -332,3 +332,44 @@ async fn a_flat_out_publisher_does_not_starve_its_consumer() {
     server.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_run_appends_then_every_consumer_replays_everything() {
+    let dir = binary::temp_dir("perf-stream");
+    let server = binary::Server::start(&dir).await;
+    let pid = server.child.id().expect("the broker's pid").to_string();
+    let r = warren(
+        &server.url,
+        &[
+            "perf",
+            "stream",
+            "-n",
+            "3000",
+            "-s",
+            "100",
+            "-y",
+            "3",
+            "--broker-pid",
+            &pid,
+            "--json",
+        ],
+    )
+    .await
+    .ok();
+    let s = summary(&r);
+    assert_eq!(s["scenario"], "stream");
+    assert_eq!(num(&s, "confirmed"), 3000.0, "{s}");
+    assert_eq!(
+        num(&s, "received"),
+        9000.0,
+        "three consumers, every message: {s}"
+    );
+    assert_eq!(num(&s, "lost"), 0.0, "{s}");
+    assert!(
+        num(&s, "append_per_sec") > 0.0 && num(&s, "replay_per_sec") > 0.0,
+        "{s}"
+    );
+    assert!(s["rss_appended"].as_u64().is_some_and(|n| n > 0), "{s}");
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -391,6 +391,11 @@ async fn with_message(t: &Target, s: &str) -> (Connection, Channel) {
     (conn, ch)
 }
 
+/// The broker's reply is `code` with `text`.
+fn assert_reply(got: (u16, String), code: u16, text: &str) {
+    assert_eq!((got.0, got.1.as_str()), (code, text));
+}
+
 #[tokio::test]
 async fn what_makes_no_sense_on_a_log_is_refused_with_rabbitmqs_codes() {
     let t = target().await;
@@ -403,12 +408,10 @@ async fn what_makes_no_sense_on_a_log_is_refused_with_rabbitmqs_codes() {
         ch.basic_get(s.as_str().into(), BasicGetOptions::default()),
     )
     .await;
-    assert_eq!(
-        (code, text.as_str()),
-        (
-            540,
-            &*format!("NOT_IMPLEMENTED - basic.get not supported by stream queues {q}")
-        )
+    assert_reply(
+        (code, text),
+        540,
+        &format!("NOT_IMPLEMENTED - basic.get not supported by stream queues {q}"),
     );
 
     let (_conn, ch) = with_message(&t, &s).await;
@@ -417,12 +420,10 @@ async fn what_makes_no_sense_on_a_log_is_refused_with_rabbitmqs_codes() {
         ch.queue_purge(s.as_str().into(), QueuePurgeOptions::default()),
     )
     .await;
-    assert_eq!(
-        (code, text.as_str()),
-        (
-            540,
-            &*format!("NOT_IMPLEMENTED - queue.purge not supported by stream queues {q}")
-        )
+    assert_reply(
+        (code, text),
+        540,
+        &format!("NOT_IMPLEMENTED - queue.purge not supported by stream queues {q}"),
     );
 
     let (_conn, ch) = with_message(&t, &s).await;
@@ -436,12 +437,10 @@ async fn what_makes_no_sense_on_a_log_is_refused_with_rabbitmqs_codes() {
         ),
     )
     .await;
-    assert_eq!(
-        (code, text.as_str()),
-        (
-            406,
-            &*format!("PRECONDITION_FAILED - consumer prefetch count is not set for '{q}'")
-        )
+    assert_reply(
+        (code, text),
+        406,
+        &format!("PRECONDITION_FAILED - consumer prefetch count is not set for '{q}'"),
     );
 
     let (_conn, ch) = with_message(&t, &s).await;
@@ -459,14 +458,10 @@ async fn what_makes_no_sense_on_a_log_is_refused_with_rabbitmqs_codes() {
         ),
     )
     .await;
-    assert_eq!(
-        (code, text.as_str()),
-        (
-            540,
-            &*format!(
-                "NOT_IMPLEMENTED - automatic acknowledgement not supported by stream queues {q}"
-            )
-        )
+    assert_reply(
+        (code, text),
+        540,
+        &format!("NOT_IMPLEMENTED - automatic acknowledgement not supported by stream queues {q}"),
     );
 
     let (conn, ch) = with_message(&t, &s).await;
@@ -492,14 +487,12 @@ async fn what_makes_no_sense_on_a_log_is_refused_with_rabbitmqs_codes() {
     .await
     .unwrap();
     let (code, text) = next_error_event(&mut events).await;
-    assert_eq!(
-        (code, text.as_str()),
-        (
-            540,
-            &*format!(
-                "NOT_IMPLEMENTED - basic.nack and basic.reject not supported by stream queues {q}"
-            )
-        )
+    assert_reply(
+        (code, text),
+        540,
+        &format!(
+            "NOT_IMPLEMENTED - basic.nack and basic.reject not supported by stream queues {q}"
+        ),
     );
 }
 

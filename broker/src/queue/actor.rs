@@ -281,14 +281,7 @@ impl QueueActor {
         for token in self.confirms.drain(..) {
             token.resolve(true);
         }
-        rx.close();
-        internal.close();
-        while let Ok(cmd) = internal.try_recv() {
-            cmd.queue_deleted();
-        }
-        while let Ok(cmd) = rx.try_recv() {
-            cmd.queue_deleted();
-        }
+        QueueCmd::drain_deleted(rx, internal);
     }
 
     /// Applies this round's store writes, then asks for the flush that confirms them.

@@ -319,6 +319,22 @@ impl QueueCmd {
         }
     }
 
+    /// A queue's owner is done with its mailboxes (the queue was deleted): closes them and
+    /// settles what they still hold as [`queue_deleted`](Self::queue_deleted) says.
+    pub(crate) fn drain_deleted(
+        rx: &mut mailbox::Receiver<QueueCmd>,
+        internal: &mut mailbox::Receiver<QueueCmd>,
+    ) {
+        rx.close();
+        internal.close();
+        while let Ok(cmd) = internal.try_recv() {
+            cmd.queue_deleted();
+        }
+        while let Ok(cmd) = rx.try_recv() {
+            cmd.queue_deleted();
+        }
+    }
+
     /// The queue was deleted before it handled this command: a publish in it went with the
     /// queue and is confirmed (RabbitMQ confirms the messages of a deleted queue).
     pub(crate) fn queue_deleted(self) {

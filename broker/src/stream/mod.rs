@@ -326,14 +326,7 @@ impl StreamActor {
                 for t in self.confirms.drain(..) {
                     t.resolve(true);
                 }
-                rx.close();
-                internal.close();
-                while let Ok(cmd) = internal.try_recv() {
-                    cmd.queue_deleted();
-                }
-                while let Ok(cmd) = rx.try_recv() {
-                    cmd.queue_deleted();
-                }
+                QueueCmd::drain_deleted(&mut rx, &mut internal);
                 return;
             }
             self.append();

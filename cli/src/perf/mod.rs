@@ -1094,6 +1094,42 @@ async fn connections(a: ConnectionsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Publishes `count` copies of the encoded publish `frame` on `p` (in confirm mode) with up to
+/// `window` confirms outstanding, until all are confirmed or the broker confirms nothing for
+/// [`CONFIRM_GRACE`] (those are counted unconfirmed). Returns the confirms and the seconds it
+/// took.
+async fn publish_confirmed(
+    p: &mut Wire,
+    frame: &[u8],
+    count: u64,
+    window: u64,
+) -> anyhow::Result<(Scan, f64)> {
+    let started = Instant::now();
+    let mut scan = Scan::default();
+    let mut out = Vec::with_capacity(256 * 1024);
+    loop {
+        let (sent, outstanding) = (scan.confirms.published, scan.confirms.outstanding());
+        if sent == count && outstanding == 0 {
+            break;
+        }
+        if sent < count && outstanding < window {
+            let n = (window - outstanding).min(count - sent).min(512);
+            out.clear();
+            for _ in 0..n {
+                out.extend_from_slice(frame);
+            }
+            p.wr.write_all(&out).await?;
+            scan.confirms.publish(n, 0);
+        } else {
+            match tokio::time::timeout(CONFIRM_GRACE, p.read_scan(&mut scan, |_| {})).await {
+                Ok(r) => r?,
+                Err(_) => break,
+            }
+        }
+    }
+    Ok((scan, started.elapsed().as_secs_f64()))
+}
+
 async fn backlog(a: BacklogArgs) -> anyhow::Result<()> {
     let url = a.common.url.clone();
     let q = format!("perf-{}-backlog", tag());
@@ -1103,32 +1139,7 @@ async fn backlog(a: BacklogArgs) -> anyhow::Result<()> {
         .await?;
     p.confirm_select().await?;
     let frame = encode_publish("", &q, a.persistent, &vec![b'x'; a.size], p.frame_max);
-    let started = Instant::now();
-    let mut scan = Scan::default();
-    let window = 5000u64;
-    let mut out = Vec::with_capacity(256 * 1024);
-    loop {
-        let (sent, outstanding) = (scan.confirms.published, scan.confirms.outstanding());
-        if sent == a.count && outstanding == 0 {
-            break;
-        }
-        if sent < a.count && outstanding < window {
-            let n = (window - outstanding).min(a.count - sent).min(512);
-            out.clear();
-            for _ in 0..n {
-                out.extend_from_slice(&frame);
-            }
-            p.wr.write_all(&out).await?;
-            scan.confirms.publish(n, 0);
-        } else {
-            // A broker that confirms nothing for this long ends the run (counted unconfirmed).
-            match tokio::time::timeout(CONFIRM_GRACE, p.read_scan(&mut scan, |_| {})).await {
-                Ok(r) => r?,
-                Err(_) => break,
-            }
-        }
-    }
-    let publish_secs = started.elapsed().as_secs_f64();
+    let (scan, publish_secs) = publish_confirmed(&mut p, &frame, a.count, 5000).await?;
     let confirms = Confirmed::of(&scan.confirms);
     let sent = scan.confirms.published;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -1216,30 +1227,7 @@ async fn stream(a: StreamArgs) -> anyhow::Result<()> {
     p.declare_queue(&q, true, args).await?;
     p.confirm_select().await?;
     let frame = encode_publish("", &q, true, &vec![b'x'; a.size], p.frame_max);
-    let started = Instant::now();
-    let mut scan = Scan::default();
-    let mut out = Vec::with_capacity(256 * 1024);
-    loop {
-        let (sent, outstanding) = (scan.confirms.published, scan.confirms.outstanding());
-        if sent == a.count && outstanding == 0 {
-            break;
-        }
-        if sent < a.count && outstanding < a.confirm {
-            let n = (a.confirm - outstanding).min(a.count - sent).min(512);
-            out.clear();
-            for _ in 0..n {
-                out.extend_from_slice(&frame);
-            }
-            p.wr.write_all(&out).await?;
-            scan.confirms.publish(n, 0);
-        } else {
-            match tokio::time::timeout(CONFIRM_GRACE, p.read_scan(&mut scan, |_| {})).await {
-                Ok(r) => r?,
-                Err(_) => break,
-            }
-        }
-    }
-    let append_secs = started.elapsed().as_secs_f64();
+    let (scan, append_secs) = publish_confirmed(&mut p, &frame, a.count, a.confirm).await?;
     let confirms = Confirmed::of(&scan.confirms);
     let sent = scan.confirms.published;
     tokio::time::sleep(Duration::from_secs(1)).await;
