@@ -263,7 +263,7 @@ if [[ ${RUN_ALL_SKIP_CARGO_TEST:-} == 1 ]]; then
   banner "cargo test --workspace: skipped (RUN_ALL_SKIP_CARGO_TEST=1)"
 else
   banner "cargo test --workspace"
-  if ! cargo test --workspace; then
+  if ! cargo test --workspace --no-fail-fast; then
     cargo_failed+=("cargo test --workspace")
   fi
   # The criterion micro-benchmarks, built and run once each as a check (not timed).
