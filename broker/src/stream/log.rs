@@ -53,20 +53,23 @@ impl ChunkHeader {
         h
     }
 
+    /// A header as written, or `None`: a damaged one (whose filter would not fit in its data)
+    /// is never trusted with an allocation.
     fn decode(h: &[u8]) -> Option<ChunkHeader> {
         if h.len() < HEADER || &h[0..4] != MAGIC {
             return None;
         }
         let u32_at = |i: usize| u32::from_le_bytes(h[i..i + 4].try_into().unwrap_or_default());
         let u64_at = |i: usize| u64::from_le_bytes(h[i..i + 8].try_into().unwrap_or_default());
-        Some(ChunkHeader {
+        let h = ChunkHeader {
             first_offset: u64_at(4),
             count: u32_at(12),
             timestamp_ms: u64_at(16) as i64,
             data_len: u32_at(24),
             crc: u32_at(28),
             filter_len: u32_at(32),
-        })
+        };
+        (h.filter_len <= h.data_len).then_some(h)
     }
 
     /// The offset after its last message.
@@ -856,6 +859,24 @@ mod tests {
         assert!(got.is_empty());
         assert!(skipped >= 15, "{skipped}");
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_damaged_header_is_not_trusted() {
+        let mut h = ChunkHeader {
+            first_offset: 0,
+            count: 1,
+            timestamp_ms: 0,
+            data_len: 10,
+            crc: 0,
+            filter_len: 10,
+        };
+        assert!(ChunkHeader::decode(&h.encode()).is_some());
+        h.filter_len = u32::MAX;
+        assert!(
+            ChunkHeader::decode(&h.encode()).is_none(),
+            "a filter longer than its data"
+        );
     }
 
     #[test]
