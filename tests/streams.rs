@@ -788,3 +788,68 @@ async fn nothing_more_after(conn: &Connection, stream: &str, args: FieldTable, n
     );
     let _ = ch.close(200, "done".into()).await;
 }
+
+#[tokio::test]
+async fn a_full_channel_prefetch_holds_messages_back_without_skipping_any() {
+    if std::env::var("WARREN_TEST_URL").is_ok() {
+        return; // RabbitMQ refuses a channel-wide prefetch on streams.
+    }
+    let t = target().await;
+    let conn = connect_url(&t.url).await;
+    let ch = conn.create_channel().await.unwrap();
+    let s = unique("stream-global-qos");
+    declare_stream(&ch, &s, stream_args()).await;
+    publish_all(&conn, &s, &bodies("g", 9)).await;
+    ch.basic_qos(10, BasicQosOptions::default()).await.unwrap();
+    ch.basic_qos(3, BasicQosOptions { global: true })
+        .await
+        .unwrap();
+    let mut consumer = ch
+        .basic_consume(
+            s.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            offset_arg(AMQPValue::LongString("first".into())),
+        )
+        .await
+        .unwrap();
+    let mut offsets = Vec::new();
+    while offsets.len() < 9 {
+        let mut batch = Vec::new();
+        for _ in 0..3 {
+            batch.push(
+                within("a delivery", consumer.next())
+                    .await
+                    .unwrap()
+                    .unwrap(),
+            );
+        }
+        let more = tokio::time::timeout(Duration::from_millis(300), consumer.next()).await;
+        assert!(
+            more.is_err(),
+            "more than the channel's prefetch arrived: {more:?}"
+        );
+        for d in &batch {
+            match d
+                .properties
+                .headers()
+                .as_ref()
+                .and_then(|h| h.inner().get("x-stream-offset").cloned())
+            {
+                Some(AMQPValue::LongLongInt(o)) => offsets.push(o),
+                other => panic!("no offset: {other:?}"),
+            }
+        }
+        batch[2]
+            .ack(BasicAckOptions { multiple: true })
+            .await
+            .unwrap();
+    }
+    let base = offsets[0];
+    assert_eq!(
+        offsets,
+        (base..base + 9).collect::<Vec<_>>(),
+        "no message skipped"
+    );
+    conn.close(200, "done".into()).await.unwrap();
+}

@@ -506,9 +506,13 @@ impl QueueHandle {
     }
 
     /// A publish to this queue must wait for the queue before it is confirmed: it goes to
-    /// disk, or the queue may refuse it (`x-overflow` reject-publish).
+    /// disk (a persistent message in a durable queue, and every message in a stream, which
+    /// stores them all), or the queue may refuse it (`x-overflow` reject-publish).
     pub fn confirms_async(&self, message: &Message) -> bool {
-        (self.0.spec.disk_id.is_some() && message.is_persistent()) || self.0.spec.rejects_publishes
+        let spec = &self.0.spec;
+        (spec.disk_id.is_some() && message.is_persistent())
+            || spec.rejects_publishes
+            || spec.args.stream
     }
 
     /// The queue's name.
@@ -571,5 +575,41 @@ impl QueueHandle {
 
     fn gone(&self) -> AmqpError {
         AmqpError::not_found(format_args!("no {}", self.queue_ref()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::encode_properties;
+    use amq_protocol::protocol::BasicProperties;
+
+    #[test]
+    fn a_stream_confirms_every_message_only_once_it_is_stored() {
+        let transient = {
+            let p = BasicProperties::default();
+            Message::new(
+                "".into(),
+                "q".into(),
+                &p,
+                encode_properties(&p),
+                Default::default(),
+            )
+        };
+        let classic = QueueHandle::detached("classic");
+        assert!(
+            !classic.confirms_async(&transient),
+            "a transient message in memory"
+        );
+        let mut spec = classic.spec().clone();
+        spec.args.stream = true;
+        spec.disk_id = Some(1);
+        let (tx, _) = mailbox::bounded(1);
+        let (itx, _) = mailbox::unbounded();
+        let stream = QueueHandle::new(spec, tx, itx);
+        assert!(
+            stream.confirms_async(&transient),
+            "a stream writes transient messages too: their confirm waits for the sync"
+        );
     }
 }

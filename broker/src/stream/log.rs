@@ -446,6 +446,15 @@ impl Reader {
         self.next
     }
 
+    /// Goes back to `offset` (read, and not handed out after all): the next read starts there.
+    pub fn seek(&mut self, offset: u64) {
+        if offset < self.next {
+            self.next = offset;
+            self.at = None;
+            self.chunk = None;
+        }
+    }
+
     /// Reads up to `max` messages from the reader's position (fewer at the end of the log),
     /// those `filter` takes if there is one: a chunk whose filter says none of its messages
     /// can match is skipped without reading its messages. A chunk that cannot be read is
@@ -767,6 +776,14 @@ mod tests {
             got.extend(out.iter().map(|m| m.offset));
         }
         assert_eq!(got, (5..next).collect::<Vec<_>>());
+        // Read, then not handed out after all: the reader goes back.
+        let mut r = log.reader(0);
+        let mut out = Vec::new();
+        r.read(&log, 10, None, &mut out);
+        r.seek(4);
+        out.clear();
+        r.read(&log, 3, None, &mut out);
+        assert_eq!(out.iter().map(|m| m.offset).collect::<Vec<_>>(), [4, 5, 6]);
         // A torn chunk at the end (a crash mid-write) is cut at open.
         let last = log.segments.back().unwrap().path.clone();
         drop(log);

@@ -544,6 +544,9 @@ impl StreamActor {
             let mut messages = Vec::with_capacity(read.len());
             for r in read.drain(..) {
                 if !k.channel_qos.try_reserve() {
+                    // The channel's global prefetch is full: this message and the ones read
+                    // after it go out once acks make room (the reader goes back to it).
+                    c.reader.seek(r.offset);
                     break;
                 }
                 let id = self.next_delivery;
@@ -559,6 +562,9 @@ impl StreamActor {
                 });
             }
             let n = messages.len() as u32;
+            if n == 0 {
+                continue;
+            }
             c.unacked += n;
             self.round.delivered += u64::from(n);
             k.in_flight.fetch_add(n, Ordering::Relaxed);
