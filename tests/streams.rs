@@ -106,17 +106,36 @@ fn offset_arg(v: AMQPValue) -> FieldTable {
     t
 }
 
-/// Consumes with prefetch `prefetch` from `offset`, acking each delivery, until `n` arrived;
-/// returns (body, x-stream-offset header) of each.
-async fn read(conn: &Connection, stream: &str, offset: FieldTable, n: usize) -> Vec<(String, i64)> {
+/// The `x-stream-offset` header of a delivery.
+fn offset_of(d: &lapin::message::Delivery) -> i64 {
+    match d
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get("x-stream-offset").cloned())
+    {
+        Some(AMQPValue::LongLongInt(n)) => n,
+        other => panic!("no x-stream-offset header: {other:?}"),
+    }
+}
+
+/// Consumes as consumer `tag` ("" for a server-named one) with prefetch 10 and `args`, acking
+/// each delivery, until `n` arrived; returns (body, x-stream-offset header) of each.
+async fn read_tagged(
+    conn: &Connection,
+    stream: &str,
+    tag: &str,
+    args: FieldTable,
+    n: usize,
+) -> Vec<(String, i64)> {
     let ch = conn.create_channel().await.unwrap();
     ch.basic_qos(10, BasicQosOptions::default()).await.unwrap();
     let mut consumer = ch
         .basic_consume(
             stream.into(),
-            "".into(),
+            tag.into(),
             BasicConsumeOptions::default(),
-            offset,
+            args,
         )
         .await
         .expect("basic.consume");
@@ -126,20 +145,16 @@ async fn read(conn: &Connection, stream: &str, offset: FieldTable, n: usize) -> 
             .await
             .expect("the consumer ended")
             .expect("a delivery");
-        let off = match d
-            .properties
-            .headers()
-            .as_ref()
-            .and_then(|h| h.inner().get("x-stream-offset").cloned())
-        {
-            Some(AMQPValue::LongLongInt(n)) => n,
-            other => panic!("no x-stream-offset header: {other:?}"),
-        };
-        got.push((String::from_utf8(d.data.clone()).unwrap(), off));
+        got.push((String::from_utf8(d.data.clone()).unwrap(), offset_of(&d)));
         d.ack(BasicAckOptions::default()).await.unwrap();
     }
     let _ = ch.close(200, "done".into()).await;
     got
+}
+
+/// [`read_tagged`] as a server-named consumer from `offset`.
+async fn read(conn: &Connection, stream: &str, offset: FieldTable, n: usize) -> Vec<(String, i64)> {
+    read_tagged(conn, stream, "", offset, n).await
 }
 
 /// Nothing more arrives within a short wait.
@@ -602,8 +617,7 @@ async fn retention_drops_the_oldest_segments() {
     drop(t);
 }
 
-/// Consumes `n` messages as consumer `tag` (with `args`), acking each, and returns their
-/// offsets; the channel is closed after.
+/// The offsets [`read_tagged`] got.
 async fn read_as(
     conn: &Connection,
     stream: &str,
@@ -611,36 +625,8 @@ async fn read_as(
     args: FieldTable,
     n: usize,
 ) -> Vec<i64> {
-    let ch = conn.create_channel().await.unwrap();
-    ch.basic_qos(10, BasicQosOptions::default()).await.unwrap();
-    let mut consumer = ch
-        .basic_consume(
-            stream.into(),
-            tag.into(),
-            BasicConsumeOptions::default(),
-            args,
-        )
-        .await
-        .expect("basic.consume");
-    let mut got = Vec::new();
-    while got.len() < n {
-        let d = within("a delivery", consumer.next())
-            .await
-            .unwrap()
-            .unwrap();
-        match d
-            .properties
-            .headers()
-            .as_ref()
-            .and_then(|h| h.inner().get("x-stream-offset").cloned())
-        {
-            Some(AMQPValue::LongLongInt(o)) => got.push(o),
-            other => panic!("no offset header: {other:?}"),
-        }
-        d.ack(BasicAckOptions::default()).await.unwrap();
-    }
-    ch.close(200, "done".into()).await.unwrap();
-    got
+    let got = read_tagged(conn, stream, tag, args, n).await;
+    got.into_iter().map(|(_, o)| o).collect()
 }
 
 #[tokio::test]
@@ -829,17 +815,7 @@ async fn a_full_channel_prefetch_holds_messages_back_without_skipping_any() {
             more.is_err(),
             "more than the channel's prefetch arrived: {more:?}"
         );
-        for d in &batch {
-            match d
-                .properties
-                .headers()
-                .as_ref()
-                .and_then(|h| h.inner().get("x-stream-offset").cloned())
-            {
-                Some(AMQPValue::LongLongInt(o)) => offsets.push(o),
-                other => panic!("no offset: {other:?}"),
-            }
-        }
+        offsets.extend(batch.iter().map(offset_of));
         batch[2]
             .ack(BasicAckOptions { multiple: true })
             .await
