@@ -345,6 +345,11 @@ pub struct ConsumerInfo {
     pub prefetch_count: u32,
     /// The arguments of basic.consume.
     pub arguments: FieldTable,
+    /// Whether its queue sends it messages (see [`crate::queue::Consumer::active`]).
+    pub active: Arc<std::sync::atomic::AtomicBool>,
+    /// Waits its turn by design (a single-active-consumer queue or a stream's consumer group)
+    /// rather than being every consumer's equal.
+    pub single_active: bool,
 }
 
 /// Message counts of a channel, with RabbitMQ's names (`message_stats`).

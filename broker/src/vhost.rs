@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use amq_protocol::types::{AMQPValue, FieldTable};
 
 use crate::error::{AmqpError, AmqpResult};
-use crate::exchange::{Destination, Exchange, ExchangeKind};
+use crate::exchange::{Destination, Envelope, Exchange, ExchangeKind};
 use crate::queue::args::{as_int, Overflow, QueueArgs};
 use crate::queue::counters::QueueCounts;
 use crate::queue::{self, QueueCmd, QueueHandle, QueueHost, QueueRef, QueueSpec};
@@ -577,6 +577,7 @@ impl Vhost {
         if d.name.is_empty() {
             return Err(default_exchange_refused());
         }
+        kind.validate(&d.arguments)?;
         let mut defs = self.write();
         if let Some(x) = defs.exchanges.get(d.name.as_str()) {
             let n = &d.name;
@@ -1185,24 +1186,22 @@ impl Vhost {
     pub fn route(
         &self,
         exchange: &str,
-        routing_key: &str,
-        headers: Option<&FieldTable>,
+        message: &Envelope<'_>,
         out: &mut Vec<QueueHandle>,
     ) -> AmqpResult<()> {
-        self.route_from_exchange(exchange, routing_key, headers, out, false)
+        self.route_from_exchange(exchange, message, out, false)
     }
 
     fn route_from_exchange(
         &self,
         exchange: &str,
-        routing_key: &str,
-        headers: Option<&FieldTable>,
+        message: &Envelope<'_>,
         out: &mut Vec<QueueHandle>,
         internal_ok: bool,
     ) -> AmqpResult<()> {
         let defs = self.read();
         if exchange.is_empty() {
-            if let Some(q) = defs.queues.get(routing_key) {
+            if let Some(q) = defs.queues.get(message.routing_key) {
                 out.push(q.clone());
             }
             return Ok(());
@@ -1223,7 +1222,7 @@ impl Vhost {
             if visited.contains(&&*x.name) {
                 break;
             }
-            Self::route_from(&defs, x, routing_key, headers, &mut visited, out);
+            Self::route_from(&defs, x, message, &mut visited, out);
             if !out.is_empty() {
                 break;
             }
@@ -1235,8 +1234,7 @@ impl Vhost {
     fn route_from<'a>(
         defs: &'a Definitions,
         start: &'a Exchange,
-        routing_key: &str,
-        headers: Option<&FieldTable>,
+        message: &Envelope<'_>,
         visited: &mut Vec<&'a str>,
         out: &mut Vec<QueueHandle>,
     ) {
@@ -1248,7 +1246,7 @@ impl Vhost {
             }
             visited.push(&x.name);
             dests.clear();
-            x.route(routing_key, headers, &mut dests);
+            x.route(message, &mut dests);
             for d in dests.drain(..) {
                 match d {
                     Destination::Queue(q) => {
@@ -1285,11 +1283,10 @@ impl QueueHost for Vhost {
     fn route_dead_letter(
         &self,
         exchange: &str,
-        routing_key: &str,
-        headers: Option<&FieldTable>,
+        message: &Envelope<'_>,
         out: &mut Vec<QueueHandle>,
     ) -> AmqpResult<()> {
-        self.route_from_exchange(exchange, routing_key, headers, out, true)
+        self.route_from_exchange(exchange, message, out, true)
     }
 
     fn dead_lettered(&self, reason: crate::queue::dead_letter::Reason, to_exchange: bool) {

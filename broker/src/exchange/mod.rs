@@ -1,6 +1,7 @@
 //! Exchanges: one file per type behind one `Router` trait. What is common to every type
 //! (the binding set, alternate exchange, auto-delete bookkeeping) lives in `Exchange`.
 
+mod consistent_hash;
 mod direct;
 mod fanout;
 mod headers;
@@ -14,6 +15,7 @@ use amq_protocol::types::{AMQPValue, FieldTable};
 use crate::error::{AmqpError, AmqpResult};
 use crate::queue::QueueHandle;
 
+pub use consistent_hash::ConsistentHashRouter;
 pub use direct::DirectRouter;
 pub use fanout::FanoutRouter;
 pub use headers::HeadersRouter;
@@ -39,6 +41,15 @@ impl Destination {
     }
 }
 
+/// What routing may look at in a message: its routing key, its headers (parsed, if it has
+/// any) and its encoded properties (parsed only by an exchange that needs more than headers).
+#[derive(Debug, Clone, Copy)]
+pub struct Envelope<'a> {
+    pub routing_key: &'a str,
+    pub headers: Option<&'a FieldTable>,
+    pub raw_properties: &'a [u8],
+}
+
 /// The exchange types Warren implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExchangeKind {
@@ -46,6 +57,8 @@ pub enum ExchangeKind {
     Fanout,
     Topic,
     Headers,
+    /// `x-consistent-hash`, as RabbitMQ's `rabbitmq_consistent_hash_exchange` plugin.
+    ConsistentHash,
 }
 
 impl ExchangeKind {
@@ -57,6 +70,7 @@ impl ExchangeKind {
             "fanout" => Ok(ExchangeKind::Fanout),
             "topic" => Ok(ExchangeKind::Topic),
             "headers" => Ok(ExchangeKind::Headers),
+            "x-consistent-hash" => Ok(ExchangeKind::ConsistentHash),
             other => Err(AmqpError::command_invalid(format_args!(
                 "unknown exchange type '{other}'"
             ))),
@@ -70,15 +84,35 @@ impl ExchangeKind {
             ExchangeKind::Fanout => "fanout",
             ExchangeKind::Topic => "topic",
             ExchangeKind::Headers => "headers",
+            ExchangeKind::ConsistentHash => "x-consistent-hash",
         }
     }
 
-    fn router(self) -> Box<dyn Router> {
+    /// Every type, in the order the API lists them.
+    pub const ALL: [ExchangeKind; 5] = [
+        ExchangeKind::Direct,
+        ExchangeKind::Fanout,
+        ExchangeKind::Headers,
+        ExchangeKind::Topic,
+        ExchangeKind::ConsistentHash,
+    ];
+
+    /// Checks the declaration arguments this type reads (406 PRECONDITION_FAILED, as RabbitMQ's
+    /// exchange type `validate` callbacks answer).
+    pub fn validate(self, arguments: &FieldTable) -> AmqpResult<()> {
+        match self {
+            ExchangeKind::ConsistentHash => consistent_hash::HashOn::parse(arguments).map(|_| ()),
+            _ => Ok(()),
+        }
+    }
+
+    fn router(self, arguments: &FieldTable) -> Box<dyn Router> {
         match self {
             ExchangeKind::Direct => Box::<DirectRouter>::default(),
             ExchangeKind::Fanout => Box::<FanoutRouter>::default(),
             ExchangeKind::Topic => Box::<TopicRouter>::default(),
             ExchangeKind::Headers => Box::<HeadersRouter>::default(),
+            ExchangeKind::ConsistentHash => Box::new(ConsistentHashRouter::new(arguments)),
         }
     }
 }
@@ -97,6 +131,11 @@ pub trait Router: Send + Sync {
     /// Appends the destinations matching a message. Duplicates are allowed; the caller
     /// de-duplicates so that a queue gets one copy.
     fn route(&self, routing_key: &str, headers: Option<&FieldTable>, out: &mut Vec<Destination>);
+    /// Appends the destinations of a message; types that look at more than its routing key
+    /// and headers read the rest of the envelope here.
+    fn route_envelope(&self, message: &Envelope<'_>, out: &mut Vec<Destination>) {
+        self.route(message.routing_key, message.headers, out);
+    }
 }
 
 /// A binding as declared: destination, key and arguments.
@@ -146,6 +185,7 @@ impl Exchange {
             Some(AMQPValue::ShortString(s)) => Some(Arc::from(s.as_str())),
             _ => None,
         };
+        let router = kind.router(&arguments);
         Exchange {
             name,
             kind,
@@ -155,7 +195,7 @@ impl Exchange {
             arguments,
             alternate,
             bindings: HashMap::new(),
-            router: kind.router(),
+            router,
         }
     }
 
@@ -215,13 +255,8 @@ impl Exchange {
         })
     }
 
-    /// Appends the destinations of a message published with this routing key and headers.
-    pub fn route(
-        &self,
-        routing_key: &str,
-        headers: Option<&FieldTable>,
-        out: &mut Vec<Destination>,
-    ) {
-        self.router.route(routing_key, headers, out);
+    /// Appends the destinations of a message.
+    pub fn route(&self, message: &Envelope<'_>, out: &mut Vec<Destination>) {
+        self.router.route_envelope(message, out);
     }
 }

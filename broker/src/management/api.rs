@@ -53,6 +53,10 @@ pub fn router(m: Arc<Management>) -> Router {
         )
         .route("/api/exchanges/{vhost}/{name}/publish", post(ops::publish))
         .route(
+            "/api/stream/super-streams/{vhost}/{name}",
+            axum::routing::put(ops::put_super_stream),
+        )
+        .route(
             "/api/exchanges/{vhost}/{name}/bindings/source",
             get(exchange_bindings_source),
         )
@@ -183,9 +187,18 @@ async fn overview(State(m): M, Query(q): Params) -> Api {
         }
     }
     let version = env!("CARGO_PKG_VERSION");
-    let exchange_types: Vec<Value> = ["direct", "fanout", "headers", "topic"]
+    let exchange_types: Vec<Value> = crate::exchange::ExchangeKind::ALL
         .iter()
-        .map(|t| json!({"name": t, "description": format!("AMQP {t} exchange"), "enabled": true}))
+        .map(|k| {
+            let t = k.as_str();
+            let description = match k {
+                crate::exchange::ExchangeKind::ConsistentHash => {
+                    "Consistent Hashing Exchange".to_owned()
+                }
+                _ => format!("AMQP {t} exchange"),
+            };
+            json!({"name": t, "description": description, "enabled": true})
+        })
         .collect();
     let contexts: Vec<Value> = m
         .http

@@ -18,6 +18,14 @@ type Params = Query<std::collections::HashMap<String, String>>;
 
 fn consumer_json(m: &Management, c: &ConnectionInfo, ch: &ChannelInfo, k: &ConsumerInfo) -> Value {
     let conn = connection_name(c);
+    let active = k.active.load(std::sync::atomic::Ordering::Relaxed);
+    // RabbitMQ's values: "up" for an ordinary consumer, "single_active" or "waiting" for one
+    // that takes turns.
+    let status = match (k.single_active, active) {
+        (false, _) => "up",
+        (true, true) => "single_active",
+        (true, false) => "waiting",
+    };
     json!({
         "consumer_tag": &*k.tag,
         "queue": {"name": &*k.queue, "vhost": &*c.vhost},
@@ -34,8 +42,8 @@ fn consumer_json(m: &Management, c: &ConnectionInfo, ch: &ChannelInfo, k: &Consu
         "exclusive": k.exclusive,
         "prefetch_count": k.prefetch_count,
         "arguments": table_json(&k.arguments),
-        "active": true,
-        "activity_status": "up",
+        "active": active,
+        "activity_status": status,
     })
 }
 

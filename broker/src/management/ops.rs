@@ -610,3 +610,88 @@ pub async fn aliveness_test(
     };
     Ok((code, Json(body)).into_response())
 }
+
+/// `PUT /api/stream/super-streams/{vhost}/{name}` (RabbitMQ's stream management plugin):
+/// `{"partitions": N, "arguments": {...}}` declares a partitioned stream, as
+/// `warren declare stream NAME --partitions N` does. The arguments are the partitions'
+/// retention (`max-age`, `max-length-bytes`, `stream-max-segment-size-bytes`, with or without
+/// `x-`) and the exchange's `hash-header` or `hash-property`. RabbitMQ's `binding-keys` form is
+/// refused: Warren's partitions are picked by a consistent hash, not by binding keys.
+pub async fn put_super_stream(
+    State(m): M,
+    Extension(user): Extension<User>,
+    Path((vhost, name)): Path<(String, String)>,
+    body: Bytes,
+) -> Api {
+    use crate::stream::partitions::{self, MAX_PARTITIONS};
+    let v = m.registry.vhost(&vhost).ok_or_else(ApiError::no_vhost)?;
+    let b = body_json(&body)?;
+    if b.contains_key("binding-keys") {
+        return Err(ApiError::bad_request(
+            "binding-keys are not supported: Warren routes to a partition by a consistent hash \
+             of the key; give partitions",
+        ));
+    }
+    let partitions = match b.get("partitions") {
+        None | Some(Value::Null) => {
+            return Err(ApiError::bad_request(
+                "Must specify partitions or binding keys",
+            ))
+        }
+        Some(Value::Number(n)) => n.as_i64(),
+        Some(Value::String(s)) => s.trim().parse::<i64>().ok(),
+        Some(_) => None,
+    }
+    .ok_or_else(|| ApiError::bad_request("The partitions must be a number"))?;
+    if partitions < 1 {
+        return Err(ApiError::bad_request(
+            "The partition number must be greater than 0",
+        ));
+    }
+    if partitions > i64::from(MAX_PARTITIONS) {
+        return Err(ApiError::bad_request(format!(
+            "The partition number must not exceed {MAX_PARTITIONS}"
+        )));
+    }
+    let mut stream_args = Map::new();
+    let mut exchange_args = Map::new();
+    match b.get("arguments") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(a)) => {
+            for (k, val) in a {
+                let key = k.strip_prefix("x-").unwrap_or(k);
+                match key {
+                    "max-age" | "max-length-bytes" | "stream-max-segment-size-bytes" => {
+                        stream_args.insert(format!("x-{key}"), val.clone());
+                    }
+                    "hash-header" | "hash-property" => {
+                        exchange_args.insert(key.to_owned(), val.clone());
+                    }
+                    _ => {
+                        return Err(ApiError::bad_request(format!(
+                            "unknown argument '{k}' (known: max-age, max-length-bytes, \
+                             stream-max-segment-size-bytes, hash-header, hash-property)"
+                        )))
+                    }
+                }
+            }
+        }
+        Some(_) => return Err(ApiError::bad_request("'arguments' must be a JSON object")),
+    }
+    let table = |m: Map<String, Value>| {
+        json_table(&Value::Object(m))
+            .ok_or_else(|| ApiError::bad_request("'arguments' must be a JSON object"))
+    };
+    let (stream_args, exchange_args) = (table(stream_args)?, table(exchange_args)?);
+    short(&name, "the stream name")?;
+    short(
+        &partitions::partition_name(&name, partitions as u32 - 1),
+        "the partition name",
+    )?;
+    let existed = v.exchanges().iter().any(|x| *x.name == *name);
+    Session::run(m.amqp, &user, &vhost, |ch| async move {
+        partitions::declare(&ch, &name, partitions as u32, &stream_args, exchange_args).await
+    })
+    .await?;
+    created(existed)
+}

@@ -412,6 +412,7 @@ impl QueueActor {
                         && a.consumer.channel == channel
                         && a.consumer.tag == tag)
                 });
+                self.mark_single_active();
                 self.maybe_auto_delete();
                 self.update_counters();
                 if let Some(done) = done {
@@ -663,10 +664,14 @@ impl QueueActor {
             unix_now(),
         );
         let mut targets = Vec::new();
+        let props = dl.properties();
         let routed = host.route_dead_letter(
             &dlx,
-            dl.routing_key(),
-            dl.properties().headers().as_ref(),
+            &crate::exchange::Envelope {
+                routing_key: dl.routing_key(),
+                headers: props.headers().as_ref(),
+                raw_properties: dl.raw_properties(),
+            },
             &mut targets,
         );
         if let Some(log) = &dl.death {
@@ -745,7 +750,16 @@ impl QueueActor {
             unacked: 0,
         });
         self.had_consumer = true;
+        self.mark_single_active();
         Ok(())
+    }
+
+    /// With `x-single-active-consumer`, the first consumer is the active one: flags it for the
+    /// management listing.
+    fn mark_single_active(&self) {
+        if let Some(first) = self.consumers.first() {
+            first.consumer.active.store(true, Ordering::Relaxed);
+        }
     }
 
     fn release(&mut self, consumer: Option<u64>) {
@@ -874,6 +888,7 @@ impl QueueActor {
         }
         if !gone.is_empty() {
             self.consumers.retain(|a| !gone.contains(&a.id));
+            self.mark_single_active();
         }
     }
 

@@ -57,6 +57,9 @@ pub struct QueueArgs {
     pub max_age_ms: Option<u64>,
     /// A stream's `x-stream-max-segment-size-bytes`.
     pub stream_segment_bytes: Option<u64>,
+    /// A partition's place in its partitioned stream (`x-stream-partition-order`, 0 for a
+    /// stream on its own): member `order % members` of each consumer group reads it.
+    pub stream_partition: u64,
 }
 
 fn invalid(arg: &str, queue: &QueueRef, why: impl std::fmt::Display) -> AmqpError {
@@ -249,6 +252,9 @@ impl QueueArgs {
             if let Some(v) = table.inner().get("x-stream-max-segment-size-bytes") {
                 let n = int("x-stream-max-segment-size-bytes", queue, v, 1)?;
                 a.stream_segment_bytes = Some(n);
+            }
+            if let Some(v) = table.inner().get("x-stream-partition-order") {
+                a.stream_partition = int("x-stream-partition-order", queue, v, 0)?;
             }
         }
         if a.dead_letter_routing_key.is_some() && a.dead_letter_exchange.is_none() {

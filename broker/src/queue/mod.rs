@@ -31,8 +31,7 @@ pub trait QueueHost: Send + Sync {
     fn route_dead_letter(
         &self,
         exchange: &str,
-        routing_key: &str,
-        headers: Option<&FieldTable>,
+        message: &crate::exchange::Envelope<'_>,
         out: &mut Vec<QueueHandle>,
     ) -> AmqpResult<()>;
     /// A message was dead-lettered (`to_exchange`: to the queue's dead-letter exchange; or
@@ -229,6 +228,12 @@ pub struct Consumer {
     pub tracking: Option<Arc<str>>,
     /// A stream consumer's `x-stream-filter` (and `x-stream-match-unfiltered`).
     pub stream_filter: Option<crate::stream::log::StreamFilter>,
+    /// A stream consumer's `x-consumer-group`: the group shares the stream's messages with
+    /// one active member at a time.
+    pub group: Option<Arc<str>>,
+    /// Whether it is the one that gets messages (false: waiting behind a single active
+    /// consumer or another member of its group). Shared with the management listing.
+    pub active: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// How a delivered message came back to its queue.

@@ -180,6 +180,7 @@ impl Connection {
         };
         let mut tracking = None;
         let mut stream_filter = None;
+        let mut group = None;
         let offset = if queue.spec().args.stream {
             // RabbitMQ's checks, in its order and words.
             if ch.consumer_prefetch == 0 {
@@ -204,18 +205,42 @@ impl Connection {
                 None => None,
             };
             stream_filter = crate::stream::parse_filter(&c.arguments, &tag)?;
+            group = match c.arguments.inner().get("x-consumer-group") {
+                None => None,
+                Some(v) => match as_str(v) {
+                    Some(g) if !g.is_empty() => Some(Arc::from(g)),
+                    _ => {
+                        return Err(AmqpError::precondition(format_args!(
+                            "invalid arg 'x-consumer-group' for consumer '{tag}': a non-empty string is expected"
+                        )))
+                    }
+                },
+            };
             match c.arguments.inner().get("x-stream-offset") {
                 None => None,
                 Some(v) => Some(crate::stream::OffsetSpec::parse(Some(v), &tag)?),
             }
         } else {
+            if c.arguments.inner().contains_key("x-consumer-group") {
+                return Err(AmqpError::precondition(format_args!(
+                    "invalid arg 'x-consumer-group' for consumer '{tag}': consumer groups are only \
+                     supported by stream queues, and {} is not one",
+                    queue.queue_ref()
+                )));
+            }
             None
         };
+        let single_active = group.is_some() || queue.spec().args.single_active_consumer;
+        // A member of a group, or a consumer behind a single active one, waits until its
+        // queue makes it active.
+        let active = Arc::new(std::sync::atomic::AtomicBool::new(!single_active));
         let in_flight = Arc::new(AtomicU32::new(0));
         let consumer = Consumer {
             offset,
             tracking,
             stream_filter,
+            group,
+            active: active.clone(),
             priority,
             tag: tag.clone(),
             conn_id,
@@ -238,6 +263,8 @@ impl Connection {
             exclusive: c.exclusive,
             prefetch_count: ch.consumer_prefetch,
             arguments: c.arguments,
+            active,
+            single_active,
         });
         ch.consumers.insert(
             tag.clone(),
@@ -470,8 +497,12 @@ impl Connection {
         headers: Option<&FieldTable>,
     ) -> AmqpResult<()> {
         let mut targets = std::mem::take(&mut self.route_buf);
-        self.vhost
-            .route(msg.exchange(), msg.routing_key(), headers, &mut targets)?;
+        let envelope = crate::exchange::Envelope {
+            routing_key: msg.routing_key(),
+            headers,
+            raw_properties: msg.raw_properties(),
+        };
+        self.vhost.route(msg.exchange(), &envelope, &mut targets)?;
         if targets.is_empty() && mandatory {
             self.reply(
                 id,

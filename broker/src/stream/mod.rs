@@ -8,6 +8,7 @@
 //! without a prefetch or without acks), with RabbitMQ's reply codes and texts.
 
 pub mod log;
+pub mod partitions;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -201,6 +202,9 @@ struct StreamConsumer {
     reader: Reader,
     /// Deliveries not yet acked (its prefetch is the credit).
     unacked: u32,
+    /// It gets messages: always, unless it is a member of a consumer group that another
+    /// member reads this stream for.
+    active: bool,
 }
 
 struct StreamActor {
@@ -358,10 +362,13 @@ impl StreamActor {
                 }
             }
             QueueCmd::Consume { consumer, reply } => {
+                // A group's members share the group's offset; they start where it is when
+                // they become active (see `rebalance`).
+                let tracking = consumer.group.clone().or_else(|| consumer.tracking.clone());
                 // No x-stream-offset: a named consumer resumes after what it acked last.
-                let tracked = consumer
-                    .tracking
+                let tracked = tracking
                     .as_ref()
+                    .filter(|_| consumer.group.is_none())
                     .and_then(|n| self.offsets.get(n))
                     .copied();
                 let spec = match (consumer.offset, tracked) {
@@ -379,13 +386,16 @@ impl StreamActor {
                 };
                 let id = self.next_consumer_id;
                 self.next_consumer_id += 1;
+                let active = consumer.group.is_none();
                 self.consumers.push(StreamConsumer {
                     id,
-                    tracking: consumer.tracking.clone(),
+                    tracking,
                     reader: self.log.reader(start),
                     consumer,
                     unacked: 0,
+                    active,
                 });
+                self.rebalance();
                 let _ = reply.send(Ok(()));
             }
             QueueCmd::Cancel {
@@ -399,6 +409,7 @@ impl StreamActor {
                         && c.consumer.channel == channel
                         && c.consumer.tag == tag)
                 });
+                self.rebalance();
                 if self.offsets_dirty {
                     self.save_offsets();
                 }
@@ -524,6 +535,9 @@ impl StreamActor {
         let mut read: Vec<ReadMessage> = Vec::new();
         let mut gone = Vec::new();
         for c in &mut self.consumers {
+            if !c.active {
+                continue;
+            }
             let k = &c.consumer;
             let credit = k.prefetch.saturating_sub(c.unacked);
             let window = DELIVERY_WINDOW.saturating_sub(k.in_flight.load(Ordering::Relaxed));
@@ -581,7 +595,56 @@ impl StreamActor {
         if !gone.is_empty() {
             self.consumers.retain(|c| !gone.contains(&c.id));
             self.deliveries.retain(|_, (cid, _)| !gone.contains(cid));
+            if self.rebalance() {
+                self.handle.wake();
+            }
         }
+    }
+
+    /// Makes one member of each consumer group active, and the others wait: with the members
+    /// in (connection, channel, consumer tag) order, member `p % members` reads partition `p`
+    /// (`x-stream-partition-order`; 0 for a stream on its own). Members that consume every
+    /// partition of a partitioned stream thus share its partitions evenly, each partition
+    /// read by one member. A member that becomes active starts at the group's offset: after
+    /// the last message any member acked, or, before any ack, where the group's first active
+    /// member started. Returns whether any member became active.
+    fn rebalance(&mut self) -> bool {
+        let partition = self.handle.spec().args.stream_partition;
+        let mut groups: HashMap<Arc<str>, Vec<usize>> = HashMap::new();
+        for (i, c) in self.consumers.iter().enumerate() {
+            if let Some(g) = &c.consumer.group {
+                groups.entry(g.clone()).or_default().push(i);
+            }
+        }
+        let mut woke = false;
+        for (group, mut members) in groups {
+            let order = |i: &usize| {
+                let k = &self.consumers[*i].consumer;
+                (k.conn_id, k.channel, k.tag.clone())
+            };
+            members.sort_by_key(order);
+            let chosen = members[(partition % members.len() as u64) as usize];
+            for i in members {
+                let c = &mut self.consumers[i];
+                let active = i == chosen;
+                if active && !c.active {
+                    let at = match self.offsets.get(&group) {
+                        Some(at) => *at,
+                        None => {
+                            let at = c.reader.next_offset();
+                            self.offsets.insert(group.clone(), at);
+                            self.offsets_dirty = true;
+                            at
+                        }
+                    };
+                    c.reader = self.log.reader(at);
+                    woke = true;
+                }
+                c.active = active;
+                c.consumer.active.store(active, Ordering::Relaxed);
+            }
+        }
+        woke
     }
 
     fn update_counters(&mut self) {

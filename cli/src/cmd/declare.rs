@@ -33,9 +33,17 @@ Examples:
   warren declare stream events
   warren declare stream events --max-age 7D --max-bytes 10GB --segment-bytes 100MB
   warren subscribe events --offset first
+  warren declare stream orders --partitions 3      # orders-0..2 behind exchange 'orders'
+  warren publish orders 'paid' --exchange orders --routing-key customer-42
+  warren subscribe orders --group billing          # one of the group's members
 
 Retention drops whole segments from the head of the stream once it holds more than --max-bytes
-or a segment's newest message is older than --max-age.")]
+or a segment's newest message is older than --max-age (per partition, with --partitions).
+
+With --partitions N, NAME is an x-consistent-hash exchange in front of streams NAME-0 ..
+NAME-(N-1): a message goes to the partition its routing key (or --hash-header) hashes to, so one
+key stays in order in one partition. Declaring again with a larger N adds partitions; only the
+keys the new partitions take move.")]
 struct StreamArgs {
     #[command(flatten)]
     conn: ConnArgs,
@@ -50,6 +58,14 @@ struct StreamArgs {
     /// Size of a segment file (x-stream-max-segment-size-bytes; RabbitMQ's default 500MB).
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     segment_bytes: Option<u64>,
+    /// Partition the stream: streams NAME-0 .. NAME-(N-1) behind an x-consistent-hash
+    /// exchange NAME.
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(warren_broker::stream::partitions::MAX_PARTITIONS)))]
+    partitions: Option<u32>,
+    /// With --partitions: hash this header's value instead of the routing key.
+    #[arg(long, value_name = "HEADER", requires = "partitions")]
+    hash_header: Option<String>,
 }
 
 /// A size with an optional unit (RabbitMQ's: kB, MB, GB, TB are powers of 1000; KiB, MiB,
@@ -187,6 +203,24 @@ async fn stream(args: StreamArgs) -> anyhow::Result<()> {
         );
     }
     let session = Session::open(&args.conn, "declare").await?;
+    if let Some(n) = args.partitions {
+        let mut x = FieldTable::default();
+        if let Some(h) = &args.hash_header {
+            x.insert(
+                "hash-header".into(),
+                AMQPValue::LongString(h.as_str().into()),
+            );
+        }
+        warren_broker::stream::partitions::declare(&session.channel, name.as_str(), n, &t, x)
+            .await?;
+        session.close().await?;
+        println!(
+            "declared partitioned stream '{name}': exchange '{name}' (x-consistent-hash) and streams '{}' .. '{}'",
+            warren_broker::stream::partitions::partition_name(name.as_str(), 0),
+            warren_broker::stream::partitions::partition_name(name.as_str(), n - 1),
+        );
+        return Ok(());
+    }
     let q = session
         .channel
         .queue_declare(

@@ -31,6 +31,12 @@ Examples:
   warren subscribe events --offset first           # a stream, from its first message
   warren subscribe events --offset 1h              # a stream, what was written in the last hour
   warren subscribe events --offset 2026-12-01T00:00:00Z --count 10
+  warren subscribe orders --group billing --offset first   # a consumer group's member
+
+QUEUE may name a partitioned stream (warren declare stream orders --partitions 3): then every
+partition (orders-0, orders-1, ...) is consumed. With --group, consumers that give the same group
+share the partitions, one member reading each, and take over (from the group's last acked
+message) the partitions of a member that leaves or dies.
 
 With --count and plain acks, printed messages are acknowledged together at the end (or whenever
 --prefetch of them are waiting), so when --count is at most --prefetch the broker sends exactly
@@ -69,6 +75,10 @@ pub struct SubscribeArgs {
     /// interval back from now (7D, 1h, 30m, 10s).
     #[arg(long, value_name = "WHERE", value_parser = parse_offset)]
     offset: Option<OffsetArg>,
+    /// Join this consumer group of a stream (x-consumer-group): the group's members share its
+    /// partitions, one member active on each.
+    #[arg(long, value_name = "NAME", requires = "queue")]
+    group: Option<String>,
 }
 
 /// A parsed `--offset`.
@@ -143,17 +153,75 @@ fn consume_args(args: &SubscribeArgs) -> FieldTable {
     if let Some(OffsetArg(v)) = &args.offset {
         t.insert("x-stream-offset".into(), v.clone());
     }
+    if let Some(g) = &args.group {
+        t.insert(
+            "x-consumer-group".into(),
+            lapin::types::AMQPValue::LongString(g.as_str().into()),
+        );
+    }
     t
+}
+
+/// Whether queue `name` exists (a passive declare, on a channel of its own since a refusal
+/// closes the channel).
+async fn queue_exists(connection: &lapin::Connection, name: &str) -> anyhow::Result<bool> {
+    let ch = connection.create_channel().await?;
+    let found = ch
+        .queue_declare(
+            short(name, "the queue name")?,
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await;
+    match found {
+        Ok(_) => {
+            let _ = ch.close(200, "ok".into()).await;
+            Ok(true)
+        }
+        Err(e) => match e.kind() {
+            lapin::ErrorKind::ProtocolError(amqp) if amqp.get_id() == 404 => Ok(false),
+            _ => Err(e.into()),
+        },
+    }
+}
+
+/// The queues `name` stands for: itself if it is a queue, else the partitions of the
+/// partitioned stream `name` (`name-0`, `name-1`, ... while they exist). A name that is neither
+/// is returned as is, for the consume to report.
+async fn resolve(session: &Session, name: &str) -> anyhow::Result<Vec<ShortString>> {
+    use warren_broker::stream::partitions::{partition_name, MAX_PARTITIONS};
+    if queue_exists(&session.connection, name).await? {
+        return Ok(vec![short(name, "the queue name")?]);
+    }
+    let mut parts = Vec::new();
+    while (parts.len() as u32) < MAX_PARTITIONS {
+        let p = partition_name(name, parts.len() as u32);
+        if !queue_exists(&session.connection, &p).await? {
+            break;
+        }
+        parts.push(short(&p, "the partition name")?);
+    }
+    if parts.is_empty() {
+        parts.push(short(name, "the queue name")?);
+    }
+    Ok(parts)
 }
 
 pub async fn run(args: SubscribeArgs) -> anyhow::Result<()> {
     args.ack.check()?;
     let session = Session::open(&args.conn, "subscribe").await?;
     let channel = &session.channel;
-    let queue = match (&args.queue, &args.exchange) {
-        (Some(queue), _) => short(queue, "the queue name")?,
-        (None, Some(exchange)) => temporary_queue(channel, exchange, &args).await?,
+    let queues = match (&args.queue, &args.exchange) {
+        (Some(queue), _) => resolve(&session, queue).await?,
+        (None, Some(exchange)) => vec![temporary_queue(channel, exchange, &args).await?],
         (None, None) => unreachable!("clap requires a queue or --exchange"),
+    };
+    let queue = match &args.queue {
+        Some(q) if queues.len() > 1 => ShortString::from(q.as_str()),
+        _ => queues[0].clone(),
     };
     let no_ack = args.ack.no_ack();
     let prefetch = args.prefetch.unwrap_or_else(|| match args.count {
@@ -165,19 +233,33 @@ pub async fn run(args: SubscribeArgs) -> anyhow::Result<()> {
             .basic_qos(prefetch, BasicQosOptions::default())
             .await?;
     }
-    let mut consumer = channel
-        .basic_consume(
-            queue.clone(),
-            ShortString::default(),
-            BasicConsumeOptions {
-                no_ack,
-                ..BasicConsumeOptions::default()
-            },
-            consume_args(&args),
-        )
-        .await?;
+    let mut consumers = Vec::with_capacity(queues.len());
+    for q in &queues {
+        consumers.push(
+            channel
+                .basic_consume(
+                    q.clone(),
+                    ShortString::default(),
+                    BasicConsumeOptions {
+                        no_ack,
+                        ..BasicConsumeOptions::default()
+                    },
+                    consume_args(&args),
+                )
+                .await?,
+        );
+    }
+    let tags: Vec<ShortString> = consumers.iter().map(|c| c.tag()).collect();
+    let mut consumer = futures_util::stream::select_all(consumers);
     if std::io::stderr().is_terminal() {
-        eprintln!("waiting for messages on queue '{queue}'; Ctrl-C to stop");
+        if queues.len() > 1 {
+            eprintln!(
+                "waiting for messages on the {} partitions of '{queue}'; Ctrl-C to stop",
+                queues.len()
+            );
+        } else {
+            eprintln!("waiting for messages on queue '{queue}'; Ctrl-C to stop");
+        }
     }
 
     // Plain acks under --count are deferred so the broker's credit never exceeds the count.
@@ -230,9 +312,11 @@ pub async fn run(args: SubscribeArgs) -> anyhow::Result<()> {
         client::exit_on_second_interrupt();
     }
     // Cancel before the last ack: an ack frees prefetch credit the broker would spend at once.
-    let _ = channel
-        .basic_cancel(consumer.tag(), BasicCancelOptions::default())
-        .await;
+    for tag in tags {
+        let _ = channel
+            .basic_cancel(tag, BasicCancelOptions::default())
+            .await;
+    }
     unacked.flush(channel).await?;
     session.close().await
 }

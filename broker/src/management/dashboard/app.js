@@ -417,7 +417,7 @@ function exchanges(main) {
   });
   const name = h("input", { id: "new-exchange-name", required: true });
   const vhost = h("input", { value: "/" });
-  const type = h("select", {}, ["direct", "fanout", "topic", "headers"].map((k) => h("option", {}, k)));
+  const type = h("select", {}, ["direct", "fanout", "topic", "headers", "x-consistent-hash"].map((k) => h("option", {}, k)));
   const add = h("form", {
     class: "card form",
     onsubmit: async (ev) => {
