@@ -11,8 +11,17 @@
 //!   tracks a named consumer's acked offset on the server (across restarts too). On RabbitMQ,
 //!   which has no server-side offsets over AMQP 0-9-1, it would start at `next` and wait.
 //!
-//! Reading removes nothing: each reader gets the events, in order, independently. The example
-//! exits 0 when every reader saw what it should, non-zero on an error or after 30 s.
+//! Reading removes nothing: each reader gets the events, in order, independently.
+//!
+//! Then a consumer group on a partitioned stream: `event_log.orders` is three streams
+//! (`event_log.orders-0..2`) behind an `x-consistent-hash` exchange, so each order's events land
+//! in one partition, in order (`warren declare stream event_log.orders --partitions 3` declares
+//! the same). Two members of the group `shipping` consume every partition with
+//! `x-consumer-group`; Warren makes one member active on each partition, so the group reads each
+//! event once. When one member leaves, the other takes its partitions over from the group's last
+//! acked offset.
+//!
+//! The example exits 0 when every reader saw what it should, non-zero on an error or after 30 s.
 //!
 //! ```text
 //! warren serve &
@@ -22,13 +31,17 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -217,6 +230,190 @@ async fn run() -> Result<(), Error> {
 
     ch.queue_delete(STREAM.into(), QueueDeleteOptions::default())
         .await?;
-    conn.close(200, "done".into()).await?;
+    consumer_group(&conn).await?;
+    conn.close(200, "done".into())
+        .await
+        .map_err(|e| format!("closing: {e}"))?;
+    Ok(())
+}
+
+const ORDERS: &str = "event_log.orders";
+const PARTITIONS: u32 = 3;
+
+/// The partitioned stream: an `x-consistent-hash` exchange and a stream per partition, bound
+/// with weight 1; `x-stream-partition-order` tells each stream which partition it is.
+async fn declare_orders(ch: &Channel) -> Result<(), Error> {
+    for p in 0..PARTITIONS {
+        ch.queue_delete(
+            format!("{ORDERS}-{p}").as_str().into(),
+            QueueDeleteOptions::default(),
+        )
+        .await?;
+    }
+    ch.exchange_delete(ORDERS.into(), ExchangeDeleteOptions::default())
+        .await?;
+    ch.exchange_declare(
+        ORDERS.into(),
+        ExchangeKind::Custom("x-consistent-hash".into()),
+        ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await?;
+    for p in 0..PARTITIONS {
+        let q = format!("{ORDERS}-{p}");
+        ch.queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            table(&[
+                ("x-queue-type", AMQPValue::LongString("stream".into())),
+                ("x-stream-partition-order", AMQPValue::LongLongInt(p.into())),
+            ]),
+        )
+        .await?;
+        ch.queue_bind(
+            q.as_str().into(),
+            ORDERS.into(),
+            "1".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Publishes `order-<n>:<event>` for orders 0..10 and events `events`, routed by order.
+async fn publish_orders(ch: &Channel, events: std::ops::Range<u32>) -> Result<(), Error> {
+    for e in events {
+        for order in 0..10 {
+            let confirm = ch
+                .basic_publish(
+                    ORDERS.into(),
+                    format!("order-{order}").as_str().into(),
+                    BasicPublishOptions::default(),
+                    format!("order-{order}:{e}").as_bytes(),
+                    BasicProperties::default(),
+                )
+                .await?;
+            if !confirm.await?.is_ack() {
+                return Err("an order event was not confirmed".into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A member of the group: one channel consuming every partition. Returns what it read, as
+/// (partition, body), acking each.
+async fn join(conn: &Connection, group: &str) -> Result<Arc<Mutex<Vec<(u32, String)>>>, Error> {
+    let ch = conn.create_channel().await?;
+    ch.basic_qos(20, BasicQosOptions::default()).await?;
+    let got = Arc::new(Mutex::new(Vec::new()));
+    for p in 0..PARTITIONS {
+        let mut consumer = ch
+            .basic_consume(
+                format!("{ORDERS}-{p}").as_str().into(),
+                format!("partition-{p}").as_str().into(),
+                BasicConsumeOptions::default(),
+                table(&[
+                    ("x-consumer-group", AMQPValue::LongString(group.into())),
+                    ("x-stream-offset", AMQPValue::LongString("first".into())),
+                ]),
+            )
+            .await?;
+        let got = got.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(d)) = consumer.next().await {
+                let body = String::from_utf8_lossy(&d.data).into_owned();
+                got.lock().unwrap().push((p, body));
+                if d.ack(BasicAckOptions::default()).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    Ok(got)
+}
+
+async fn wait_until(what: &str, done: impl Fn() -> bool) -> Result<(), Error> {
+    for _ in 0..1000 {
+        if done() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Err(format!("gave up waiting for {what}").into())
+}
+
+/// Each order's events, as one member read them, must be in order.
+fn check_order(who: &str, got: &[(u32, String)]) -> Result<(), Error> {
+    let mut last: HashMap<&str, u32> = HashMap::new();
+    for (_, body) in got {
+        let (order, e) = body.split_once(':').ok_or("a malformed event")?;
+        let e: u32 = e.parse()?;
+        if last.insert(order, e).is_some_and(|prev| prev >= e) {
+            return Err(format!("{who} read {order}'s events out of order").into());
+        }
+    }
+    Ok(())
+}
+
+async fn consumer_group(conn: &Connection) -> Result<(), Error> {
+    let ch = conn.create_channel().await?;
+    declare_orders(&ch).await?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    let a_conn = Connection::connect(&amqp_url(), ConnectionProperties::default()).await?;
+    let b_conn = Connection::connect(&amqp_url(), ConnectionProperties::default()).await?;
+    let a = join(&a_conn, "shipping").await?;
+    let b = join(&b_conn, "shipping").await?;
+    publish_orders(&ch, 0..6).await?;
+    let len = |m: &Arc<Mutex<Vec<(u32, String)>>>| m.lock().unwrap().len();
+    wait_until("the group to read 60 events", || len(&a) + len(&b) == 60).await?;
+    let partitions = |m: &Arc<Mutex<Vec<(u32, String)>>>| -> BTreeSet<u32> {
+        m.lock().unwrap().iter().map(|(p, _)| *p).collect()
+    };
+    println!(
+        "group 'shipping': member A reads partitions {:?}, member B {:?}; 60 events read once",
+        partitions(&a),
+        partitions(&b)
+    );
+    if !partitions(&a).is_disjoint(&partitions(&b)) {
+        return Err("two members read the same partition".into());
+    }
+    // Let B's acks arrive, then B leaves; A takes B's partitions over from the group's offset.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    b_conn.close(200, "leaving".into()).await?;
+    let before = len(&a);
+    publish_orders(&ch, 6..9).await?;
+    wait_until("member A to read the next 30", || len(&a) >= before + 30).await?;
+    check_order("member A", &a.lock().unwrap())?;
+    check_order("member B", &b.lock().unwrap())?;
+    println!(
+        "member B left; member A now reads partitions {:?} and got the next 30 events, each \
+         order's in order",
+        partitions(&a)
+    );
+    a_conn
+        .close(200, "done".into())
+        .await
+        .map_err(|e| format!("closing member A: {e}"))?;
+    for p in 0..PARTITIONS {
+        ch.queue_delete(
+            format!("{ORDERS}-{p}").as_str().into(),
+            QueueDeleteOptions::default(),
+        )
+        .await
+        .map_err(|e| format!("deleting partition {p}: {e}"))?;
+    }
+    ch.exchange_delete(ORDERS.into(), ExchangeDeleteOptions::default())
+        .await
+        .map_err(|e| format!("deleting the exchange: {e}"))?;
+    ch.close(200, "done".into()).await?;
     Ok(())
 }

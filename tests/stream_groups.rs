@@ -375,3 +375,100 @@ async fn a_killed_member_loses_nothing_and_order_per_key_holds() {
         total - expected.len()
     );
 }
+
+/// `PUT /api/stream/super-streams/{vhost}/{name}` declares the same as the CLI, and the
+/// consumers listing says which member of a group is active.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_declares_partitioned_streams_and_shows_active_members() {
+    let dir = std::env::temp_dir().join(unique("stream-groups-api"));
+    let mut c = warren::Config::ephemeral();
+    c.persistence = true;
+    c.data_dir = dir.clone();
+    c.http_bind = Some("127.0.0.1:0".parse().unwrap());
+    let broker = warren::Broker::start(c).await.expect("starting a broker");
+    let node = Node { broker, dir };
+    let http = format!("http://{}", node.broker.http_addr().unwrap());
+    let send = |method: &'static str, path: String, body: &'static str| {
+        let url = format!("{http}{path}");
+        async move {
+            common::http::curl(&[
+                "-u",
+                "guest:guest",
+                "-X",
+                method,
+                "-H",
+                "content-type: application/json",
+                "--data-binary",
+                body,
+                &url,
+            ])
+            .await
+        }
+    };
+    let path = "/api/stream/super-streams/%2F/invoices".to_owned();
+    let r = send(
+        "PUT",
+        path.clone(),
+        r#"{"partitions": 3, "arguments": {"max-age": "7D", "hash-header": "customer"}}"#,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = send("GET", "/api/exchanges/%2F/invoices".into(), "").await;
+    let x = r.json();
+    assert_eq!(x["type"], "x-consistent-hash", "{x}");
+    assert_eq!(x["arguments"]["hash-header"], "customer", "{x}");
+    let q = send("GET", "/api/queues/%2F/invoices-2".into(), "")
+        .await
+        .json();
+    assert_eq!(q["arguments"]["x-queue-type"], "stream", "{q}");
+    assert_eq!(q["arguments"]["x-max-age"], "7D", "{q}");
+    assert_eq!(q["arguments"]["x-stream-partition-order"], 2, "{q}");
+    let b = send(
+        "GET",
+        "/api/exchanges/%2F/invoices/bindings/source".into(),
+        "",
+    )
+    .await
+    .json();
+    assert_eq!(b.as_array().map(Vec::len), Some(3), "{b}");
+    // Again: nothing new.
+    let r = send(
+        "PUT",
+        path.clone(),
+        r#"{"partitions": 3, "arguments": {"max-age": "7D", "hash-header": "customer"}}"#,
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    for bad in [
+        r#"{}"#,
+        r#"{"partitions": 0}"#,
+        r#"{"partitions": "many"}"#,
+        r#"{"binding-keys": "a,b"}"#,
+        r#"{"partitions": 2, "arguments": {"x-message-ttl": 5}}"#,
+    ] {
+        let r = send("PUT", "/api/stream/super-streams/%2F/other".into(), bad).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+    }
+
+    let url = node.broker.url();
+    let _a = member(&url, "invoices", 3, "g", "first").await;
+    let _b = member(&url, "invoices", 3, "g", "first").await;
+    let consumers = || async { send("GET", "/api/consumers/%2F".into(), "").await.json() };
+    let mut states = Vec::new();
+    for _ in 0..100 {
+        let list = consumers().await;
+        states = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["queue"]["name"] == "invoices-0")
+            .map(|c| c["activity_status"].as_str().unwrap().to_owned())
+            .collect();
+        states.sort();
+        if states == ["single_active", "waiting"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(states, ["single_active", "waiting"]);
+}

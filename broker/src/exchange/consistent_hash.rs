@@ -393,7 +393,7 @@ mod tests {
         let r = router(&[]);
         let t = FieldTable::default();
         assert!(r.validate("3", &t).is_ok());
-        for bad in ["0", "-1", "abc", ""] {
+        for bad in ["0", "-1", "abc", "", "4294967296"] {
             assert_eq!(r.validate(bad, &t).unwrap_err().code.code(), 406, "{bad}");
         }
         let mut args = FieldTable::default();
@@ -410,6 +410,32 @@ mod tests {
             AMQPValue::LongString("app_id".into()),
         );
         assert_eq!(HashOn::parse(&args).unwrap_err().code.code(), 406);
+    }
+
+    #[test]
+    fn messages_without_the_hashed_header_all_go_to_one_queue() {
+        let mut args = FieldTable::default();
+        args.insert("hash-header".into(), AMQPValue::LongString("h".into()));
+        let mut r = ConsistentHashRouter::new(&args);
+        for q in ["a", "b", "c", "d"] {
+            r.bind(&queue(q), "1", &FieldTable::default());
+        }
+        let dest = |headers: Option<&FieldTable>, key: &str| {
+            let mut out = Vec::new();
+            r.route(key, headers, &mut out);
+            out[0].name().to_string()
+        };
+        let none: std::collections::HashSet<String> =
+            (0..50).map(|i| dest(None, &format!("k{i}"))).collect();
+        assert_eq!(none.len(), 1, "the routing key was hashed instead");
+        let spread: std::collections::HashSet<String> = (0..50)
+            .map(|i| {
+                let mut h = FieldTable::default();
+                h.insert("h".into(), AMQPValue::LongLongInt(i));
+                dest(Some(&h), "same")
+            })
+            .collect();
+        assert!(spread.len() > 1);
     }
 
     #[test]

@@ -34,7 +34,7 @@ Examples:
   warren declare stream events --max-age 7D --max-bytes 10GB --segment-bytes 100MB
   warren subscribe events --offset first
   warren declare stream orders --partitions 3      # orders-0..2 behind exchange 'orders'
-  warren publish orders 'paid' --exchange orders --routing-key customer-42
+  warren publish orders customer-42 'paid'         # exchange orders, key customer-42
   warren subscribe orders --group billing          # one of the group's members
 
 Retention drops whole segments from the head of the stream once it holds more than --max-bytes
