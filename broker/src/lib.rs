@@ -41,6 +41,7 @@ pub mod access;
 pub mod alarms;
 pub mod auth;
 pub mod config;
+pub mod dedup;
 pub mod error;
 pub mod exchange;
 pub mod management;
@@ -52,7 +53,7 @@ mod server;
 pub mod store;
 pub mod stream;
 pub mod tls;
-mod util;
+pub(crate) mod util;
 pub mod vhost;
 
 pub use config::Config;

@@ -49,6 +49,8 @@ pub struct BrokerCounters {
     /// and then by whether the queue had a dead-letter exchange (1) or dropped them (0): RabbitMQ's
     /// `dead_letter_strategy` "at_most_once" and "disabled".
     pub dead_lettered: [[AtomicU64; 2]; 4],
+    /// Messages dropped as duplicates by a deduplicating exchange or queue.
+    pub messages_deduplicated: AtomicU64,
 }
 
 impl BrokerCounters {

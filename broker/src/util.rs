@@ -25,3 +25,26 @@ pub fn random_token(len: usize) -> String {
     }
     out
 }
+
+/// A header value as bytes, for hashing and comparing ids: strings by their bytes, numbers and
+/// timestamps by their decimal text, booleans as `true`/`false`, anything else by its debug
+/// text.
+pub fn field_bytes(v: &amq_protocol::types::AMQPValue) -> std::borrow::Cow<'_, [u8]> {
+    use amq_protocol::types::AMQPValue as V;
+    use std::borrow::Cow;
+    let text = match v {
+        V::LongString(s) => return Cow::Borrowed(s.as_bytes()),
+        V::ShortString(s) => return Cow::Borrowed(s.as_str().as_bytes()),
+        V::Boolean(b) => return Cow::Borrowed(if *b { b"true" } else { b"false" }),
+        V::ShortShortInt(n) => n.to_string(),
+        V::ShortShortUInt(n) => n.to_string(),
+        V::ShortInt(n) => n.to_string(),
+        V::ShortUInt(n) => n.to_string(),
+        V::LongInt(n) => n.to_string(),
+        V::LongUInt(n) => n.to_string(),
+        V::LongLongInt(n) => n.to_string(),
+        V::Timestamp(n) => n.to_string(),
+        other => format!("{other:?}"),
+    };
+    Cow::Owned(text.into_bytes())
+}

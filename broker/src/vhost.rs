@@ -114,6 +114,8 @@ pub struct ExchangeView {
     pub auto_delete: bool,
     pub internal: bool,
     pub arguments: FieldTable,
+    /// A deduplicating exchange's (duplicates dropped, ids held, cache size).
+    pub dedup: Option<(u64, u64, u64)>,
 }
 
 /// A binding as an observer sees it.
@@ -394,10 +396,16 @@ impl Vhost {
                 continue;
             };
             let name: Arc<str> = Arc::from(x.name.as_str());
-            defs.exchanges.insert(
+            let mut exchange = Exchange::new(
                 name.clone(),
-                Exchange::new(name, kind, true, x.auto_delete, x.internal, x.arguments),
+                kind,
+                true,
+                x.auto_delete,
+                x.internal,
+                x.arguments,
             );
+            exchange.dedup = self.dedup_cache(&exchange.name, true, &exchange.arguments);
+            defs.exchanges.insert(name, exchange);
         }
         let mut messages = 0usize;
         for q in rec.queues {
@@ -578,6 +586,10 @@ impl Vhost {
             return Err(default_exchange_refused());
         }
         kind.validate(&d.arguments)?;
+        crate::dedup::DedupArgs::parse(
+            &d.arguments,
+            &format_args!("exchange '{}' in vhost '{}'", d.name, self.name),
+        )?;
         let mut defs = self.write();
         if let Some(x) = defs.exchanges.get(d.name.as_str()) {
             let n = &d.name;
@@ -633,18 +645,42 @@ impl Vhost {
             wrote = true;
         }
         let name: Arc<str> = Arc::from(d.name.as_str());
-        defs.exchanges.insert(
+        let mut exchange = Exchange::new(
             name.clone(),
-            Exchange::new(
-                name,
-                kind,
-                d.durable,
-                d.auto_delete,
-                d.internal,
-                d.arguments.clone(),
-            ),
+            kind,
+            d.durable,
+            d.auto_delete,
+            d.internal,
+            d.arguments.clone(),
         );
+        exchange.dedup = self.dedup_cache(&name, d.durable, &d.arguments);
+        defs.exchanges.insert(name, exchange);
         Ok(wrote)
+    }
+
+    /// The deduplication cache of an exchange declared with these arguments (kept in the store
+    /// if the exchange is durable); `None` without `x-message-deduplication`.
+    fn dedup_cache(
+        &self,
+        name: &str,
+        durable: bool,
+        arguments: &FieldTable,
+    ) -> Option<std::sync::Mutex<crate::dedup::Cache>> {
+        let what = format_args!("exchange '{name}' in vhost '{}'", self.name);
+        let args = crate::dedup::DedupArgs::parse(arguments, &what)
+            .ok()
+            .flatten()?;
+        let persist = self
+            .disk
+            .as_ref()
+            .filter(|_| durable)
+            .map(|disk| crate::dedup::Persist {
+                tree: disk.dedup(),
+                prefix: crate::dedup::exchange_prefix(&self.name, name),
+            });
+        Some(std::sync::Mutex::new(crate::dedup::Cache::new(
+            args, persist,
+        )))
     }
 
     /// exchange.delete.
@@ -682,6 +718,9 @@ impl Vhost {
     fn remove_exchange(&self, defs: &mut Definitions, name: &str) -> bool {
         let mut wrote = false;
         if let Some(x) = defs.exchanges.remove(name) {
+            if let (Some(disk), true, Some(_)) = (&self.disk, x.durable, &x.dedup) {
+                disk.drop_dedup(&crate::dedup::exchange_prefix(&self.name, name));
+            }
             if let (Some(_), true) = (&self.disk, x.durable) {
                 let gone: Vec<BindingDef> = x
                     .bindings()
@@ -909,6 +948,10 @@ impl Vhost {
                 auto_delete: x.auto_delete,
                 internal: x.internal,
                 arguments: x.arguments.clone(),
+                dedup: x.dedup.as_ref().map(|c| {
+                    let c = c.lock().unwrap_or_else(|e| e.into_inner());
+                    (c.duplicates(), c.len() as u64, c.args().cache_size)
+                }),
             })
             .collect()
     }
@@ -1183,12 +1226,14 @@ impl Vhost {
     /// Routes a publish: appends each queue that gets a copy (once, however many paths lead
     /// there). Follows exchange-to-exchange bindings (cycles are harmless) and alternate
     /// exchanges when nothing matched.
+    /// Returns [`Routed::Duplicate`] (and routes nowhere) when the exchange deduplicates and
+    /// has seen the message's id.
     pub fn route(
         &self,
         exchange: &str,
         message: &Envelope<'_>,
         out: &mut Vec<QueueHandle>,
-    ) -> AmqpResult<()> {
+    ) -> AmqpResult<Routed> {
         self.route_from_exchange(exchange, message, out, false)
     }
 
@@ -1198,13 +1243,13 @@ impl Vhost {
         message: &Envelope<'_>,
         out: &mut Vec<QueueHandle>,
         internal_ok: bool,
-    ) -> AmqpResult<()> {
+    ) -> AmqpResult<Routed> {
         let defs = self.read();
         if exchange.is_empty() {
             if let Some(q) = defs.queues.get(message.routing_key) {
                 out.push(q.clone());
             }
-            return Ok(());
+            return Ok(Routed::Routed);
         }
         let x = defs
             .exchanges
@@ -1215,6 +1260,20 @@ impl Vhost {
                 "cannot publish to internal exchange '{exchange}' in vhost '{}'",
                 self.name
             )));
+        }
+        // Only what clients publish is deduplicated (not dead letters).
+        if let (Some(cache), false) = (&x.dedup, internal_ok) {
+            let dup = cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_duplicate(message.headers, crate::stream::log::now_ms() as u64);
+            if dup {
+                self.count(|c| {
+                    c.messages_deduplicated
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                });
+                return Ok(Routed::Duplicate);
+            }
         }
         let mut visited: Vec<&str> = Vec::new();
         let mut next = Some(x);
@@ -1228,7 +1287,7 @@ impl Vhost {
             }
             next = x.alternate.as_deref().and_then(|ae| defs.exchanges.get(ae));
         }
-        Ok(())
+        Ok(Routed::Routed)
     }
 
     fn route_from<'a>(
@@ -1265,6 +1324,15 @@ impl Vhost {
     }
 }
 
+/// What routing did with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routed {
+    /// Routed to the queues it appended (possibly none).
+    Routed,
+    /// Dropped: a deduplicating exchange had seen its id (confirm it; never return it).
+    Duplicate,
+}
+
 fn check_exclusive(q: &QueueHandle, conn_id: u64) -> AmqpResult<()> {
     match q.spec().exclusive_owner {
         Some(owner) if owner != conn_id => Err(locked(q.queue_ref())),
@@ -1287,9 +1355,17 @@ impl QueueHost for Vhost {
         out: &mut Vec<QueueHandle>,
     ) -> AmqpResult<()> {
         self.route_from_exchange(exchange, message, out, true)
+            .map(|_| ())
     }
 
     fn dead_lettered(&self, reason: crate::queue::dead_letter::Reason, to_exchange: bool) {
         self.count(|c| c.dead_lettered(reason, to_exchange));
+    }
+
+    fn deduplicated(&self) {
+        self.count(|c| {
+            c.messages_deduplicated
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        });
     }
 }

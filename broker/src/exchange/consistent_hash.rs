@@ -197,57 +197,9 @@ impl ConsistentHashRouter {
     }
 }
 
-/// The hash of a header's value: strings by their bytes, numbers by their decimal text.
+/// The hash of a header's value (see [`crate::util::field_bytes`]).
 fn value_hash(v: &AMQPValue) -> u64 {
-    let text;
-    let bytes: &[u8] = match v {
-        AMQPValue::LongString(s) => s.as_bytes(),
-        AMQPValue::ShortString(s) => s.as_str().as_bytes(),
-        AMQPValue::ShortShortInt(n) => {
-            text = n.to_string();
-            text.as_bytes()
-        }
-        AMQPValue::ShortShortUInt(n) => {
-            text = n.to_string();
-            text.as_bytes()
-        }
-        AMQPValue::ShortInt(n) => {
-            text = n.to_string();
-            text.as_bytes()
-        }
-        AMQPValue::ShortUInt(n) => {
-            text = n.to_string();
-            text.as_bytes()
-        }
-        AMQPValue::LongInt(n) => {
-            text = n.to_string();
-            text.as_bytes()
-        }
-        AMQPValue::LongUInt(n) => {
-            text = n.to_string();
-            text.as_bytes()
-        }
-        AMQPValue::LongLongInt(n) => {
-            text = n.to_string();
-            text.as_bytes()
-        }
-        AMQPValue::Timestamp(n) => {
-            text = n.to_string();
-            text.as_bytes()
-        }
-        AMQPValue::Boolean(b) => {
-            if *b {
-                b"true"
-            } else {
-                b"false"
-            }
-        }
-        other => {
-            text = format!("{other:?}");
-            text.as_bytes()
-        }
-    };
-    key_hash(bytes)
+    key_hash(&crate::util::field_bytes(v))
 }
 
 /// The hash of a message property (`None`: the message does not have it).

@@ -162,6 +162,8 @@ pub struct Exchange {
     pub arguments: FieldTable,
     /// `alternate-exchange`: where unroutable messages go.
     pub alternate: Option<Arc<str>>,
+    /// `x-message-deduplication`: the ids of messages published to it (see [`crate::dedup`]).
+    pub dedup: Option<std::sync::Mutex<crate::dedup::Cache>>,
     /// Every binding with this exchange as source, grouped by destination for fast removal.
     bindings: HashMap<Destination, Vec<(String, FieldTable)>>,
     /// The type-specific index.
@@ -194,6 +196,7 @@ impl Exchange {
             internal,
             arguments,
             alternate,
+            dedup: None,
             bindings: HashMap::new(),
             router,
         }

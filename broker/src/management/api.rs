@@ -305,7 +305,7 @@ fn queue_json(m: &Management, vhost: &str, q: &QueueHandle) -> Value {
     let spec = q.spec();
     let c = q.counters().read();
     let rate = |i: usize| details(m.rates.queue_rate(q.counters(), |v| v[i]));
-    json!({
+    let mut v = json!({
         "name": &**q.name(),
         "vhost": vhost,
         "type": crate::queue::kind::QueueKind::of(&spec.args).as_str(),
@@ -347,7 +347,14 @@ fn queue_json(m: &Management, vhost: &str, q: &QueueHandle) -> Value {
             "redeliver": c.redelivered,
             "redeliver_details": rate(3),
         },
-    })
+    });
+    if let (Some(d), Value::Object(o)) = (&spec.args.dedup, &mut v) {
+        o.insert(
+            "deduplication".into(),
+            dedup_json(c.dedup_duplicates, c.dedup_entries, d.cache_size),
+        );
+    }
+    v
 }
 
 fn all_queues(m: &Management, vhosts: &[Arc<Vhost>]) -> Vec<Value> {
@@ -476,7 +483,7 @@ pub(super) fn exchange_name(name: &str) -> &str {
 }
 
 fn exchange_json(vhost: &str, x: &ExchangeView) -> Value {
-    json!({
+    let mut v = json!({
         "name": &*x.name,
         "vhost": vhost,
         "type": x.kind,
@@ -485,7 +492,19 @@ fn exchange_json(vhost: &str, x: &ExchangeView) -> Value {
         "internal": x.internal,
         "arguments": table_json(&x.arguments),
         "user_who_performed_action": "rmq-internal",
-    })
+    });
+    if let (Some((duplicates, entries, size)), Value::Object(o)) = (x.dedup, &mut v) {
+        o.insert(
+            "deduplication".into(),
+            dedup_json(duplicates, entries, size),
+        );
+    }
+    v
+}
+
+/// Warren's own field for a deduplicating exchange or queue.
+fn dedup_json(duplicates: u64, entries: u64, cache_size: u64) -> Value {
+    json!({"duplicates": duplicates, "cache_entries": entries, "cache_size": cache_size})
 }
 
 fn all_exchanges(vhosts: &[Arc<Vhost>]) -> Vec<Value> {

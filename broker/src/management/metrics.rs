@@ -440,6 +440,13 @@ pub fn render(m: &Management, per_object: bool) -> String {
             &samples,
         );
     }
+    family(
+        &mut out,
+        "warren_messages_deduplicated_total",
+        "counter",
+        "Messages dropped as duplicates by a deduplicating exchange or queue (x-message-deduplication)",
+        &one(m.registry.counters.messages_deduplicated.load(Relaxed)),
+    );
     if let Some(disk) = &m.disk {
         let (cumulative, sum) = disk.flush_times().read();
         let name = "warren_store_flush_seconds";

@@ -133,6 +133,8 @@ struct QueueActor {
     stopped: bool,
     /// What this round changed, for the queue's counters.
     round: RoundCounts,
+    /// `x-message-deduplication`: the ids of messages published to it.
+    dedup: Option<crate::dedup::Cache>,
 }
 
 /// Starts the owner task of a new queue over `store` (whose messages, if recovered, are
@@ -142,6 +144,7 @@ pub(crate) fn spawn(
     host: Weak<dyn QueueHost>,
     store: Box<dyn QueueStore>,
     next_seq: u64,
+    dedup: Option<crate::dedup::Cache>,
 ) -> QueueHandle {
     let (tx, rx) = mailbox::bounded(MAILBOX);
     let (itx, irx) = mailbox::unbounded();
@@ -164,6 +167,7 @@ pub(crate) fn spawn(
         deleted: false,
         stopped: false,
         round: RoundCounts::default(),
+        dedup,
     };
     // A recovered queue's counters show its messages before its first round.
     actor.update_counters();
@@ -519,6 +523,33 @@ impl QueueActor {
         confirm: Option<super::ConfirmToken>,
         handoff: Option<Handoff>,
     ) {
+        if let Some(cache) = &mut self.dedup {
+            let props = message.properties();
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let dup = cache.is_duplicate(props.headers().as_ref(), now);
+            self.handle
+                .counters()
+                .deduplicated(cache.duplicates(), cache.len() as u64);
+            if dup {
+                // Dropped, and confirmed: its first copy was taken. A dead letter handed
+                // over settles its stored copy at the source as a refused one would.
+                if let Some(token) = confirm {
+                    token.resolve(true);
+                }
+                if let Some(h) = handoff {
+                    if let Some(ack) = self.store.refuse_moved((h.disk_id, h.seq)) {
+                        h.from
+                            .send_internal(QueueCmd::TakenOver { seq: h.seq, ack });
+                    }
+                }
+                if let Some(host) = self.host.upgrade() {
+                    host.deduplicated();
+                }
+                return;
+            }
+        }
         let size = message.body_len() as u64;
         let over =
             |store: &dyn QueueStore, extra_len: usize, extra_bytes: u64, args: &QueueArgs| {

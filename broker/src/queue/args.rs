@@ -57,6 +57,8 @@ pub struct QueueArgs {
     pub max_age_ms: Option<u64>,
     /// A stream's `x-stream-max-segment-size-bytes`.
     pub stream_segment_bytes: Option<u64>,
+    /// `x-message-deduplication` and its settings (see [`crate::dedup`]).
+    pub dedup: Option<crate::dedup::DedupArgs>,
     /// A partition's place in its partitioned stream (`x-stream-partition-order`, 0 for a
     /// stream on its own): member `order % members` of each consumer group reads it.
     pub stream_partition: u64,
@@ -257,6 +259,7 @@ impl QueueArgs {
                 a.stream_partition = int("x-stream-partition-order", queue, v, 0)?;
             }
         }
+        a.dedup = crate::dedup::DedupArgs::parse(table, queue)?;
         if a.dead_letter_routing_key.is_some() && a.dead_letter_exchange.is_none() {
             return Err(AmqpError::precondition(format_args!(
                 "invalid arg 'x-dead-letter-routing-key' for {queue}: no_dead_letter_exchange"

@@ -40,6 +40,9 @@ pub struct QueueCounters {
     redelivered: AtomicU64,
     /// Messages acknowledged.
     acked: AtomicU64,
+    /// A deduplicating queue's duplicates dropped and ids held.
+    dedup_duplicates: AtomicU64,
+    dedup_entries: AtomicU64,
     /// The management API's last readings, for its rates. Kept here, not in a map the
     /// sampler owns, so that they go when the queue does: a map keyed by queue held every
     /// deleted queue's name for two more sampling rounds (10 s), megabytes after a mass delete.
@@ -96,6 +99,9 @@ pub struct QueueCounts {
     pub redelivered: u64,
     /// Messages acknowledged since the queue started.
     pub acked: u64,
+    /// A deduplicating queue's duplicates dropped since it started, and ids it holds.
+    pub dedup_duplicates: u64,
+    pub dedup_entries: u64,
 }
 
 /// The owner's side: what changed in the current round, applied to the counters at once.
@@ -160,6 +166,12 @@ impl QueueCounters {
         self.paged_bytes.store(bytes, Ordering::Relaxed);
     }
 
+    /// The owner's deduplication cache: duplicates dropped, ids held.
+    pub(crate) fn deduplicated(&self, duplicates: u64, entries: u64) {
+        self.dedup_duplicates.store(duplicates, Ordering::Relaxed);
+        self.dedup_entries.store(entries, Ordering::Relaxed);
+    }
+
     /// The owner's consumer count changed.
     pub(crate) fn set_consumers(&self, n: usize) {
         self.consumers.store(n as u32, Ordering::Release);
@@ -192,6 +204,8 @@ impl QueueCounters {
             delivered: self.delivered.load(Ordering::Relaxed),
             redelivered: self.redelivered.load(Ordering::Relaxed),
             acked: self.acked.load(Ordering::Relaxed),
+            dedup_duplicates: self.dedup_duplicates.load(Ordering::Relaxed),
+            dedup_entries: self.dedup_entries.load(Ordering::Relaxed),
         }
     }
 }

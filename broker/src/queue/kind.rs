@@ -63,12 +63,23 @@ pub(crate) fn create(
         let log = StreamLog::open(&disk.stream_dir(id), retention(&spec.args))?;
         return Ok(crate::stream::spawn(spec, log));
     }
+    let dedup = dedup_cache(&spec.args, disk.as_ref().map(|(d, id)| (d, *id)));
     let store: Box<dyn QueueStore> = match (disk, spec.args.max_priority) {
         (disk, Some(max)) => Box::new(PriorityQueueStore::new(max, disk)),
         (Some((disk, id)), None) => Box::new(DurableQueueStore::new(disk, id)),
         (None, None) => Box::new(MemoryQueueStore::new(pager)),
     };
-    Ok(super::spawn(spec, host, store, 1))
+    Ok(super::spawn(spec, host, store, 1, dedup))
+}
+
+/// A queue's deduplication cache, kept in the store for a durable queue.
+fn dedup_cache(args: &QueueArgs, disk: Option<(&Arc<Disk>, u64)>) -> Option<crate::dedup::Cache> {
+    let settings = args.dedup.clone()?;
+    let persist = disk.map(|(disk, id)| crate::dedup::Persist {
+        tree: disk.dedup(),
+        prefix: crate::dedup::queue_prefix(id),
+    });
+    Some(crate::dedup::Cache::new(settings, persist))
 }
 
 /// A stream's retention, from its arguments.
@@ -98,14 +109,15 @@ pub(crate) fn recover(
     }
     let (store, next_seq): (Box<dyn QueueStore>, u64) = match spec.args.max_priority {
         Some(max) => {
-            let (s, n) = PriorityQueueStore::recover(max, disk, id, unclean);
+            let (s, n) = PriorityQueueStore::recover(max, disk.clone(), id, unclean);
             (Box::new(s), n)
         }
         None => {
-            let (s, n) = DurableQueueStore::recover(disk, id, unclean);
+            let (s, n) = DurableQueueStore::recover(disk.clone(), id, unclean);
             (Box::new(s), n)
         }
     };
     let messages = store.len();
-    Ok((super::spawn(spec, host, store, next_seq), messages))
+    let dedup = dedup_cache(&spec.args, Some((&disk, id)));
+    Ok((super::spawn(spec, host, store, next_seq, dedup), messages))
 }

@@ -37,6 +37,8 @@ pub trait QueueHost: Send + Sync {
     /// A message was dead-lettered (`to_exchange`: to the queue's dead-letter exchange; or
     /// dropped, the queue having none), for the broker's counters.
     fn dead_lettered(&self, reason: dead_letter::Reason, to_exchange: bool);
+    /// A deduplicating queue dropped a duplicate, for the broker's counters.
+    fn deduplicated(&self) {}
 }
 
 /// How many deliveries may sit between a queue and a connection that has not written them yet,

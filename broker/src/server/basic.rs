@@ -502,8 +502,9 @@ impl Connection {
             headers,
             raw_properties: msg.raw_properties(),
         };
-        self.vhost.route(msg.exchange(), &envelope, &mut targets)?;
-        if targets.is_empty() && mandatory {
+        let routed = self.vhost.route(msg.exchange(), &envelope, &mut targets)?;
+        let duplicate = routed == crate::vhost::Routed::Duplicate;
+        if targets.is_empty() && mandatory && !duplicate {
             self.reply(
                 id,
                 basic::AMQPMethod::Return(basic::Return {
@@ -526,7 +527,7 @@ impl Connection {
         ch.counts.publish += 1;
         ch.counts.received_confirm += u64::from(ch.confirms.is_some());
         ch.counts.routed += u64::from(!targets.is_empty());
-        if targets.is_empty() {
+        if targets.is_empty() && !duplicate {
             if mandatory {
                 ch.counts.return_unroutable += 1;
             } else {

@@ -212,6 +212,8 @@ pub struct Disk {
     meta: Arc<dyn Tree>,
     /// Users, permissions and topic permissions (see [`crate::access`]).
     access: Arc<dyn Tree>,
+    /// Deduplication caches of durable exchanges and queues (see [`crate::dedup`]).
+    dedup: Arc<dyn Tree>,
     /// The bytes of message chunks (sled holds pointers to them).
     segments: Arc<Segments>,
     /// Where deep queues page their messages out (`paged/`, emptied at open).
@@ -338,6 +340,7 @@ impl Disk {
         let defs = db.tree("defs").map_err(engine_err)?;
         let dlv = db.tree("dlv").map_err(engine_err)?;
         let access = db.tree("access").map_err(engine_err)?;
+        let dedup = db.tree("dedup").map_err(engine_err)?;
         db.flush().map_err(engine_err)?;
         if in_segments.store_id.is_none() {
             // After the database holds the id: a crash in between leaves a pair that the
@@ -431,6 +434,7 @@ impl Disk {
             dlv,
             meta,
             access,
+            dedup,
             segments,
             flusher: Some(tx),
             flush_thread: Some(flush_thread),
@@ -657,6 +661,19 @@ impl Disk {
                 // Left behind they cost space, not correctness: no queue has the id again.
                 tracing::error!(queue, error = %e, "cannot delete the records of a deleted queue");
             }
+        }
+        self.drop_dedup(&crate::dedup::queue_prefix(queue));
+    }
+
+    /// The tree of deduplication cache entries.
+    pub fn dedup(&self) -> Arc<dyn Tree> {
+        self.dedup.clone()
+    }
+
+    /// Drops a deduplication cache's entries (its exchange or queue was deleted).
+    pub fn drop_dedup(&self, prefix: &[u8]) {
+        if let Err(e) = Self::remove_prefix(&*self.dedup, prefix) {
+            tracing::error!(error = %e, "cannot delete a deleted deduplication cache's entries");
         }
     }
 

@@ -155,6 +155,7 @@ pub const UNSUPPORTED_ARGS: &[&str] = &[
     "x-delayed-retry-type",
     "x-delayed-retry-min",
     "x-delayed-retry-max",
+    "x-message-deduplication",
 ];
 
 /// Checks a stream's declaration as RabbitMQ does: durable, not exclusive, not auto-delete,

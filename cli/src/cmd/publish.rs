@@ -31,6 +31,7 @@ Examples:
   seq 1 100 | warren publish '' orders --lines --confirm
   warren publish amq.topic eu.news 'hi' --mandatory      # fails (exit 3) if no queue takes it
   warren publish '' orders ping --count 100000 --rate 5000 --confirm
+  warren publish payments '' 'pay #42' --message-id pay-42 --dedup --confirm   # safe to retry
 
 Headers are strings; force another type with KEY:TYPE=VALUE (types: str, long, int, short, byte,
 bool, double), e.g. -H retries:long=3.
@@ -66,6 +67,10 @@ pub struct PublishArgs {
     /// message_id property.
     #[arg(long, value_name = "ID")]
     message_id: Option<String>,
+    /// Also put the --message-id in the x-deduplication-header header, so an exchange or queue
+    /// declared with x-message-deduplication drops a repeat of it.
+    #[arg(long, requires = "message_id")]
+    dedup: bool,
     /// correlation_id property.
     #[arg(long, value_name = "ID")]
     correlation_id: Option<String>,
@@ -224,8 +229,15 @@ fn properties(args: &PublishArgs) -> anyhow::Result<BasicProperties> {
     if let Some(v) = &args.content_type {
         p = p.with_content_type(short(v, "--content-type")?);
     }
-    if !args.headers.is_empty() {
-        p = p.with_headers(table::to_table(&args.headers));
+    let mut headers = table::to_table(&args.headers);
+    if let (true, Some(id)) = (args.dedup, &args.message_id) {
+        headers.insert(
+            "x-deduplication-header".into(),
+            lapin::types::AMQPValue::LongString(id.as_str().into()),
+        );
+    }
+    if !headers.inner().is_empty() {
+        p = p.with_headers(headers);
     }
     if args.persistent {
         p = p.with_delivery_mode(2);

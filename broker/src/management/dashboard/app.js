@@ -582,7 +582,8 @@ async function queuePage(main, vhost, name) {
         .map(([k, v, id]) => h("div", { class: "stat" }, h("div", { class: "v", id }, fmtNum(v)), h("div", { class: "k" }, k)))),
       kv([["Type", q.type], ["Durable", String(q.durable)], ["Auto-delete", String(q.auto_delete)], ["Exclusive", String(q.exclusive)],
         ["Arguments", JSON.stringify(q.arguments)], ["Publish rate", fmtRate(at(q, "message_stats.publish_details.rate"))],
-        ["Deliver rate", fmtRate(at(q, "message_stats.deliver_get_details.rate"))], ["Bytes", fmtNum(q.message_bytes)], ["Node", q.node]]));
+        ["Deliver rate", fmtRate(at(q, "message_stats.deliver_get_details.rate"))], ["Bytes", fmtNum(q.message_bytes)], ["Node", q.node],
+        ...dedupRows(q)]));
   });
   const count = h("input", { id: "get-count", type: "number", value: 1, min: 1, max: 500 });
   const mode = h("select", { id: "get-ackmode" },
@@ -625,11 +626,17 @@ async function queuePage(main, vhost, name) {
   bindings.load();
 }
 
+// x-message-deduplication: duplicates dropped and ids held.
+function dedupRows(o) {
+  const d = o.deduplication;
+  return d ? [["Duplicates dropped", fmtNum(d.duplicates)], ["Deduplication ids held", `${fmtNum(d.cache_entries)} of ${fmtNum(d.cache_size)}`]] : [];
+}
+
 async function exchangePage(main, vhost, name) {
   const path = `/exchanges/${enc(vhost)}/${enc(name)}`;
   main.append(h("h1", {}, "Exchange ", name === "amq.default" ? "(AMQP default)" : name, h("span", { class: "muted" }, `  in ${vhost}`)));
   const x = await attempt("reading the exchange", () => api("GET", path));
-  if (x) main.append(h("div", { class: "card" }, kv([["Type", x.type], ["Durable", String(x.durable)], ["Auto-delete", String(x.auto_delete)], ["Internal", String(x.internal)], ["Arguments", JSON.stringify(x.arguments)]])));
+  if (x) main.append(h("div", { class: "card" }, kv([["Type", x.type], ["Durable", String(x.durable)], ["Auto-delete", String(x.auto_delete)], ["Internal", String(x.internal)], ["Arguments", JSON.stringify(x.arguments)], ...dedupRows(x)])));
   main.append(publishForm(vhost, name));
   for (const [dir, title] of [["source", "Bindings from this exchange"], ["destination", "Bindings to this exchange"]]) {
     const t = listTable({
