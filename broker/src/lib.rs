@@ -42,6 +42,7 @@ pub mod alarms;
 pub mod auth;
 pub mod config;
 pub mod dedup;
+pub mod delayed;
 pub mod error;
 pub mod exchange;
 pub mod management;

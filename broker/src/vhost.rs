@@ -116,6 +116,8 @@ pub struct ExchangeView {
     pub arguments: FieldTable,
     /// A deduplicating exchange's (duplicates dropped, ids held, cache size).
     pub dedup: Option<(u64, u64, u64)>,
+    /// A delayed exchange's messages waiting.
+    pub delayed: Option<u64>,
 }
 
 /// A binding as an observer sees it.
@@ -145,6 +147,8 @@ pub struct Vhost {
     counters: std::sync::OnceLock<Arc<crate::registry::BrokerCounters>>,
     /// Description, tags, default queue type and limits.
     settings: RwLock<VhostDef>,
+    /// Itself, for the tasks that route on its behalf (delayed exchanges' schedulers).
+    me: std::sync::Weak<Vhost>,
 }
 
 fn inequivalent(
@@ -291,7 +295,8 @@ impl Vhost {
                 Exchange::new(name, kind, true, false, false, FieldTable::default()),
             );
         }
-        Arc::new(Vhost {
+        Arc::new_cyclic(|me| Vhost {
+            me: me.clone(),
             name: Arc::from(name),
             defs: RwLock::new(defs),
             disk,
@@ -343,9 +348,19 @@ impl Vhost {
                 .await;
             self.forget_queue(&q);
         }
+        // Delayed exchanges' schedules, and durable exchanges' deduplication caches.
+        for x in self.read().exchanges.values() {
+            if let Some(d) = &x.delayed {
+                d.delete();
+            }
+            if let (Some(disk), true, Some(_)) = (&self.disk, x.durable, &x.dedup) {
+                disk.drop_dedup(&crate::dedup::exchange_prefix(&self.name, &x.name));
+            }
+        }
         let mut ok = self.write_defs();
         if let Some(disk) = &self.disk {
             ok &= disk.delete_vhost(&self.name).is_ok() && disk.synced().await;
+            let _ = std::fs::remove_dir_all(crate::delayed::vhost_dir(disk.path(), &self.name));
         }
         if ok {
             Ok(())
@@ -405,7 +420,21 @@ impl Vhost {
                 x.arguments,
             );
             exchange.dedup = self.dedup_cache(&exchange.name, true, &exchange.arguments);
+            exchange.delayed = self.delayed_scheduler(&exchange);
             defs.exchanges.insert(name, exchange);
+        }
+        // Delayed messages of exchanges that did not survive (non-durable ones) go.
+        if let Ok(dirs) = std::fs::read_dir(crate::delayed::vhost_dir(disk.path(), &self.name)) {
+            for d in dirs.flatten() {
+                let kept = defs.exchanges.values().any(|x| {
+                    x.delayed.is_some()
+                        && crate::delayed::exchange_dir(disk.path(), &self.name, &x.name)
+                            == d.path()
+                });
+                if !kept {
+                    let _ = std::fs::remove_dir_all(d.path());
+                }
+            }
         }
         let mut messages = 0usize;
         for q in rec.queues {
@@ -654,8 +683,22 @@ impl Vhost {
             d.arguments.clone(),
         );
         exchange.dedup = self.dedup_cache(&name, d.durable, &d.arguments);
+        exchange.delayed = self.delayed_scheduler(&exchange);
         defs.exchanges.insert(name, exchange);
         Ok(wrote)
+    }
+
+    /// The scheduler of an `x-delayed-message` exchange (`None` for other types).
+    fn delayed_scheduler(&self, x: &Exchange) -> Option<crate::delayed::DelayedHandle> {
+        if x.kind != ExchangeKind::Delayed {
+            return None;
+        }
+        let me: std::sync::Weak<dyn QueueHost> = self.me.clone();
+        let dir = self
+            .disk
+            .as_ref()
+            .map(|d| crate::delayed::exchange_dir(d.path(), &self.name, &x.name));
+        Some(crate::delayed::spawn(x.name.clone(), me, dir, x.durable))
     }
 
     /// The deduplication cache of an exchange declared with these arguments (kept in the store
@@ -718,6 +761,9 @@ impl Vhost {
     fn remove_exchange(&self, defs: &mut Definitions, name: &str) -> bool {
         let mut wrote = false;
         if let Some(x) = defs.exchanges.remove(name) {
+            if let Some(d) = &x.delayed {
+                d.delete();
+            }
             if let (Some(disk), true, Some(_)) = (&self.disk, x.durable, &x.dedup) {
                 disk.drop_dedup(&crate::dedup::exchange_prefix(&self.name, name));
             }
@@ -948,6 +994,7 @@ impl Vhost {
                 auto_delete: x.auto_delete,
                 internal: x.internal,
                 arguments: x.arguments.clone(),
+                delayed: x.delayed.as_ref().map(|d| d.scheduled()),
                 dedup: x.dedup.as_ref().map(|c| {
                     let c = c.lock().unwrap_or_else(|e| e.into_inner());
                     (c.duplicates(), c.len() as u64, c.args().cache_size)
@@ -1275,6 +1322,13 @@ impl Vhost {
                 return Ok(Routed::Duplicate);
             }
         }
+        // A delayed exchange holds a message with a positive x-delay (what clients publish;
+        // its scheduler routes it here again when it is due, as internal).
+        if let (Some(h), false) = (&x.delayed, internal_ok) {
+            if let Some(delay) = crate::delayed::delay_of(message.headers) {
+                return Ok(Routed::Delayed(h.clone(), delay));
+            }
+        }
         let mut visited: Vec<&str> = Vec::new();
         let mut next = Some(x);
         while let Some(x) = next.take() {
@@ -1325,12 +1379,14 @@ impl Vhost {
 }
 
 /// What routing did with a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Routed {
     /// Routed to the queues it appended (possibly none).
     Routed,
     /// Dropped: a deduplicating exchange had seen its id (confirm it; never return it).
     Duplicate,
+    /// To be held by a delayed exchange's scheduler for this many milliseconds.
+    Delayed(crate::delayed::DelayedHandle, u64),
 }
 
 fn check_exclusive(q: &QueueHandle, conn_id: u64) -> AmqpResult<()> {

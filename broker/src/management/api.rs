@@ -195,6 +195,7 @@ async fn overview(State(m): M, Query(q): Params) -> Api {
                 crate::exchange::ExchangeKind::ConsistentHash => {
                     "Consistent Hashing Exchange".to_owned()
                 }
+                crate::exchange::ExchangeKind::Delayed => "Delayed Message Exchange".to_owned(),
                 _ => format!("AMQP {t} exchange"),
             };
             json!({"name": t, "description": description, "enabled": true})
@@ -498,6 +499,10 @@ fn exchange_json(vhost: &str, x: &ExchangeView) -> Value {
             "deduplication".into(),
             dedup_json(duplicates, entries, size),
         );
+    }
+    if let (Some(n), Value::Object(o)) = (x.delayed, &mut v) {
+        // The delayed message exchange plugin's field.
+        o.insert("messages_delayed".into(), n.into());
     }
     v
 }

@@ -503,7 +503,25 @@ impl Connection {
             raw_properties: msg.raw_properties(),
         };
         let routed = self.vhost.route(msg.exchange(), &envelope, &mut targets)?;
-        let duplicate = routed == crate::vhost::Routed::Duplicate;
+        if let crate::vhost::Routed::Delayed(scheduler, delay) = routed {
+            // Held by the exchange: confirmed once stored (fsynced, for a persistent message
+            // on a durable exchange), never returned (its routes are known only when due).
+            self.route_buf = targets;
+            let events = self.events();
+            let ch = self.ch(id)?;
+            ch.counts.publish += 1;
+            ch.counts.received_confirm += u64::from(ch.confirms.is_some());
+            ch.counts.routed += 1;
+            let waits = u32::from(scheduler.confirms_async(&msg));
+            let epoch = ch.epoch;
+            let token = match ch.confirms.as_mut().map(|c| c.publish(waits)) {
+                Some(seq) if waits > 0 => Some(ConfirmToken::new(events, id, epoch, seq)),
+                _ => None,
+            };
+            scheduler.schedule(msg, delay, token);
+            return Ok(());
+        }
+        let duplicate = matches!(routed, crate::vhost::Routed::Duplicate);
         if targets.is_empty() && mandatory && !duplicate {
             self.reply(
                 id,

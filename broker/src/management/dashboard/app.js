@@ -417,7 +417,7 @@ function exchanges(main) {
   });
   const name = h("input", { id: "new-exchange-name", required: true });
   const vhost = h("input", { value: "/" });
-  const type = h("select", {}, ["direct", "fanout", "topic", "headers", "x-consistent-hash"].map((k) => h("option", {}, k)));
+  const type = h("select", {}, ["direct", "fanout", "topic", "headers", "x-consistent-hash", "x-delayed-message"].map((k) => h("option", {}, k)));
   const add = h("form", {
     class: "card form",
     onsubmit: async (ev) => {
@@ -629,7 +629,9 @@ async function queuePage(main, vhost, name) {
 // x-message-deduplication: duplicates dropped and ids held.
 function dedupRows(o) {
   const d = o.deduplication;
-  return d ? [["Duplicates dropped", fmtNum(d.duplicates)], ["Deduplication ids held", `${fmtNum(d.cache_entries)} of ${fmtNum(d.cache_size)}`]] : [];
+  const rows = d ? [["Duplicates dropped", fmtNum(d.duplicates)], ["Deduplication ids held", `${fmtNum(d.cache_entries)} of ${fmtNum(d.cache_size)}`]] : [];
+  if (typeof o.messages_delayed === "number") rows.push(["Messages delayed", fmtNum(o.messages_delayed)]);
+  return rows;
 }
 
 async function exchangePage(main, vhost, name) {
