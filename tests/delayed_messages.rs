@@ -335,3 +335,25 @@ async fn ten_million_scheduled_messages() {
         most >> 20
     );
 }
+
+/// Deleting a delayed exchange drops what it held: declared again, it starts empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_exchange_takes_its_schedule_with_it() {
+    let (b, dir) = broker(true).await;
+    let conn = connect_url(&b.url()).await;
+    let ch = confirm_channel(&conn).await;
+    let x = unique("gone");
+    declare(&ch, &x, "fanout", true).await;
+    publish_confirmed_with(&ch, &x, "", b"old", delay(300)).await;
+    ch.exchange_delete(x.as_str().into(), Default::default())
+        .await
+        .unwrap();
+    declare(&ch, &x, "fanout", true).await;
+    let q = declare_queue(&ch, &format!("{x}-q")).await;
+    bind(&ch, &q, &x, "").await;
+    publish_confirmed_with(&ch, &x, "", b"new", delay(600)).await;
+    wait_message_count(&ch, &q, 1).await;
+    assert_eq!(drain(&ch, &q).await, ["new"]);
+    drop(b);
+    let _ = std::fs::remove_dir_all(dir.unwrap());
+}

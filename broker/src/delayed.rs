@@ -104,6 +104,10 @@ pub struct DelayedHandle {
     scheduled: Arc<AtomicU64>,
     /// Persistent messages are fsynced before they are confirmed.
     syncs: bool,
+    /// This incarnation's directory (an exchange deleted and declared again gets a new one).
+    dir: Option<PathBuf>,
+    /// Set when the exchange is deleted: the scheduler writes nothing more.
+    deleted: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for DelayedHandle {
@@ -143,8 +147,13 @@ impl DelayedHandle {
         self.scheduled.load(Ordering::Relaxed)
     }
 
-    /// The exchange is gone: its scheduled messages with it.
+    /// The exchange is gone: its scheduled messages with it, at once (a new exchange of the
+    /// same name starts empty, in a directory of its own).
     pub fn delete(&self) {
+        self.deleted.store(true, Ordering::SeqCst);
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
         let _ = self.tx.send(Cmd::Delete);
     }
 }
@@ -272,19 +281,46 @@ fn decode_one(exchange: &str, rec: &[u8]) -> Option<(u64, u64, bool, Message)> {
     Some((due, seq, persistent, m))
 }
 
-/// Starts the scheduler of exchange `exchange` in vhost `host`. `dir`: where its bucket files
-/// go (`None`: in memory); `durable`: persistent messages are synced and recovered from `dir`
-/// (otherwise `dir` is emptied first).
+/// This exchange's directory for a new scheduler: a durable exchange's recovers the newest
+/// incarnation found (others are leftovers of a deletion a crash interrupted); anything else
+/// starts a new one.
+fn incarnation(exchange_dir: &Path, durable: bool) -> PathBuf {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(exchange_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    found.sort();
+    let newest = if durable { found.pop() } else { None };
+    for old in found {
+        let _ = std::fs::remove_dir_all(old);
+    }
+    newest.unwrap_or_else(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        exchange_dir.join(format!("{nanos:032x}"))
+    })
+}
+
+/// Starts the scheduler of exchange `exchange` in vhost `host`. `dir`: the exchange's
+/// directory (`None`: the schedule stays in memory); `durable`: persistent messages are synced
+/// and recovered from it.
 pub fn spawn(
     exchange: Arc<str>,
     host: Weak<dyn QueueHost>,
     dir: Option<PathBuf>,
     durable: bool,
 ) -> DelayedHandle {
+    let dir = dir.map(|d| incarnation(&d, durable));
+    let deleted = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (tx, rx) = mpsc::unbounded_channel();
     let (stored_tx, stored_rx) = mpsc::unbounded_channel();
     let scheduled = Arc::new(AtomicU64::new(0));
     let mut s = Scheduler {
+        deleted: deleted.clone(),
         stored_tx,
         exchange,
         host,
@@ -302,6 +338,8 @@ pub fn spawn(
         tx,
         scheduled,
         syncs: durable && s.dir.is_some(),
+        dir: s.dir.clone(),
+        deleted,
     };
     tokio::spawn(s.run(rx, stored_rx));
     handle
@@ -321,6 +359,8 @@ struct Scheduler {
     loaded: BTreeMap<u64, u64>,
     /// Where queues report that they stored a routed message (epoch: its bucket).
     stored_tx: ConnSender,
+    /// The exchange was deleted (its directory is gone; write nothing).
+    deleted: Arc<std::sync::atomic::AtomicBool>,
     heap: BinaryHeap<Reverse<Due>>,
     next_seq: u64,
     scheduled: Arc<AtomicU64>,
@@ -337,9 +377,6 @@ impl Scheduler {
         let Some(dir) = self.dir.clone() else {
             return;
         };
-        if !self.durable {
-            let _ = std::fs::remove_dir_all(&dir);
-        }
         if let Err(e) = std::fs::create_dir_all(&dir) {
             tracing::error!(dir = %dir.display(), error = %e, "cannot create a delayed exchange's directory; its schedule stays in memory");
             self.dir = None;
@@ -508,6 +545,9 @@ impl Scheduler {
         let Some(path) = self.path(bucket) else {
             return true;
         };
+        if self.deleted.load(Ordering::SeqCst) {
+            return true;
+        }
         let written = OpenOptions::new()
             .create(true)
             .append(true)
