@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use binary::{temp_dir, Server};
+use binary::{rss_bytes, temp_dir, Server};
 use common::*;
 use futures_util::StreamExt;
 use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions};
@@ -246,16 +246,6 @@ async fn durable_delayed_messages_survive_kill_9() {
     );
     server.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse::<u64>().ok())
-        .map_or(0, |kib| kib * 1024)
 }
 
 /// Schedules `n` messages of `size` bytes spread over `span_ms`, and returns the broker's RSS

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use binary::{temp_dir, Server};
+use binary::{rss_bytes, temp_dir, Server};
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
@@ -26,16 +26,6 @@ const BODY: usize = 1024;
 /// holds the bodies: about 430 MiB for the default flood. With it, a deep queue keeps about
 /// 12 MiB (`HOT_BYTES` and `PAGE_AFTER`); the rest is the allocator's and the buffers'.
 const GROWTH_BOUND: u64 = 128 << 20;
-
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse::<u64>().ok())
-        .map_or(0, |kib| kib * 1024)
-}
 
 fn dir_bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir)

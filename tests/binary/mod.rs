@@ -29,6 +29,17 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
+/// The resident memory of process `pid`, in bytes (0 where /proc is missing).
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
 /// A running `warren serve` process.
 pub struct Server {
     pub child: Child,
