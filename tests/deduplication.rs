@@ -396,3 +396,77 @@ async fn the_api_and_metrics_count_duplicates() {
         metrics.body
     );
 }
+
+/// A message a queue refused (nack: `x-overflow: reject-publish` on a full queue) was not
+/// taken, so its retry is not a duplicate, on a deduplicating exchange and on a
+/// deduplicating queue alike.
+#[tokio::test]
+async fn a_refused_message_can_be_retried() {
+    let broker = start().await;
+    let conn = connect(&broker).await;
+    let ch = confirm_channel(&conn).await;
+    let full = [
+        ("x-max-length", AMQPValue::LongLongInt(1)),
+        ("x-overflow", AMQPValue::LongString("reject-publish".into())),
+    ];
+    let publish = |exchange: String, key: String, id: &'static str| {
+        let ch = ch.clone();
+        async move {
+            let c = ch
+                .basic_publish(
+                    exchange.as_str().into(),
+                    key.as_str().into(),
+                    BasicPublishOptions::default(),
+                    id.as_bytes(),
+                    with_id("x-deduplication-header", id),
+                )
+                .await
+                .expect("publish");
+            within("a confirm", c).await.expect("confirm").is_ack()
+        }
+    };
+
+    let x = unique("dedup-refused");
+    dedup_exchange(&ch, &x, false, &[]).await;
+    let q = unique("dedup-refused-q");
+    ch.queue_declare(
+        q.as_str().into(),
+        QueueDeclareOptions::default(),
+        table(&full),
+    )
+    .await
+    .unwrap();
+    bind(&ch, &q, &x, "").await;
+    assert!(publish(x.clone(), String::new(), "a").await);
+    assert!(
+        !publish(x.clone(), String::new(), "b").await,
+        "the full queue refuses b"
+    );
+    assert_eq!(drain(&ch, &q).await, ["a"]);
+    assert!(
+        publish(x.clone(), String::new(), "b").await,
+        "b's retry is taken"
+    );
+    assert!(
+        publish(x.clone(), String::new(), "b").await,
+        "and its repeat confirmed"
+    );
+    assert_eq!(drain(&ch, &q).await, ["b"]);
+
+    let q = unique("dedup-refused-own");
+    let mut args = full.to_vec();
+    args.push(on());
+    ch.queue_declare(
+        q.as_str().into(),
+        QueueDeclareOptions::default(),
+        table(&args),
+    )
+    .await
+    .unwrap();
+    assert!(publish(String::new(), q.clone(), "a").await);
+    assert!(!publish(String::new(), q.clone(), "b").await);
+    assert_eq!(drain(&ch, &q).await, ["a"]);
+    assert!(publish(String::new(), q.clone(), "b").await);
+    assert!(publish(String::new(), q.clone(), "b").await);
+    assert_eq!(drain(&ch, &q).await, ["b"]);
+}

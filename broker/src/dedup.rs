@@ -146,6 +146,41 @@ pub struct Cache {
     duplicates: u64,
 }
 
+/// What a cache made of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// It has no id: it passes.
+    Pass,
+    /// Its id is new and now remembered (forget it if the message is refused after all).
+    First(u128),
+    /// Its id was seen: drop it.
+    Duplicate,
+}
+
+/// A remembered id, held until its message is confirmed: a message refused after all (a
+/// reject-publish queue full, a store that failed) must not make its retry a duplicate.
+#[derive(Clone)]
+pub struct Mark {
+    pub cache: Arc<std::sync::Mutex<Cache>>,
+    pub id: u128,
+}
+
+impl std::fmt::Debug for Mark {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Mark({:x})", self.id)
+    }
+}
+
+impl Mark {
+    /// The message was refused: its id no longer counts.
+    pub fn forget(&self) {
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .forget(self.id);
+    }
+}
+
 /// The first 128 bits of the SHA-256 of an id: fixed size, fixed forever (persisted caches
 /// stay valid across versions).
 fn id_key(id: &[u8]) -> u128 {
@@ -216,20 +251,25 @@ impl Cache {
         self.duplicates
     }
 
-    /// Whether a message with these headers is a duplicate (to be dropped). If it is not and
-    /// it has an id, the id is remembered. `now_ms` is Unix time in milliseconds.
+    /// Whether a message with these headers is a duplicate (to be dropped).
     pub fn is_duplicate(&mut self, headers: Option<&FieldTable>, now_ms: u64) -> bool {
+        self.check(headers, now_ms) == Check::Duplicate
+    }
+
+    /// Checks a message with these headers: a new id is remembered. `now_ms` is Unix time in
+    /// milliseconds.
+    pub fn check(&mut self, headers: Option<&FieldTable>, now_ms: u64) -> Check {
         let Some(headers) = headers else {
-            return false;
+            return Check::Pass;
         };
         let Some(v) = headers.inner().get(self.args.header.as_str()) else {
-            return false;
+            return Check::Pass;
         };
         let id = id_key(&crate::util::field_bytes(v));
         if let Some(e) = self.entries.get(&id) {
             if e.expires.is_none_or(|t| now_ms < t) {
                 self.duplicates += 1;
-                return true;
+                return Check::Duplicate;
             }
         }
         let ttl = headers
@@ -254,7 +294,18 @@ impl Cache {
             }
         }
         self.evict();
-        false
+        Check::First(id)
+    }
+
+    /// Forgets an id (its message was refused after all).
+    pub fn forget(&mut self, id: u128) {
+        if self.entries.remove(&id).is_some() {
+            if let Some(p) = &self.persist {
+                if let Err(e) = p.tree.remove(&p.key(id)) {
+                    tracing::error!(error = %e, "cannot forget a deduplication id");
+                }
+            }
+        }
     }
 
     /// Drops the oldest entries beyond the cache size, and stale order pairs once they are
@@ -323,6 +374,18 @@ mod tests {
         assert_eq!(c.len(), 2);
         assert!(!c.is_duplicate(Some(&headers("a")), 0), "a was evicted");
         assert!(c.is_duplicate(Some(&headers("c")), 0));
+    }
+
+    #[test]
+    fn a_forgotten_id_passes_again() {
+        let mut c = Cache::new(args(10, None), None);
+        let Check::First(id) = c.check(Some(&headers("a")), 0) else {
+            panic!("a new id");
+        };
+        c.forget(id);
+        assert_eq!(c.len(), 0);
+        assert!(matches!(c.check(Some(&headers("a")), 0), Check::First(_)));
+        assert_eq!(c.check(Some(&headers("a")), 0), Check::Duplicate);
     }
 
     #[test]

@@ -708,7 +708,7 @@ impl Vhost {
         name: &str,
         durable: bool,
         arguments: &FieldTable,
-    ) -> Option<std::sync::Mutex<crate::dedup::Cache>> {
+    ) -> Option<Arc<std::sync::Mutex<crate::dedup::Cache>>> {
         let what = format_args!("exchange '{name}' in vhost '{}'", self.name);
         let args = crate::dedup::DedupArgs::parse(arguments, &what)
             .ok()
@@ -721,9 +721,9 @@ impl Vhost {
                 tree: disk.dedup(),
                 prefix: crate::dedup::exchange_prefix(&self.name, name),
             });
-        Some(std::sync::Mutex::new(crate::dedup::Cache::new(
+        Some(Arc::new(std::sync::Mutex::new(crate::dedup::Cache::new(
             args, persist,
-        )))
+        ))))
     }
 
     /// exchange.delete.
@@ -1296,7 +1296,7 @@ impl Vhost {
             if let Some(q) = defs.queues.get(message.routing_key) {
                 out.push(q.clone());
             }
-            return Ok(Routed::Routed);
+            return Ok(Routed::Routed(None));
         }
         let x = defs
             .exchanges
@@ -1309,17 +1309,27 @@ impl Vhost {
             )));
         }
         // Only what clients publish is deduplicated (not dead letters).
+        let mut mark = None;
         if let (Some(cache), false) = (&x.dedup, internal_ok) {
-            let dup = cache
+            let checked = cache
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .is_duplicate(message.headers, crate::stream::log::now_ms() as u64);
-            if dup {
-                self.count(|c| {
-                    c.messages_deduplicated
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                });
-                return Ok(Routed::Duplicate);
+                .check(message.headers, crate::stream::log::now_ms() as u64);
+            match checked {
+                crate::dedup::Check::Pass => {}
+                crate::dedup::Check::First(id) => {
+                    mark = Some(crate::dedup::Mark {
+                        cache: cache.clone(),
+                        id,
+                    })
+                }
+                crate::dedup::Check::Duplicate => {
+                    self.count(|c| {
+                        c.messages_deduplicated
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    });
+                    return Ok(Routed::Duplicate);
+                }
             }
         }
         // A delayed exchange holds a message with a positive x-delay (what clients publish;
@@ -1341,7 +1351,7 @@ impl Vhost {
             }
             next = x.alternate.as_deref().and_then(|ae| defs.exchanges.get(ae));
         }
-        Ok(Routed::Routed)
+        Ok(Routed::Routed(mark))
     }
 
     fn route_from<'a>(
@@ -1381,8 +1391,9 @@ impl Vhost {
 /// What routing did with a message.
 #[derive(Debug, Clone)]
 pub enum Routed {
-    /// Routed to the queues it appended (possibly none).
-    Routed,
+    /// Routed to the queues it appended (possibly none); with the id a deduplicating
+    /// exchange remembered, to forget if a queue refuses the message.
+    Routed(Option<crate::dedup::Mark>),
     /// Dropped: a deduplicating exchange had seen its id (confirm it; never return it).
     Duplicate,
     /// To be held by a delayed exchange's scheduler for this many milliseconds.

@@ -178,7 +178,7 @@ pub struct Exchange {
     /// An `x-delayed-message` exchange's scheduler.
     pub delayed: Option<crate::delayed::DelayedHandle>,
     /// `x-message-deduplication`: the ids of messages published to it (see [`crate::dedup`]).
-    pub dedup: Option<std::sync::Mutex<crate::dedup::Cache>>,
+    pub dedup: Option<Arc<std::sync::Mutex<crate::dedup::Cache>>>,
     /// Every binding with this exchange as source, grouped by destination for fast removal.
     bindings: HashMap<Destination, Vec<(String, FieldTable)>>,
     /// The type-specific index.

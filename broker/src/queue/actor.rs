@@ -135,6 +135,9 @@ struct QueueActor {
     round: RoundCounts,
     /// `x-message-deduplication`: the ids of messages published to it.
     dedup: Option<crate::dedup::Cache>,
+    /// This round's publishes that made `dedup` remember an id and wait for the store: the
+    /// ids are forgotten if the write fails.
+    round_dedup: Vec<(u64, u128)>,
 }
 
 /// Starts the owner task of a new queue over `store` (whose messages, if recovered, are
@@ -168,6 +171,7 @@ pub(crate) fn spawn(
         stopped: false,
         round: RoundCounts::default(),
         dedup,
+        round_dedup: Vec::new(),
     };
     // A recovered queue's counters show its messages before its first round.
     actor.update_counters();
@@ -290,6 +294,11 @@ impl QueueActor {
 
     /// Applies this round's store writes, then asks for the flush that confirms them.
     fn commit(&mut self) {
+        let round_dedup = std::mem::take(&mut self.round_dedup);
+        self.commit_round(&round_dedup);
+    }
+
+    fn commit_round(&mut self, round_dedup: &[(u64, u128)]) {
         let awaits_flush = !self.confirms.is_empty() && self.store.barrier().is_some();
         let unwritten = self.store.commit(&self.confirm_seqs, awaits_flush);
         let written = self.store.written_round();
@@ -307,6 +316,12 @@ impl QueueActor {
             for (token, seq) in all.into_iter().zip(seqs) {
                 if unwritten.contains(seq) {
                     token.resolve(false);
+                    // Nacked: its id must not make the publisher's retry a duplicate.
+                    if let (Some(cache), Some(&(_, id))) =
+                        (&mut self.dedup, round_dedup.iter().find(|(s, _)| *s == seq))
+                    {
+                        cache.forget(id);
+                    }
                 } else {
                     tokens.push(token);
                     kept.push(seq);
@@ -523,16 +538,21 @@ impl QueueActor {
         confirm: Option<super::ConfirmToken>,
         handoff: Option<Handoff>,
     ) {
+        // An id this publish made the cache remember: forgotten if the message is refused.
+        let mut new_id = None;
         if let Some(cache) = &mut self.dedup {
             let props = message.properties();
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64);
-            let dup = cache.is_duplicate(props.headers().as_ref(), now);
+            let checked = cache.check(props.headers().as_ref(), now);
             self.handle
                 .counters()
                 .deduplicated(cache.duplicates(), cache.len() as u64);
-            if dup {
+            if let crate::dedup::Check::First(id) = checked {
+                new_id = Some(id);
+            }
+            if checked == crate::dedup::Check::Duplicate {
                 // Dropped, and confirmed: its first copy was taken. A dead letter handed
                 // over settles its stored copy at the source as a refused one would.
                 if let Some(token) = confirm {
@@ -569,9 +589,12 @@ impl QueueActor {
         .map(|ms| Instant::now() + Duration::from_millis(ms));
         let msg = StoredMessage::new(seq, message, expires_at);
         if self.args().overflow != Overflow::DropHead && over(&*self.store, 1, size, self.args()) {
-            // Refused: the publisher gets basic.nack in confirm mode.
+            // Refused: the publisher gets basic.nack in confirm mode (and may retry).
             if let Some(token) = confirm {
                 token.resolve(false);
+            }
+            if let (Some(cache), Some(id)) = (&mut self.dedup, new_id) {
+                cache.forget(id);
             }
             // A dead letter handed over to this queue is gone (or dead-lettered on from here):
             // its stored copy at the source must not come back after a restart.
@@ -602,6 +625,9 @@ impl QueueActor {
             if written {
                 self.confirms.push(token);
                 self.confirm_seqs.push(seq);
+                if let Some(id) = new_id {
+                    self.round_dedup.push((seq, id));
+                }
             } else {
                 token.resolve(true);
             }

@@ -522,6 +522,10 @@ impl Connection {
             return Ok(());
         }
         let duplicate = matches!(routed, crate::vhost::Routed::Duplicate);
+        let mark = match routed {
+            crate::vhost::Routed::Routed(mark) => mark,
+            _ => None,
+        };
         if targets.is_empty() && mandatory && !duplicate {
             self.reply(
                 id,
@@ -558,6 +562,10 @@ impl Connection {
             waits = targets.iter().filter(|q| q.confirms_async(&msg)).count() as u32;
             c.publish(waits)
         });
+        // A queue may still refuse it: then its id must not make the retry a duplicate.
+        if let (Some(mark), Some(seq), true) = (mark, confirm_seq, waits > 0) {
+            ch.dedup_marks.push_back((seq, mark));
+        }
         // Only publishes a queue must confirm later carry a handle to this connection.
         let events = (waits > 0).then(|| self.events());
         for q in targets.drain(..) {

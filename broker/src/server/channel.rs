@@ -62,6 +62,9 @@ pub(crate) struct Channel {
     pub qos: Arc<ChannelQos>,
     /// Confirm mode (after confirm.select): outcomes not yet reported.
     pub confirms: Option<Confirms>,
+    /// Ids deduplicating exchanges remembered for publishes not confirmed yet, by publish
+    /// sequence number: a nack forgets its id, so the publisher's retry is not a duplicate.
+    pub dedup_marks: std::collections::VecDeque<(u64, crate::dedup::Mark)>,
     /// Unique per channel opened on this broker, so late confirms of a closed channel never
     /// reach a new channel with the same number.
     pub epoch: u64,
@@ -92,6 +95,7 @@ impl Channel {
             consumer_prefetch: 0,
             qos: Arc::new(ChannelQos::default()),
             confirms: None,
+            dedup_marks: std::collections::VecDeque::new(),
             epoch,
             tx: None,
             last_queue: None,
@@ -518,6 +522,20 @@ impl Connection {
                 if let Some(ch) = self.channels.get_mut(&channel).filter(|c| c.epoch == epoch) {
                     if let Some(c) = ch.confirms.as_mut() {
                         c.resolve(seq, ok);
+                        if !ch.dedup_marks.is_empty() {
+                            if !ok {
+                                if let Some(i) = ch.dedup_marks.iter().position(|(s, _)| *s == seq)
+                                {
+                                    if let Some((_, mark)) = ch.dedup_marks.remove(i) {
+                                        mark.forget();
+                                    }
+                                }
+                            }
+                            let settled = c.first_pending();
+                            while ch.dedup_marks.front().is_some_and(|(s, _)| *s < settled) {
+                                ch.dedup_marks.pop_front();
+                            }
+                        }
                     }
                 }
             }

@@ -42,6 +42,15 @@ impl Confirms {
         self.last
     }
 
+    /// The oldest publish not yet confirmed to the client (the next one if none is).
+    pub fn first_pending(&self) -> u64 {
+        if self.pending.is_empty() {
+            self.last + 1
+        } else {
+            self.base
+        }
+    }
+
     /// Publishes not yet confirmed to the client.
     pub fn pending(&self) -> usize {
         self.pending.len()
