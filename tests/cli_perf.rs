@@ -62,6 +62,38 @@ async fn throughput_moves_messages_through_the_broker_and_reports_them() {
     );
 }
 
+/// The consistent-hash scenario spreads 1,024 routing keys over the queues; every message
+/// reaches exactly one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throughput_through_a_consistent_hash_exchange_delivers_each_message_once() {
+    let b = broker().await;
+    let r = warren(
+        &b.url(),
+        &[
+            "perf",
+            "throughput",
+            "--exchange-type",
+            "x-consistent-hash",
+            "--queues",
+            "3",
+            "-y",
+            "3",
+            "--rate",
+            "20000",
+            "--duration",
+            "1",
+            "--json",
+        ],
+    )
+    .await
+    .ok();
+    let s = summary(&r);
+    assert_eq!(s["exchange_type"], "x-consistent-hash");
+    assert!(num(&s, "received") > 0.0, "{s}");
+    assert_eq!(s["received"], s["sent"], "each message once: {s}");
+    assert_eq!(num(&s, "lost"), 0.0, "{s}");
+}
+
 /// `warren perf latency` at 1,000 msg/s for a second against `url`: checks that every message
 /// sent came back as a sample (each carries its send time) and that the percentiles are ordered.
 async fn latency_takes_every_sample(url: &str) {

@@ -149,6 +149,7 @@ Examples:
   warren perf throughput -x 1 -y 1 -s 16 --duration 10
   warren perf throughput --persistent --confirm 1000 --ack manual
   warren perf throughput --exchange-type fanout --queues 10 -y 10
+  warren perf throughput --exchange-type x-consistent-hash --queues 10 -y 10
   warren perf throughput --rate 5000 --json     # paced, one JSON summary line";
 
 const PERF_LATENCY_EXAMPLES: &str = "\

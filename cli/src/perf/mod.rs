@@ -102,7 +102,8 @@ pub struct ThroughputArgs {
     /// Messages per basic.ack(multiple) in manual mode.
     #[arg(long, default_value_t = 100)]
     pub ack_every: u64,
-    /// direct (the default exchange), fanout or topic.
+    /// direct (the default exchange), fanout, topic or x-consistent-hash (each queue bound
+    /// with weight 1; messages carry 1,024 routing keys in turn).
     #[arg(long, default_value = "direct")]
     pub exchange_type: String,
     /// Queues (fanout: every queue gets every message).
@@ -588,7 +589,7 @@ async fn throughput(a: ThroughputArgs) -> anyhow::Result<()> {
             .iter()
             .map(|q| encode_publish("", q, a.persistent, &body, frame_max))
             .collect(),
-        kind @ ("fanout" | "topic") => {
+        kind @ ("fanout" | "topic" | "x-consistent-hash") => {
             admin
                 .rpc(AMQPClass::Exchange(exchange::AMQPMethod::Declare(
                     exchange::Declare {
@@ -612,7 +613,22 @@ async fn throughput(a: ThroughputArgs) -> anyhow::Result<()> {
                     arguments: FieldTable::default(),
                 }))
             };
-            if kind == "fanout" {
+            if kind == "x-consistent-hash" {
+                for q in &queues {
+                    admin.rpc(bind(q, "1".to_owned())).await?;
+                }
+                (0..1024)
+                    .map(|i| {
+                        encode_publish(
+                            &exchange_name,
+                            &format!("key-{i}"),
+                            a.persistent,
+                            &body,
+                            frame_max,
+                        )
+                    })
+                    .collect()
+            } else if kind == "fanout" {
                 for q in &queues {
                     admin.rpc(bind(q, String::new())).await?;
                 }
@@ -642,7 +658,9 @@ async fn throughput(a: ThroughputArgs) -> anyhow::Result<()> {
                     .collect()
             }
         }
-        other => bail!("--exchange-type is direct, fanout or topic, not {other:?}"),
+        other => {
+            bail!("--exchange-type is direct, fanout, topic or x-consistent-hash, not {other:?}")
+        }
     };
     let c = Arc::new(Counters::default());
     let mut consumers = Vec::new();
