@@ -477,12 +477,12 @@ impl Scheduler {
         }
     }
 
-    /// Stores a round of scheduled messages, then resolves their confirms.
+    /// Stores a round of scheduled messages, a bucket file at a time, then resolves their
+    /// confirms. A bucket whose write fails keeps none of its messages: they are nacked and
+    /// never routed (a publisher that retries them would otherwise get them twice).
     fn take(&mut self, cmds: &mut Vec<Cmd>) {
         let now = now_ms();
-        let mut writes: HashMap<Bucket, Vec<u8>> = HashMap::new();
-        let mut sync: BTreeSet<Bucket> = BTreeSet::new();
-        let mut confirms = Vec::new();
+        let mut rounds: HashMap<Bucket, Vec<(Due, Option<ConfirmToken>)>> = HashMap::new();
         for cmd in cmds.drain(..) {
             let Cmd::Schedule {
                 message,
@@ -492,51 +492,60 @@ impl Scheduler {
             else {
                 continue;
             };
-            confirms.extend(confirm);
             let seq = self.next_seq;
             self.next_seq += 1;
+            let due = Due {
+                due_ms,
+                seq,
+                message,
+            };
             if self.dir.is_none() {
-                self.heap.push(Reverse(Due {
-                    due_ms,
-                    seq,
-                    message,
-                }));
+                self.heap.push(Reverse(due));
+                confirms_resolve(confirm, true);
                 continue;
             }
-            let fine = due_ms / FINE_MS * FINE_MS;
             let bucket = if due_ms >= now + COARSE_MS {
                 Bucket::Coarse(due_ms / COARSE_MS * COARSE_MS)
             } else {
-                Bucket::Fine(fine)
+                Bucket::Fine(due_ms / FINE_MS * FINE_MS)
             };
-            encode(writes.entry(bucket).or_default(), due_ms, seq, &message);
-            if self.durable && message.is_persistent() {
-                sync.insert(bucket);
+            rounds.entry(bucket).or_default().push((due, confirm));
+        }
+        for (bucket, entries) in rounds {
+            let mut bytes = Vec::new();
+            let mut sync = false;
+            for (d, _) in &entries {
+                encode(&mut bytes, d.due_ms, d.seq, &d.message);
+                sync |= self.durable && d.message.is_persistent();
             }
-            match bucket {
-                // Its second is (about to be) in memory: the file is kept for recovery. (A
-                // second with a file not loaded yet is loaded whole, this record with it.)
-                Bucket::Fine(s)
-                    if self.loaded.contains_key(&s)
-                        || (!self.fine.contains_key(&s) && s <= now + LOOKAHEAD_MS) =>
-                {
-                    *self.loaded.entry(s).or_default() += 1;
-                    self.heap.push(Reverse(Due {
-                        due_ms,
-                        seq,
-                        message,
-                    }));
+            let ok = self.append(bucket, &bytes, sync);
+            if !ok {
+                self.scheduled
+                    .fetch_sub(entries.len() as u64, Ordering::Relaxed);
+            }
+            for (due, confirm) in entries {
+                confirms_resolve(confirm, ok);
+                if ok {
+                    self.place(bucket, due, now);
                 }
-                Bucket::Fine(s) => *self.fine.entry(s).or_default() += 1,
-                Bucket::Coarse(s) => *self.coarse.entry(s).or_default() += 1,
             }
         }
-        let mut ok = true;
-        for (bucket, bytes) in writes {
-            ok &= self.append(bucket, &bytes, sync.contains(&bucket));
-        }
-        for c in confirms {
-            c.resolve(ok);
+    }
+
+    /// Puts a stored message where it waits: in memory if its second is (about to be) loaded,
+    /// else counted against its bucket file. (A second whose file is not loaded yet is loaded
+    /// whole later, this record with it.)
+    fn place(&mut self, bucket: Bucket, due: Due, now: u64) {
+        match bucket {
+            Bucket::Fine(s)
+                if self.loaded.contains_key(&s)
+                    || (!self.fine.contains_key(&s) && s <= now + LOOKAHEAD_MS) =>
+            {
+                *self.loaded.entry(s).or_default() += 1;
+                self.heap.push(Reverse(due));
+            }
+            Bucket::Fine(s) => *self.fine.entry(s).or_default() += 1,
+            Bucket::Coarse(s) => *self.coarse.entry(s).or_default() += 1,
         }
     }
 
@@ -742,6 +751,12 @@ impl Scheduler {
         .into_iter()
         .flatten()
         .min()
+    }
+}
+
+fn confirms_resolve(confirm: Option<ConfirmToken>, ok: bool) {
+    if let Some(c) = confirm {
+        c.resolve(ok);
     }
 }
 
