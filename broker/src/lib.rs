@@ -47,6 +47,7 @@ pub mod error;
 pub mod exchange;
 pub mod management;
 pub mod message;
+pub mod policy;
 pub mod protocol;
 pub mod queue;
 pub mod registry;

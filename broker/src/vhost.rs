@@ -11,16 +11,14 @@ use amq_protocol::types::{AMQPValue, FieldTable};
 
 use crate::error::{AmqpError, AmqpResult};
 use crate::exchange::{Destination, Envelope, Exchange, ExchangeKind};
-use crate::queue::args::{as_int, Overflow, QueueArgs};
+use crate::policy::{Policy, PolicyDef, PolicySet, Target as PolicyTarget};
+use crate::queue::args::{as_int, QueueArgs};
+use crate::queue::kind::QueueKind;
 use crate::queue::counters::QueueCounts;
-use crate::queue::{self, QueueCmd, QueueHandle, QueueHost, QueueRef, QueueSpec};
+use crate::queue::{self, QueueCmd, QueueHandle, QueueHost, QueuePolicy, QueueRef, QueueSpec};
 use crate::store::disk::{BindingDef, Disk, ExchangeDef, QueueDef, VhostDef, VhostDefs};
 use crate::store::kv::StoreError;
 
-fn rejects_publishes(args: &QueueArgs) -> bool {
-    args.overflow != Overflow::DropHead
-        && (args.max_length.is_some() || args.max_length_bytes.is_some())
-}
 use crate::util::random_token;
 
 /// The options of exchange.declare.
@@ -118,6 +116,8 @@ pub struct ExchangeView {
     pub dedup: Option<(u64, u64, u64)>,
     /// A delayed exchange's messages waiting.
     pub delayed: Option<u64>,
+    /// The policies in force on it.
+    pub policy: crate::policy::Applied,
 }
 
 /// A binding as an observer sees it.
@@ -149,6 +149,9 @@ pub struct Vhost {
     settings: RwLock<VhostDef>,
     /// Itself, for the tasks that route on its behalf (delayed exchanges' schedulers).
     me: std::sync::Weak<Vhost>,
+    /// Policies and operator policies. Changed and read under the `defs` write lock (taken
+    /// first), so that a queue declared while a policy changes gets the new set.
+    policies: RwLock<PolicySet>,
 }
 
 fn inequivalent(
@@ -304,6 +307,7 @@ impl Vhost {
             journal: DefJournal::default(),
             counters: std::sync::OnceLock::new(),
             settings: RwLock::new(VhostDef::default()),
+            policies: RwLock::new(PolicySet::default()),
         })
     }
 
@@ -405,6 +409,22 @@ impl Vhost {
             return;
         };
         let mut defs = self.write();
+        {
+            let mut set = self.policy_set_mut();
+            for (operator, list) in [(false, rec.policies), (true, rec.operator_policies)] {
+                for def in list {
+                    let name = def.name.clone();
+                    match Policy::new(def, operator) {
+                        Ok(p) => {
+                            set.put(operator, p);
+                        }
+                        Err(e) => {
+                            tracing::warn!(vhost = %self.name, policy = %name, error = %e, "skipping a stored policy")
+                        }
+                    }
+                }
+            }
+        }
         for x in rec.exchanges {
             let Ok(kind) = ExchangeKind::parse(&x.kind) else {
                 tracing::warn!(exchange = %x.name, kind = %x.kind, "skipping stored exchange of unknown type");
@@ -421,6 +441,7 @@ impl Vhost {
             );
             exchange.dedup = self.dedup_cache(&exchange.name, true, &exchange.arguments);
             exchange.delayed = self.delayed_scheduler(&exchange);
+            exchange.set_policy(self.policy_set().applied(PolicyTarget::Exchange, &name));
             defs.exchanges.insert(name, exchange);
         }
         // Delayed messages of exchanges that did not survive (non-durable ones) go.
@@ -451,10 +472,10 @@ impl Vhost {
                 auto_delete: q.auto_delete,
                 arguments: q.arguments,
                 disk_id: Some(q.id),
-                rejects_publishes: rejects_publishes(&args),
                 args,
             };
-            match queue::kind::recover(spec, self.host(), disk.clone(), q.id, unclean) {
+            let policy = self.queue_policy(&spec);
+            match queue::kind::recover(spec, policy, self.host(), disk.clone(), q.id, unclean) {
                 Ok((handle, n)) => {
                     messages += n;
                     defs.queues.insert(name, handle);
@@ -684,8 +705,93 @@ impl Vhost {
         );
         exchange.dedup = self.dedup_cache(&name, d.durable, &d.arguments);
         exchange.delayed = self.delayed_scheduler(&exchange);
+        exchange.set_policy(self.policy_set().applied(PolicyTarget::Exchange, &name));
         defs.exchanges.insert(name, exchange);
         Ok(wrote)
+    }
+
+    fn policy_set(&self) -> std::sync::RwLockReadGuard<'_, PolicySet> {
+        self.policies.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn policy_set_mut(&self) -> RwLockWriteGuard<'_, PolicySet> {
+        self.policies.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The policies in force on a new queue, and the arguments they give it.
+    fn queue_policy(&self, spec: &QueueSpec) -> QueuePolicy {
+        let target = PolicyTarget::Queue(QueueKind::of(&spec.args));
+        QueuePolicy::new(spec, self.policy_set().applied(target, &spec.name))
+    }
+
+    /// The policies (`operator`: the operator policies), by name.
+    pub fn policies(&self, operator: bool) -> Vec<Arc<Policy>> {
+        self.policy_set().list(operator).to_vec()
+    }
+
+    /// One policy (or operator policy).
+    pub fn policy(&self, operator: bool, name: &str) -> Option<Arc<Policy>> {
+        self.policy_set()
+            .list(operator)
+            .iter()
+            .find(|p| p.name() == name)
+            .cloned()
+    }
+
+    /// Adds or replaces a policy (stored first, when the broker has a store) and puts the
+    /// policies in force on every queue and exchange at once. Whether it is new.
+    pub fn put_policy(&self, operator: bool, policy: Policy) -> Result<bool, StoreError> {
+        if let Some(disk) = &self.disk {
+            disk.save_policy(&self.name, operator, &policy.def)?;
+            disk.flush()?;
+        }
+        let mut defs = self.write();
+        let new = self.policy_set_mut().put(operator, policy);
+        self.reapply_policies(&mut defs);
+        Ok(new)
+    }
+
+    /// Removes a policy and re-evaluates what applies everywhere. Whether it was there.
+    pub fn delete_policy(&self, operator: bool, name: &str) -> Result<bool, StoreError> {
+        if self.policy(operator, name).is_none() {
+            return Ok(false);
+        }
+        if let Some(disk) = &self.disk {
+            disk.delete_policy(&self.name, operator, name)?;
+            disk.flush()?;
+        }
+        let mut defs = self.write();
+        let gone = self.policy_set_mut().remove(operator, name);
+        self.reapply_policies(&mut defs);
+        Ok(gone)
+    }
+
+    /// Matches every exchange and queue against the policies again, as RabbitMQ's
+    /// `update_policies`: what changes takes effect at once.
+    fn reapply_policies(&self, defs: &mut Definitions) {
+        let set = self.policy_set();
+        for x in defs.exchanges.values_mut() {
+            if x.name.is_empty() {
+                continue;
+            }
+            let applied = set.applied(PolicyTarget::Exchange, &x.name);
+            if applied != x.policy {
+                x.set_policy(applied);
+            }
+        }
+        for q in defs.queues.values() {
+            let target = PolicyTarget::Queue(QueueKind::of(&q.spec().args));
+            q.set_policy(set.applied(target, q.name()));
+        }
+    }
+
+    /// The definitions of its policies and operator policies, for an export.
+    pub fn policy_defs(&self, operator: bool) -> Vec<PolicyDef> {
+        self.policy_set()
+            .list(operator)
+            .iter()
+            .map(|p| p.def.clone())
+            .collect()
     }
 
     /// The scheduler of an `x-delayed-message` exchange (`None` for other types).
@@ -947,11 +1053,12 @@ impl Vhost {
             auto_delete: d.auto_delete,
             arguments: d.arguments.clone(),
             disk_id,
-            rejects_publishes: rejects_publishes(&args),
             args,
         };
+        let policy = self.queue_policy(&spec);
         let pager = self.disk.as_ref().map(|d| d.pager());
-        let handle = match queue::kind::create(spec, self.host(), disk.zip(disk_id), pager) {
+        let handle = match queue::kind::create(spec, policy, self.host(), disk.zip(disk_id), pager)
+        {
             Ok(h) => h,
             Err(e) => {
                 self.log_def(DefOp::DeleteQueue(name.to_string()));
@@ -995,6 +1102,7 @@ impl Vhost {
                 internal: x.internal,
                 arguments: x.arguments.clone(),
                 delayed: x.delayed.as_ref().map(|d| d.scheduled()),
+                policy: x.policy.clone(),
                 dedup: x.dedup.as_ref().map(|c| {
                     let c = c.lock().unwrap_or_else(|e| e.into_inner());
                     (c.duplicates(), c.len() as u64, c.args().cache_size)

@@ -142,6 +142,9 @@ Examples:
     /// Set, clear or list vhost and user limits (management HTTP API).
     #[command(subcommand)]
     Limits(admin::tenancy::LimitsCommand),
+    /// Set, clear or list policies and operator policies (management HTTP API).
+    #[command(subcommand)]
+    Policy(admin::policy::PolicyCommand),
 }
 
 const PERF_THROUGHPUT_EXAMPLES: &str = "\
@@ -190,6 +193,7 @@ fn main() -> ExitCode {
         Command::User(cmd) => client::run(admin::tenancy::user(cmd)),
         Command::Permissions(cmd) => client::run(admin::tenancy::permissions(cmd)),
         Command::Limits(cmd) => client::run(admin::tenancy::limits(cmd)),
+        Command::Policy(cmd) => client::run(admin::policy::policy(cmd)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -173,8 +173,11 @@ pub struct Exchange {
     pub internal: bool,
     /// Declaration arguments, compared on redeclare.
     pub arguments: FieldTable,
-    /// `alternate-exchange`: where unroutable messages go.
+    /// `alternate-exchange`: where unroutable messages go (its own argument, else its
+    /// policy's).
     pub alternate: Option<Arc<str>>,
+    /// The policies in force on it.
+    pub policy: crate::policy::Applied,
     /// An `x-delayed-message` exchange's scheduler.
     pub delayed: Option<crate::delayed::DelayedHandle>,
     /// `x-message-deduplication`: the ids of messages published to it (see [`crate::dedup`]).
@@ -195,13 +198,7 @@ impl Exchange {
         internal: bool,
         arguments: FieldTable,
     ) -> Self {
-        let alternate = match arguments.inner().get("alternate-exchange") {
-            Some(AMQPValue::LongString(s)) => {
-                Some(Arc::from(String::from_utf8_lossy(s.as_bytes()).as_ref()))
-            }
-            Some(AMQPValue::ShortString(s)) => Some(Arc::from(s.as_str())),
-            _ => None,
-        };
+        let alternate = Self::own_alternate(&arguments);
         let router = kind.router(&arguments);
         Exchange {
             name,
@@ -211,11 +208,28 @@ impl Exchange {
             internal,
             arguments,
             alternate,
+            policy: Default::default(),
             dedup: None,
             delayed: None,
             bindings: HashMap::new(),
             router,
         }
+    }
+
+    fn own_alternate(arguments: &FieldTable) -> Option<Arc<str>> {
+        match arguments.inner().get("alternate-exchange") {
+            Some(AMQPValue::LongString(s)) => {
+                Some(Arc::from(String::from_utf8_lossy(s.as_bytes()).as_ref()))
+            }
+            Some(AMQPValue::ShortString(s)) => Some(Arc::from(s.as_str())),
+            _ => None,
+        }
+    }
+
+    /// Puts policies in force: the alternate exchange is its own argument's, else theirs.
+    pub fn set_policy(&mut self, applied: crate::policy::Applied) {
+        self.alternate = Self::own_alternate(&self.arguments).or_else(|| applied.alternate_exchange());
+        self.policy = applied;
     }
 
     /// Adds a binding; binding twice is a no-op. Returns whether it was new.

@@ -104,6 +104,7 @@ pub fn router(m: Arc<Management>) -> Router {
             get(not_quorum_critical),
         )
         .merge(super::access::routes())
+        .merge(super::policies::routes())
         .fallback(|| async { ApiError::not_found() })
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&m),
@@ -304,6 +305,7 @@ pub(super) async fn vhost(State(m): M, Path(name): Path<String>) -> Api {
 
 fn queue_json(m: &Management, vhost: &str, q: &QueueHandle) -> Value {
     let spec = q.spec();
+    let policy = q.policy();
     let c = q.counters().read();
     let rate = |i: usize| details(m.rates.queue_rate(q.counters(), |v| v[i]));
     let mut v = json!({
@@ -334,8 +336,9 @@ fn queue_json(m: &Management, vhost: &str, q: &QueueHandle) -> Value {
         "message_bytes_unacknowledged": c.unacked_bytes,
         "messages_paged_out": c.paged_out,
         "message_bytes_paged_out": c.paged_out_bytes,
-        "policy": null,
-        "effective_policy_definition": {},
+        "policy": policy.applied.policy_name(),
+        "operator_policy": policy.applied.operator_policy_name(),
+        "effective_policy_definition": policy.applied.definition(),
         "exclusive_consumer_tag": null,
         "single_active_consumer_tag": null,
         "message_stats": {
@@ -492,6 +495,7 @@ fn exchange_json(vhost: &str, x: &ExchangeView) -> Value {
         "auto_delete": x.auto_delete,
         "internal": x.internal,
         "arguments": table_json(&x.arguments),
+        "policy": x.policy.policy_name(),
         "user_who_performed_action": "rmq-internal",
     });
     if let (Some((duplicates, entries, size)), Value::Object(o)) = (x.dedup, &mut v) {

@@ -7,7 +7,9 @@
 //! exists with other properties, or a binding to something missing, is skipped (and logged),
 //! not an error. Users (with their password hashes, tags and limits), vhosts, permissions
 //! and topic permissions are created or updated first, through [`Access`](crate::access::Access).
-//! Policies are refused with 400 until Warren has them, never silently dropped.
+//! Policies (`policies`, and Warren's `operator_policies`) are validated before anything
+//! changes (400 with RabbitMQ's reasons) and set after the vhosts exist, before the queues
+//! are declared.
 
 use std::sync::Arc;
 
@@ -25,6 +27,7 @@ use serde_json::{json, Map, Value};
 use super::client::Session;
 use super::{ApiError, Management, User};
 use crate::access::{parse_tags, PermissionRecord, TopicPermissionRecord};
+use crate::policy::Policy;
 use crate::protocol::json::{json_table, table_json};
 use crate::vhost::Vhost;
 
@@ -39,6 +42,22 @@ const RABBIT_VERSION: &str = "3.10.8";
 /// leave out.
 fn builtin(name: &str) -> bool {
     name.is_empty() || name.starts_with("amq.")
+}
+
+/// The policies of `v`, as RabbitMQ exports them (with a `vhost` field when `with_vhost`).
+fn policy_list(v: &Vhost, operator: bool, with_vhost: bool) -> Vec<Value> {
+    v.policy_defs(operator)
+        .iter()
+        .map(|p| {
+            let mut o = super::policies::policy_json(&v.name, p);
+            if !with_vhost {
+                if let Value::Object(m) = &mut o {
+                    m.remove("vhost");
+                }
+            }
+            o
+        })
+        .collect()
 }
 
 /// The exchanges, queues and bindings of `v`, each with a `vhost` field when `with_vhost`.
@@ -147,7 +166,10 @@ pub async fn export(State(m): M, Extension(u): Extension<User>, q: Params) -> Ap
         })
         .collect();
     let (mut queues, mut exchanges, mut bindings) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut policies, mut operator_policies) = (Vec::new(), Vec::new());
     for v in &vhosts {
+        policies.extend(policy_list(v, false, true));
+        operator_policies.extend(policy_list(v, true, true));
         let (q, x, b) = vhost_objects(v, true);
         queues.extend(q);
         exchanges.extend(x);
@@ -164,7 +186,8 @@ pub async fn export(State(m): M, Extension(u): Extension<User>, q: Params) -> Ap
         "topic_permissions": topic_permissions,
         "parameters": [],
         "global_parameters": [],
-        "policies": [],
+        "policies": policies,
+        "operator_policies": operator_policies,
         "queues": queues,
         "exchanges": exchanges,
         "bindings": bindings,
@@ -181,7 +204,8 @@ pub async fn export_vhost(State(m): M, Path(vhost): Path<String>, q: Params) -> 
     let body = json!({
         "rabbit_version": RABBIT_VERSION,
         "parameters": [],
-        "policies": [],
+        "policies": policy_list(&v, false, false),
+        "operator_policies": policy_list(&v, true, false),
         "queues": queues,
         "exchanges": exchanges,
         "bindings": bindings,
@@ -234,12 +258,50 @@ fn text(o: &Value, key: &str) -> Option<String> {
     o.get(key).and_then(Value::as_str).map(str::to_owned)
 }
 
-/// Refuses what Warren does not have yet (policies) with 400, before anything changes.
-fn check_supported(defs: &Map<String, Value>) -> Result<(), ApiError> {
-    if !list(defs, "policies")?.is_empty() {
-        return Err(ApiError::bad_request(
-            "'policies' are not supported by Warren yet",
-        ));
+/// The policies (`operator`: operator policies) of `defs`, validated before anything
+/// changes, with their vhosts (`only`: a per-vhost import puts them all there).
+fn parse_policies(
+    defs: &Map<String, Value>,
+    operator: bool,
+    only: Option<&str>,
+) -> Result<Vec<(String, Policy)>, ApiError> {
+    let key = if operator {
+        "operator_policies"
+    } else {
+        "policies"
+    };
+    let mut out = Vec::new();
+    for p in list(defs, key)? {
+        let name = field(p, "name", "a policy")?;
+        let vhost = match only {
+            Some(v) => v.to_owned(),
+            None => field(p, "vhost", "a policy")?.to_owned(),
+        };
+        let Value::Object(body) = p else {
+            return Err(ApiError::bad_request(format!("a policy must be an object: {p}")));
+        };
+        let policy = Policy::from_body(name, body, operator)
+            .map_err(|e| ApiError::bad_request(format!("policy '{name}': {e}")))?;
+        out.push((vhost, policy));
+    }
+    Ok(out)
+}
+
+/// Sets parsed policies (their vhosts must exist by now).
+fn import_policies(
+    m: &Management,
+    policies: Vec<(String, Policy)>,
+    operator: bool,
+) -> Result<(), ApiError> {
+    for (vhost, policy) in policies {
+        let v = m.registry.vhost(&vhost).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "vhost '{vhost}' of policy '{}' does not exist",
+                policy.name()
+            ))
+        })?;
+        v.put_policy(operator, policy)
+            .map_err(|e| ApiError::internal(format!("cannot store a policy: {e}")))?;
     }
     Ok(())
 }
@@ -496,8 +558,11 @@ pub async fn import(
 ) -> Api {
     user.admin()?;
     let defs = definitions_body(&headers, &body)?;
-    check_supported(&defs)?;
+    let policies = parse_policies(&defs, false, None)?;
+    let operator_policies = parse_policies(&defs, true, None)?;
     import_tenancy(&m, &user, &defs)?;
+    import_policies(&m, policies, false)?;
+    import_policies(&m, operator_policies, true)?;
     import_into(&m, &user, &defs, None).await
 }
 
@@ -512,6 +577,12 @@ pub async fn import_vhost_defs(
         return Err(ApiError::no_vhost());
     }
     let defs = definitions_body(&headers, &body)?;
-    check_supported(&defs)?;
+    let policies = parse_policies(&defs, false, Some(&vhost))?;
+    let operator_policies = parse_policies(&defs, true, Some(&vhost))?;
+    if !(policies.is_empty() && operator_policies.is_empty()) {
+        super::policies::allowed(&user, !operator_policies.is_empty(), true)?;
+    }
+    import_policies(&m, policies, false)?;
+    import_policies(&m, operator_policies, true)?;
     import_into(&m, &user, &defs, Some(&vhost)).await
 }

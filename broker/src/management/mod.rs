@@ -18,6 +18,7 @@ pub mod definitions;
 pub mod list;
 pub mod metrics;
 pub mod ops;
+pub mod policies;
 pub mod rates;
 
 use std::net::SocketAddr;
@@ -110,6 +111,9 @@ pub struct Parts {
     /// TLS, for HTTPS when its `management` setting asks for it.
     pub tls: Option<Arc<crate::tls::Tls>>,
     pub alarms: Arc<crate::alarms::Alarms>,
+    /// The broker's tasks: it waits for these servers (and their hold on the store) to end
+    /// before it stops.
+    pub tracker: tokio_util::task::TaskTracker,
 }
 
 /// Starts the servers on `listeners` (and the rate sampler), until `shutdown`.
@@ -124,6 +128,7 @@ pub fn spawn(listeners: Listeners, parts: Parts, shutdown: CancellationToken) {
         disk,
         tls,
         alarms,
+        tracker,
     } = parts;
     let m = Arc::new(Management {
         registry,
@@ -137,7 +142,7 @@ pub fn spawn(listeners: Listeners, parts: Parts, shutdown: CancellationToken) {
         disk,
         alarms,
     });
-    tokio::spawn(rates::run(Arc::clone(&m), shutdown.clone()));
+    tracker.spawn(rates::run(Arc::clone(&m), shutdown.clone()));
     if let Some(l) = listeners.http {
         if let Some(a) = m.http {
             tracing::info!(addr = %a, "management API listening");
@@ -152,14 +157,14 @@ pub fn spawn(listeners: Listeners, parts: Parts, shutdown: CancellationToken) {
                     1024,
                     shutdown.clone(),
                 );
-                tokio::spawn(serve(
+                tracker.spawn(serve(
                     TlsListener { accepted, local },
                     app,
                     shutdown.clone(),
                 ));
             }
             None => {
-                tokio::spawn(serve(l, app, shutdown.clone()));
+                tracker.spawn(serve(l, app, shutdown.clone()));
             }
         }
     }
@@ -168,7 +173,7 @@ pub fn spawn(listeners: Listeners, parts: Parts, shutdown: CancellationToken) {
             tracing::info!(addr = %a, "Prometheus metrics listening");
         }
         let app = metrics::router(Arc::clone(&m));
-        tokio::spawn(serve(l, app, shutdown));
+        tracker.spawn(serve(l, app, shutdown));
     }
 }
 
@@ -468,6 +473,8 @@ fn vhost_in_path(path: &str) -> Option<String> {
         "consumers",
         "definitions",
         "aliveness-test",
+        "policies",
+        "operator-policies",
     ];
     if !scoped.contains(&kind) || v.is_empty() {
         return None;

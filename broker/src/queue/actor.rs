@@ -108,6 +108,8 @@ impl UnackedMap {
 
 struct QueueActor {
     handle: QueueHandle,
+    /// The arguments it runs with: its own and its policies' (see [`QueueCmd::Policy`]).
+    args: Arc<QueueArgs>,
     host: Weak<dyn QueueHost>,
     store: Box<dyn QueueStore>,
     next_seq: u64,
@@ -144,6 +146,7 @@ struct QueueActor {
 /// numbered below `next_seq`) and returns its handle.
 pub(crate) fn spawn(
     spec: QueueSpec,
+    policy: super::QueuePolicy,
     host: Weak<dyn QueueHost>,
     store: Box<dyn QueueStore>,
     next_seq: u64,
@@ -151,9 +154,11 @@ pub(crate) fn spawn(
 ) -> QueueHandle {
     let (tx, rx) = mailbox::bounded(MAILBOX);
     let (itx, irx) = mailbox::unbounded();
-    let handle = QueueHandle::new(spec, tx, itx);
+    let args = Arc::clone(&policy.args);
+    let handle = QueueHandle::new(spec, policy, tx, itx);
     let mut actor = QueueActor {
         handle: handle.clone(),
+        args,
         host,
         store,
         next_seq,
@@ -186,9 +191,9 @@ fn unix_now() -> u64 {
 }
 
 impl QueueActor {
-    /// The queue's validated `x-` arguments (kept once, in its spec).
+    /// The arguments the queue runs with: its own `x-` arguments and its policies'.
     fn args(&self) -> &QueueArgs {
-        &self.handle.spec().args
+        &self.args
     }
 
     async fn run(
@@ -529,6 +534,13 @@ impl QueueActor {
                 self.stopped = true;
             }
             QueueCmd::Wake => {}
+            QueueCmd::Policy(args) => {
+                // As RabbitMQ: new limits apply at once (a shorter max-length drops or
+                // dead-letters the oldest messages now); a new TTL applies to messages
+                // published from now on.
+                self.args = args;
+                self.trim();
+            }
         }
     }
 

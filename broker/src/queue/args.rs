@@ -284,6 +284,12 @@ impl QueueArgs {
         (!d.is_zero()).then_some(d)
     }
 
+    /// A length limit with `x-overflow` reject-publish(-dlx): publishes may be refused.
+    pub fn rejects_publishes(&self) -> bool {
+        self.overflow != Overflow::DropHead
+            && (self.max_length.is_some() || self.max_length_bytes.is_some())
+    }
+
     /// Messages carry `x-delivery-count` (quorum-queue features are in use).
     pub fn counts_deliveries(&self) -> bool {
         self.delivery_limit.is_some() || self.retry_type != RetryType::Disabled

@@ -8,7 +8,7 @@
 use std::sync::{Arc, Weak};
 
 use super::args::QueueArgs;
-use super::{QueueHandle, QueueHost, QueueSpec};
+use super::{QueueHandle, QueueHost, QueuePolicy, QueueSpec};
 use crate::store::disk::Disk;
 use crate::store::paging::Pager;
 use crate::store::{DurableQueueStore, MemoryQueueStore, PriorityQueueStore, QueueStore};
@@ -52,6 +52,7 @@ impl QueueKind {
 /// keeps them all in memory).
 pub(crate) fn create(
     spec: QueueSpec,
+    policy: QueuePolicy,
     host: Weak<dyn QueueHost>,
     disk: Option<(Arc<Disk>, u64)>,
     pager: Option<&Arc<Pager>>,
@@ -60,8 +61,8 @@ pub(crate) fn create(
         // The vhost refuses a stream without a data directory before it gets here.
         let (disk, id) =
             disk.ok_or_else(|| std::io::Error::other("a stream needs a data directory"))?;
-        let log = StreamLog::open(&disk.stream_dir(id), retention(&spec.args))?;
-        return Ok(crate::stream::spawn(spec, log));
+        let log = StreamLog::open(&disk.stream_dir(id), retention(&policy.args))?;
+        return Ok(crate::stream::spawn(spec, policy, log));
     }
     let dedup = dedup_cache(&spec.args, disk.as_ref().map(|(d, id)| (d, *id)));
     let store: Box<dyn QueueStore> = match (disk, spec.args.max_priority) {
@@ -69,7 +70,7 @@ pub(crate) fn create(
         (Some((disk, id)), None) => Box::new(DurableQueueStore::new(disk, id)),
         (None, None) => Box::new(MemoryQueueStore::new(pager)),
     };
-    Ok(super::spawn(spec, host, store, 1, dedup))
+    Ok(super::spawn(spec, policy, host, store, 1, dedup))
 }
 
 /// A queue's deduplication cache, kept in the store for a durable queue.
@@ -83,7 +84,7 @@ fn dedup_cache(args: &QueueArgs, disk: Option<(&Arc<Disk>, u64)>) -> Option<crat
 }
 
 /// A stream's retention, from its arguments.
-fn retention(args: &QueueArgs) -> Retention {
+pub(crate) fn retention(args: &QueueArgs) -> Retention {
     Retention {
         max_bytes: args.max_length_bytes,
         max_age_ms: args.max_age_ms,
@@ -97,15 +98,16 @@ fn retention(args: &QueueArgs) -> Retention {
 /// many messages it holds.
 pub(crate) fn recover(
     spec: QueueSpec,
+    policy: QueuePolicy,
     host: Weak<dyn QueueHost>,
     disk: Arc<Disk>,
     id: u64,
     unclean: bool,
 ) -> std::io::Result<(QueueHandle, usize)> {
     if spec.args.stream {
-        let log = StreamLog::open(&disk.stream_dir(id), retention(&spec.args))?;
+        let log = StreamLog::open(&disk.stream_dir(id), retention(&policy.args))?;
         let messages = log.len() as usize;
-        return Ok((crate::stream::spawn(spec, log), messages));
+        return Ok((crate::stream::spawn(spec, policy, log), messages));
     }
     let (store, next_seq): (Box<dyn QueueStore>, u64) = match spec.args.max_priority {
         Some(max) => {
@@ -119,5 +121,8 @@ pub(crate) fn recover(
     };
     let messages = store.len();
     let dedup = dedup_cache(&spec.args, Some((&disk, id)));
-    Ok((super::spawn(spec, host, store, next_seq, dedup), messages))
+    Ok((
+        super::spawn(spec, policy, host, store, next_seq, dedup),
+        messages,
+    ))
 }

@@ -309,6 +309,8 @@ pub enum QueueCmd {
     Snapshot(oneshot::Sender<()>),
     /// Capacity freed somewhere (a connection wrote, a channel acked): try to deliver again.
     Wake,
+    /// A policy changed: the arguments to run with from now on.
+    Policy(Arc<args::QueueArgs>),
 }
 
 impl QueueCmd {
@@ -415,14 +417,53 @@ pub struct QueueSpec {
     pub arguments: FieldTable,
     /// Key prefix of its messages in the durable store (durable queues, when the broker has one).
     pub disk_id: Option<u64>,
-    /// Validated `x-` arguments.
+    /// The client's `x-` arguments, validated: the queue's type and what no policy changes.
+    /// The limits it runs with (its own and its policies') are [`QueueHandle::policy`]'s.
     pub args: args::QueueArgs,
-    /// A length limit with `x-overflow` reject-publish(-dlx): publishes may be refused.
-    pub rejects_publishes: bool,
+}
+
+/// The policies in force on a queue, and the arguments it runs with: its own `x-` arguments
+/// merged with theirs (see [`crate::policy`]).
+#[derive(Debug, Clone)]
+pub struct QueuePolicy {
+    pub applied: crate::policy::Applied,
+    pub args: Arc<args::QueueArgs>,
+}
+
+impl QueuePolicy {
+    /// The arguments `applied` gives a queue declared with `spec`'s. Validated policies merge
+    /// into valid arguments; should they not, the queue keeps its own (and says so).
+    pub fn new(spec: &QueueSpec, applied: crate::policy::Applied) -> QueuePolicy {
+        if applied.is_empty() {
+            return QueuePolicy {
+                applied,
+                args: Arc::new(spec.args.clone()),
+            };
+        }
+        let table = applied.queue_arguments(&spec.arguments);
+        let queue = QueueRef::new(&spec.vhost, &spec.name);
+        let args = match args::QueueArgs::parse(&table, &queue) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(%queue, error = %e.text, "policy settings not applied");
+                spec.args.clone()
+            }
+        };
+        QueuePolicy {
+            applied,
+            args: Arc::new(args),
+        }
+    }
 }
 
 struct Shared {
     spec: QueueSpec,
+    /// Its policies and the arguments it runs with (changed by the vhost, read by observers;
+    /// the owner keeps its own copy, sent with [`QueueCmd::Policy`]).
+    policy: std::sync::RwLock<Arc<QueuePolicy>>,
+    /// Publishes may be refused (a length limit with `x-overflow` reject-publish): confirms
+    /// wait for the queue. Once set it stays set, so that a publish never sees it go back.
+    rejects: std::sync::atomic::AtomicBool,
     /// Commands from connections; bounded, so publishers feel back-pressure.
     mailbox: mailbox::Sender<QueueCmd>,
     /// Commands from other queues (dead letters), settlements and wake-ups, handled before the
@@ -460,11 +501,14 @@ impl std::hash::Hash for QueueHandle {
 impl QueueHandle {
     pub(crate) fn new(
         spec: QueueSpec,
+        policy: QueuePolicy,
         mailbox: mailbox::Sender<QueueCmd>,
         internal: mailbox::UnboundedSender<QueueCmd>,
     ) -> Self {
         QueueHandle(Arc::new(Shared {
             spec,
+            rejects: std::sync::atomic::AtomicBool::new(policy.args.rejects_publishes()),
+            policy: std::sync::RwLock::new(Arc::new(policy)),
             mailbox,
             internal,
             counters: counters::QueueCounters::default(),
@@ -485,11 +529,11 @@ impl QueueHandle {
             arguments: FieldTable::default(),
             disk_id: None,
             args: args::QueueArgs::default(),
-            rejects_publishes: false,
         };
         let (tx, _) = mailbox::bounded(1);
         let (itx, _) = mailbox::unbounded();
-        QueueHandle::new(spec, tx, itx)
+        let policy = QueuePolicy::new(&spec, Default::default());
+        QueueHandle::new(spec, policy, tx, itx)
     }
 
     /// The queue's counters (messages, consumers, rates), as of its owner's last round, plus
@@ -518,8 +562,29 @@ impl QueueHandle {
     pub fn confirms_async(&self, message: &Message) -> bool {
         let spec = &self.0.spec;
         (spec.disk_id.is_some() && message.is_persistent())
-            || spec.rejects_publishes
+            || self.0.rejects.load(Ordering::Relaxed)
             || spec.args.stream
+    }
+
+    /// Its policies and the arguments it runs with.
+    pub fn policy(&self) -> Arc<QueuePolicy> {
+        Arc::clone(&self.0.policy.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Puts `applied` in force (a policy changed): the owner is told if it changes anything.
+    pub(crate) fn set_policy(&self, applied: crate::policy::Applied) {
+        let mut current = self.0.policy.write().unwrap_or_else(|e| e.into_inner());
+        if current.applied == applied {
+            return;
+        }
+        let policy = QueuePolicy::new(&self.0.spec, applied);
+        let args = Arc::clone(&policy.args);
+        *current = Arc::new(policy);
+        drop(current);
+        if args.rejects_publishes() {
+            self.0.rejects.store(true, Ordering::SeqCst);
+        }
+        self.send_internal(QueueCmd::Policy(args));
     }
 
     /// The queue's name.
@@ -613,7 +678,8 @@ mod tests {
         spec.disk_id = Some(1);
         let (tx, _) = mailbox::bounded(1);
         let (itx, _) = mailbox::unbounded();
-        let stream = QueueHandle::new(spec, tx, itx);
+        let policy = QueuePolicy::new(&spec, Default::default());
+        let stream = QueueHandle::new(spec, policy, tx, itx);
         assert!(
             stream.confirms_async(&transient),
             "a stream writes transient messages too: their confirm waits for the sync"

@@ -545,6 +545,8 @@ impl Connection {
                 self.frame_max,
             );
         }
+        let mut later = std::mem::take(&mut self.confirm_buf);
+        later.clear();
         let ch = self.ch(id)?;
         ch.counts.publish += 1;
         ch.counts.received_confirm += u64::from(ch.confirms.is_some());
@@ -558,8 +560,11 @@ impl Connection {
         }
         let epoch = ch.epoch;
         let mut waits = 0;
+        // Each queue's answer is read once: a policy may switch a queue to confirming later
+        // while this runs, and the count must match the tokens handed out.
         let confirm_seq = ch.confirms.as_mut().map(|c| {
-            waits = targets.iter().filter(|q| q.confirms_async(&msg)).count() as u32;
+            later.extend(targets.iter().map(|q| q.confirms_async(&msg)));
+            waits = later.iter().filter(|&&b| b).count() as u32;
             c.publish(waits)
         });
         // A queue may still refuse it: then its id must not make the retry a duplicate.
@@ -568,15 +573,16 @@ impl Connection {
         }
         // Only publishes a queue must confirm later carry a handle to this connection.
         let events = (waits > 0).then(|| self.events());
-        for q in targets.drain(..) {
+        for (i, q) in targets.drain(..).enumerate() {
             let confirm = match (confirm_seq, &events) {
-                (Some(seq), Some(events)) if q.confirms_async(&msg) => {
+                (Some(seq), Some(events)) if later[i] => {
                     Some(ConfirmToken::new(events.clone(), id, epoch, seq))
                 }
                 _ => None,
             };
             self.enqueue(q, msg.clone(), confirm);
         }
+        self.confirm_buf = later;
         // Keep the routing buffer's allocation for the next publish.
         self.route_buf = targets;
         Ok(())

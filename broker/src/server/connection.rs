@@ -105,6 +105,8 @@ pub(crate) struct Connection {
     pub to_wake: Vec<QueueHandle>,
     /// Reused by every publish to collect the queues it routes to (no allocation per message).
     pub route_buf: Vec<QueueHandle>,
+    /// Per routed queue: whether its confirm waits for it (reused like `route_buf`).
+    pub confirm_buf: Vec<bool>,
     /// Publishes routed in this read batch, per queue, sent as one command per queue.
     pub pending: Vec<(QueueHandle, Vec<Publishing>)>,
     /// Set once the connection is finished: after close-ok either way.
@@ -177,6 +179,7 @@ pub(crate) async fn serve<T: Transport>(ctx: Arc<BrokerContext>, id: u64, stream
         blocked: false,
         to_wake: Vec::new(),
         route_buf: Vec::new(),
+        confirm_buf: Vec::new(),
         pending: Vec::new(),
         done: false,
         close_requested: false,
@@ -414,6 +417,7 @@ impl Connection {
                         // Quiet for a while: give back the batch buffers.
                         events = Vec::new();
                         self.route_buf = Vec::new();
+                        self.confirm_buf = Vec::new();
                         self.pending = Vec::new();
                     }
                 }

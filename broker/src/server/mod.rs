@@ -83,6 +83,7 @@ impl BrokerContext {
                 disk: self.disk.clone(),
                 tls: self.tls.clone(),
                 alarms: Arc::clone(&self.alarms),
+                tracker: self.tracker.clone(),
             },
             self.shutdown.clone(),
         );

@@ -121,6 +121,8 @@ pub struct VhostDefs {
     pub exchanges: Vec<ExchangeDef>,
     pub queues: Vec<QueueDef>,
     pub bindings: Vec<BindingDef>,
+    pub policies: Vec<crate::policy::PolicyDef>,
+    pub operator_policies: Vec<crate::policy::PolicyDef>,
 }
 
 /// Definitions found at start.
@@ -136,6 +138,8 @@ const DEF_EXCHANGE: u8 = b'x';
 const DEF_QUEUE: u8 = b'q';
 const DEF_BINDING: u8 = b'b';
 const DEF_VHOST: u8 = b'v';
+const DEF_POLICY: u8 = b'p';
+const DEF_OPERATOR_POLICY: u8 = b'o';
 
 /// The key of a definition: its kind (`x`, `q`, `b`), the length of its vhost's name (one
 /// byte: vhost names are short strings), that name, then its own name (for a binding, its
@@ -378,6 +382,12 @@ impl Disk {
                     .bindings
                     .push(serde_json::from_slice(&v).map_err(json)?),
                 DEF_VHOST => defs.def = Some(serde_json::from_slice(&v).map_err(json)?),
+                DEF_POLICY => defs
+                    .policies
+                    .push(serde_json::from_slice(&v).map_err(json)?),
+                DEF_OPERATOR_POLICY => defs
+                    .operator_policies
+                    .push(serde_json::from_slice(&v).map_err(json)?),
                 _ => {}
             }
         }
@@ -557,10 +567,35 @@ impl Disk {
 
     /// Forgets every definition of a vhost (its queues' messages are gone already).
     pub fn delete_vhost(&self, vhost: &str) -> Result<(), StoreError> {
-        for kind in [DEF_EXCHANGE, DEF_QUEUE, DEF_BINDING, DEF_VHOST] {
+        for kind in [
+            DEF_EXCHANGE,
+            DEF_QUEUE,
+            DEF_BINDING,
+            DEF_VHOST,
+            DEF_POLICY,
+            DEF_OPERATOR_POLICY,
+        ] {
             Self::remove_prefix(&*self.defs, &def_key(kind, vhost, ""))?;
         }
         Ok(())
+    }
+
+    /// Saves a policy (`operator`: an operator policy) of `vhost` (durable after
+    /// [`flush`](Self::flush)).
+    pub fn save_policy(
+        &self,
+        vhost: &str,
+        operator: bool,
+        p: &crate::policy::PolicyDef,
+    ) -> Result<(), StoreError> {
+        let kind = if operator { DEF_OPERATOR_POLICY } else { DEF_POLICY };
+        self.put_def(&def_key(kind, vhost, &p.name), p)
+    }
+
+    /// Forgets a policy.
+    pub fn delete_policy(&self, vhost: &str, operator: bool, name: &str) -> Result<(), StoreError> {
+        let kind = if operator { DEF_OPERATOR_POLICY } else { DEF_POLICY };
+        self.defs.remove(&def_key(kind, vhost, name)).map(drop)
     }
 
     /// Every record of the access tree.

@@ -331,6 +331,12 @@ impl StreamLog {
         Ok(())
     }
 
+    /// Changes the retention (a policy changed), applying it at once.
+    pub fn set_retention(&mut self, retention: Retention) {
+        self.retention = retention;
+        self.apply_retention();
+    }
+
     /// Drops whole segments from the head while the log is over `x-max-length-bytes` or a
     /// segment's newest message is older than `x-max-age`; the segment being written stays.
     pub fn apply_retention(&mut self) {

@@ -231,10 +231,14 @@ struct StreamActor {
 }
 
 /// Starts the owner task of a stream over its log.
-pub(crate) fn spawn(spec: QueueSpec, log: StreamLog) -> QueueHandle {
+pub(crate) fn spawn(
+    spec: QueueSpec,
+    policy: crate::queue::QueuePolicy,
+    log: StreamLog,
+) -> QueueHandle {
     let (tx, rx) = mailbox::bounded(MAILBOX);
     let (itx, irx) = mailbox::unbounded();
-    let handle = QueueHandle::new(spec, tx, itx);
+    let handle = QueueHandle::new(spec, policy, tx, itx);
     let (syncer, sync_rx) = mpsc::unbounded_channel();
     let offsets_path = log.dir().join("offsets.json");
     tokio::spawn(sync_confirms(sync_rx));
@@ -454,6 +458,11 @@ impl StreamActor {
             }
             QueueCmd::TakenOver { .. } | QueueCmd::Flushed { .. } => {}
             QueueCmd::Touch | QueueCmd::Wake => {}
+            QueueCmd::Policy(args) => {
+                // Retention (max-length-bytes, max-age, segment size) follows its policy.
+                self.log
+                    .set_retention(crate::queue::kind::retention(&args));
+            }
         }
     }
 

@@ -3,6 +3,7 @@
 //! [`http`] is the client; [`render`] prints lists as a table, TSV or JSON.
 
 pub mod http;
+pub mod policy;
 pub mod render;
 pub mod tenancy;
 
@@ -55,6 +56,7 @@ impl Kind {
                 "messages_ready",
                 "messages_unacknowledged",
                 "consumers",
+                "policy",
             ],
             Kind::Exchanges => &[
                 "vhost",
@@ -63,6 +65,7 @@ impl Kind {
                 "durable",
                 "auto_delete",
                 "internal",
+                "policy",
             ],
             Kind::Bindings => &[
                 "vhost",

@@ -367,6 +367,7 @@ function queues(main) {
       { key: "messages_unacknowledged", label: "Unacked", num: true },
       { key: "messages", label: "Total", num: true },
       { key: "consumers", label: "Consumers", num: true },
+      { key: "policy", label: "Policy" },
       { key: "message_stats.publish_details.rate", label: "In", num: true, fmt: fmtRate },
       { key: "message_stats.deliver_get_details.rate", label: "Out", num: true, fmt: fmtRate },
     ],
@@ -583,7 +584,7 @@ async function queuePage(main, vhost, name) {
       kv([["Type", q.type], ["Durable", String(q.durable)], ["Auto-delete", String(q.auto_delete)], ["Exclusive", String(q.exclusive)],
         ["Arguments", JSON.stringify(q.arguments)], ["Publish rate", fmtRate(at(q, "message_stats.publish_details.rate"))],
         ["Deliver rate", fmtRate(at(q, "message_stats.deliver_get_details.rate"))], ["Bytes", fmtNum(q.message_bytes)], ["Node", q.node],
-        ...dedupRows(q)]));
+        ...policyRows(q), ...dedupRows(q)]));
   });
   const count = h("input", { id: "get-count", type: "number", value: 1, min: 1, max: 500 });
   const mode = h("select", { id: "get-ackmode" },
@@ -626,6 +627,15 @@ async function queuePage(main, vhost, name) {
   bindings.load();
 }
 
+// The policies in force and what they set.
+function policyRows(o) {
+  const rows = [["Policy", o.policy || "none"]];
+  if (o.operator_policy) rows.push(["Operator policy", o.operator_policy]);
+  if (o.effective_policy_definition && Object.keys(o.effective_policy_definition).length)
+    rows.push(["Effective policy definition", JSON.stringify(o.effective_policy_definition)]);
+  return rows;
+}
+
 // x-message-deduplication: duplicates dropped and ids held.
 function dedupRows(o) {
   const d = o.deduplication;
@@ -638,7 +648,7 @@ async function exchangePage(main, vhost, name) {
   const path = `/exchanges/${enc(vhost)}/${enc(name)}`;
   main.append(h("h1", {}, "Exchange ", name === "amq.default" ? "(AMQP default)" : name, h("span", { class: "muted" }, `  in ${vhost}`)));
   const x = await attempt("reading the exchange", () => api("GET", path));
-  if (x) main.append(h("div", { class: "card" }, kv([["Type", x.type], ["Durable", String(x.durable)], ["Auto-delete", String(x.auto_delete)], ["Internal", String(x.internal)], ["Arguments", JSON.stringify(x.arguments)], ...dedupRows(x)])));
+  if (x) main.append(h("div", { class: "card" }, kv([["Type", x.type], ["Durable", String(x.durable)], ["Auto-delete", String(x.auto_delete)], ["Internal", String(x.internal)], ["Arguments", JSON.stringify(x.arguments)], ...policyRows(x), ...dedupRows(x)])));
   main.append(publishForm(vhost, name));
   for (const [dir, title] of [["source", "Bindings from this exchange"], ["destination", "Bindings to this exchange"]]) {
     const t = listTable({
@@ -890,6 +900,47 @@ function permissionsView(main) {
   topics.load();
 }
 
+function policiesView(main) {
+  main.append(h("h1", {}, "Policies"));
+  const tables = [["policies", "Policies"], ["operator-policies", "Operator policies"]].map(([path, title]) => {
+    const t = listTable({
+      id: path,
+      path: `/${path}`,
+      paged: false,
+      columns: [
+        { key: "vhost", label: "Vhost" },
+        { key: "name", label: "Name" },
+        { key: "pattern", label: "Pattern" },
+        { key: "apply-to", label: "Apply to" },
+        { key: "definition", label: "Definition", wrap: true },
+        { key: "priority", label: "Priority", num: true },
+      ],
+      actions: (p, reload) => deleteButton(`policy ${p.name}`, `/${path}/${enc(p.vhost)}/${enc(p.name)}`, reload, [`data-delete-${path}`, p.name]),
+    });
+    return [path, title, t];
+  });
+  const add = form("new-policy", [
+    { name: "vhost", label: "Virtual host", value: "/" },
+    { name: "name", label: "Name", required: true },
+    { name: "pattern", label: "Pattern (regex)", required: true, placeholder: "^orders\\." },
+    { name: "applyto", label: "Apply to", options: ["all", "queues", "classic_queues", "quorum_queues", "streams", "exchanges"] },
+    { name: "priority", label: "Priority", value: "0" },
+    { name: "definition", label: "Definition (JSON)", required: true, placeholder: '{"max-length": 10000}' },
+    { name: "kind", label: "Kind", options: ["policies", "operator-policies"] },
+  ], "Set policy", async (v) => {
+    let definition;
+    try { definition = JSON.parse(v.definition); } catch (e) { toast(`Definition: ${e.message}`, true); return false; }
+    const kind = v.kind === "operator-policies" ? "operator-policies" : "policies";
+    const ok = await attempt("setting the policy", () =>
+      api("PUT", `/${kind}/${enc(v.vhost)}/${enc(v.name)}`, { pattern: v.pattern, "apply-to": v.applyto, priority: Number(v.priority || 0), definition }));
+    if (ok !== undefined) { toast(`Policy '${v.name}' set`); tables.forEach(([, , t]) => t.load()); }
+    return ok !== undefined;
+  });
+  for (const [, title, t] of tables) main.append(h("h2", {}, title), t.el);
+  main.append(h("h2", {}, "Set a policy"), add);
+  tables.forEach(([, , t]) => t.load());
+}
+
 // ---- routing
 
 const views = {
@@ -903,6 +954,7 @@ const views = {
   vhosts: vhostsView,
   users: usersView,
   permissions: permissionsView,
+  policies: policiesView,
   admin,
 };
 
