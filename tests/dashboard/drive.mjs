@@ -137,6 +137,31 @@ try {
   if (!(await file.suggestedFilename()).endsWith(".json")) fail("no JSON download");
   await page.waitForFunction(() => (document.querySelector("#definitions-result")?.textContent ?? "").includes("Exported"));
 
+  step("set a policy on the queue from the policies page");
+  const policy = `dash-p-${Date.now()}`;
+  await page.click('nav a[data-view="policies"]');
+  await page.waitForSelector("#new-policy-name");
+  await page.fill("#new-policy-name", policy);
+  await page.fill("#new-policy-pattern", `^${queue}$`);
+  await page.selectOption("#new-policy-applyto", "queues");
+  await page.fill("#new-policy-definition", '{"max-length": 7}');
+  await page.click("#new-policy-submit");
+  await page.waitForSelector(`#policies tbody tr:has(td:text-is("${policy}"))`);
+  await shot("policies");
+  step("the queue's page shows it in force");
+  await page.goto(`${url}#/queue/${encodeURIComponent("/")}/${encodeURIComponent(queue)}`);
+  await page.waitForFunction(
+    ([p]) => (document.querySelector("#queue-details")?.textContent ?? "").includes(p)
+      && (document.querySelector("#queue-details")?.textContent ?? "").includes('"max-length":7'),
+    [policy],
+    { timeout: 30000 }
+  );
+  step("delete the policy");
+  await page.click('nav a[data-view="policies"]');
+  await page.click(`button[data-delete-policies="${policy}"]`);
+  await page.waitForSelector(`#policies tbody tr:has(td:text-is("${policy}"))`, { state: "detached" });
+  step("policy gone");
+
   // Tenancy: a vhost with a limit, a user, their permissions, then all of it removed again.
   const vhost = `dash-v-${Date.now()}`;
   const user = `dash-u-${Date.now()}`;

@@ -228,7 +228,8 @@ impl Exchange {
 
     /// Puts policies in force: the alternate exchange is its own argument's, else theirs.
     pub fn set_policy(&mut self, applied: crate::policy::Applied) {
-        self.alternate = Self::own_alternate(&self.arguments).or_else(|| applied.alternate_exchange());
+        self.alternate =
+            Self::own_alternate(&self.arguments).or_else(|| applied.alternate_exchange());
         self.policy = applied;
     }
 

@@ -278,7 +278,9 @@ fn parse_policies(
             None => field(p, "vhost", "a policy")?.to_owned(),
         };
         let Value::Object(body) = p else {
-            return Err(ApiError::bad_request(format!("a policy must be an object: {p}")));
+            return Err(ApiError::bad_request(format!(
+                "a policy must be an object: {p}"
+            )));
         };
         let policy = Policy::from_body(name, body, operator)
             .map_err(|e| ApiError::bad_request(format!("policy '{name}': {e}")))?;

@@ -33,9 +33,11 @@ pub fn routes() -> Router<Arc<Management>> {
             )
             .route(
                 &format!("{base}/{{vhost}}"),
-                get(move |m: M, u: Extension<User>, q: Params, Path(v): Path<String>| {
-                    list(m, u, q, Some(v), operator)
-                }),
+                get(
+                    move |m: M, u: Extension<User>, q: Params, Path(v): Path<String>| {
+                        list(m, u, q, Some(v), operator)
+                    },
+                ),
             )
             .route(
                 &format!("{base}/{{vhost}}/{{name}}"),

@@ -550,6 +550,9 @@ impl QueueActor {
         confirm: Option<super::ConfirmToken>,
         handoff: Option<Handoff>,
     ) {
+        // Confirmed by its channel already: never refused (see `ConfirmToken::early`).
+        let early = confirm.as_ref().is_some_and(super::ConfirmToken::is_early);
+        let confirm = confirm.filter(|t| !t.is_early());
         // An id this publish made the cache remember: forgotten if the message is refused.
         let mut new_id = None;
         if let Some(cache) = &mut self.dedup {
@@ -600,7 +603,10 @@ impl QueueActor {
         }
         .map(|ms| Instant::now() + Duration::from_millis(ms));
         let msg = StoredMessage::new(seq, message, expires_at);
-        if self.args().overflow != Overflow::DropHead && over(&*self.store, 1, size, self.args()) {
+        if self.args().overflow != Overflow::DropHead
+            && !early
+            && over(&*self.store, 1, size, self.args())
+        {
             // Refused: the publisher gets basic.nack in confirm mode (and may retry).
             if let Some(token) = confirm {
                 token.resolve(false);

@@ -100,8 +100,8 @@ pub enum ConnEvent {
 /// as RabbitMQ confirms the messages of a deleted queue.
 #[derive(Debug)]
 pub struct ConfirmToken {
-    /// The publishing connection.
-    conn: ConnSender,
+    /// The publishing connection (None: an early token, see [`ConfirmToken::early`]).
+    conn: Option<ConnSender>,
     /// Its channel.
     channel: u16,
     /// Tells apart successive channels that reuse one channel number.
@@ -116,12 +116,32 @@ impl ConfirmToken {
     /// A token for publish `seq` on a channel.
     pub fn new(conn: ConnSender, channel: u16, epoch: u64, seq: u64) -> Self {
         ConfirmToken {
-            conn,
+            conn: Some(conn),
             channel,
             epoch,
             seq,
             done: false,
         }
+    }
+
+    /// Marks a publish that its channel confirmed already, when it reached the queue's
+    /// mailbox (a message the queue keeps in memory, which could not refuse it when the
+    /// channel routed it). The queue must not refuse it now, should a policy have switched it
+    /// to `x-overflow` reject-publish meanwhile: it keeps the message, over its limit. Costs
+    /// nothing to carry (no connection handle); resolving it does nothing.
+    pub fn early() -> Self {
+        ConfirmToken {
+            conn: None,
+            channel: 0,
+            epoch: 0,
+            seq: 0,
+            done: true,
+        }
+    }
+
+    /// Whether it is an [`early`](Self::early) token.
+    pub fn is_early(&self) -> bool {
+        self.conn.is_none()
     }
 
     /// Reports the outcome to the connection.
@@ -132,12 +152,14 @@ impl ConfirmToken {
     fn send(&mut self, ok: bool) {
         if !self.done {
             self.done = true;
-            let _ = self.conn.send(ConnEvent::Confirm {
-                channel: self.channel,
-                epoch: self.epoch,
-                seq: self.seq,
-                ok,
-            });
+            if let Some(conn) = &self.conn {
+                let _ = conn.send(ConnEvent::Confirm {
+                    channel: self.channel,
+                    epoch: self.epoch,
+                    seq: self.seq,
+                    ok,
+                });
+            }
         }
     }
 }

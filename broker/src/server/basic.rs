@@ -578,6 +578,8 @@ impl Connection {
                 (Some(seq), Some(events)) if later[i] => {
                     Some(ConfirmToken::new(events.clone(), id, epoch, seq))
                 }
+                // Confirmed now: the queue must not refuse it later.
+                (Some(_), _) => Some(ConfirmToken::early()),
                 _ => None,
             };
             self.enqueue(q, msg.clone(), confirm);

@@ -588,13 +588,21 @@ impl Disk {
         operator: bool,
         p: &crate::policy::PolicyDef,
     ) -> Result<(), StoreError> {
-        let kind = if operator { DEF_OPERATOR_POLICY } else { DEF_POLICY };
+        let kind = if operator {
+            DEF_OPERATOR_POLICY
+        } else {
+            DEF_POLICY
+        };
         self.put_def(&def_key(kind, vhost, &p.name), p)
     }
 
     /// Forgets a policy.
     pub fn delete_policy(&self, vhost: &str, operator: bool, name: &str) -> Result<(), StoreError> {
-        let kind = if operator { DEF_OPERATOR_POLICY } else { DEF_POLICY };
+        let kind = if operator {
+            DEF_OPERATOR_POLICY
+        } else {
+            DEF_POLICY
+        };
         self.defs.remove(&def_key(kind, vhost, name)).map(drop)
     }
 

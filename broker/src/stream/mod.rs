@@ -460,8 +460,7 @@ impl StreamActor {
             QueueCmd::Touch | QueueCmd::Wake => {}
             QueueCmd::Policy(args) => {
                 // Retention (max-length-bytes, max-age, segment size) follows its policy.
-                self.log
-                    .set_retention(crate::queue::kind::retention(&args));
+                self.log.set_retention(crate::queue::kind::retention(&args));
             }
         }
     }

@@ -91,7 +91,9 @@ pub async fn policy(cmd: PolicyCommand) -> anyhow::Result<()> {
             let definition: Value = serde_json::from_str(&definition)
                 .map_err(|e| anyhow::anyhow!("the definition is not JSON: {e}"))?;
             if !definition.is_object() {
-                anyhow::bail!("the definition must be a JSON object, such as '{{\"max-length\": 10}}'");
+                anyhow::bail!(
+                    "the definition must be a JSON object, such as '{{\"max-length\": 10}}'"
+                );
             }
             let api = Api::new(&http)?;
             let path = format!("{}/{}/{}", base(operator), segment(&vhost), segment(&name));
@@ -138,10 +140,17 @@ pub async fn policy(cmd: PolicyCommand) -> anyhow::Result<()> {
                     .map_err(std::io::Error::from)
                     .and_then(|()| std::io::Write::write_all(&mut out, b"\n")),
                 f => Table::new(
-                    ["vhost", "name", "pattern", "apply-to", "definition", "priority"]
-                        .iter()
-                        .map(|c| (*c).to_owned())
-                        .collect(),
+                    [
+                        "vhost",
+                        "name",
+                        "pattern",
+                        "apply-to",
+                        "definition",
+                        "priority",
+                    ]
+                    .iter()
+                    .map(|c| (*c).to_owned())
+                    .collect(),
                     &items,
                 )
                 .write(f, &mut out),
