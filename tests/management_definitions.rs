@@ -201,7 +201,9 @@ async fn users_vhosts_permissions_and_policies_are_imported() {
     let q = t.get_json(&format!("/api/queues/{vhost}/mine-q")).await;
     assert_eq!(q["durable"], true);
     // Its policy came with it and is in force on the imported queue.
-    let p = t.get_json(&format!("/api/policies/{vhost}/imported-p")).await;
+    let p = t
+        .get_json(&format!("/api/policies/{vhost}/imported-p"))
+        .await;
     assert_eq!(p["definition"], json!({"max-length": 5}));
     t.eventually(
         &format!("/api/queues/{vhost}/mine-q"),

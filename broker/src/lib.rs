@@ -60,4 +60,4 @@ pub mod vhost;
 
 pub use config::Config;
 pub use error::{AmqpError, ReplyCode};
-pub use server::{run, Broker, Prepared, StartError};
+pub use server::{run, Broker, HttpRoutes, Prepared, StartError};

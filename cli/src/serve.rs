@@ -154,7 +154,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let amqps_addr = amqps.as_ref().and_then(|l| l.local_addr().ok());
         let https = config.tls.as_ref().is_some_and(|t| t.management);
         let (http, prometheus) = (mgmt.http_addr(), mgmt.prometheus_addr());
-        let mut broker = warren_broker::Prepared::open(config)?.with_management(mgmt);
+        // Browser peers signal over WebSocket on the HTTP server (/peer/ws, /peer/demo).
+        let mut broker = warren_broker::Prepared::open(config)?
+            .with_management(mgmt)
+            .with_http_routes(Box::new(warren_peer::ws::router));
         if let Some(l) = amqps {
             broker = broker.with_amqps(l);
         }

@@ -10,6 +10,7 @@
 //! - `link`: the writer (sequence numbers, unacknowledged window, fallback) and the reorderer
 //!   (one ordered stream from both paths) of each link.
 //! - `peer`: [`Peer`] and [`Link`], the API.
+//! - [`ws`]: WebSocket signalling and relay for browser peers, and the JavaScript peer.
 //! - [`cli`] (feature `cli`): `warren peer listen` and `warren peer send`.
 //!
 //! ```no_run
@@ -35,6 +36,7 @@ mod link;
 pub mod message;
 mod peer;
 pub mod signal;
+pub mod ws;
 
 pub use config::{IcePolicy, IceServer, PeerConfig};
 pub use error::{PeerError, Result};

@@ -44,6 +44,8 @@ pub fn rss_bytes(pid: u32) -> u64 {
 pub struct Server {
     pub child: Child,
     pub url: String,
+    /// The management HTTP server: http://127.0.0.1:PORT
+    pub http: Option<String>,
     pub stderr_log: PathBuf,
 }
 
@@ -107,11 +109,22 @@ impl Server {
             .strip_prefix("warren: listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_owned();
+        // The management lines follow in the same write.
+        let mut http = None;
+        while let Ok(Ok(Some(line))) =
+            tokio::time::timeout(Duration::from_millis(200), lines.next_line()).await
+        {
+            if let Some(a) = line.strip_prefix("warren: management API on ") {
+                http = Some(a.trim_end_matches("/api/").to_owned());
+                break;
+            }
+        }
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(Server {
             child,
             url: format!("amqp://guest:guest@{addr}/%2f"),
+            http,
             stderr_log,
         })
     }

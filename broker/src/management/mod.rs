@@ -114,6 +114,8 @@ pub struct Parts {
     /// The broker's tasks: it waits for these servers (and their hold on the store) to end
     /// before it stops.
     pub tracker: tokio_util::task::TaskTracker,
+    /// More routes for the HTTP server (see [`crate::server::HttpRoutes`]).
+    pub routes: Option<axum::Router>,
 }
 
 /// Starts the servers on `listeners` (and the rate sampler), until `shutdown`.
@@ -129,6 +131,7 @@ pub fn spawn(listeners: Listeners, parts: Parts, shutdown: CancellationToken) {
         tls,
         alarms,
         tracker,
+        routes,
     } = parts;
     let m = Arc::new(Management {
         registry,
@@ -147,7 +150,10 @@ pub fn spawn(listeners: Listeners, parts: Parts, shutdown: CancellationToken) {
         if let Some(a) = m.http {
             tracing::info!(addr = %a, "management API listening");
         }
-        let app = api::router(Arc::clone(&m)).merge(dashboard::router());
+        let mut app = api::router(Arc::clone(&m)).merge(dashboard::router());
+        if let Some(routes) = routes {
+            app = app.merge(routes);
+        }
         match tls.filter(|t| t.for_management()) {
             Some(tls) => {
                 let local = l.local_addr();

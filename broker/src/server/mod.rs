@@ -73,7 +73,12 @@ pub(crate) struct BrokerContext {
 
 impl BrokerContext {
     /// Starts the management servers on `mgmt`, if any, until the broker stops.
-    fn spawn_management(&self, mgmt: management::Listeners, amqp: SocketAddr) {
+    fn spawn_management(
+        &self,
+        mgmt: management::Listeners,
+        amqp: SocketAddr,
+        routes: Option<axum::Router>,
+    ) {
         management::spawn(
             mgmt,
             management::Parts {
@@ -84,6 +89,7 @@ impl BrokerContext {
                 tls: self.tls.clone(),
                 alarms: Arc::clone(&self.alarms),
                 tracker: self.tracker.clone(),
+                routes,
             },
             self.shutdown.clone(),
         );
@@ -210,7 +216,7 @@ impl Broker {
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
         let ctx = BrokerContext::new(config, registry, disk, access, tls);
-        ctx.spawn_management(mgmt, addr);
+        ctx.spawn_management(mgmt, addr, None);
         if let Some(l) = amqps {
             ctx.serve_tls(l);
         }
@@ -359,7 +365,12 @@ pub struct Prepared {
     tls: Option<Arc<Tls>>,
     amqps: Option<TcpListener>,
     mgmt: management::Listeners,
+    routes: Option<HttpRoutes>,
 }
+
+/// More routes for the HTTP server, made once the AMQP listener's address is known (the
+/// peer module's WebSocket signalling, which connects back to it).
+pub type HttpRoutes = Box<dyn FnOnce(SocketAddr) -> axum::Router + Send>;
 
 impl Prepared {
     /// Opens the data directory (if `config.persistence`) and rebuilds what it holds.
@@ -374,6 +385,7 @@ impl Prepared {
             tls,
             amqps: None,
             mgmt: management::Listeners::default(),
+            routes: None,
         })
     }
 
@@ -387,6 +399,13 @@ impl Prepared {
     /// before anything else happens). Without this `serve` runs neither.
     pub fn with_management(mut self, listeners: management::Listeners) -> Self {
         self.mgmt = listeners;
+        self
+    }
+
+    /// Serves these routes too on the management HTTP server (outside `/api` and its
+    /// authentication: they authenticate on their own).
+    pub fn with_http_routes(mut self, routes: HttpRoutes) -> Self {
+        self.routes = Some(routes);
         self
     }
 
@@ -414,7 +433,8 @@ impl Prepared {
     ) {
         let ctx = BrokerContext::new(self.config, self.registry, self.disk, self.access, self.tls);
         if let Ok(addr) = listener.local_addr() {
-            ctx.spawn_management(self.mgmt, addr);
+            let routes = self.routes.map(|make| make(addr));
+            ctx.spawn_management(self.mgmt, addr, routes);
         }
         if let Some(l) = self.amqps {
             ctx.serve_tls(l);
