@@ -4,7 +4,8 @@
 //! side. The page sends 1,000 messages, all over the direct WebRTC path, then cuts the direct
 //! path (closes its RTCPeerConnection) and sends 1,000 more, which carry on through the
 //! broker: the native peer prints all 2,000 in order, each once. Then a native
-//! `warren peer send` sends 1,000 messages to the browser, which gets them in order, direct.
+//! `warren peer send` sends 1,000 messages to the browser, which gets them in order, direct,
+//! and a `warren peer send --live` stream of cursor positions moves the page's cursor.
 //! Before that, a user claiming another user's peer name is refused (403), as over AMQP.
 //! The driver is tests/dashboard/peer.mjs (playwright-core, installed by tests/run-all.sh).
 
@@ -138,6 +139,25 @@ async fn a_browser_peer_talks_to_a_native_peer_direct_then_relayed() {
                 let _ = stdin.write_all(body.as_bytes()).await;
             });
             sender = Some(send);
+            // And a live (unordered, no retransmits) stream of cursor positions.
+            let mut live = Command::new(binary::warren_binary())
+                .args(["peer", "send", "--to", "browser", "--name", "native-cursor"])
+                .args(["--live", "-k", "cursor", "--url", &server.url])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("warren peer send --live");
+            let mut stdin = live.stdin.take().unwrap();
+            let body: String = (0..50)
+                .map(|i| format!("{},{}\n", 100 + 8 * i, 60 + 3 * i))
+                .collect();
+            tokio::spawn(async move {
+                let _ = stdin.write_all(body.as_bytes()).await;
+                drop(stdin);
+                let _ = live.wait().await;
+            });
         }
         transcript.push(line);
     }

@@ -109,6 +109,11 @@ try {
   for (const m of back) backPaths[m.path] = (backPaths[m.path] || 0) + 1;
   console.log(`received: ${back.length} in order ${JSON.stringify(backPaths)}`);
   if (!backPaths.direct) throw new Error(`nothing came direct from the native peer: ${JSON.stringify(backPaths)}`);
+  step("a live stream from the native peer moves the cursor");
+  await page.waitForFunction(() => (document.querySelector("#cursor-path")?.textContent ?? "").includes("direct"), null, { timeout: 60000 });
+  await page.fill("#text", "hello from the browser");
+  await page.click("#send");
+  await page.waitForFunction(() => (document.querySelector("#log")?.textContent ?? "").includes("me: hello from the browser"));
   if (shots) await page.screenshot({ path: `${shots}/peer-demo.png` });
   if (errors.length) throw new Error(`the page logged errors: ${errors.join(" | ")}`);
   step("done");
