@@ -3,9 +3,12 @@
 //! and signals over the WebSocket at /peer/ws; a native `warren peer listen` is on the other
 //! side. The page sends 1,000 messages, all over the direct WebRTC path, then cuts the direct
 //! path (closes its RTCPeerConnection) and sends 1,000 more, which carry on through the
-//! broker: the native peer prints all 2,000 in order, each once. Then a native
-//! `warren peer send` sends 1,000 messages to the browser, which gets them in order, direct,
-//! and a `warren peer send --live` stream of cursor positions moves the page's cursor.
+//! broker; the link goes back to the direct path by itself and 1,000 more go direct: the
+//! native peer prints all 3,000 in order, each once, with those paths. Then a native
+//! `warren peer send` sends 1,000 messages to the browser; the page cuts that link after 300
+//! and it comes back to direct (the native side retries): all arrive in order, the first
+//! direct, then relayed, the last direct again. A `warren peer send --live` stream of cursor
+//! positions moves the page's cursor.
 //! Before that, a user claiming another user's peer name is refused (403), as over AMQP.
 //! The driver is tests/dashboard/peer.mjs (playwright-core, installed by tests/run-all.sh).
 
@@ -79,7 +82,7 @@ async fn a_browser_peer_talks_to_a_native_peer_direct_then_relayed() {
     let mut listen_out = BufReader::new(listen.stdout.take().unwrap()).lines();
     let printed = tokio::spawn(async move {
         let mut lines = Vec::new();
-        while lines.len() < 2 * COUNT {
+        while lines.len() < 3 * COUNT {
             match tokio::time::timeout(Duration::from_secs(90), listen_out.next_line()).await {
                 Ok(Ok(Some(l))) => lines.push(l),
                 _ => break,
@@ -134,9 +137,15 @@ async fn a_browser_peer_talks_to_a_native_peer_direct_then_relayed() {
                 .spawn()
                 .expect("warren peer send");
             let mut stdin = send.stdin.take().unwrap();
-            let body: String = (0..COUNT).map(|i| format!("r{i}\n")).collect();
+            // Paced (about 4 s in all), so that the link the page cuts after 300 messages
+            // has time to come back to the direct path before the end.
             tokio::spawn(async move {
-                let _ = stdin.write_all(body.as_bytes()).await;
+                for i in 0..COUNT {
+                    if stdin.write_all(format!("r{i}\n").as_bytes()).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(4)).await;
+                }
             });
             sender = Some(send);
             // And a live (unordered, no retransmits) stream of cursor positions.
@@ -188,16 +197,16 @@ async fn a_browser_peer_talks_to_a_native_peer_direct_then_relayed() {
     );
 
     // What the native peer printed: every message once, in order; the first COUNT direct,
-    // the rest of them relayed after the cut.
+    // most of the next COUNT relayed after the cut, and the last COUNT direct again.
     let lines = printed.await.unwrap();
-    assert_eq!(lines.len(), 2 * COUNT, "{:?}", lines.last());
+    assert_eq!(lines.len(), 3 * COUNT, "{:?}", lines.last());
     let mut relayed = 0;
     for (i, l) in lines.iter().enumerate() {
         assert!(l.ends_with(&format!(": m{i}")), "message {i}: {l}");
         assert!(l.contains(" from browser "), "{l}");
         assert!(l.contains("rk=demo"), "{l}");
-        if i < COUNT {
-            assert!(l.starts_with("[direct]"), "message {i} before the cut: {l}");
+        if i < COUNT || i >= 2 * COUNT {
+            assert!(l.starts_with("[direct]"), "message {i}: {l}");
         } else if l.starts_with("[relayed]") {
             relayed += 1;
         }

@@ -50,6 +50,12 @@ pub struct PeerConfig {
     pub offer_direct: bool,
     /// How long `connect` waits for the data channel to open before relaying instead.
     pub connect_timeout: Duration,
+    /// A link this peer opened that fell back to the relay tries the direct path again after
+    /// this long, then after twice as long each time a try fails, up to `retry_max`; it
+    /// returns to the direct path when a try opens. `None`: stay on the relay.
+    pub retry_min: Option<Duration>,
+    /// The longest wait between two tries.
+    pub retry_max: Duration,
     /// Largest data-channel message, in bytes (SDP `max-message-size`); larger messages are
     /// chunked. 64 KiB by default, the WebRTC default.
     pub max_frame: usize,
@@ -88,6 +94,8 @@ impl PeerConfig {
             accept_direct: true,
             offer_direct: true,
             connect_timeout: Duration::from_secs(5),
+            retry_min: Some(Duration::from_secs(1)),
+            retry_max: Duration::from_secs(30),
             max_frame: 64 * 1024,
             window: 1024 * 1024,
             send_buffer: 64 * 1024,

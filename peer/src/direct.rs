@@ -139,15 +139,16 @@ pub(crate) fn remote_max_message_size(sdp: &str) -> usize {
 
 /// Starts reading a data channel for a link.
 pub(crate) fn attach(s: &Arc<Session>, shared: &Arc<Shared>, dc: Arc<dyn DataChannel>) {
+    let attempt = s.attempt();
     s.set_dc(dc.clone());
-    tokio::spawn(run_reader(s.clone(), shared.clone(), dc));
+    tokio::spawn(run_reader(s.clone(), shared.clone(), dc, attempt));
 }
 
 /// Reads the data channel until it closes: chunks to messages for the reorderer, acks to the
 /// writer. A closed channel means the direct path is gone.
-async fn run_reader(s: Arc<Session>, shared: Arc<Shared>, dc: Arc<dyn DataChannel>) {
+async fn run_reader(s: Arc<Session>, shared: Arc<Shared>, dc: Arc<dyn DataChannel>, attempt: u64) {
     if matches!(dc.ready_state().await, Ok(RTCDataChannelState::Open)) {
-        s.direct_open();
+        s.direct_open_in(attempt);
     }
     let partials = match s.reliability {
         Reliability::Reliable => 2,
@@ -157,14 +158,19 @@ async fn run_reader(s: Arc<Session>, shared: Arc<Shared>, dc: Arc<dyn DataChanne
     let mut path_rx = s.path.subscribe();
     let shutdown = shared.shutdown.clone();
     loop {
+        // Until the link closes, this channel closes, or a newer attempt replaces it (the
+        // connection of a failed attempt is closed, which ends the channel too).
         let event = tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = path_rx.wait_for(|p| *p >= PathState::Relay) => return,
+            _ = path_rx.wait_for(|p| *p == PathState::Closed) => return,
             e = dc.poll() => e,
         };
+        if attempt != s.attempt() {
+            return;
+        }
         match event {
             None | Some(DataChannelEvent::OnClose) => break,
-            Some(DataChannelEvent::OnOpen) => s.direct_open(),
+            Some(DataChannelEvent::OnOpen) => s.direct_open_in(attempt),
             Some(DataChannelEvent::OnMessage(m)) => {
                 let frames = match Frame::decode_all(m.data.freeze()) {
                     Ok(frames) => frames,
@@ -177,7 +183,7 @@ async fn run_reader(s: Arc<Session>, shared: Arc<Shared>, dc: Arc<dyn DataChanne
                     match on_frame(&s, &mut reassembler, frame).await {
                         Flow::Continue => {}
                         Flow::Lost => {
-                            s.direct_lost("protocol error on the data channel");
+                            s.direct_lost_in(attempt, "protocol error on the data channel");
                             return;
                         }
                         Flow::Stop => return,
@@ -187,7 +193,7 @@ async fn run_reader(s: Arc<Session>, shared: Arc<Shared>, dc: Arc<dyn DataChanne
             Some(_) => {}
         }
     }
-    s.direct_lost("data channel closed");
+    s.direct_lost_in(attempt, "data channel closed");
 }
 
 /// What the reader does after a frame.
@@ -252,15 +258,19 @@ pub(crate) async fn run_control(
     s: Arc<Session>,
     shared: Arc<Shared>,
     mut events: mpsc::UnboundedReceiver<PcEvent>,
+    attempt: u64,
 ) {
     let mut path_rx = s.path.subscribe();
     let shutdown = shared.shutdown.clone();
     loop {
         let event = tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = path_rx.wait_for(|p| *p >= PathState::Relay) => return,
+            _ = path_rx.wait_for(|p| *p == PathState::Closed) => return,
             e = events.recv() => e,
         };
+        if attempt != s.attempt() {
+            return;
+        }
         match event {
             None => return,
             Some(PcEvent::Candidate(c)) => {
@@ -271,10 +281,10 @@ pub(crate) async fn run_control(
             }
             Some(PcEvent::State(state)) => match state {
                 RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
-                    s.direct_lost("connection failed")
+                    s.direct_lost_in(attempt, "connection failed")
                 }
                 RTCPeerConnectionState::Disconnected if s.state() == PathState::Direct => {
-                    s.direct_lost("connection lost")
+                    s.direct_lost_in(attempt, "connection lost")
                 }
                 _ => {}
             },

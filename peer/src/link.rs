@@ -10,8 +10,13 @@
 //!   delivered in order to [`Peer::recv`](crate::Peer::recv); it acknowledges what it
 //!   delivered.
 //!
-//! The path only moves forward: connecting, direct, relay, closed. A link that fell back
-//! stays on the relay; a new link tries the direct path again.
+//! The path moves forward (connecting, direct, relay, closed), with one way back: a link that
+//! fell back to the relay keeps trying the direct path in the background (its offerer sends
+//! a new offer, with backoff) and returns to it when a new data channel opens. Each try is
+//! an *attempt*, numbered; events of an older attempt's connection are ignored. Nothing is
+//! lost, repeated or reordered across either switch: every message has a sequence number,
+//! the reorderer merges both paths in order and drops duplicates, and what was sent directly
+//! but not acknowledged goes again through the broker when the direct path goes.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
@@ -112,6 +117,12 @@ pub(crate) struct Session {
     pub sent_direct: AtomicU64,
     /// Messages published to the broker (republished ones included).
     pub sent_relayed: AtomicU64,
+    /// The current direct attempt (0: none yet); see [`Session::next_attempt`].
+    attempt: AtomicU64,
+    /// The remote refused direct connections: the link stays on the relay.
+    no_direct: std::sync::atomic::AtomicBool,
+    /// Times the link went back from the relay to the direct path.
+    pub returns: AtomicU64,
 }
 
 impl Session {
@@ -144,6 +155,9 @@ impl Session {
             local_ack: watch::Sender::new(0),
             sent_direct: AtomicU64::new(0),
             sent_relayed: AtomicU64::new(0),
+            attempt: AtomicU64::new(0),
+            no_direct: std::sync::atomic::AtomicBool::new(false),
+            returns: AtomicU64::new(0),
         });
         (s, cmd_rx, inbound_rx)
     }
@@ -183,31 +197,98 @@ impl Session {
         moved
     }
 
-    /// The direct path failed or closed: relay from now on.
+    /// The direct path failed or closed: relay from now on (until a later attempt opens).
     pub fn direct_lost(&self, why: &str) {
         if self.advance(PathState::Relay) {
             tracing::info!(remote = %self.remote, session = %self.id, "direct path lost ({why}); relaying through the broker");
         }
     }
 
-    /// The data channel is open: go direct, unless the link already gave up on it.
-    pub fn direct_open(&self) {
-        if self.advance(PathState::Direct) {
-            tracing::debug!(remote = %self.remote, session = %self.id, "direct path open");
+    /// [`direct_lost`](Self::direct_lost), from attempt `attempt`'s connection: ignored if a
+    /// newer attempt took its place.
+    pub fn direct_lost_in(&self, attempt: u64, why: &str) {
+        if attempt == self.attempt() {
+            self.direct_lost(why);
         }
     }
 
-    /// Keeps the connection for this link; closes it at once if the link already left the
-    /// direct path (the lock orders this against `drop_direct`).
+    /// The current direct attempt.
+    pub fn attempt(&self) -> u64 {
+        self.attempt.load(Ordering::Acquire)
+    }
+
+    /// Starts a new direct attempt: the events of older ones are ignored from now on.
+    pub fn next_attempt(&self) -> u64 {
+        self.attempt.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// The remote refused direct connections (do not try again).
+    pub fn refuse_direct(&self) {
+        self.no_direct.store(true, Ordering::Release);
+    }
+
+    /// Whether the remote refused direct connections.
+    pub fn direct_refused(&self) -> bool {
+        self.no_direct.load(Ordering::Acquire)
+    }
+
+    /// Attempt `attempt`'s data channel is open: go direct, first or again (from the relay),
+    /// unless the link closed or a newer attempt replaced it.
+    pub fn direct_open_in(&self, attempt: u64) {
+        if attempt != self.attempt() {
+            return;
+        }
+        let back = self.path.send_if_modified(|p| match *p {
+            PathState::Connecting => {
+                *p = PathState::Direct;
+                true
+            }
+            PathState::Relay => {
+                *p = PathState::Direct;
+                true
+            }
+            _ => false,
+        });
+        if back {
+            if self.returns_from_relay() {
+                tracing::info!(remote = %self.remote, session = %self.id, attempt, "direct path back");
+            } else {
+                tracing::debug!(remote = %self.remote, session = %self.id, "direct path open");
+            }
+        }
+    }
+
+    fn returns_from_relay(&self) -> bool {
+        // Attempt 1 is the link's first; later ones come back from the relay.
+        if self.attempt() > 1 {
+            self.returns.fetch_add(1, Ordering::Relaxed);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Attempt `attempt` did not open: close its connection (the link stays on the relay).
+    pub fn abandon_attempt(&self, attempt: u64) {
+        if attempt == self.attempt() && self.state() == PathState::Relay {
+            self.drop_direct();
+        }
+    }
+
+    /// Keeps the connection of the current attempt (closing the one it replaces); closes it
+    /// at once if the link is closed (the lock orders this against `drop_direct`).
     pub fn set_pc(&self, pc: Arc<dyn PeerConnection>) {
         let mut slot = self.pc.lock().unwrap();
-        if self.state() >= PathState::Relay {
-            drop(slot);
-            tokio::spawn(async move {
-                let _ = pc.close().await;
-            });
+        let old = if self.state() == PathState::Closed {
+            Some(pc)
         } else {
-            *slot = Some(pc);
+            slot.replace(pc)
+        };
+        drop(slot);
+        if let Some(old) = old {
+            tokio::spawn(async move {
+                let _ = old.close().await;
+            });
         }
     }
 
@@ -248,6 +329,8 @@ impl Session {
     fn drop_direct(&self) {
         let pc = self.pc.lock().unwrap().take();
         self.dc.lock().unwrap().take();
+        // A next attempt's candidates wait for its remote description.
+        *self.early_candidates.lock().unwrap() = Some(Vec::new());
         if let Some(pc) = pc {
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move {

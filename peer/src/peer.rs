@@ -216,7 +216,7 @@ impl Peer {
         let shared = &self.shared;
         let config = &shared.config;
         let (sdp, events) = if config.offer_direct {
-            match self.start_direct(s).await {
+            match start_direct(shared, s).await {
                 Ok((sdp, events)) => (Some(sdp), Some(events)),
                 Err(e) => {
                     // A direct path that cannot even be set up here is one that cannot be
@@ -244,7 +244,12 @@ impl Peer {
         };
         // Trickle local candidates only now, so that they follow the offer in the remote's
         // signal queue.
-        tokio::spawn(direct::run_control(s.clone(), shared.clone(), events));
+        tokio::spawn(direct::run_control(
+            s.clone(),
+            shared.clone(),
+            events,
+            s.attempt(),
+        ));
         let mut rx = s.path.subscribe();
         let opened = tokio::time::timeout(
             config.connect_timeout,
@@ -258,28 +263,10 @@ impl Peer {
                 .publish(&s.remote, &s.id, Signal::Abandon)
                 .await;
         }
+        if let Some(min) = config.retry_min {
+            tokio::spawn(retry_direct(shared.clone(), s.clone(), min));
+        }
         Ok(())
-    }
-
-    /// Builds the connection and its data channel; returns the offer's SDP and the
-    /// connection's events (local candidates wait there until the offer is out).
-    async fn start_direct(
-        &self,
-        s: &Arc<Session>,
-    ) -> Result<(
-        String,
-        tokio::sync::mpsc::UnboundedReceiver<direct::PcEvent>,
-    )> {
-        let shared = &self.shared;
-        let (pc, events) = build_pc(&shared.config).await?;
-        s.set_pc(pc.clone());
-        let dc = pc
-            .create_data_channel("warren", Some(channel_init(s.reliability)))
-            .await?;
-        direct::attach(s, shared, dc);
-        let offer = pc.create_offer(None).await?;
-        pc.set_local_description(offer.clone()).await?;
-        Ok((offer.sdp, events))
     }
 
     /// The next message from any link, in order per link; `None` once the peer is closed.
@@ -326,6 +313,8 @@ pub struct LinkStats {
     pub direct: u64,
     /// Messages published to the broker, republished ones included.
     pub relayed: u64,
+    /// Times the link went back from the relay to the direct path.
+    pub returns_to_direct: u64,
 }
 
 /// A link to one remote peer; cheap to clone, usable from many tasks.
@@ -365,6 +354,7 @@ impl Link {
         LinkStats {
             direct: self.s.sent_direct.load(Ordering::Relaxed),
             relayed: self.s.sent_relayed.load(Ordering::Relaxed),
+            returns_to_direct: self.s.returns.load(Ordering::Relaxed),
         }
     }
 
@@ -457,6 +447,96 @@ fn new_session_id() -> String {
     format!("{:016x}{:016x}", a, h2.finish())
 }
 
+/// Starts a direct attempt: builds the connection and its data channel; returns the offer's
+/// SDP and the connection's events (local candidates wait there until the offer is out).
+async fn start_direct(
+    shared: &Arc<Shared>,
+    s: &Arc<Session>,
+) -> Result<(
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<direct::PcEvent>,
+)> {
+    let (pc, events) = build_pc(&shared.config).await?;
+    s.next_attempt();
+    s.set_pc(pc.clone());
+    let dc = pc
+        .create_data_channel("warren", Some(channel_init(s.reliability)))
+        .await?;
+    direct::attach(s, shared, dc);
+    let offer = pc.create_offer(None).await?;
+    pc.set_local_description(offer.clone()).await?;
+    Ok((offer.sdp, events))
+}
+
+/// For a link this peer opened: whenever it relays, tries the direct path again, after
+/// `min`, then twice as long after each failed try (up to `retry_max`), until the link
+/// closes or the remote refuses direct connections.
+async fn retry_direct(shared: Arc<Shared>, s: Arc<Session>, min: Duration) {
+    let config = &shared.config;
+    let mut backoff = min;
+    let mut path_rx = s.path.subscribe();
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            r = path_rx.wait_for(|p| *p >= PathState::Relay) => if r.is_err() { return },
+        }
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        match s.state() {
+            PathState::Closed => return,
+            PathState::Relay if !s.direct_refused() => {}
+            PathState::Relay => return,
+            _ => continue,
+        }
+        let (sdp, events) = match start_direct(&shared, &s).await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!(remote = %s.remote, "direct path unavailable ({e})");
+                backoff = (backoff * 2).min(config.retry_max);
+                continue;
+            }
+        };
+        let attempt = s.attempt();
+        let offer = Signal::Offer {
+            sdp: Some(sdp),
+            reliability: s.reliability,
+        };
+        if shared
+            .signaller
+            .publish_confirmed(&s.remote, &s.id, offer)
+            .await
+            .is_err()
+        {
+            s.abandon_attempt(attempt);
+            return;
+        }
+        tokio::spawn(direct::run_control(
+            s.clone(),
+            shared.clone(),
+            events,
+            attempt,
+        ));
+        let opened = tokio::time::timeout(
+            config.connect_timeout,
+            path_rx.wait_for(|p| *p == PathState::Direct || *p == PathState::Closed),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok());
+        if opened && s.state() == PathState::Direct {
+            backoff = min;
+            continue;
+        }
+        s.abandon_attempt(attempt);
+        let _ = shared
+            .signaller
+            .publish(&s.remote, &s.id, Signal::Abandon)
+            .await;
+        backoff = (backoff * 2).min(config.retry_max);
+    }
+}
+
 /// Reads the signal queue: offers, answers, candidates, refusals.
 async fn signal_loop(shared: Arc<Shared>, mut consumer: Consumer) {
     loop {
@@ -508,9 +588,14 @@ async fn on_signal(shared: &Arc<Shared>, env: Envelope) {
                 s.advance(PathState::Relay);
                 return;
             }
-            if s.pc().is_some() || s.state() != PathState::Connecting {
-                return;
+            // A first offer, or a new attempt on a link that fell back to the relay (a
+            // repeated first offer, or one for a link already direct or closed, is ignored).
+            match s.state() {
+                PathState::Connecting if s.pc().is_none() => {}
+                PathState::Relay => {}
+                _ => return,
             }
+            s.next_attempt();
             if let Err(e) = answer(shared, &s, sdp).await {
                 tracing::warn!(remote = %from, "cannot answer: {e}");
                 let reject = Signal::Reject {
@@ -553,12 +638,14 @@ async fn on_signal(shared: &Arc<Shared>, env: Envelope) {
         Signal::Reject { reason } => {
             if let Some(s) = shared.session(&session, &from, &user) {
                 tracing::info!(remote = %from, "direct path refused ({reason}); relaying");
+                s.refuse_direct();
                 s.advance(PathState::Relay);
             }
         }
         Signal::Abandon => {
             if let Some(s) = shared.session(&session, &from, &user) {
                 s.direct_lost("the remote gave up");
+                s.abandon_attempt(s.attempt());
             }
         }
         Signal::Data { .. } | Signal::Bye { .. } => {}
@@ -583,23 +670,46 @@ async fn answer(shared: &Arc<Shared>, s: &Arc<Session>, sdp: String) -> Result<(
         .signaller
         .publish_confirmed(&s.remote, &s.id, Signal::Answer { sdp: answer.sdp })
         .await?;
-    tokio::spawn(direct::run_control(s.clone(), shared.clone(), events));
+    let attempt = s.attempt();
+    tokio::spawn(direct::run_control(
+        s.clone(),
+        shared.clone(),
+        events,
+        attempt,
+    ));
     let (s, wait) = (s.clone(), shared.config.connect_timeout * 2);
     tokio::spawn(async move {
         tokio::time::sleep(wait).await;
-        if s.state() == PathState::Connecting {
-            s.direct_lost("no direct path in time");
+        match s.state() {
+            PathState::Connecting => s.direct_lost_in(attempt, "no direct path in time"),
+            PathState::Relay => s.abandon_attempt(attempt),
+            _ => {}
         }
     });
     Ok(())
 }
 
-/// Reads the relay queue: messages and byes that went through the broker.
+/// Relay deliveries acknowledged to the broker at once (one `basic.ack` with `multiple`).
+const RELAY_ACK_BATCH: u32 = 64;
+
+/// Reads the relay queue: messages and byes that went through the broker. Deliveries are
+/// acknowledged in batches: every [`RELAY_ACK_BATCH`], or as soon as the queue goes quiet
+/// (20 ms), once each was handed to its link.
 async fn relay_loop(shared: Arc<Shared>, mut consumer: Consumer) {
+    // Never more than half the prefetch, or the broker would stop sending before a batch.
+    let prefetch = shared.config.relay_in_flight.clamp(16, u16::MAX as usize) as u32;
+    let batch = RELAY_ACK_BATCH.min(prefetch / 2);
+    let mut pending: Option<(lapin::Acker, u32)> = None;
     loop {
         let delivery = tokio::select! {
             _ = shared.shutdown.cancelled() => break,
             d = consumer.next() => d,
+            _ = tokio::time::sleep(Duration::from_millis(20)), if pending.is_some() => {
+                if let Some((acker, _)) = pending.take() {
+                    let _ = acker.ack(BasicAckOptions { multiple: true }).await;
+                }
+                continue;
+            }
         };
         let delivery = match delivery {
             Some(Ok(d)) => d,
@@ -610,7 +720,7 @@ async fn relay_loop(shared: Arc<Shared>, mut consumer: Consumer) {
             None => break,
         };
         let (env, acker) = decode_delivery(delivery);
-        let (from, user, session, item, reliability) = match env {
+        let item = match env {
             Ok(Envelope {
                 from,
                 user,
@@ -621,42 +731,52 @@ async fn relay_loop(shared: Arc<Shared>, mut consumer: Consumer) {
                         reliability,
                         message,
                     },
-            }) => {
-                let item = InboundItem::Data {
+            }) => Some((
+                from,
+                user,
+                session,
+                InboundItem::Data {
                     seq,
                     message,
                     path: Path::Relayed,
-                };
-                (from, user, session, item, reliability)
-            }
+                },
+                reliability,
+            )),
             Ok(Envelope {
                 from,
                 user,
                 session,
                 signal: Signal::Bye { last },
-            }) => (
+            }) => Some((
                 from,
                 user,
                 session,
                 InboundItem::Bye { last },
                 Reliability::Reliable,
-            ),
-            Ok(_) => {
-                let _ = acker.ack(BasicAckOptions::default()).await;
-                continue;
-            }
+            )),
+            Ok(_) => None,
             Err(e) => {
                 tracing::warn!("ignoring a relayed message: {e}");
-                let _ = acker.ack(BasicAckOptions::default()).await;
-                continue;
+                None
             }
         };
-        if let Some(s) = shared.session_for_signal(&from, &user, &session, reliability) {
-            tokio::select! {
-                _ = shared.shutdown.cancelled() => break,
-                _ = s.inbound_tx.send(item) => {}
+        if let Some((from, user, session, item, reliability)) = item {
+            if let Some(s) = shared.session_for_signal(&from, &user, &session, reliability) {
+                tokio::select! {
+                    _ = shared.shutdown.cancelled() => break,
+                    _ = s.inbound_tx.send(item) => {}
+                }
             }
         }
-        let _ = acker.ack(BasicAckOptions::default()).await;
+        let n = pending.as_ref().map_or(0, |(_, n)| *n) + 1;
+        if n >= batch {
+            let _ = acker.ack(BasicAckOptions { multiple: true }).await;
+            pending = None;
+        } else {
+            pending = Some((acker, n));
+        }
+    }
+    if let Some((acker, _)) = pending.take() {
+        let _ = acker.ack(BasicAckOptions { multiple: true }).await;
     }
 }

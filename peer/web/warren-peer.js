@@ -208,8 +208,12 @@
       this.lastAckSent = 0;
       this.waiters = []; // resolved when the window or buffer has room
       this.pathWaiters = [];
-      this.stats = { direct: 0, relayed: 0, received: 0 };
+      this.stats = { direct: 0, relayed: 0, received: 0, returnsToDirect: 0 };
       this.connectTimer = null;
+      this.offerer = false; // this side connected: it retries the direct path after a fallback
+      this.noDirect = false; // the remote refused direct connections
+      this.backoff = peer.retryMin;
+      this.retryTimer = null;
     }
 
     setPath(p) {
@@ -219,10 +223,41 @@
       this.path = p;
       if (p === "relay" || p === "closed") this.dropDirect();
       if (p === "relay" && from !== "connecting") this.republish();
+      if (p === "closed") clearTimeout(this.retryTimer);
       this.peer.emit("path", { remote: this.remote, path: p });
       this.wake();
       this.pump();
+      if (p === "relay") this.scheduleRetry();
       return true;
+    }
+
+    // A new attempt's data channel opened while relaying: back to the direct path. Nothing
+    // sent through the broker is lost (it was confirmed there) or reordered (the receiver
+    // orders by sequence number).
+    backToDirect() {
+      if (this.path !== "relay") return;
+      this.path = "direct";
+      this.backoff = this.peer.retryMin;
+      this.stats.returnsToDirect++;
+      this.peer.log(`link to ${this.remote}: direct path back`);
+      this.peer.emit("path", { remote: this.remote, path: "direct" });
+      this.wake();
+      this.pump();
+    }
+
+    // The side that connected tries the direct path again, with backoff, while relaying.
+    scheduleRetry() {
+      if (!this.offerer || this.noDirect || this.path !== "relay" || this.retryTimer || this.peer.retryMin == null) return;
+      this.retryTimer = setTimeout(async () => {
+        this.retryTimer = null;
+        if (this.path !== "relay") return;
+        try {
+          await this.offer();
+        } catch (e) {
+          this.backoff = Math.min(2 * this.backoff, this.peer.retryMax);
+          this.scheduleRetry();
+        }
+      }, this.backoff);
     }
 
     dropDirect() {
@@ -230,6 +265,8 @@
       const pc = this.pc;
       this.pc = null;
       this.dc = null;
+      this.remoteDescriptionSet = false;
+      this.heldCandidates = [];
       if (pc) try { pc.close(); } catch (_) { /* gone */ }
     }
 
@@ -249,6 +286,7 @@
     }
 
     newPc() {
+      if (this.pc) this.dropDirect(); // a newer attempt replaces an unfinished one
       const pc = new RTCPeerConnection({ iceServers: this.peer.iceServers });
       pc.onicecandidate = (e) => {
         if (e.candidate && e.candidate.candidate) {
@@ -277,6 +315,7 @@
         if (this.pc && this.pc.sctp && this.pc.sctp.maxMessageSize) this.maxFrame = Math.max(MIN_FRAME, Math.min(this.maxFrame, this.pc.sctp.maxMessageSize));
         clearTimeout(this.connectTimer);
         if (this.path === "connecting") this.setPath("direct");
+        else if (this.path === "relay") this.backToDirect();
       };
       dc.onopen = opened;
       dc.onclose = () => { if (dc === this.dc) this.directLost("data channel closed"); };
@@ -293,16 +332,25 @@
       }
     }
 
+    // Offers a direct path: the link's first attempt, or a new one while relaying.
     async offer() {
+      this.offerer = true;
       const pc = this.newPc();
       const init = this.live ? { ordered: false, maxRetransmits: 0 } : {};
       this.attach(pc.createDataChannel("warren", init));
       const offer = await pc.createOffer();
       await pc.setLocalDescription(offer);
       this.connectTimer = setTimeout(() => {
+        if (pc !== this.pc) return;
         if (this.path === "connecting") {
           this.peer.signal(this.remote, this.id, { type: "abandon" });
           this.directLost("timed out");
+        } else if (this.path === "relay") {
+          // This try failed: close it, wait longer before the next.
+          this.peer.signal(this.remote, this.id, { type: "abandon" });
+          this.dropDirect();
+          this.backoff = Math.min(2 * this.backoff, this.peer.retryMax);
+          this.scheduleRetry();
         }
       }, this.peer.connectTimeout);
       await this.peer.signal(this.remote, this.id, { type: "offer", sdp: offer.sdp, live: this.live }, true);
@@ -318,7 +366,11 @@
       const answer = await pc.createAnswer();
       await pc.setLocalDescription(answer);
       this.peer.signal(this.remote, this.id, { type: "answer", sdp: answer.sdp });
-      this.connectTimer = setTimeout(() => { if (this.path === "connecting") this.directLost("timed out"); }, this.peer.connectTimeout);
+      this.connectTimer = setTimeout(() => {
+        if (pc !== this.pc) return;
+        if (this.path === "connecting") this.directLost("timed out");
+        else if (this.path === "relay") this.dropDirect();
+      }, 2 * this.peer.connectTimeout);
     }
 
     async onSignal(s) {
@@ -338,8 +390,12 @@
           break;
         }
         case "reject":
+          this.noDirect = true;
+          this.directLost(`rejected: ${s.reason}`);
+          break;
         case "abandon":
-          this.directLost(s.type === "reject" ? `rejected: ${s.reason}` : "abandoned by the remote");
+          if (this.path === "relay") this.dropDirect(); // a new try that did not open
+          else this.directLost("abandoned by the remote");
           break;
         case "data":
           this.deliver(s.seq, { routingKey: s.routingKey || "", headers: s.headers || {}, body: b64decode(s.body) }, "relayed");
@@ -557,6 +613,10 @@
       this.bufferHigh = opts.bufferHigh || 1 << 20;
       this.bufferLow = opts.bufferLow || 256 << 10;
       this.relayInFlight = opts.relayInFlight || 256;
+      // After a fallback, the side that connected tries the direct path again after
+      // retryMin ms, doubling up to retryMax after each failed try (null: stay relayed).
+      this.retryMin = opts.retryMin === undefined ? 1000 : opts.retryMin;
+      this.retryMax = opts.retryMax || 30000;
       this.acceptDirect = opts.acceptDirect !== false;
       this.links = new Map(); // remote (+ "#live" for a live link) -> Link
       this.sessions = new Map(); // session id -> Link
@@ -626,6 +686,7 @@
         if (s.type === "data") link.setPath("relay");
       }
       if (s.type === "offer") {
+        if (link.path === "direct" || link.path === "closed") return; // stale
         if (s.sdp && this.acceptDirect) {
           try { await link.answer(s.sdp); } catch (e) { this.signal(m.from, m.session, { type: "reject", reason: e.message }); link.directLost(e.message); }
         } else {

@@ -96,7 +96,29 @@ try {
     return { path: link.path, paths };
   }, count);
   console.log(`phase 2: ${JSON.stringify(second)}`);
-  if (second.path !== "relay" || !(second.paths.relayed > 0)) throw new Error(`phase 2 did not relay: ${JSON.stringify(second)}`);
+  if (!(second.paths.relayed > 0)) throw new Error(`phase 2 did not relay: ${JSON.stringify(second)}`);
+
+  step("the link goes back to the direct path by itself");
+  await page.waitForFunction(() => window.demo.peer.link("native").path === "direct", null, { timeout: 20000 });
+  const third = await page.evaluate(async (n) => {
+    const link = window.demo.peer.link("native");
+    const paths = {};
+    const sends = [];
+    for (let i = 2 * n; i < 3 * n; i++) sends.push(link.send(`m${i}`, { routingKey: "demo", headers: { phase: "3" } }));
+    for (const p of await Promise.all(sends)) paths[p] = (paths[p] || 0) + 1;
+    await link.flush();
+    return { path: link.path, paths, returns: link.stats.returnsToDirect };
+  }, count);
+  console.log(`phase 3: ${JSON.stringify(third)}`);
+  if (third.paths.direct !== count || third.returns !== 1) throw new Error(`phase 3 not direct: ${JSON.stringify(third)}`);
+  // The native peer's link to this page will be cut here once 300 of its messages came.
+  await page.evaluate(() => {
+    window.demo.peer.on("message", (m) => {
+      if (m.from === "native-back" && window.demo.received.filter((x) => x.from === "native-back").length === 300) {
+        window.demo.peer.link("native-back").severDirect();
+      }
+    });
+  });
   console.log("sent: done");
 
   step("receive what the native peer sends back");
@@ -108,7 +130,8 @@ try {
   const backPaths = {};
   for (const m of back) backPaths[m.path] = (backPaths[m.path] || 0) + 1;
   console.log(`received: ${back.length} in order ${JSON.stringify(backPaths)}`);
-  if (!backPaths.direct) throw new Error(`nothing came direct from the native peer: ${JSON.stringify(backPaths)}`);
+  if (!backPaths.direct || !backPaths.relayed) throw new Error(`expected direct, then relayed after the cut: ${JSON.stringify(backPaths)}`);
+  if (back[back.length - 1].path !== "direct") throw new Error("the native peer's link did not come back to the direct path");
   step("a live stream from the native peer moves the cursor");
   await page.waitForFunction(() => (document.querySelector("#cursor-path")?.textContent ?? "").includes("direct"), null, { timeout: 60000 });
   await page.fill("#text", "hello from the browser");
