@@ -205,7 +205,7 @@ async fn a_browser_peer_talks_to_a_native_peer_direct_then_relayed() {
         assert!(l.ends_with(&format!(": m{i}")), "message {i}: {l}");
         assert!(l.contains(" from browser "), "{l}");
         assert!(l.contains("rk=demo"), "{l}");
-        if i < COUNT || i >= 2 * COUNT {
+        if !(COUNT..2 * COUNT).contains(&i) {
             assert!(l.starts_with("[direct]"), "message {i}: {l}");
         } else if l.starts_with("[relayed]") {
             relayed += 1;
