@@ -10,7 +10,9 @@
 //!
 //! Each cell is the median over `--rounds` rounds (default 3). The table goes to stdout when
 //! the run ends; progress (each round's figures as they come) goes to stderr. PEER_BENCH_SEND_BUFFER and
-//! PEER_BENCH_WINDOW override `PeerConfig::send_buffer` and `window` for experiments.
+//! PEER_BENCH_WINDOW override `PeerConfig::send_buffer` and `window` for experiments;
+//! PEER_BENCH_ONLY=direct or relayed, and PEER_BENCH_SIZE=16|1024|65536, run one path or size
+//! (to profile it: `perf record -g target/release/examples/peer_bench`).
 //!
 //! Both paths use the same `Peer`/`Link` API and a reliable, ordered link; the relay link is
 //! one whose sender never offers a direct path. Latency is measured one message at a time
@@ -162,8 +164,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("| size | path | p50 latency | p99 latency | throughput | MiB/s |");
         println!("|---|---|---:|---:|---:|---:|");
         let mut cell = 0;
+        let only_path = std::env::var("PEER_BENCH_ONLY").ok();
+        let only_size: Option<usize> = std::env::var("PEER_BENCH_SIZE")
+            .ok()
+            .and_then(|v| v.parse().ok());
         for (size, label, samples, count) in SIZES {
             for (link, path) in [(&direct, Path::Direct), (&relay, Path::Relayed)] {
+                if only_path.as_deref().is_some_and(|p| p != path.to_string())
+                    || only_size.is_some_and(|s| s != size)
+                {
+                    continue;
+                }
                 cell += 1;
                 let (mut p50s, mut p99s, mut rates) = (Vec::new(), Vec::new(), Vec::new());
                 for round in 1..=rounds {
