@@ -6,8 +6,8 @@
 //! broker; the link goes back to the direct path by itself and 1,000 more go direct: the
 //! native peer prints all 3,000 in order, each once, with those paths. Then a native
 //! `warren peer send` sends 1,000 messages to the browser; the page cuts that link after 300
-//! and it comes back to direct (the native side retries): all arrive in order, the first
-//! direct, then relayed, the last direct again. A `warren peer send --live` stream of cursor
+//! and it comes back to direct (the native side retries; the last 400 are written once the
+//! page saw it back): all arrive in order, the first direct, then relayed, the last direct. A `warren peer send --live` stream of cursor
 //! positions moves the page's cursor.
 //! Before that, a user claiming another user's peer name is refused (403), as over AMQP.
 //! The driver is tests/dashboard/peer.mjs (playwright-core, installed by tests/run-all.sh).
@@ -21,19 +21,55 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
-const COUNT: usize = 1000;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_peer_talks_to_a_native_peer_direct_then_relayed() {
+    run_demo(false, 1000).await;
+}
+
+/// The same over HTTPS: the page, the script and the WebSocket (wss) all on the TLS port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_peer_signals_over_wss_when_the_api_is_on_https() {
+    run_demo(true, 200).await;
+}
+
+async fn run_demo(tls: bool, count: usize) {
+    #[allow(non_snake_case)]
+    let COUNT = count;
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dashboard");
     assert!(
         dir.join("node_modules/playwright-core").exists(),
         "playwright-core is not installed: run `npm ci --prefix tests/dashboard` \
          (tests/run-all.sh does)"
     );
-    let data = binary::temp_dir("peer-browser");
-    let server = binary::Server::start(&data).await;
+    let data = binary::temp_dir(if tls {
+        "peer-browser-tls"
+    } else {
+        "peer-browser"
+    });
+    let server = if tls {
+        // A self-signed certificate for 127.0.0.1; the browser is told to accept it.
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        let pki = data.with_extension("pki");
+        std::fs::create_dir_all(&pki).unwrap();
+        std::fs::write(pki.join("cert.pem"), cert.cert.pem()).unwrap();
+        std::fs::write(pki.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
+        let toml = pki.join("warren.toml");
+        std::fs::write(
+            &toml,
+            format!(
+                "[tls]\ncert_file = {:?}\nkey_file = {:?}\nmanagement = true\n",
+                pki.join("cert.pem"),
+                pki.join("key.pem")
+            ),
+        )
+        .unwrap();
+        binary::Server::start_with(&data, &["--config", toml.to_str().unwrap()]).await
+    } else {
+        binary::Server::start(&data).await
+    };
     let http = server.http.clone().expect("the management API address");
+    assert_eq!(http.starts_with("https://"), tls, "{http}");
+    let curl_tls: &[&str] = if tls { &["-k"] } else { &[] };
 
     // A user who may claim only its own peer names (peer-alice, peer-alice.*).
     for (method, path, body) in [
@@ -50,6 +86,7 @@ async fn a_browser_peer_talks_to_a_native_peer_direct_then_relayed() {
     ] {
         let out = Command::new("curl")
             .args(["-sS", "-f", "-u", "guest:guest", "-X", method])
+            .args(curl_tls)
             .args([
                 "-H",
                 "content-type: application/json",
@@ -96,6 +133,7 @@ async fn a_browser_peer_talks_to_a_native_peer_direct_then_relayed() {
         .current_dir(&dir)
         .env("WARREN_PEER_DEMO", format!("{http}/peer/demo"))
         .env("WARREN_PEER_COUNT", COUNT.to_string())
+        .env("WARREN_PEER_IGNORE_TLS", if tls { "1" } else { "" })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
@@ -113,10 +151,14 @@ async fn a_browser_peer_talks_to_a_native_peer_direct_then_relayed() {
     });
     let mut transcript = Vec::new();
     let mut sender = None;
+    let back_direct = std::sync::Arc::new(tokio::sync::Notify::new());
     while let Ok(Ok(Some(line))) =
         tokio::time::timeout(Duration::from_secs(180), node_out.next_line()).await
     {
         println!("{line}");
+        if line == "back: direct again" {
+            back_direct.notify_one();
+        }
         if line == "sent: done" {
             // The browser is listening: a native peer sends to it.
             let mut send = Command::new(binary::warren_binary())
@@ -137,14 +179,18 @@ async fn a_browser_peer_talks_to_a_native_peer_direct_then_relayed() {
                 .spawn()
                 .expect("warren peer send");
             let mut stdin = send.stdin.take().unwrap();
-            // Paced (about 4 s in all), so that the link the page cuts after 300 messages
-            // has time to come back to the direct path before the end.
+            // Paced: the page cuts this link after 30% of the messages; 60% are written
+            // while it relays and comes back, the last 40% once the page saw it back.
+            let back = back_direct.clone();
             tokio::spawn(async move {
                 for i in 0..COUNT {
+                    if i == COUNT * 6 / 10 {
+                        back.notified().await;
+                    }
                     if stdin.write_all(format!("r{i}\n").as_bytes()).await.is_err() {
                         return;
                     }
-                    tokio::time::sleep(Duration::from_millis(4)).await;
+                    tokio::time::sleep(Duration::from_millis(2000 / COUNT as u64)).await;
                 }
             });
             sender = Some(send);
@@ -215,4 +261,5 @@ async fn a_browser_peer_talks_to_a_native_peer_direct_then_relayed() {
     let _ = listen.start_kill();
     server.stop().await;
     let _ = std::fs::remove_dir_all(&data);
+    let _ = std::fs::remove_dir_all(data.with_extension("pki"));
 }
