@@ -159,6 +159,30 @@ async fn run_demo(tls: bool, count: usize) {
         if line == "back: direct again" {
             back_direct.notify_one();
         }
+        if line.starts_with("step: a live stream") {
+            // A live (unordered, no retransmits) stream of cursor positions, paced.
+            let mut live = Command::new(binary::warren_binary())
+                .args(["peer", "send", "--to", "browser", "--name", "native-cursor"])
+                .args(["--live", "-k", "cursor", "--url", &server.url])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("warren peer send --live");
+            let mut stdin = live.stdin.take().unwrap();
+            tokio::spawn(async move {
+                for i in 0..200 {
+                    let pos = format!("{},{}\n", 100 + 2 * i, 60 + i);
+                    if stdin.write_all(pos.as_bytes()).await.is_err() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                drop(stdin);
+                let _ = live.wait().await;
+            });
+        }
         if line == "sent: done" {
             // The browser is listening: a native peer sends to it.
             let mut send = Command::new(binary::warren_binary())
@@ -194,25 +218,6 @@ async fn run_demo(tls: bool, count: usize) {
                 }
             });
             sender = Some(send);
-            // And a live (unordered, no retransmits) stream of cursor positions.
-            let mut live = Command::new(binary::warren_binary())
-                .args(["peer", "send", "--to", "browser", "--name", "native-cursor"])
-                .args(["--live", "-k", "cursor", "--url", &server.url])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .kill_on_drop(true)
-                .spawn()
-                .expect("warren peer send --live");
-            let mut stdin = live.stdin.take().unwrap();
-            let body: String = (0..50)
-                .map(|i| format!("{},{}\n", 100 + 8 * i, 60 + 3 * i))
-                .collect();
-            tokio::spawn(async move {
-                let _ = stdin.write_all(body.as_bytes()).await;
-                drop(stdin);
-                let _ = live.wait().await;
-            });
         }
         transcript.push(line);
     }

@@ -578,18 +578,7 @@ async fn policies_survive_a_restart_and_travel_in_definitions() {
         let mut c = warren::Config::ephemeral();
         c.persistence = true;
         c.data_dir = dir;
-        c.http_bind = Some("127.0.0.1:0".parse().unwrap());
-        let broker = warren::Broker::start(c).await.expect("starting a broker");
-        let http = format!("http://{}", broker.http_addr().unwrap());
-        Target {
-            amqp: TestBroker {
-                url: broker.url(),
-                addr: broker.local_addr(),
-                broker: Some(broker),
-            },
-            http,
-            prometheus: None,
-        }
+        common::http::target_with(c).await
     };
     let policy = json!({"pattern": "^kept", "apply-to": "queues", "priority": 7,
         "definition": {"max-length": 2}});

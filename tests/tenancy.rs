@@ -989,6 +989,8 @@ async fn users_vhosts_and_permissions_survive_a_restart() {
     assert_eq!(code, 403);
     drop(conn);
     assert!(access.user("guest").is_some());
+    // What this test still holds of the broker goes first: shutdown waits for the store.
+    drop(kept);
     broker.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -412,8 +412,15 @@
 
     send(body, opts = {}) {
       const msg = { routingKey: opts.routingKey || "", headers: opts.headers || {}, body: toBytes(body) };
+      // The limits of both paths (the native peer's Message::validate), checked up front.
       if (enc.encode(msg.routingKey).length > 255) return Promise.reject(new Error("routing key longer than 255 bytes"));
-      for (const k of Object.keys(msg.headers)) if (k.startsWith("x-warren-")) return Promise.reject(new Error(`header ${k} is reserved`));
+      const names = Object.keys(msg.headers);
+      if (names.length > 65535) return Promise.reject(new Error(`${names.length} headers; the limit is 65535`));
+      for (const k of names) {
+        const n = enc.encode(k).length;
+        if (n === 0 || n > 255) return Promise.reject(new Error(`header name ${JSON.stringify(k)} must be 1 to 255 bytes`));
+        if (k.startsWith("x-warren-")) return Promise.reject(new Error(`header ${k} uses the reserved prefix x-warren-`));
+      }
       if (this.path === "closed") return Promise.reject(new Error("link closed"));
       return new Promise((resolve, reject) => {
         this.queue.push([msg, resolve, reject]);

@@ -27,8 +27,13 @@ pub async fn target() -> Target {
         };
     }
     let mut config = warren::Config::ephemeral();
-    config.http_bind = Some("127.0.0.1:0".parse().unwrap());
     config.prometheus_bind = Some("127.0.0.1:0".parse().unwrap());
+    target_with(config).await
+}
+
+/// An embedded Warren with these settings and its HTTP API on 127.0.0.1:0.
+pub async fn target_with(mut config: warren::Config) -> Target {
+    config.http_bind = Some("127.0.0.1:0".parse().unwrap());
     let broker = warren::Broker::start(config)
         .await
         .expect("starting a broker with its management API");

@@ -308,10 +308,46 @@ impl Broker {
         self.prometheus_addr
     }
 
-    /// Closes every connection (320 CONNECTION_FORCED) and waits for the broker to stop.
+    /// Closes every connection (320 CONNECTION_FORCED) and waits for the broker to stop,
+    /// and for the last task holding its store to let go of it, so that a broker started
+    /// right after on the same data directory finds it unlocked. (A queue's task answers the
+    /// shutdown snapshot and ends a moment later; an immediate restart once found the store
+    /// still locked in CI.)
     pub async fn shutdown(self) {
-        self.shutdown.cancel();
-        let _ = self.task.await;
+        let Broker {
+            shutdown,
+            task,
+            ctx,
+            faults,
+            ..
+        } = self;
+        let store = ctx.disk.as_ref().map(Arc::downgrade);
+        let lock = ctx.config.data_dir.join("warren.lock");
+        shutdown.cancel();
+        let _ = task.await;
+        drop((ctx, faults));
+        let Some(store) = store else { return };
+        // Bounded: the embedding program may itself still hold a vhost or a queue (and so
+        // the store); then it is the one to let go. Queue tasks end within milliseconds of
+        // their snapshot, more on a loaded machine.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while store.strong_count() > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        // The last holder is dropping it: its flush thread joins, then the lock goes.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while tokio::time::Instant::now() < deadline {
+            let free = std::fs::File::open(&lock)
+                .map(|f| f.try_lock().is_ok())
+                .unwrap_or(true);
+            if free {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use hyper::Method;
 use serde_json::{json, Value};
 
 use super::http::{segment, Api, HttpArgs};
-use super::render::{Format, Table};
+use super::render::Format;
 
 #[derive(clap::Subcommand, Debug)]
 #[command(after_help = "\
@@ -133,29 +133,18 @@ pub async fn policy(cmd: PolicyCommand) -> anyhow::Result<()> {
                 Value::Array(a) => a,
                 _ => Vec::new(),
             };
-            let format = format.unwrap_or_else(Format::for_stdout);
-            let mut out = std::io::stdout().lock();
-            let r = match format {
-                Format::Json => serde_json::to_writer_pretty(&mut out, &items)
-                    .map_err(std::io::Error::from)
-                    .and_then(|()| std::io::Write::write_all(&mut out, b"\n")),
-                f => Table::new(
-                    [
-                        "vhost",
-                        "name",
-                        "pattern",
-                        "apply-to",
-                        "definition",
-                        "priority",
-                    ]
-                    .iter()
-                    .map(|c| (*c).to_owned())
-                    .collect(),
-                    &items,
-                )
-                .write(f, &mut out),
-            };
-            super::printed(r)?;
+            super::tenancy::print_list(
+                &items,
+                &[
+                    "vhost",
+                    "name",
+                    "pattern",
+                    "apply-to",
+                    "definition",
+                    "priority",
+                ],
+                format,
+            )?;
         }
     }
     Ok(())

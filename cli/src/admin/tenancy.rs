@@ -24,7 +24,11 @@ async fn delete(api: &Api, path: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_list(items: &[Value], columns: &[&str], format: Option<Format>) -> anyhow::Result<()> {
+pub(super) fn print_list(
+    items: &[Value],
+    columns: &[&str],
+    format: Option<Format>,
+) -> anyhow::Result<()> {
     let format = format.unwrap_or_else(Format::for_stdout);
     let mut out = std::io::stdout().lock();
     let r = match format {
